@@ -1,0 +1,1 @@
+//! keygate: a policy-enforcing reverse proxy in front of the Confluent Cloud REST API.
