@@ -1,1 +1,3 @@
 //! keygate: a policy-enforcing reverse proxy in front of the Confluent Cloud REST API.
+
+pub mod policy;
