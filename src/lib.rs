@@ -1,3 +1,36 @@
 //! keygate: a policy-enforcing reverse proxy in front of the Confluent Cloud REST API.
+//!
+//! Every request flows through one pipeline (composed in [`app`], DESIGN.md §1):
+//!
+//! ```text
+//! downstream ─TLS?─► server ─► observe ─► rescue ─► guard ─► identity ─► decide ─► rate limit ─► forward ─► upstream
+//!                              (request id,  (errors →   (framing,  (who is   (matrix +   (per caller,  (pool, TLS,
+//!                               access log,   Confluent   path,      it)       org policy) per action)   timeouts)
+//!                               metrics)      JSON)       body)
+//! ```
+//!
+//! Ungoverned routes (everything but `/iam/v2/api-keys…`) are forwarded byte for byte with
+//! streaming bodies. Modules:
+//! - [`server`]: listeners, TLS, HTTP/1.1 + h2, graceful drain; [`admin`]: health and metrics.
+//! - [`config`]: the TOML file, validated; [`error`]: the one error → response mapping.
+//! - [`telemetry`]: logs, metrics, the observing stage; [`context`]: per-request state.
+//! - [`proxy`]: the upstream client and forwarding; [`policy`]: what a request asks and may do.
+//! - [`simulator`]: an in-memory Confluent IAM API, the upstream of tests and `keygate dev`.
+//! - [`cli`]: the `keygate` command.
 
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod error;
 pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+
+mod gateway;
+
+pub use gateway::{build, Gateway, StartError};

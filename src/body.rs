@@ -1,0 +1,97 @@
+//! The one body type that flows through the pipeline, in both directions.
+//!
+//! Ungoverned requests and all upstream responses stream (`Incoming`) without buffering; governed
+//! requests, once read whole by the guard, and responses keygate generates itself are `Full`.
+//! An enum rather than a boxed trait object: no allocation per request, and `size_hint` /
+//! `is_end_stream` stay exact so framing (Content-Length) is preserved end to end.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// A request or response body inside keygate.
+#[derive(Debug, Default)]
+pub enum Body {
+    /// No body at all.
+    #[default]
+    Empty,
+    /// A body held in memory; `None` once it has been yielded.
+    Full(Option<Bytes>),
+    /// A body streamed from a peer (downstream request or upstream response).
+    Incoming(Incoming),
+}
+
+impl Body {
+    /// A body from bytes held in memory (an empty buffer is an empty body).
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full(Some(bytes))
+        }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(incoming: Incoming) -> Self {
+        Body::Incoming(incoming)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Incoming(incoming) => Pin::new(incoming).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Incoming(incoming) => incoming.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Incoming(incoming) => incoming.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn full_body_yields_its_bytes_once_with_exact_size() {
+        let body = Body::full("hello");
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+    }
+
+    #[test]
+    fn empty_bytes_make_an_empty_body() {
+        let body = Body::full(Bytes::new());
+        assert!(http_body::Body::is_end_stream(&body));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
+    }
+}

@@ -1,0 +1,192 @@
+//! Configuration: the TOML file, validated into typed values before anything starts.
+//!
+//! Two layers (STYLE.md "Config"): [`raw`] mirrors the file with serde and rejects unknown fields;
+//! [`validate`] turns it into [`Config`], whose fields are typed (`SocketAddr`, `Duration`, `Uri`,
+//! `NonZero…`). The rest of keygate only ever sees [`Config`]. A bad file is one clear line that
+//! names the file and the field, and the process exits with `EX_CONFIG` (78).
+//!
+//! The parsed config is never logged as a whole: it may name credential files.
+
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+
+/// The exit code for a configuration error (`EX_CONFIG` from sysexits.h).
+pub const EX_CONFIG: u8 = 78;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The downstream listener.
+    pub listener: ListenerConfig,
+    /// The upstream (Confluent Cloud) and the client that talks to it.
+    pub upstream: UpstreamConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The tokio runtime.
+    pub runtime: RuntimeConfig,
+}
+
+/// Where and how keygate accepts downstream connections.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to bind (`127.0.0.1:0` picks a free port).
+    pub address: SocketAddr,
+    /// TLS (PEM certificate chain and private key); plain TCP when absent.
+    pub tls: Option<TlsFiles>,
+    /// Time a connection may take to send a complete request head (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (HTTP/1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before connections are closed.
+    pub shutdown_grace: Duration,
+}
+
+/// A PEM certificate chain and key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The upstream and the pooled client to it.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL, scheme and authority only (`https://api.confluent.cloud`).
+    pub url: Uri,
+    /// Extra CA certificates (PEM) trusted for the upstream, on top of the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// TCP connect (and TLS handshake) deadline.
+    pub connect_timeout: Duration,
+    /// Deadline for the upstream's response head, from the moment the request is sent.
+    pub request_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per upstream host.
+    pub max_idle_per_host: usize,
+}
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest governed request body keygate reads (it must read it whole to decide).
+    pub max_body_bytes: usize,
+}
+
+/// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address to bind; loopback by default.
+    pub address: SocketAddr,
+}
+
+/// Log output.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// JSON lines (default) or human-readable text.
+    pub format: LogFormat,
+    /// A `tracing` filter directive (`info`, `keygate=debug`, …).
+    pub level: String,
+    /// One access-log line per request.
+    pub access_log: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// The async runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Worker threads; `None` means one per core.
+    pub worker_threads: Option<NonZeroUsize>,
+}
+
+/// A configuration error: which file, which field, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    file: String,
+    field: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    /// An error about `field` (a dotted path such as `upstream.url`).
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: String::new(),
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the file as a whole.
+    pub fn file(message: impl Into<String>) -> Self {
+        ConfigError {
+            file: String::new(),
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// Attaches the file name the error came from.
+    pub fn in_file(mut self, path: &Path) -> Self {
+        self.file = path.display().to_string();
+        self
+    }
+
+    /// The dotted field path, when the error is about one field.
+    pub fn field_path(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = if self.file.is_empty() {
+            "<config>"
+        } else {
+            &self.file
+        };
+        match &self.field {
+            Some(field) => write!(f, "{file}: `{field}`: {}", self.message),
+            None => write!(f, "{file}: {}", self.message),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(format!("cannot read: {e}")).in_file(path))?;
+        Config::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates config text; relative paths stay relative to the working directory.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw = raw::RawConfig::parse(text)?;
+        Config::try_from(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests;

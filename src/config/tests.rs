@@ -1,0 +1,120 @@
+use super::*;
+
+#[test]
+fn empty_file_gives_safe_defaults() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.listener.address.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin.address.to_string(), "127.0.0.1:9901");
+    assert_eq!(c.upstream.url.to_string(), "https://api.confluent.cloud/");
+    assert!(c.listener.tls.is_none());
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.log.access_log);
+}
+
+#[test]
+fn full_file_is_typed() {
+    let c = Config::from_toml(
+        r#"
+        [listener]
+        address = "127.0.0.1:0"
+        header_read_timeout = "2s"
+        max_header_bytes = 16384
+        shutdown_grace = "500ms"
+        tls = { cert = "c.pem", key = "k.pem" }
+        [upstream]
+        url = "http://127.0.0.1:9"
+        connect_timeout = "1s"
+        request_timeout = "3s"
+        idle_timeout = "10s"
+        [limits]
+        max_body_bytes = 1024
+        [log]
+        format = "text"
+        level = "keygate=debug"
+        access_log = false
+        [runtime]
+        worker_threads = 1
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.listener.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(c.listener.shutdown_grace, Duration::from_millis(500));
+    assert_eq!(c.upstream.request_timeout, Duration::from_secs(3));
+    assert_eq!(c.limits.max_body_bytes, 1024);
+    assert_eq!(c.runtime.worker_threads.map(|n| n.get()), Some(1));
+    assert_eq!(c.listener.tls.unwrap().cert, PathBuf::from("c.pem"));
+}
+
+fn field_of(text: &str) -> String {
+    let err = Config::from_toml(text).unwrap_err();
+    err.field_path().unwrap_or("").to_string()
+}
+
+#[test]
+fn unknown_field_is_named_with_its_table() {
+    let err = Config::from_toml("[upstream]\nurll = \"x\"\n").unwrap_err();
+    assert_eq!(err.field_path(), Some("upstream.urll"));
+    assert!(err.to_string().contains("unknown field `urll`"), "{err}");
+}
+
+#[test]
+fn unknown_table_is_rejected() {
+    assert_eq!(
+        field_of("[listner]\naddress = \"127.0.0.1:1\"\n"),
+        "listner"
+    );
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    assert_eq!(
+        field_of("[listener]\naddress = \"localhost\"\n"),
+        "listener.address"
+    );
+    assert_eq!(field_of("[upstream]\nurl = \"ftp://x\"\n"), "upstream.url");
+    assert_eq!(
+        field_of("[upstream]\nurl = \"https://x/iam\"\n"),
+        "upstream.url"
+    );
+    assert_eq!(
+        field_of("[upstream]\nrequest_timeout = \"soon\"\n"),
+        "upstream.request_timeout"
+    );
+    assert_eq!(
+        field_of("[upstream]\nconnect_timeout = \"0s\"\n"),
+        "upstream.connect_timeout"
+    );
+    assert_eq!(
+        field_of("[limits]\nmax_body_bytes = 0\n"),
+        "limits.max_body_bytes"
+    );
+    assert_eq!(field_of("[log]\nformat = \"xml\"\n"), "log.format");
+    assert_eq!(
+        field_of("[listener]\nmax_header_bytes = 10\n"),
+        "listener.max_header_bytes"
+    );
+    assert_eq!(
+        field_of("[listener]\nmax_header_bytes = \"big\"\n"),
+        "listener.max_header_bytes"
+    );
+}
+
+#[test]
+fn error_line_names_file_and_field() {
+    let err = ConfigError::field("upstream.url", "bad").in_file(Path::new("k.toml"));
+    assert_eq!(err.to_string(), "k.toml: `upstream.url`: bad");
+}
+
+#[test]
+fn syntax_error_is_one_line() {
+    let err = Config::from_toml("[listener\n").unwrap_err();
+    assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+#[test]
+fn toml_errors_keep_position_and_cause_on_one_line() {
+    let err = Config::from_toml("[listener\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("line 1, column 10"), "{text}");
+    assert!(text.contains("unclosed table"), "{text}");
+}

@@ -1,0 +1,94 @@
+//! Per-request state shared by the pipeline stages.
+//!
+//! The outermost stage creates a [`RequestContext`] and puts an `Arc` of it in the request
+//! extensions; inner stages record what they learn (route, principal, action, decision, upstream
+//! status, the error that stopped the request) and the outer stages read it when the response is
+//! complete, for the access log, metrics and audit — also when an inner stage failed and the request
+//! itself is gone. Nothing in here is a credential.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::policy::action::Action;
+
+/// Which kind of route a request is on (a metrics label and a pipeline switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteClass {
+    /// Forwarded as is: everything but the api-keys endpoints.
+    #[default]
+    Ungoverned,
+    /// The api-keys endpoints: guarded, identified, decided, audited.
+    Governed,
+}
+
+impl RouteClass {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Ungoverned => "ungoverned",
+            RouteClass::Governed => "governed",
+        }
+    }
+}
+
+/// What the stages learned about one request.
+#[derive(Debug, Default, Clone)]
+pub struct ContextState {
+    /// Governed or not (set by the guard stage).
+    pub route: RouteClass,
+    /// The governed action, if any.
+    pub action: Option<Action>,
+    /// The verified principal id, if any.
+    pub principal: Option<String>,
+    /// The upstream's status, when the request was forwarded.
+    pub upstream_status: Option<StatusCode>,
+    /// The kind of error that ended the request inside keygate (an error code), if any.
+    pub error_code: Option<&'static str>,
+    /// The error's detail, already free of secrets.
+    pub error_detail: Option<String>,
+}
+
+/// One request's identity and shared state.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// The request id (accepted from the caller or minted).
+    pub id: HeaderValue,
+    /// The downstream peer.
+    pub peer: SocketAddr,
+    /// The method.
+    pub method: Method,
+    /// When keygate started on this request.
+    pub started: Instant,
+    state: Mutex<ContextState>,
+}
+
+impl RequestContext {
+    /// A fresh context.
+    pub fn new(id: HeaderValue, peer: SocketAddr, method: Method) -> Arc<RequestContext> {
+        Arc::new(RequestContext {
+            id,
+            peer,
+            method,
+            started: Instant::now(),
+            state: Mutex::new(ContextState::default()),
+        })
+    }
+
+    /// The request id as text (always visible ASCII, see `telemetry::request_id`).
+    pub fn id_str(&self) -> &str {
+        self.id.to_str().unwrap_or("-")
+    }
+
+    /// Locks the state for reading or recording. Held only for a few field writes.
+    pub fn state(&self) -> MutexGuard<'_, ContextState> {
+        // A poisoned lock only means another stage panicked mid-write; the data is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The socket address of the downstream peer, put in request extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);

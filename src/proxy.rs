@@ -1,0 +1,49 @@
+//! The last stage: forward a request to the upstream and stream its response back.
+//!
+//! [`Upstream`] is the pooled keep-alive client (rustls with webpki roots plus an optional CA, or
+//! plain HTTP for loopback tests); [`forward`] rewrites the request for the upstream (authority,
+//! hop-by-hop headers, request id) and maps failures to [`ProxyError`]: connect/TLS failure → 502,
+//! no response head within the deadline → 504. Bodies are streamed, never buffered here. Whether a
+//! request may be forwarded at all is decided before this stage (see `app.rs`).
+
+pub mod forward;
+pub mod headers;
+pub mod upstream;
+
+use std::time::Duration;
+
+pub use forward::forward;
+pub use upstream::Upstream;
+
+/// Why the upstream exchange failed. Messages name the cause, never headers or bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// TCP connect failed (refused, unreachable, DNS).
+    #[error("upstream connect failed: {0}")]
+    Connect(String),
+    /// The TLS handshake with the upstream failed.
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(String),
+    /// TCP connect did not complete in time.
+    #[error("upstream connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The upstream accepted the request but sent no response head in time.
+    #[error("upstream did not respond within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke or the upstream spoke invalid HTTP.
+    #[error("upstream connection failed: {0}")]
+    Protocol(String),
+}
+
+impl ProxyError {
+    /// A short label for metrics (`keygate_upstream_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect(_) => "connect",
+            ProxyError::Tls(_) => "tls",
+            ProxyError::ConnectTimeout(_) => "connect_timeout",
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::Protocol(_) => "protocol",
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Rewrites a downstream request for the upstream and streams the exchange.
+
+use http::header::{HeaderValue, HOST};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Version};
+
+use super::headers::strip_hop_by_hop;
+use super::{ProxyError, Upstream};
+use crate::body::Body;
+use crate::telemetry::X_REQUEST_ID;
+
+/// Forwards `request` to the upstream: same method, path, query, end-to-end headers and body
+/// (streamed); `Host`/`:authority` become the upstream's; hop-by-hop headers are removed both ways.
+pub async fn forward(
+    upstream: &Upstream,
+    request: Request<Body>,
+    request_id: &HeaderValue,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = upstream.uri_for(path_and_query);
+    // keygate speaks HTTP/1.1 or h2 to the upstream as ALPN decides, whatever the caller used.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    // The client sets Host from the URI's authority.
+    parts.headers.remove(HOST);
+    // Set after stripping, so a `Connection: x-request-id` cannot remove it.
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+
+    let response = upstream.send(Request::from_parts(parts, body)).await?;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::Incoming(body)))
+}
+
+/// The innermost service: forwards every request that reaches it.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    upstream: std::sync::Arc<Upstream>,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+}
+
+impl Forward {
+    /// The forwarding service over a shared upstream client.
+    pub fn new(
+        upstream: std::sync::Arc<Upstream>,
+        metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    ) -> Self {
+        Forward { upstream, metrics }
+    }
+}
+
+impl tower::Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = crate::error::GatewayError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let upstream = self.upstream.clone();
+        let metrics = self.metrics.clone();
+        let ctx = request
+            .extensions()
+            .get::<std::sync::Arc<crate::context::RequestContext>>()
+            .cloned();
+        Box::pin(async move {
+            let id = ctx
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_else(crate::telemetry::observe::mint_request_id);
+            match forward(&upstream, request, &id).await {
+                Ok(response) => {
+                    if let Some(ctx) = &ctx {
+                        ctx.state().upstream_status = Some(response.status());
+                    }
+                    Ok(response)
+                }
+                Err(err) => {
+                    metrics
+                        .upstream_errors
+                        .get_or_create(&crate::telemetry::metrics::KindLabels { kind: err.kind() })
+                        .inc();
+                    Err(err.into())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The Prometheus registry and the metric families keygate records.
+//!
+//! Label values come from small fixed sets (route class, normalised method, status code, error
+//! kind), so cardinality stays bounded whatever callers send.
+
+use std::sync::atomic::AtomicI64;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets in seconds: from a cached decision (sub-millisecond) to a slow upstream.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Request method as a bounded label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(
+    clippy::upper_case_acronyms,
+    reason = "label values are the HTTP method names"
+)]
+pub enum MethodLabel {
+    GET,
+    POST,
+    PUT,
+    PATCH,
+    DELETE,
+    HEAD,
+    OPTIONS,
+    OTHER,
+}
+
+impl From<&Method> for MethodLabel {
+    fn from(m: &Method) -> Self {
+        match *m {
+            Method::GET => MethodLabel::GET,
+            Method::POST => MethodLabel::POST,
+            Method::PUT => MethodLabel::PUT,
+            Method::PATCH => MethodLabel::PATCH,
+            Method::DELETE => MethodLabel::DELETE,
+            Method::HEAD => MethodLabel::HEAD,
+            Method::OPTIONS => MethodLabel::OPTIONS,
+            _ => MethodLabel::OTHER,
+        }
+    }
+}
+
+/// Labels of `keygate_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `governed` or `ungoverned`.
+    pub route: &'static str,
+    /// Method.
+    pub method: MethodLabel,
+    /// Final status code sent downstream.
+    pub status: u16,
+}
+
+/// Labels of `keygate_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `governed` or `ungoverned`.
+    pub route: &'static str,
+}
+
+/// Labels of `keygate_upstream_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Error kind (`connect`, `tls`, `timeout`, …).
+    pub kind: &'static str,
+}
+
+/// All metrics of one keygate instance.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route class, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency (to the last response byte) by route class.
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Upstream failures by kind.
+    pub upstream_errors: Family<KindLabels, Counter>,
+    /// Requests being processed now.
+    pub in_flight: Gauge<i64, AtomicI64>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+impl Metrics {
+    /// A registry with every keygate family registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("keygate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests handled, by route class, method and status",
+            requests.clone(),
+        );
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request start to the last response byte",
+            latency.clone(),
+        );
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream exchanges that failed, by kind",
+            upstream_errors.clone(),
+        );
+        let in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being processed",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            in_flight,
+        }
+    }
+
+    /// Mutable access to register further families at start-up.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_families_carry_their_labels() {
+        let m = Metrics::new();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: "governed",
+                method: MethodLabel::POST,
+                status: 403,
+            })
+            .inc();
+        m.upstream_errors
+            .get_or_create(&KindLabels { kind: "timeout" })
+            .inc();
+        m.latency
+            .get_or_create(&RouteLabels {
+                route: "ungoverned",
+            })
+            .observe(0.002);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"keygate_requests_total{route="governed",method="POST",status="403"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"keygate_upstream_errors_total{kind="timeout"} 1"#));
+        assert!(text.contains("keygate_request_duration_seconds_bucket"));
+        assert!(text.contains("keygate_in_flight_requests 0"));
+    }
+}

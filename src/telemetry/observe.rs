@@ -1,0 +1,360 @@
+//! The outermost stage: request id, sensitive headers, in-flight gauge, latency, access log.
+//!
+//! It runs before anything can log a header: `Authorization`, `Cookie` and friends are marked
+//! sensitive here, first. It wraps the response body so the access-log line and the latency metric
+//! are written when the last byte is sent — or, if the caller goes away, when the body is dropped
+//! (status logged as 499, as nginx does). Only allowlisted header values are logged.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use tower::{Layer, Service};
+
+use super::metrics::{MethodLabel, RequestLabels, RouteLabels};
+use super::{Metrics, X_REQUEST_ID};
+use crate::body::Body;
+use crate::context::{PeerAddr, RequestContext};
+
+/// Headers whose values are secret; marked sensitive before any other stage runs.
+pub const SENSITIVE_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    header::SET_COOKIE,
+];
+
+/// Longest caller-supplied request id keygate accepts; longer ones are replaced by a minted id.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The `tracing` target of access-log lines (filterable: `keygate::access=off`).
+pub const ACCESS_LOG_TARGET: &str = "keygate::access";
+
+/// Status logged for a request whose caller went away before the response was complete.
+const CLIENT_CLOSED: u16 = 499;
+
+/// Builds [`Observe`].
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+impl ObserveLayer {
+    /// The layer; `access_log` turns the per-request log line on.
+    pub fn new(metrics: Arc<Metrics>, access_log: bool) -> Self {
+        ObserveLayer {
+            metrics,
+            access_log,
+        }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+            access_log: self.access_log,
+        }
+    }
+}
+
+/// See the module doc.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+impl<S> Service<Request<Body>> for Observe<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ObservedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        mark_sensitive(request.headers_mut());
+        let id = request_id(request.headers());
+        request.headers_mut().insert(X_REQUEST_ID, id.clone());
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0)
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let ctx = RequestContext::new(id.clone(), peer, request.method().clone());
+        request.extensions_mut().insert(ctx.clone());
+
+        self.metrics.in_flight.inc();
+        let completion = Completion {
+            access: self.access_log.then(|| AccessFields::capture(&request)),
+            ctx,
+            metrics: self.metrics.clone(),
+            status: None,
+            bytes: 0,
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut completion = completion;
+            let Ok(response) = future.await;
+            let (mut parts, body) = response.into_parts();
+            if !parts.headers.contains_key(X_REQUEST_ID) {
+                parts.headers.insert(X_REQUEST_ID, id);
+            }
+            completion.status = Some(parts.status.as_u16());
+            Ok(Response::from_parts(
+                parts,
+                ObservedBody {
+                    inner: body,
+                    completion: Some(completion),
+                },
+            ))
+        })
+    }
+}
+
+fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in &SENSITIVE_HEADERS {
+        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
+/// The caller's `X-Request-Id` when it is short visible ASCII, else a minted one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
+        {
+            return v.clone();
+        }
+    }
+    mint_request_id()
+}
+
+/// 32 hex characters: a random per-process prefix and a counter. Unique, cheap, not secret.
+pub fn mint_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // If the OS RNG fails the prefix is the process start time: still unique per process.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            bytes = nanos.to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let text = format!("{prefix:016x}{n:016x}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Allowlisted request fields for the access log, captured before the request moves on.
+#[derive(Debug)]
+struct AccessFields {
+    path: String,
+    user_agent: Option<HeaderValue>,
+    content_type: Option<HeaderValue>,
+    content_length: Option<HeaderValue>,
+    version: http::Version,
+}
+
+impl AccessFields {
+    fn capture(request: &Request<Body>) -> AccessFields {
+        let h = request.headers();
+        AccessFields {
+            path: request.uri().path().to_string(),
+            user_agent: h.get(header::USER_AGENT).cloned(),
+            content_type: h.get(header::CONTENT_TYPE).cloned(),
+            content_length: h.get(header::CONTENT_LENGTH).cloned(),
+            version: request.version(),
+        }
+    }
+}
+
+/// Written exactly once per request, when it is dropped: at the end of the response body, or
+/// earlier if the request or response was abandoned.
+struct Completion {
+    ctx: Arc<RequestContext>,
+    metrics: Arc<Metrics>,
+    access: Option<AccessFields>,
+    status: Option<u16>,
+    bytes: u64,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.ctx.started.elapsed();
+        let state = self.ctx.state();
+        let route = state.route.as_str();
+        let status = self.status.unwrap_or(CLIENT_CLOSED);
+        self.metrics.in_flight.dec();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: MethodLabel::from(&self.ctx.method),
+                status,
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        let Some(access) = &self.access else {
+            return;
+        };
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        tracing::event!(
+            target: ACCESS_LOG_TARGET,
+            tracing::Level::INFO,
+            request.id = %self.ctx.id_str(),
+            peer = %self.ctx.peer,
+            method = %self.ctx.method,
+            path = %access.path,
+            version = ?access.version,
+            route,
+            action = state.action.map(|a| a.as_str()),
+            principal.id = state.principal.as_deref(),
+            status,
+            upstream.status = state.upstream_status.map(|s| s.as_u16()),
+            error.code = state.error_code,
+            error.detail = state.error_detail.as_deref(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes = self.bytes,
+            user_agent = text(&access.user_agent),
+            content_type = text(&access.content_type),
+            content_length = text(&access.content_length),
+            "Request completed"
+        );
+    }
+}
+
+/// The response body sent downstream: counts bytes and completes the request when done.
+pub struct ObservedBody {
+    inner: Body,
+    completion: Option<Completion>,
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(c)) = (frame.data_ref(), this.completion.as_mut()) {
+                    c.bytes += data.len() as u64;
+                }
+                if http_body::Body::is_end_stream(&this.inner) {
+                    this.completion = None;
+                }
+            }
+            Poll::Ready(None) => this.completion = None,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(c) = this.completion.as_mut() {
+                    c.status = Some(CLIENT_CLOSED);
+                }
+                this.completion = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // An empty body may never be polled: complete now rather than lose the log line.
+        self.completion.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_request_id_is_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+    }
+
+    #[test]
+    fn absent_or_odd_request_id_is_minted() {
+        let mut h = HeaderMap::new();
+        let minted = request_id(&h);
+        assert_eq!(minted.len(), 32);
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        h.insert(X_REQUEST_ID, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+    }
+
+    #[test]
+    fn minted_ids_are_unique() {
+        assert_ne!(mint_request_id(), mint_request_id());
+    }
+
+    #[test]
+    fn credentials_are_marked_sensitive() {
+        let mut h = HeaderMap::new();
+        h.append(header::AUTHORIZATION, HeaderValue::from_static("Basic a"));
+        h.append(header::AUTHORIZATION, HeaderValue::from_static("Basic b"));
+        h.append(header::COOKIE, HeaderValue::from_static("s=1"));
+        mark_sensitive(&mut h);
+        assert!(h
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .all(|v| v.is_sensitive()));
+        assert!(h[header::COOKIE].is_sensitive());
+        assert!(format!("{h:?}").contains("Sensitive"));
+        assert!(!format!("{h:?}").contains("Basic a"));
+    }
+}
