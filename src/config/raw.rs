@@ -99,7 +99,7 @@ fn one_line(message: &str) -> String {
     let cause = message
         .lines()
         .map(str::trim)
-        .filter(|l| {
+        .rfind(|l| {
             !l.is_empty()
                 && !l.starts_with('|')
                 && !l.starts_with("TOML parse error")
@@ -108,7 +108,6 @@ fn one_line(message: &str) -> String {
                     .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()))
                 && !l.chars().all(|c| c == '^' || c == ' ')
         })
-        .last()
         .unwrap_or(first);
     if position.is_empty() {
         cause.to_string()

@@ -119,23 +119,21 @@ impl Upstream {
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> ProxyError {
-        let mut source: Option<&(dyn StdError + 'static)> = err.source();
         let mut innermost = err.to_string();
-        while let Some(cause) = source {
+        let mut next: Option<&(dyn StdError + 'static)> = err.source();
+        while let Some(cause) = next {
             if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
                 return ProxyError::Tls(tls.to_string());
             }
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::TimedOut && err.is_connect() {
+            innermost = cause.to_string();
+            next = match cause.downcast_ref::<std::io::Error>() {
+                Some(io) if io.kind() == std::io::ErrorKind::TimedOut && err.is_connect() => {
                     return ProxyError::ConnectTimeout(self.connect_timeout);
                 }
-                // rustls reports handshake failures as io errors wrapping rustls::Error.
-                if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                    return ProxyError::Tls(tls.to_string());
-                }
-            }
-            innermost = cause.to_string();
-            source = cause.source();
+                // `io::Error::source` skips the error it wraps; TLS failures hide in there.
+                Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+                None => cause.source(),
+            };
         }
         if err.is_connect() {
             ProxyError::Connect(innermost)

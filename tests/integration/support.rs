@@ -1,0 +1,111 @@
+//! Test support: start keygate in-process, test upstreams bound before they are used, clients,
+//! and generated certificates. Nothing here mocks a part of keygate.
+
+#![allow(dead_code, reason = "each test module uses a different subset")]
+
+pub mod certs;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keygate::config::Config;
+use keygate::Gateway;
+
+/// A config for tests: ephemeral loopback ports, short timeouts, `extra` TOML appended.
+pub fn config(upstream: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+header_read_timeout = "2s"
+shutdown_grace = "5s"
+[admin]
+address = "127.0.0.1:0"
+[upstream]
+url = "{upstream}"
+connect_timeout = "1s"
+request_timeout = "2s"
+{extra}
+"#
+    );
+    Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+}
+
+/// Starts keygate in-process.
+pub async fn start(config: Config) -> Gateway {
+    keygate::build(config).await.expect("keygate starts")
+}
+
+/// An HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// An h2c (prior knowledge) client.
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// A collected response.
+pub struct Collected {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Collected {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The single member of a Confluent `errors[]` body.
+    pub fn error(&self) -> serde_json::Value {
+        let json = self.json();
+        let errors = json["errors"].as_array().expect("errors[]");
+        assert_eq!(errors.len(), 1, "{json}");
+        errors[0].clone()
+    }
+}
+
+/// Sends a request and collects the response.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Collected {
+    let response: Response<hyper::body::Incoming> =
+        client.request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    Collected {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+    }
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Collected {
+    let request = Request::get(url).body(Full::default()).unwrap();
+    send(&client(), request).await
+}
+
+/// The URL of `path` on an address.
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// Bounds a future so a hanging test fails instead of stalling CI.
+pub async fn within<F: std::future::Future>(secs: u64, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("test step timed out")
+}
