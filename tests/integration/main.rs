@@ -1,5 +1,11 @@
 //! keygate's integration tests: one binary, real sockets on 127.0.0.1 ephemeral ports.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support code panics on setup failure, like the tests themselves"
+)]
+
 mod support;
 
 mod admin;
