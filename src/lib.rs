@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -4,3 +4,4 @@
 //! the organisation's own policies. This module decides; it never forwards and never logs secrets.
 
 pub mod action;
+pub mod principal;
