@@ -5,8 +5,9 @@
 //! `/iam/v2/role-bindings`, `/iam/v2/service-accounts`, `/iam/v2/users`), the inventory endpoints
 //! keygate syncs from (`/org/v2/environments`, `/cmk/v2/clusters`, `/srcm/v3/clusters`,
 //! `/ksqldbcm/v2/clusters`), with the shapes, ids, status codes, error bodies and headers of
-//! `reference/confluent-iam-v2.md`. Every Confluent path requires `Authorization: Basic` with a
-//! live Cloud or Global key of the store; anything else is 401 with `WWW-Authenticate`.
+//! `reference/confluent-iam-v2.md`. Every path outside `/_simulator/` requires
+//! `Authorization: Basic` with a live Cloud or Global key of the store (anything else is 401 with
+//! `WWW-Authenticate`); only then is an unknown path 404 and a wrong method 405.
 //!
 //! It deliberately does **not** enforce Confluent's RBAC (any valid Cloud/Global key may do
 //! anything: keygate is what is under test), quotas, rate limits (the `X-RateLimit-*` headers are
@@ -17,8 +18,8 @@
 //!
 //! - `GET /_simulator/requests`: the request log as a JSON array of
 //!   `{method, path_and_query, authority, version, headers: [[name, value]…], body_len,
-//!   body_base64, body_text}` (`body_*` are null when the body was over 64 KiB or not UTF-8).
-//!   `DELETE` clears it.
+//!   body_base64, body_text}` (both null when the body was over 64 KiB; `body_text` also when it
+//!   is not UTF-8). It shows credentials as received. `DELETE` clears it.
 //! - `POST /_simulator/faults` with `{method?, path_prefix, status, headers?: [[name, value]…],
 //!   body?, times? (default 1)}`: the next `times` requests whose method and path prefix match get
 //!   exactly that answer (plus `X-Request-Id`). `DELETE` drops every pending fault.
@@ -174,15 +175,22 @@ impl fmt::Debug for RecordedRequest {
 }
 
 /// A scripted answer: the next `times` requests whose method (any, when `None`) and path prefix
-/// match get exactly this status, these headers and this body (plus `X-Request-Id`), before
-/// authentication or routing. Use it for 429s, 5xx, or odd bodies.
+/// match get exactly this status, these headers and this body (plus `X-Request-Id`, and the
+/// `X-RateLimit-*` headers on a 2xx unless given), before authentication or routing. The request
+/// is still logged. Use it for 429s, 5xx, or odd bodies.
 #[derive(Clone, Debug)]
 pub struct Fault {
+    /// Only requests with this method match; `None` matches any.
     pub method: Option<Method>,
+    /// Requests whose path (without the query) starts with this match, e.g. `/iam/v2/api-keys`.
     pub path_prefix: String,
+    /// The status to answer with (an invalid code becomes 500).
     pub status: u16,
+    /// Headers to answer with, in order (invalid ones are skipped).
     pub headers: Vec<(String, String)>,
+    /// The body, sent verbatim; no `Content-Type` is added.
     pub body: String,
+    /// How many matching requests get this answer; 0 makes the fault a no-op.
     pub times: u32,
 }
 
