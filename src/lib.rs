@@ -29,6 +29,7 @@ pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod simulator;
 pub mod telemetry;
 pub mod tls;
 

@@ -1,0 +1,476 @@
+//! An in-memory simulator of the Confluent Cloud management API: keygate's upstream in tests and
+//! in `keygate dev`.
+//!
+//! It answers the IAM v2 endpoints keygate governs or depends on (`/iam/v2/api-keys`,
+//! `/iam/v2/role-bindings`, `/iam/v2/service-accounts`, `/iam/v2/users`), the inventory endpoints
+//! keygate syncs from (`/org/v2/environments`, `/cmk/v2/clusters`, `/srcm/v3/clusters`,
+//! `/ksqldbcm/v2/clusters`), with the shapes, ids, status codes, error bodies and headers of
+//! `reference/confluent-iam-v2.md`. Every path outside `/_simulator/` requires
+//! `Authorization: Basic` with a live Cloud or Global key of the store (anything else is 401 with
+//! `WWW-Authenticate`); only then is an unknown path 404 and a wrong method 405.
+//!
+//! It deliberately does **not** enforce Confluent's RBAC (any valid Cloud/Global key may do
+//! anything: keygate is what is under test), quotas, rate limits (the `X-RateLimit-*` headers are
+//! informational) or key propagation delay. It sits where `api.confluent.cloud` sits: at the far
+//! end of keygate's forward stage.
+//!
+//! # Test-support endpoints (no authentication)
+//!
+//! - `GET /_simulator/requests`: the request log as a JSON array of
+//!   `{method, path_and_query, authority, version, headers: [[name, value]…], body_len,
+//!   body_base64, body_text}` (both null when the body was over 64 KiB; `body_text` also when it
+//!   is not UTF-8). It shows credentials as received. `DELETE` clears it.
+//! - `POST /_simulator/faults` with `{method?, path_prefix, status, headers?: [[name, value]…],
+//!   body?, times? (default 1)}`: the next `times` requests whose method and path prefix match get
+//!   exactly that answer (plus `X-Request-Id`). `DELETE` drops every pending fault.
+//! - `POST /_simulator/echo`: streams the request body through SHA-256 without buffering it and
+//!   answers `{"bytes": N, "sha256": "<hex>"}`.
+//! - `GET /_simulator/blob?bytes=N`: N bytes where byte `i` is `i % 251`, generated as they are
+//!   sent, with `Content-Length`.
+//!
+//! The log records every request except those to `/_simulator/requests` and
+//! `/_simulator/faults` (so reading the log does not change it), as received: method,
+//! path-and-query, URI authority (HTTP/2 `:authority`), HTTP version, every header name and value,
+//! body length, and the body itself when at most 64 KiB. It keeps the newest
+//! [`MAX_LOGGED_REQUESTS`] entries. Faults never apply to those two control paths either.
+
+mod body;
+mod render;
+mod routes;
+mod secret;
+mod seed;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use seed::Seed;
+
+use secret::Minter;
+use store::Store;
+
+/// Base of absolute links and `Location` headers unless [`Simulator::set_public_base`] says
+/// otherwise: the real API's, so responses look exactly like Confluent's.
+pub const DEFAULT_PUBLIC_BASE: &str = "https://api.confluent.cloud";
+
+/// Request-log capacity; the oldest entries go first, so a long `keygate dev` session stays
+/// bounded in memory.
+pub const MAX_LOGGED_REQUESTS: usize = 10_000;
+
+/// Length of the informational rate-limit window reported in `X-RateLimit-Reset`.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Requests per window reported in `X-RateLimit-Limit` (not enforced).
+const RATE_LIMIT: u64 = 1_000;
+
+/// How long `serve` waits for in-flight connections after `shutdown` resolves.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A TLS handshake that takes longer than this is abandoned.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Errors of the simulator's setup (loading a seed). Requests never fail with these.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    /// The seed file could not be read.
+    #[error("seed `{path}`: cannot read: {source}")]
+    ReadSeed {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The seed file is not valid TOML or does not match the seed schema.
+    #[error("seed `{path}`: line {line}: {message}")]
+    ParseSeed {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    /// The seed parsed but is inconsistent (dangling reference, duplicate id, bad secret …).
+    #[error("seed `{path}`: {reason}")]
+    InvalidSeed { path: String, reason: String },
+}
+
+/// One request as the simulator received it.
+#[derive(Clone)]
+pub struct RecordedRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The request target's path and query, exactly as received.
+    pub path_and_query: String,
+    /// The URI authority (HTTP/2 `:authority`, or an absolute-form HTTP/1 target); HTTP/1
+    /// requests normally carry theirs in the `host` header instead.
+    pub authority: Option<String>,
+    /// `HTTP/1.1`, `HTTP/2.0`, …
+    pub version: String,
+    /// Every header, in received order per name; names are lower case.
+    pub headers: Vec<(String, String)>,
+    /// Length of the whole body.
+    pub body_len: u64,
+    /// The body, when it was at most 64 KiB.
+    pub body: Option<Vec<u8>>,
+}
+
+impl RecordedRequest {
+    /// Values of header `name` (case-insensitive), in received order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Headers whose values are credentials; `Debug` masks them.
+const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+impl fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let sensitive = SENSITIVE_HEADERS.iter().any(|s| n.eq_ignore_ascii_case(s));
+                (
+                    n.as_str(),
+                    if sensitive {
+                        "**REDACTED**"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("RecordedRequest")
+            .field("method", &self.method)
+            .field("path_and_query", &self.path_and_query)
+            .field("authority", &self.authority)
+            .field("version", &self.version)
+            .field("headers", &headers)
+            .field("body_len", &self.body_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A scripted answer: the next `times` requests whose method (any, when `None`) and path prefix
+/// match get exactly this status, these headers and this body (plus `X-Request-Id`, and the
+/// `X-RateLimit-*` headers on a 2xx unless given), before authentication or routing. The request
+/// is still logged. Use it for 429s, 5xx, or odd bodies.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Only requests with this method match; `None` matches any.
+    pub method: Option<Method>,
+    /// Requests whose path (without the query) starts with this match, e.g. `/iam/v2/api-keys`.
+    pub path_prefix: String,
+    /// The status to answer with (an invalid code becomes 500).
+    pub status: u16,
+    /// Headers to answer with, in order (invalid ones are skipped).
+    pub headers: Vec<(String, String)>,
+    /// The body, sent verbatim; no `Content-Type` is added.
+    pub body: String,
+    /// How many matching requests get this answer; 0 makes the fault a no-op.
+    pub times: u32,
+}
+
+/// A seeded Cloud or Global API key, for the `keygate dev` banner.
+#[derive(Clone)]
+pub struct DemoKey {
+    /// `u-…` or `sa-…`.
+    pub principal_id: String,
+    /// The owner's full name (users) or display name (service accounts).
+    pub display_name: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for DemoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DemoKey")
+            .field("principal_id", &self.principal_id)
+            .field("display_name", &self.display_name)
+            .field("key_id", &self.key_id)
+            .field("secret", &"**REDACTED**")
+            .finish()
+    }
+}
+
+/// The simulated Confluent Cloud organisation and everything observable about its traffic.
+/// Shared across connections behind an `Arc`; all state sits behind short-lived locks.
+pub struct Simulator {
+    org_id: String,
+    public_base: RwLock<String>,
+    store: Mutex<Store>,
+    log: Mutex<VecDeque<RecordedRequest>>,
+    faults: Mutex<Vec<Fault>>,
+    rate: Mutex<RateWindow>,
+    minter: Minter,
+    demo_keys: Vec<DemoKey>,
+}
+
+struct RateWindow {
+    started: Instant,
+    used: u64,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("org_id", &self.org_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere: every critical section leaves the state
+/// consistent, so a poisoned lock holds nothing half-written.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl Simulator ===
+
+impl Simulator {
+    /// A simulator whose organisation starts as `seed` describes.
+    pub fn new(seed: Seed) -> Self {
+        let store = Store::from_seed(&seed);
+        let demo_keys = seed
+            .api_keys
+            .iter()
+            .filter(|k| matches!(k.resource.as_str(), "cloud" | "global"))
+            .map(|k| DemoKey {
+                principal_id: k.owner.clone(),
+                display_name: store.identity_name(&k.owner).unwrap_or_default().to_owned(),
+                key_id: k.id.clone(),
+                secret: k.secret.clone(),
+            })
+            .collect();
+        Self {
+            org_id: seed.org_id.clone(),
+            public_base: RwLock::new(DEFAULT_PUBLIC_BASE.to_owned()),
+            store: Mutex::new(store),
+            log: Mutex::new(VecDeque::new()),
+            faults: Mutex::new(Vec::new()),
+            rate: Mutex::new(RateWindow {
+                started: Instant::now(),
+                used: 0,
+            }),
+            minter: Minter::new(),
+            demo_keys,
+        }
+    }
+
+    /// Sets the base of absolute links (`metadata.self`, `first`, `next`, `Location`), e.g.
+    /// `http://127.0.0.1:8081`; a trailing `/` is ignored.
+    pub fn set_public_base(&self, base: &str) {
+        let mut current = self
+            .public_base
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *current = base.trim_end_matches('/').to_owned();
+    }
+
+    /// A snapshot of the request log, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.log).iter().cloned().collect()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        lock(&self.log).clear();
+    }
+
+    /// Queues a fault; faults are tried in the order they were injected.
+    pub fn inject_fault(&self, fault: Fault) {
+        if fault.times > 0 {
+            lock(&self.faults).push(fault);
+        }
+    }
+
+    /// Drops every pending fault.
+    pub fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    /// The seeded Cloud and Global keys with their secrets, for the `keygate dev` banner.
+    pub fn demo_keys(&self) -> Vec<DemoKey> {
+        self.demo_keys.clone()
+    }
+
+    /// The organisation id (a UUID).
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// Answers one request in-process (what `serve` does per request).
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<body::SimBody>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+    {
+        routes::handle(self, req).await
+    }
+
+    fn public_base(&self) -> String {
+        self.public_base
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    fn record(&self, request: RecordedRequest) {
+        let mut log = lock(&self.log);
+        if log.len() >= MAX_LOGGED_REQUESTS {
+            log.pop_front();
+        }
+        log.push_back(request);
+    }
+
+    /// Takes one use of the first pending fault matching `method` and `path`.
+    fn take_fault(&self, method: &Method, path: &str) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let index = faults.iter().position(|f| {
+            f.method.as_ref().is_none_or(|m| m == method) && path.starts_with(&f.path_prefix)
+        })?;
+        let fault = faults.get_mut(index)?;
+        fault.times -= 1;
+        let taken = fault.clone();
+        if fault.times == 0 {
+            faults.remove(index);
+        }
+        Some(taken)
+    }
+
+    /// Counts a successful request in the informational rate window; returns the values of
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (relative seconds, reference §3).
+    fn rate_tick(&self) -> (u64, u64, u64) {
+        let mut window = lock(&self.rate);
+        let now = Instant::now();
+        if now.duration_since(window.started) >= RATE_WINDOW {
+            window.started = now;
+            window.used = 0;
+        }
+        window.used += 1;
+        let reset = RATE_WINDOW
+            .saturating_sub(now.duration_since(window.started))
+            .as_secs()
+            .max(1);
+        (RATE_LIMIT, RATE_LIMIT.saturating_sub(window.used), reset)
+    }
+}
+
+// === serve ===
+
+/// Serves `sim` on `listener` until `shutdown` resolves, then lets in-flight connections finish
+/// (for at most a few seconds). Speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge on plain
+/// TCP); with `tls`, offers ALPN `h2` and `http/1.1` unless the config already names protocols.
+pub async fn serve(
+    listener: TcpListener,
+    sim: Arc<Simulator>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(|config| {
+        let mut config = (*config).clone();
+        if config.alpn_protocols.is_empty() {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
+        TlsAcceptor::from(Arc::new(config))
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "Simulator accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+            () = &mut shutdown => break,
+        };
+        // Nagle only adds latency to small request/response exchanges.
+        let _ = stream.set_nodelay(true);
+        let sim = Arc::clone(&sim);
+        let service = service_fn(move |req| {
+            let sim = Arc::clone(&sim);
+            async move { Ok::<_, Infallible>(sim.handle(req).await) }
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let result = match acceptor {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            let conn = builder.serve_connection(TokioIo::new(tls), service);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(elapsed) => Err(elapsed.into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Simulator connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("Simulator drain timed out");
+    }
+    Ok(())
+}
+
+/// Accept errors that concern one connection or a momentary shortage, not the listener.
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted
+            | ConnectionReset
+            | ConnectionRefused
+            | Interrupted
+            | WouldBlock
+            | TimedOut
+    ) || matches!(e.raw_os_error(), Some(12 | 23 | 24 | 105)) // ENOMEM, ENFILE, EMFILE, ENOBUFS
+}
