@@ -24,6 +24,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod dev;
 pub mod error;
 pub mod identity;
 pub mod policy;

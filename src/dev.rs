@@ -1,0 +1,125 @@
+//! `keygate dev`: the simulator as upstream and keygate in front of it, in one command.
+//!
+//! Binds the simulator on a loopback ephemeral port, starts keygate with the embedded dev config
+//! (`dev/keygate.toml`) pointed at it, points the simulator's absolute links at keygate (so
+//! `metadata.next` and `Location` lead back through the gateway), and prints a banner with the
+//! demo credentials and curl commands that work as printed. Stops on SIGTERM/SIGINT.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::simulator::{self, Seed, Simulator};
+
+/// The dev config, embedded so `keygate dev` works from any directory.
+pub const DEV_CONFIG: &str = include_str!("../dev/keygate.toml");
+
+/// The demo principal whose key the banner's curl commands use: EnvironmentAdmin on prod and
+/// ResourceOwner on `sa-orders`, so its create for `sa-orders` is allowed.
+const BANNER_PRINCIPAL: &str = "u-bob";
+/// A seeded key the banner's delete command removes.
+const BANNER_DELETE_KEY: &str = "DEMOORDERS000001";
+
+/// Options of `keygate dev`.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// keygate's listener.
+    pub listen: SocketAddr,
+    /// keygate's admin listener.
+    pub admin_listen: SocketAddr,
+}
+
+/// Why `keygate dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The embedded config is invalid (a build defect).
+    #[error("embedded dev config: {0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound, or keygate did not start.
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+    /// The simulator's listener could not be bound.
+    #[error("simulator: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs `keygate dev` until a signal.
+pub async fn run(options: DevOptions) -> Result<(), DevError> {
+    let sim = Arc::new(Simulator::new(Seed::builtin()));
+    let sim_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let sim_addr = sim_listener.local_addr()?;
+    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sim_task = tokio::spawn(simulator::serve(sim_listener, sim.clone(), None, async {
+        let _ = sim_stopped.await;
+    }));
+
+    let mut config = Config::from_toml(DEV_CONFIG)?;
+    config.listener.address = options.listen;
+    config.admin.address = options.admin_listen;
+    config.upstream.url = format!("http://{sim_addr}")
+        .parse()
+        .map_err(|_| ConfigError::field("upstream.url", "invalid simulator address"))?;
+    crate::telemetry::init_logging(&config.log);
+    let gateway = crate::build(config).await?;
+    let base = format!("http://{}", gateway.local_addr());
+    sim.set_public_base(&base);
+    println!("{}", banner(&sim, &base, gateway.admin_addr(), sim_addr));
+
+    gateway.run_until_signal().await;
+    let _ = stop_sim.send(());
+    let _ = sim_task.await;
+    Ok(())
+}
+
+/// The banner: addresses, demo credentials, and three curl commands that work as printed.
+pub fn banner(sim: &Simulator, base: &str, admin: SocketAddr, sim_addr: SocketAddr) -> String {
+    let keys = sim.demo_keys();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "keygate dev: a policy gateway in front of a simulated Confluent Cloud"
+    );
+    let _ = writeln!(out, "  gateway:   {base}");
+    let _ = writeln!(
+        out,
+        "  admin:     http://{admin}/metrics  /healthz  /readyz"
+    );
+    let _ = writeln!(
+        out,
+        "  upstream:  Confluent IAM simulator at http://{sim_addr} (org {})",
+        sim.org_id()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Demo principals (API key as KEY:SECRET; see README.md for their roles):"
+    );
+    for key in &keys {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<18} {}:{}",
+            key.principal_id, key.display_name, key.key_id, key.secret
+        );
+    }
+    if let Some(key) = keys.iter().find(|k| k.principal_id == BANNER_PRINCIPAL) {
+        let auth = format!("{}:{}", key.key_id, key.secret);
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Try it (as {BANNER_PRINCIPAL}):");
+        let _ = writeln!(
+            out,
+            "  curl -sS -i -u '{auth}' -H 'Content-Type: application/json' -d '{{\"spec\":{{\"display_name\":\"orders-producer-prod\",\"description\":\"OPS-123 orders producer\",\"owner\":{{\"id\":\"sa-orders\"}},\"resource\":{{\"id\":\"lkc-prod01\"}}}}}}' {base}/iam/v2/api-keys"
+        );
+        let _ = writeln!(
+            out,
+            "  curl -sS -i -u '{auth}' '{base}/iam/v2/api-keys?spec.owner=sa-orders'"
+        );
+        let _ = writeln!(
+            out,
+            "  curl -sS -i -u '{auth}' -X DELETE {base}/iam/v2/api-keys/{BANNER_DELETE_KEY}"
+        );
+    }
+    out
+}
