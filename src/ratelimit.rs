@@ -13,7 +13,7 @@
 //!
 //! # Model
 //!
-//! A limit is keyed by one of three [`KeyKind`]s: `principal` (one bucket per principal),
+//! A limit is keyed by one of three key kinds: `principal` (one bucket per principal),
 //! `principal_action` (one bucket per principal *and* action; optionally only for the listed
 //! actions; never for requests without an action, i.e. ungoverned routes) or `global` (one bucket
 //! for all traffic, protecting the organisation's own Confluent rate limit). A caller without a
@@ -44,10 +44,17 @@
 //! # Headers
 //!
 //! `X-RateLimit-Limit` is the refusing limit's bucket size (`burst`, which defaults to
-//! `requests`); `X-RateLimit-Remaining` is the tokens left in it, always 0 on a refusal;
+//! `requests`); `X-RateLimit-Remaining` is the tokens left in it, always 0 on a refusal (so no
+//! governor state snapshot is taken: the allow path stays the cheapest middleware);
 //! `X-RateLimit-Reset` is the relative number of seconds until that bucket is full again;
 //! `Retry-After` the whole seconds until the request would be allowed. Both round up and are at
 //! least 1, as in Confluent's responses (reference §3).
+//!
+//! # Memory
+//!
+//! A bucket is 16 bytes plus map overhead, keyed by a 64-bit hash (see `key.rs`), so an existing
+//! caller costs no allocation. [`RateLimiter::housekeeping`] drops every bucket that has been idle
+//! long enough to be full again (plus one token interval) and shrinks the maps.
 
 mod config;
 mod key;
