@@ -839,3 +839,42 @@ fn all_actions_are_listed_in_index_order() {
         assert_eq!(usize::from(action_index(action)), i, "{action}");
     }
 }
+
+// === sharing ===
+
+#[test]
+fn production_limiter_is_shareable_across_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<RateLimiter>();
+    shareable::<RateLimited>();
+}
+
+#[test]
+fn concurrent_callers_never_exceed_the_burst() {
+    let (limiter, _clock) = limiter(
+        r#"
+        [[limits]]
+        id = "per-principal"
+        key = "principal"
+        quota = { per = "1h", requests = 1000 }
+
+        [[limits]]
+        id = "org"
+        key = "global"
+        quota = { per = "1h", requests = 100 }
+        "#,
+    );
+    let total: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let limiter = &limiter;
+                scope.spawn(move || {
+                    let id = format!("sa-{t}");
+                    allowed(limiter, &who(&id), Some(Action::ListApiKeys), 1000)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(total, 100);
+}
