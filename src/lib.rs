@@ -29,6 +29,7 @@ pub mod error;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod simulator;
 pub mod telemetry;
