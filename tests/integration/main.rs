@@ -13,3 +13,4 @@ mod cli;
 mod drain;
 mod forwarding;
 mod tls;
+mod transparency;

@@ -3,7 +3,9 @@
 
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
+pub mod binary;
 pub mod certs;
+pub mod sim;
 pub mod upstream;
 
 use std::net::SocketAddr;
