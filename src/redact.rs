@@ -168,9 +168,9 @@ fn auth_credential(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
         return None;
     }
     let rest = &bytes[at..];
-    let scheme = AUTH_SCHEMES
-        .iter()
-        .find(|scheme| rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme))?;
+    let scheme = AUTH_SCHEMES.iter().find(|scheme| {
+        rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme)
+    })?;
     let after = at + scheme.len();
     let spaces = bytes[after..]
         .iter()

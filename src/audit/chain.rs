@@ -87,7 +87,9 @@ pub(crate) fn hash_line(line: &[u8]) -> String {
 pub(crate) fn push_chained_line(out: &mut Vec<u8>, event: &[u8], head: &ChainHead) -> usize {
     let start = out.len();
     out.extend_from_slice(PREFIX_SEQUENCE);
-    out.extend_from_slice(format!("{:0width$}", head.next_sequence, width = SEQUENCE_DIGITS).as_bytes());
+    out.extend_from_slice(
+        format!("{:0width$}", head.next_sequence, width = SEQUENCE_DIGITS).as_bytes(),
+    );
     out.extend_from_slice(PREFIX_PREV_HASH);
     out.extend_from_slice(head.prev_hash.as_bytes());
     out.extend_from_slice(PREFIX_END);
@@ -201,7 +203,9 @@ fn split_path(current: &Path) -> io::Result<(PathBuf, String)> {
     let name = current
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "audit path has no file name"))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "audit path has no file name")
+        })?;
     let dir = match current.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -390,7 +394,11 @@ fn check_link(line: &[u8], head: &ChainHead) -> Result<(), (u64, String)> {
     }
     if prev_hash != head.prev_hash {
         return Err(if expected == 1 {
-            (1, "record 1 does not start a chain (`keygateprevhash` is not the genesis hash)".to_owned())
+            (
+                1,
+                "record 1 does not start a chain (`keygateprevhash` is not the genesis hash)"
+                    .to_owned(),
+            )
         } else {
             (
                 expected - 1,
@@ -417,10 +425,7 @@ pub fn run_verify_cli(path: &Path) -> i32 {
                 String::new()
             } else {
                 let seqs: Vec<String> = recovered_torn.iter().map(u64::to_string).collect();
-                format!(
-                    "; recovered torn lines after sequence {}",
-                    seqs.join(", ")
-                )
+                format!("; recovered torn lines after sequence {}", seqs.join(", "))
             };
             println!("ok: {count} records, final hash {final_hash}{recovered}");
             0

@@ -525,13 +525,18 @@ mod tests {
         let a = new_event_id();
         let b = new_event_id();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
     }
 
     #[test]
     fn source_is_a_keygate_uri_with_safe_characters() {
-        assert_eq!(EventSource::new("gw-1.prod").as_str(), "keygate://gw-1.prod");
+        assert_eq!(
+            EventSource::new("gw-1.prod").as_str(),
+            "keygate://gw-1.prod"
+        );
         assert_eq!(EventSource::new("a b/c\n").as_str(), "keygate://a-b-c");
         assert_eq!(EventSource::new("  ").as_str(), "keygate://keygate");
         assert!(EventSource::from_hostname()

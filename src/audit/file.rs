@@ -181,7 +181,8 @@ impl FileSink {
             })
             .await
             .map_err(|_| AuditError::Closed { sink: "file" })?;
-        wait.await.map_err(|_| AuditError::Closed { sink: "file" })?
+        wait.await
+            .map_err(|_| AuditError::Closed { sink: "file" })?
     }
 
     /// Queues `event` without waiting. On a full queue the event is dropped, counted, and
@@ -212,7 +213,8 @@ impl FileSink {
             .send(Message::Flush(done))
             .await
             .map_err(|_| AuditError::Closed { sink: "file" })?;
-        wait.await.map_err(|_| AuditError::Closed { sink: "file" })?
+        wait.await
+            .map_err(|_| AuditError::Closed { sink: "file" })?
     }
 
     /// False once a write, fsync or rotation failed: `/readyz` should say so.
@@ -307,7 +309,8 @@ impl Writer {
         let mut file_first = None;
         let head = match &tail.last_line {
             Some(line) => {
-                let (sequence, _) = parse_link(line).map_err(|reason| chain_error(&path, "last record", reason))?;
+                let (sequence, _) =
+                    parse_link(line).map_err(|reason| chain_error(&path, "last record", reason))?;
                 let first = read_first_line(&mut file)
                     .map_err(|e| io_error(&path, "read first record", e))?
                     .unwrap_or_default();
@@ -337,7 +340,10 @@ impl Writer {
             writer
                 .start_new_file()
                 .map_err(|e| io_error(&writer.path, "rotate torn file", e))?;
-            writer.counters.torn_recovered.fetch_add(1, Ordering::Relaxed);
+            writer
+                .counters
+                .torn_recovered
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 audit.path = %writer.path.display(),
                 audit.after_sequence = after,
@@ -406,6 +412,9 @@ impl Writer {
                         self.counters.rotations.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     });
+                    if let Err(e) = &result {
+                        self.mark_failed(e);
+                    }
                 }
             }
             if let Err(e) = &result {
@@ -426,16 +435,12 @@ impl Writer {
         }
         if result.is_ok() {
             result = self.commit(buf, &mut in_buf);
+            if let Err(e) = &result {
+                self.mark_failed(e);
+            }
         }
-        if let Err(e) = &result {
-            self.failed = true;
-            self.counters.unhealthy.store(true, Ordering::Relaxed);
+        if result.is_err() {
             self.counters.failed.fetch_add(in_buf, Ordering::Relaxed);
-            tracing::error!(
-                audit.path = %self.path.display(),
-                error = %e,
-                "Audit file write failed; refusing audit events until restart"
-            );
         }
         let durable_upto = self.head.next_sequence - in_buf;
         for waiter in pending {
@@ -453,6 +458,18 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Stops the writer for good. Runs before any waiter hears of the failure, so a caller that
+    /// got an error also sees the sink unhealthy.
+    fn mark_failed(&mut self, e: &AuditError) {
+        self.failed = true;
+        self.counters.unhealthy.store(true, Ordering::Relaxed);
+        tracing::error!(
+            audit.path = %self.path.display(),
+            error = %e,
+            "Audit file write failed; refusing audit events until restart"
+        );
     }
 
     /// Writes and fsyncs `buf`; `in_buf` records become durable.

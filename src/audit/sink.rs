@@ -153,16 +153,18 @@ impl Queue {
     }
 
     pub(crate) fn offer(&self, event: EncodedEvent) -> Result<(), AuditError> {
-        self.tx.try_send(Message::Event(event)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                AuditError::QueueFull { sink: self.name }
-            }
-            mpsc::error::TrySendError::Closed(_) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                AuditError::Closed { sink: self.name }
-            }
-        })
+        self.tx
+            .try_send(Message::Event(event))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    AuditError::QueueFull { sink: self.name }
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    AuditError::Closed { sink: self.name }
+                }
+            })
     }
 
     pub(crate) fn flush(&self) -> FlushFuture<'_> {

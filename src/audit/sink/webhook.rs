@@ -108,7 +108,9 @@ impl WebhookSink {
     pub fn spawn(config: WebhookConfig) -> Result<Self, AuditError> {
         let url = &config.url;
         let scheme_ok = matches!(url.scheme_str(), Some("http" | "https"));
-        let authority = url.authority().ok_or_else(|| webhook_error("url has no host"))?;
+        let authority = url
+            .authority()
+            .ok_or_else(|| webhook_error("url has no host"))?;
         if !scheme_ok {
             return Err(webhook_error("url scheme must be `http` or `https`"));
         }
@@ -266,10 +268,11 @@ impl Worker {
         if let Some(value) = &self.authorization {
             request.headers_mut().insert(AUTHORIZATION, value.clone());
         }
-        let response = tokio::time::timeout(self.config.request_timeout, self.client.request(request))
-            .await
-            .map_err(|_| Failure::Transient)?
-            .map_err(|_| Failure::Transient)?;
+        let response =
+            tokio::time::timeout(self.config.request_timeout, self.client.request(request))
+                .await
+                .map_err(|_| Failure::Transient)?
+                .map_err(|_| Failure::Transient)?;
         let status = response.status();
         // Read a bounded body so the connection can be reused; its content does not matter.
         let _ = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
