@@ -31,6 +31,8 @@ pub use event::{
     EventSource, EventType, HttpInfo, PrincipalInfo, PrincipalKind, Stage, Target,
 };
 pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
+pub use sink::stdout::StdoutSink;
+pub use sink::webhook::{WebhookConfig, WebhookSink};
 pub use sink::{EncodedEvent, Sink, SinkStats};
 
 /// Everything that can go wrong while auditing. Messages never contain event contents.

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use super::sink::stdout::StdoutSink;
 use super::*;
 use crate::policy::action::Action;
 

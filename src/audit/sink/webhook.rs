@@ -23,7 +23,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Counters, EncodedEvent, FlushFuture, Message, Queue, Sink, SinkStats};
@@ -136,7 +136,9 @@ impl WebhookSink {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
 
         let counters = Arc::new(Counters::default());
         let (queue, rx) = Queue::new("webhook", config.queue_capacity, Arc::clone(&counters));
@@ -249,7 +251,8 @@ impl Worker {
                 tracing::warn!(
                     audit.sink = "webhook",
                     audit.events = batch.len(),
-                    "Audit webhook batch dropped: {why}"
+                    audit.reason = %why,
+                    "Audit webhook batch dropped"
                 );
                 return;
             }
