@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redact;
 pub mod server;
 pub mod simulator;
 pub mod telemetry;

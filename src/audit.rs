@@ -1,0 +1,220 @@
+//! The audit trail: one CloudEvents record per governed request (and, if configured, per
+//! ungoverned one), fanned out to a hash-chained JSON Lines file, stdout and a webhook.
+//!
+//! Auditors treat these events as evidence, so the trail is complete (a `blocking` file sink makes
+//! every governed request wait for its record's fsync, and an audit failure refuses the request),
+//! ordered and tamper-evident (`sequence` + `keygateprevhash` chain, checked by
+//! [`chain::run_verify_cli`]), and free of secrets (typed records that hold no credential, plus a
+//! scrub of every encoded event, see [`sink::EncodedEvent`]).
+//!
+//! Where it sits: the audit layer, outside error mapping, builds an [`AuditEvent`] from the
+//! request context and calls [`Auditor::emit`] (governed) or [`Auditor::emit_nowait`]
+//! (ungoverned). An `Err` from `emit` becomes 503 "no durable audit, no action". Only the file sink
+//! can block, and only in [`FileMode::Blocking`]; every other sink sits behind a bounded queue and
+//! drops (counting) when full, so a slow webhook never stalls requests.
+//!
+//! What this deliberately does not do: decide anything, read bodies, or serve metrics — the
+//! counters are exposed for the telemetry module to export.
+
+pub mod chain;
+pub mod event;
+pub mod file;
+pub mod sink;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use chain::{run_verify_cli, verify, VerifyReport};
+pub use event::{
+    method_name, AuditEvent, AuditRecord, AuthMethod, DecidedBy, DecisionInfo, DecisionResult,
+    EventSource, EventType, HttpInfo, PrincipalInfo, PrincipalKind, Stage, Target,
+};
+pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
+pub use sink::stdout::StdoutSink;
+pub use sink::webhook::{WebhookConfig, WebhookSink};
+pub use sink::{EncodedEvent, Sink, SinkStats};
+
+/// Everything that can go wrong while auditing. Messages never contain event contents.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// A bounded queue was full; the event was dropped and counted.
+    #[error("audit sink `{sink}`: queue full, event dropped")]
+    QueueFull {
+        /// The sink's name.
+        sink: &'static str,
+    },
+    /// The sink's worker has stopped.
+    #[error("audit sink `{sink}`: closed")]
+    Closed {
+        /// The sink's name.
+        sink: &'static str,
+    },
+    /// Reading or writing the audit file failed.
+    #[error("audit file `{path}`: {op}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What was being done.
+        op: &'static str,
+        /// The I/O error (shared: one failure completes many waiters).
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The existing file's tail is not a valid record, so the chain cannot continue safely.
+    #[error("audit file `{path}`: cannot continue the chain: {reason}")]
+    Chain {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file sink failed earlier; it refuses events until restart.
+    #[error("audit file sink is unhealthy after a write failure: no durable audit until restart")]
+    Unhealthy,
+    /// The event could not be serialized.
+    #[error("audit event: cannot encode: {reason}")]
+    Encode {
+        /// The serializer's message.
+        reason: String,
+    },
+    /// The webhook sink's settings are unusable.
+    #[error("audit webhook: {reason}")]
+    Webhook {
+        /// What is wrong (never the URL's credentials).
+        reason: String,
+    },
+}
+
+/// How the file sink treats governed requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileMode {
+    /// [`Auditor::emit`] waits for the fsync covering the event; failure refuses the request.
+    Blocking,
+    /// [`Auditor::emit`] queues the event and returns; a full queue drops it (counted).
+    Async,
+}
+
+// === impl Auditor ===
+
+/// Fans each event out to the configured sinks. Share it (`Arc`) across the service.
+pub struct Auditor {
+    file: Option<(FileSink, FileMode)>,
+    sinks: Vec<Box<dyn Sink>>,
+    scrubbed: AtomicU64,
+    encode_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.sinks.iter().map(|s| s.name()).collect();
+        f.debug_struct("Auditor")
+            .field("file", &self.file)
+            .field("sinks", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    /// An auditor writing to `file` (if any) and the other `sinks`.
+    pub fn new(file: Option<(FileSink, FileMode)>, sinks: Vec<Box<dyn Sink>>) -> Self {
+        Auditor {
+            file,
+            sinks,
+            scrubbed: AtomicU64::new(0),
+            encode_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a governed request's event. With a [`FileMode::Blocking`] file sink this resolves
+    /// after the event is fsynced and returns its sequence; an `Err` means there is no durable
+    /// record, and the request must be refused (503). Other sinks are offered the event without
+    /// waiting.
+    pub async fn emit(&self, event: &AuditEvent) -> Result<Option<Committed>, AuditError> {
+        let encoded = self.encode(event)?;
+        self.offer_to_sinks(&encoded);
+        match &self.file {
+            Some((file, FileMode::Blocking)) => file.append_durable(encoded).await.map(Some),
+            Some((file, FileMode::Async)) => {
+                // Dropped events are counted by the sink; async mode never refuses a request.
+                let _ = file.append_async(encoded);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records an event without ever waiting (ungoverned requests): every sink, the file included,
+    /// gets it through its queue or drops it (counted).
+    pub fn emit_nowait(&self, event: &AuditEvent) {
+        let Ok(encoded) = self.encode(event) else {
+            return;
+        };
+        self.offer_to_sinks(&encoded);
+        if let Some((file, _)) = &self.file {
+            let _ = file.append_async(encoded);
+        }
+    }
+
+    /// False when the file sink can no longer write (for `/readyz`).
+    pub fn is_healthy(&self) -> bool {
+        self.file.as_ref().is_none_or(|(file, _)| file.is_healthy())
+    }
+
+    /// The file sink, for its counters.
+    pub fn file(&self) -> Option<&FileSink> {
+        self.file.as_ref().map(|(file, _)| file)
+    }
+
+    /// The other sinks, for their counters.
+    pub fn sinks(&self) -> &[Box<dyn Sink>] {
+        &self.sinks
+    }
+
+    /// Events in which scrubbing masked a credential-shaped value: each one is a caller bug.
+    pub fn scrubbed(&self) -> u64 {
+        self.scrubbed.load(Ordering::Relaxed)
+    }
+
+    /// Events that could not be serialized (none expected; counted, not silently lost).
+    pub fn encode_failures(&self) -> u64 {
+        self.encode_failures.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every event emitted so far has been handled by every sink (graceful shutdown).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        for sink in &self.sinks {
+            sink.flush().await;
+        }
+        match &self.file {
+            Some((file, _)) => file.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    fn encode(&self, event: &AuditEvent) -> Result<EncodedEvent, AuditError> {
+        let encoded = EncodedEvent::new(event).inspect_err(|e| {
+            self.encode_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(audit.type = %event.event_type(), error = %e, "Audit event not encoded");
+        })?;
+        if encoded.was_scrubbed() {
+            self.scrubbed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                audit.type = %event.event_type(),
+                audit.request_id = %crate::redact::redact_text(&event.data().request_id),
+                "Audit event contained a credential-shaped value; masked before writing"
+            );
+        }
+        Ok(encoded)
+    }
+
+    fn offer_to_sinks(&self, encoded: &EncodedEvent) {
+        for sink in &self.sinks {
+            // A full queue drops and counts inside the sink; nothing to do here.
+            let _ = sink.offer(encoded.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

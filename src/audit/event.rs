@@ -1,0 +1,576 @@
+//! The audit event: a CloudEvents 1.0 JSON envelope around an [`AuditRecord`].
+//!
+//! The request pipeline fills an `AuditRecord` (who, what, on what, decided how, by which rule,
+//! with what result) and wraps it with [`AuditEvent::new`], which mints the event id and time.
+//! `schemas/audit-event.schema.json` describes the resulting JSON; every event the tests emit is
+//! validated against it.
+//!
+//! Envelope (CloudEvents 1.0 §3.1): `specversion` "1.0", `id` (32 hex characters from the system
+//! RNG), `source` (`keygate://<instance>`), `type` (`io.keygate.apikey.<verb>` or
+//! `io.keygate.http.request`), `time` (RFC 3339, UTC, microseconds), `datacontenttype`
+//! "application/json", `data`. The file sink adds two extension attributes: `sequence` (the
+//! CloudEvents *sequence* extension: a 20-digit zero-padded decimal string, so lexicographic order
+//! is numeric order) and `keygateprevhash` (SHA-256 hex of the previous record's line); other sinks
+//! send events without them (see `audit/chain.rs`).
+//!
+//! `data` mirrors Confluent's own audit field names where one exists (reference §9: `methodName`,
+//! `requestId`, `clientAddress`, camelCase throughout) so the two trails correlate.
+//!
+//! What this deliberately does not hold: credentials, request or response bodies, secrets of
+//! created keys. No field here takes a [`crate::redact::Secret`]; and every sink scrubs the encoded
+//! event with [`crate::redact::redact_text`] anyway, in case a caller copied a secret into free text.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::rand::SecureRandom;
+use serde::Serialize;
+
+use crate::policy::action::Action;
+
+/// CloudEvents version of every event (CloudEvents 1.0 §3.1.1 `specversion`).
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Media type of `data` (CloudEvents 1.0 §3.1.1 `datacontenttype`).
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+
+/// Where `/proc` exposes the host name, used when no instance id is configured.
+const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+/// Instance id used when neither configuration nor the host name provides one.
+const FALLBACK_INSTANCE_ID: &str = "keygate";
+
+// === impl EventSource ===
+
+/// The CloudEvents `source` of every event this instance emits: `keygate://<instance id>`.
+///
+/// Cheap to clone; build it once at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSource(Arc<str>);
+
+impl EventSource {
+    /// `keygate://<instance_id>`. Characters outside `A–Za–z0–9.-_` are replaced with `-` so the
+    /// result is always a valid URI reference (CloudEvents 1.0 §3.1.1 `source`).
+    pub fn new(instance_id: &str) -> Self {
+        let id: String = instance_id
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let id = if id.is_empty() {
+            FALLBACK_INSTANCE_ID
+        } else {
+            &id
+        };
+        EventSource(Arc::from(format!("keygate://{id}")))
+    }
+
+    /// The source for this host: `keygate://<hostname>` (from `/proc`), or `keygate://keygate`
+    /// where the host name cannot be read.
+    pub fn from_hostname() -> Self {
+        let host = std::fs::read_to_string(HOSTNAME_FILE).unwrap_or_default();
+        EventSource::new(&host)
+    }
+
+    /// The URI as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for EventSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+// === impl EventType ===
+
+/// The CloudEvents `type` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventType {
+    /// `POST /iam/v2/api-keys`.
+    #[serde(rename = "io.keygate.apikey.create")]
+    ApiKeyCreate,
+    /// `GET /iam/v2/api-keys`.
+    #[serde(rename = "io.keygate.apikey.list")]
+    ApiKeyList,
+    /// `GET /iam/v2/api-keys/{id}`.
+    #[serde(rename = "io.keygate.apikey.get")]
+    ApiKeyGet,
+    /// `PATCH /iam/v2/api-keys/{id}`.
+    #[serde(rename = "io.keygate.apikey.update")]
+    ApiKeyUpdate,
+    /// `DELETE /iam/v2/api-keys/{id}`.
+    #[serde(rename = "io.keygate.apikey.delete")]
+    ApiKeyDelete,
+    /// Any ungoverned request (audited only when configured).
+    #[serde(rename = "io.keygate.http.request")]
+    HttpRequest,
+}
+
+impl EventType {
+    /// The `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ApiKeyCreate => "io.keygate.apikey.create",
+            EventType::ApiKeyList => "io.keygate.apikey.list",
+            EventType::ApiKeyGet => "io.keygate.apikey.get",
+            EventType::ApiKeyUpdate => "io.keygate.apikey.update",
+            EventType::ApiKeyDelete => "io.keygate.apikey.delete",
+            EventType::HttpRequest => "io.keygate.http.request",
+        }
+    }
+}
+
+impl From<Action> for EventType {
+    fn from(action: Action) -> Self {
+        match action {
+            Action::CreateApiKey => EventType::ApiKeyCreate,
+            Action::ListApiKeys => EventType::ApiKeyList,
+            Action::GetApiKey => EventType::ApiKeyGet,
+            Action::UpdateApiKey => EventType::ApiKeyUpdate,
+            Action::DeleteApiKey => EventType::ApiKeyDelete,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Confluent's `methodName` for a governed action (reference §9: third-party parsers see
+/// `CreateAPIKey` for key creation), for [`AuditRecord::method_name`].
+pub fn method_name(action: Action) -> &'static str {
+    match action {
+        Action::CreateApiKey => "CreateAPIKey",
+        Action::ListApiKeys => "ListAPIKeys",
+        Action::GetApiKey => "GetAPIKey",
+        Action::UpdateApiKey => "UpdateAPIKey",
+        Action::DeleteApiKey => "DeleteAPIKey",
+    }
+}
+
+// === data ===
+
+/// The `data` of an audit event. Build it with [`AuditRecord::new`] and struct update syntax;
+/// `None` fields and empty lists are left out of the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    /// Which point of the request this event records.
+    pub stage: Stage,
+    /// The request id (`x-request-id`), also the `id` of any error body keygate returned.
+    pub request_id: String,
+    /// Confluent-style operation name, e.g. `CreateAPIKey` (see [`method_name`]); for ungoverned
+    /// requests the lead's choice, e.g. `HttpRequest`.
+    pub method_name: Cow<'static, str>,
+    /// Who made the request, once identity succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<PrincipalInfo>,
+    /// The downstream peer address (Confluent: `requestMetadata.clientAddress`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<SocketAddr>,
+    /// HTTP method and path (without query string) as received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpInfo>,
+    /// What the request acts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// What keygate decided and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionInfo>,
+    /// Status keygate sent downstream (in `response_complete` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Status the upstream answered with, if the request was forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// The id of a key created by this request. Never its secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_key_id: Option<String>,
+    /// Revision of the policy set that decided (so a decision can be replayed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
+    /// Time from request received to this event, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+impl AuditRecord {
+    /// A record with only the required fields set.
+    pub fn new(
+        stage: Stage,
+        request_id: impl Into<String>,
+        method_name: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        AuditRecord {
+            stage,
+            request_id: request_id.into(),
+            method_name: method_name.into(),
+            principal: None,
+            client_address: None,
+            http: None,
+            target: None,
+            decision: None,
+            status: None,
+            upstream_status: None,
+            created_key_id: None,
+            policy_revision: None,
+            latency_ms: None,
+        }
+    }
+}
+
+/// Which point of a request an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Decided, before forwarding (the event a `blocking` file sink makes durable first).
+    RequestReceived,
+    /// After the response was sent downstream.
+    ResponseComplete,
+}
+
+/// The caller, as established by the identity stage. Never a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrincipalInfo {
+    /// `u-…`, `sa-…`, `pool-…`.
+    pub id: String,
+    /// What kind of identity `id` is.
+    pub kind: PrincipalKind,
+    /// How the caller proved it.
+    pub authentication_method: AuthMethod,
+    /// The API key id for Basic authentication (the username; never the secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+/// Kind of Confluent identity (reference §4 prefixes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// `u-…`
+    User,
+    /// `sa-…`
+    ServiceAccount,
+    /// `pool-…`
+    IdentityPool,
+    /// Anything else.
+    Other,
+}
+
+impl PrincipalKind {
+    /// Classifies a principal id by its prefix.
+    pub fn from_id(id: &str) -> Self {
+        if id.starts_with("u-") {
+            PrincipalKind::User
+        } else if id.starts_with("sa-") {
+            PrincipalKind::ServiceAccount
+        } else if id.starts_with("pool-") {
+            PrincipalKind::IdentityPool
+        } else {
+            PrincipalKind::Other
+        }
+    }
+}
+
+/// How the caller authenticated to keygate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// `Authorization: Basic` with a Cloud or Global API key.
+    Basic,
+    /// `Authorization: Bearer` with a JWT.
+    Bearer,
+    /// A verified client certificate.
+    Mtls,
+}
+
+/// Method and path of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpInfo {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path only: a query string may carry tokens and is left out.
+    pub path: String,
+}
+
+/// What a request acts on (Confluent: `cloudResources`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Owner of the key being created (`spec.owner.id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The resource the key is for (`lkc-…`, `cloud`, `global`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// The key type the policy derived from the resource (`kafka`, `cloud`, `global`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    /// Environment of the resource (`env-…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The key addressed by get, update or delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+/// A decision and its explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionInfo {
+    /// Allowed, denied, or failed (errors deny, but are recorded as errors).
+    pub result: DecisionResult,
+    /// The stage that decided.
+    pub decided_by: DecidedBy,
+    /// Matrix rows or policy ids that decided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rule_ids: Vec<String>,
+    /// Why, in words a developer understands (also in the 403 body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// Ids of `dry-run` policies that would have denied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dry_run_findings: Vec<String>,
+}
+
+/// Outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionResult {
+    /// Forwarded (or would be).
+    Allow,
+    /// Refused by a rule.
+    Deny,
+    /// Refused because something failed (fail closed).
+    Error,
+}
+
+/// The pipeline stage that produced a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The request guard (framing, path, body).
+    Guard,
+    /// Identity (401).
+    Identity,
+    /// Confluent's RBAC creation matrix.
+    Matrix,
+    /// An organisational policy.
+    Policy,
+    /// The rate limiter (429).
+    RateLimit,
+    /// The upstream (its status decided).
+    Upstream,
+    /// The audit trail itself (no durable audit, no action).
+    Audit,
+}
+
+// === impl AuditEvent ===
+
+/// One CloudEvents 1.0 audit event. Build with [`AuditEvent::new`]; hand to
+/// [`crate::audit::Auditor::emit`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    specversion: &'static str,
+    id: String,
+    source: EventSource,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    time: String,
+    datacontenttype: &'static str,
+    data: AuditRecord,
+}
+
+impl AuditEvent {
+    /// Wraps `data`, minting a fresh id and the current time.
+    pub fn new(source: &EventSource, event_type: EventType, data: AuditRecord) -> Self {
+        AuditEvent {
+            specversion: SPEC_VERSION,
+            id: new_event_id(),
+            source: source.clone(),
+            event_type,
+            time: rfc3339_micros(SystemTime::now()),
+            datacontenttype: DATA_CONTENT_TYPE,
+            data,
+        }
+    }
+
+    /// The event id (32 lowercase hex characters).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The CloudEvents `type`.
+    pub fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
+    /// The RFC 3339 time.
+    pub fn time(&self) -> &str {
+        &self.time
+    }
+
+    /// The record.
+    pub fn data(&self) -> &AuditRecord {
+        &self.data
+    }
+}
+
+/// Counter mixed into ids when the system RNG fails, so ids stay unique within the process.
+static FALLBACK_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// 128 random bits as 32 lowercase hex characters.
+///
+/// The system RNG essentially never fails on Linux; if it does, the id is derived from the time,
+/// the process id and a counter (unique, though predictable — ids are not secrets).
+fn new_event_id() -> String {
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let count = FALLBACK_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&nanos.to_le_bytes());
+        ctx.update(&std::process::id().to_le_bytes());
+        ctx.update(&count.to_le_bytes());
+        bytes.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    }
+    hex(&bytes)
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// `t` as RFC 3339 in UTC with microseconds, e.g. `2025-07-30T12:34:56.789012Z`.
+/// Times before 1970 are clamped to the epoch.
+pub(crate) fn rfc3339_micros(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let micros = since.subsec_micros();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Proleptic Gregorian date of `days` after 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level
+/// Date Algorithms", `civil_from_days`, restricted to non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_utc_with_microseconds() {
+        let t = UNIX_EPOCH + Duration::new(1_753_878_896, 789_012_345);
+        assert_eq!(rfc3339_micros(t), "2025-07-30T12:34:56.789012Z");
+        assert_eq!(rfc3339_micros(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn time_handles_leap_days_and_year_ends() {
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_micros(leap), "2000-02-29T00:00:00.000000Z");
+        let eoy = UNIX_EPOCH + Duration::from_secs(1_735_689_599); // 2024-12-31 23:59:59
+        assert_eq!(rfc3339_micros(eoy), "2024-12-31T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn event_ids_are_32_hex_and_distinct() {
+        let a = new_event_id();
+        let b = new_event_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn source_is_a_keygate_uri_with_safe_characters() {
+        assert_eq!(
+            EventSource::new("gw-1.prod").as_str(),
+            "keygate://gw-1.prod"
+        );
+        assert_eq!(EventSource::new("a b/c\n").as_str(), "keygate://a-b-c");
+        assert_eq!(EventSource::new("  ").as_str(), "keygate://keygate");
+        assert!(EventSource::from_hostname()
+            .as_str()
+            .starts_with("keygate://"));
+    }
+
+    #[test]
+    fn envelope_has_cloudevents_attributes_and_camel_case_data() {
+        let source = EventSource::new("test");
+        let record = AuditRecord {
+            principal: Some(PrincipalInfo {
+                id: "sa-123".into(),
+                kind: PrincipalKind::from_id("sa-123"),
+                authentication_method: AuthMethod::Basic,
+                key_id: Some("ABCD1234567890AB".into()),
+            }),
+            ..AuditRecord::new(
+                Stage::RequestReceived,
+                "req-1",
+                method_name(Action::CreateApiKey),
+            )
+        };
+        let event = AuditEvent::new(&source, Action::CreateApiKey.into(), record);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["type"], "io.keygate.apikey.create");
+        assert_eq!(json["source"], "keygate://test");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["id"], event.id());
+        assert_eq!(json["data"]["methodName"], "CreateAPIKey");
+        assert_eq!(json["data"]["stage"], "request_received");
+        assert_eq!(json["data"]["principal"]["kind"], "service_account");
+        assert_eq!(json["data"]["principal"]["authenticationMethod"], "basic");
+        assert!(json["data"].get("decision").is_none());
+    }
+}

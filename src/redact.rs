@@ -1,0 +1,232 @@
+//! Redaction by type: the [`Secret`] wrapper, and scrubbers for free text and JSON.
+//!
+//! `Secret` holds a credential (upstream API secret, webhook token, JWT key material) so that no
+//! `Debug`, `Display` or log line can print it; reading it is an explicit [`Secret::expose`].
+//! [`redact_text`] scrubs strings we did not write ourselves (dependency error messages, anything a
+//! careless caller put into an audit explanation) and [`redact_json_secrets`] scrubs JSON documents
+//! (create responses, STS replies) before they are logged or audited (DESIGN.md §8, reference §5).
+//!
+//! What this deliberately does not do: mark HTTP headers sensitive (that is the outermost layer's
+//! job, with `HeaderValue::set_sensitive`), zeroize memory, or recognise pre-2025 secrets that have
+//! no `cflt` prefix by shape alone (64 base64 characters also describe a SHA-256 hex digest, which
+//! the audit chain must keep) — those are caught by structure: the header, `spec.secret`, `secret`.
+//! Scrubbing sits on the output side of every stage: the audit sinks run [`redact_text`] over each
+//! encoded event as a last line of defence.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+/// What a masked value is replaced with, everywhere.
+pub const REDACTED: &str = "**REDACTED**";
+
+/// The prefix of every Confluent secret issued since 30 July 2025 (reference §5).
+const CFLT_PREFIX: &[u8] = b"cflt";
+
+/// Characters after `cflt` in a Confluent secret: 60 of them, from `A–Za–z0–9+/` (reference §5).
+const CFLT_BODY_LEN: usize = 60;
+
+/// JSON member names whose values are credentials, compared ASCII-case-insensitively
+/// (reference §5: `spec.secret` — covered by `secret` at any depth — STS `subject_token` and
+/// `access_token`; the others are the usual OAuth and form names).
+const SECRET_MEMBERS: &[&str] = &[
+    "secret",
+    "subject_token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "password",
+    "authorization",
+];
+
+/// HTTP authentication schemes whose credential follows after whitespace (RFC 9110 §11.4).
+const AUTH_SCHEMES: &[&[u8]] = &[b"basic", b"bearer"];
+
+// === impl Secret ===
+
+/// A credential that must never be printed.
+///
+/// `Debug` and `Display` print `**REDACTED**`; there is no `Serialize`, so a `Secret` cannot leak
+/// through a config dump or an audit record. `Deserialize` exists so config structs can hold one.
+#[derive(Clone)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into().into_boxed_str())
+    }
+
+    /// The credential itself. Call this only where the value is used (a header being built, a MAC
+    /// being computed), never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret::new(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret::from)
+    }
+}
+
+// === text scrubbing ===
+
+/// Masks credentials in free text: anything shaped like a Confluent secret (`cflt` followed by at
+/// least 60 characters of `A–Za–z0–9+/`; the whole run is masked) and the credential after a
+/// `Basic` or `Bearer` scheme name (any letter case, at a word start, then spaces or tabs; the
+/// RFC 9110 §11.2 token68 run is masked and the scheme name kept).
+///
+/// Borrows when nothing matched, so the common case does not allocate. The result is still valid
+/// JSON when the input was a JSON text: masks are printable ASCII without `"` or `\`, and every
+/// masked run consists of characters that JSON never escapes.
+/// False positives are accepted ("bearer of news" loses "of"): this protects logs, it does not
+/// parse them.
+pub fn redact_text(s: &str) -> Cow<'_, str> {
+    let bytes = s.as_bytes();
+    let mut out: Option<String> = None;
+    // INVARIANT: `copied` and `i` always sit on char boundaries: every match starts and ends on
+    // ASCII bytes.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(end) = cflt_secret_end(bytes, i) {
+            let buf = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            buf.push_str(&s[copied..i]);
+            buf.push_str(REDACTED);
+            copied = end;
+            i = end;
+        } else if let Some((value_start, end)) = auth_credential(bytes, i) {
+            let buf = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            buf.push_str(&s[copied..value_start]);
+            buf.push_str(REDACTED);
+            copied = end;
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    match out {
+        None => Cow::Borrowed(s),
+        Some(mut buf) => {
+            buf.push_str(&s[copied..]);
+            Cow::Owned(buf)
+        }
+    }
+}
+
+/// Whether `s` contains anything [`redact_text`] would mask.
+pub fn contains_secret(s: &str) -> bool {
+    matches!(redact_text(s), Cow::Owned(_))
+}
+
+fn is_secret_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+/// RFC 9110 §11.2 `token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_token68_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+}
+
+/// End of a `cflt` secret starting at `at`, if one starts there.
+fn cflt_secret_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let rest = bytes.get(at..)?;
+    if !rest.starts_with(CFLT_PREFIX) {
+        return None;
+    }
+    let body = rest[CFLT_PREFIX.len()..]
+        .iter()
+        .take_while(|&&b| is_secret_char(b))
+        .count();
+    (body >= CFLT_BODY_LEN).then_some(at + CFLT_PREFIX.len() + body)
+}
+
+/// `(start, end)` of the credential after an auth scheme name starting at `at`, if one does.
+fn auth_credential(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    if at > 0 && bytes[at - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    let rest = &bytes[at..];
+    let scheme = AUTH_SCHEMES.iter().find(|scheme| {
+        rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme)
+    })?;
+    let after = at + scheme.len();
+    let spaces = bytes[after..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    if spaces == 0 {
+        return None;
+    }
+    let start = after + spaces;
+    let token = bytes[start..]
+        .iter()
+        .take_while(|&&b| is_token68_char(b))
+        .count();
+    if token == 0 {
+        return None;
+    }
+    let padding = bytes[start + token..]
+        .iter()
+        .take_while(|&&b| b == b'=')
+        .count();
+    Some((start, start + token + padding))
+}
+
+// === JSON scrubbing ===
+
+/// Masks credentials in a JSON document in place: the value of every member named in the secret
+/// list (`secret` — so `spec.secret` of a create response —, `subject_token`, `access_token`,
+/// `client_secret`, `password`, …; any depth, any letter case, whatever the value's type) becomes
+/// `"**REDACTED**"`, and every other string goes through [`redact_text`]. Member names are not
+/// rewritten.
+pub fn redact_json_secrets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(members) => {
+            for (name, value) in members.iter_mut() {
+                if is_secret_member(name) {
+                    *value = serde_json::Value::String(REDACTED.to_owned());
+                } else {
+                    redact_json_secrets(value);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json_secrets),
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(masked) = redact_text(s) {
+                *s = masked;
+            }
+        }
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+    }
+}
+
+fn is_secret_member(name: &str) -> bool {
+    SECRET_MEMBERS
+        .iter()
+        .any(|member| member.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests;

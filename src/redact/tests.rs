@@ -1,0 +1,144 @@
+use std::borrow::Cow;
+
+use serde_json::json;
+
+use super::*;
+
+/// A canary shaped like a real post-2025 Confluent secret: `cflt` + 60 base64 characters.
+const CANARY: &str = "cfltAbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdEfGhIjKlMnOpQrStUv";
+
+#[test]
+fn canary_has_the_documented_shape() {
+    assert_eq!(CANARY.len(), 64);
+}
+
+#[test]
+fn secret_debug_and_display_are_masked() {
+    let secret = Secret::new(CANARY);
+    assert_eq!(format!("{secret:?}"), REDACTED);
+    assert_eq!(format!("{secret}"), REDACTED);
+    assert_eq!(format!("{:?}", Some(&secret)), format!("Some({REDACTED})"));
+    assert_eq!(secret.expose(), CANARY);
+}
+
+#[test]
+fn secret_deserializes_from_a_string_and_stays_masked() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Config {
+        api_secret: Secret,
+    }
+    let config: Config = serde_json::from_value(json!({ "api_secret": CANARY })).unwrap();
+    assert_eq!(config.api_secret.expose(), CANARY);
+    assert!(!format!("{config:?}").contains(CANARY));
+}
+
+#[test]
+fn text_without_secrets_is_borrowed() {
+    let text = "upstream `api.confluent.cloud`: connect timed out after 5s";
+    assert!(matches!(redact_text(text), Cow::Borrowed(_)));
+    assert!(!contains_secret(text));
+}
+
+#[test]
+fn cflt_secret_is_masked_wherever_it_appears() {
+    let text = format!("bad key {CANARY}, retry; again:{CANARY}");
+    let masked = redact_text(&text);
+    assert_eq!(
+        masked,
+        format!("bad key {REDACTED}, retry; again:{REDACTED}")
+    );
+    assert!(contains_secret(&text));
+}
+
+#[test]
+fn cflt_followed_by_too_few_characters_is_kept() {
+    let text = CANARY[..63].to_owned();
+    assert_eq!(redact_text(&text), text);
+    assert_eq!(redact_text("the cflt prefix"), "the cflt prefix");
+}
+
+#[test]
+fn cflt_inside_a_longer_run_masks_the_whole_run() {
+    let text = format!("x=AAAA{CANARY}ZZZZ!");
+    assert_eq!(redact_text(&text), format!("x=AAAA{REDACTED}!"));
+}
+
+#[test]
+fn sha256_hex_is_not_mistaken_for_a_secret() {
+    let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    assert_eq!(redact_text(hex), hex);
+}
+
+#[test]
+fn basic_and_bearer_credentials_are_masked_keeping_the_scheme() {
+    assert_eq!(
+        redact_text("Authorization: Basic QUJDRDpzZWNyZXQ="),
+        format!("Authorization: Basic {REDACTED}")
+    );
+    assert_eq!(
+        redact_text("got bearer\teyJhbGciOi.eyJzdWIiOi.c2ln_-~ from caller"),
+        format!("got bearer\t{REDACTED} from caller")
+    );
+    assert_eq!(
+        redact_text("BEARER   abc==, then"),
+        format!("BEARER   {REDACTED}, then")
+    );
+}
+
+#[test]
+fn scheme_names_without_a_credential_are_kept() {
+    for text in [
+        "auth method basic",
+        "authenticated via Basic; ok",
+        "Basic ",
+        "Basicfoo bar",
+        "xbasic abc",
+        "\"authenticationMethod\":\"basic\"",
+    ] {
+        assert_eq!(redact_text(text), text, "{text}");
+    }
+}
+
+#[test]
+fn masking_inside_json_text_keeps_it_valid_json() {
+    let doc = json!({
+        "explanation": format!("caller sent Bearer tok.en and {CANARY}"),
+        "other": "Basic QUJD\"quoted",
+    });
+    let text = serde_json::to_string(&doc).unwrap();
+    let masked = redact_text(&text);
+    let back: serde_json::Value = serde_json::from_str(&masked).unwrap();
+    assert_eq!(
+        back["explanation"],
+        format!("caller sent Bearer {REDACTED} and {REDACTED}")
+    );
+    assert_eq!(back["other"], format!("Basic {REDACTED}\"quoted"));
+}
+
+#[test]
+fn non_ascii_text_around_a_secret_survives() {
+    let text = format!("clé: {CANARY} — fin");
+    assert_eq!(redact_text(&text), format!("clé: {REDACTED} — fin"));
+}
+
+#[test]
+fn json_secret_members_are_masked_at_any_depth() {
+    let mut doc = json!({
+        "api_version": "iam/v2",
+        "spec": { "secret": CANARY, "display_name": "ci" },
+        "items": [{ "Password": { "nested": 1 } }, { "client_secret": "x" }],
+        "sts": { "subject_token": "eyJ", "access_token": "eyJ2" },
+        "note": format!("leaked {CANARY}"),
+        "count": 3,
+    });
+    redact_json_secrets(&mut doc);
+    assert_eq!(doc["spec"]["secret"], REDACTED);
+    assert_eq!(doc["spec"]["display_name"], "ci");
+    assert_eq!(doc["items"][0]["Password"], REDACTED);
+    assert_eq!(doc["items"][1]["client_secret"], REDACTED);
+    assert_eq!(doc["sts"]["subject_token"], REDACTED);
+    assert_eq!(doc["sts"]["access_token"], REDACTED);
+    assert_eq!(doc["note"], format!("leaked {REDACTED}"));
+    assert_eq!(doc["count"], 3);
+    assert!(!doc.to_string().contains(CANARY));
+}
