@@ -1,0 +1,51 @@
+//! Smoke test of the real binary: `keygate dev` and the banner's curl flow, as printed.
+
+use std::process::Command;
+
+use crate::support::binary;
+
+/// Runs one banner command with the shell, returning curl's `-i` output.
+fn run(command: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn status(curl_i_output: &str) -> u16 {
+    curl_i_output
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {curl_i_output:?}"))
+}
+
+#[test]
+fn dev_banner_curl_flow_works_as_printed() {
+    let keygate = binary::spawn(&[
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    binary::wait_line(&keygate.stdout, "Try it");
+    let commands: Vec<String> = (0..3)
+        .map(|_| binary::wait_line(&keygate.stdout, "curl ").trim().to_string())
+        .collect();
+    assert!(commands[0].contains("-d '{"), "first is the create: {}", commands[0]);
+
+    let created = run(&commands[0]);
+    assert_eq!(status(&created), 202, "{created}");
+    let body = created.split("\r\n\r\n").nth(1).unwrap_or("");
+    let key: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(key["spec"]["owner"]["id"], "sa-orders");
+    assert!(key["spec"]["secret"].as_str().unwrap().starts_with("cflt"));
+
+    let listed = run(&commands[1]);
+    assert_eq!(status(&listed), 200, "{listed}");
+    assert!(listed.contains(key["id"].as_str().unwrap()), "{listed}");
+
+    let deleted = run(&commands[2]);
+    assert_eq!(status(&deleted), 204, "{deleted}");
+}
