@@ -29,6 +29,15 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Overrides `listener.address`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Overrides `admin.address`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Overrides `upstream.url`.
+        #[arg(long)]
+        upstream: Option<String>,
     },
     /// Run keygate in front of the built-in Confluent IAM simulator, with demo credentials.
     Dev {
@@ -56,7 +65,23 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            upstream,
+        } => serve(&config, |c| {
+            if let Some(addr) = listen {
+                c.listener.address = addr;
+            }
+            if let Some(addr) = admin_listen {
+                c.admin.address = addr;
+            }
+            if let Some(url) = &upstream {
+                c.upstream.url = crate::config::validate::upstream_url(url)?;
+            }
+            Ok(())
+        }),
         Command::Dev {
             listen,
             admin_listen,
@@ -154,8 +179,14 @@ fn block_on<F: std::future::Future<Output = ExitCode>>(
     }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
+fn serve(
+    path: &Path,
+    overrides: impl FnOnce(&mut Config) -> Result<(), crate::config::ConfigError>,
+) -> ExitCode {
+    let config = match Config::load(path).and_then(|mut c| {
+        overrides(&mut c).map_err(|e| e.in_file(Path::new("--command-line")))?;
+        Ok(c)
+    }) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("keygate: config error: {err}");

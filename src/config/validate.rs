@@ -205,7 +205,8 @@ fn path(field: &str, value: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(value))
 }
 
-fn upstream_url(text: &str) -> Result<Uri, ConfigError> {
+/// Validates an upstream base URL (`upstream.url`).
+pub fn upstream_url(text: &str) -> Result<Uri, ConfigError> {
     const FIELD: &str = "upstream.url";
     let uri: Uri = text
         .parse()
