@@ -346,7 +346,13 @@ fn check_query(query: &str) -> Result<(), GuardError> {
     // `;` separated parameters in older servers, so treat it as a separator too.
     for pair in query.split(['&', ';']) {
         let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
-        let name = percent_decode_fully(raw_name.as_bytes());
+        let decoded;
+        let name = if raw_name.contains('%') {
+            decoded = percent_decode_fully(raw_name.as_bytes());
+            decoded.as_slice()
+        } else {
+            raw_name.as_bytes()
+        };
         if let Some(param) = OVERRIDE_PARAMS
             .iter()
             .find(|param| name.eq_ignore_ascii_case(param.as_bytes()))
