@@ -27,6 +27,7 @@ pub mod config;
 pub mod context;
 pub mod dev;
 pub mod error;
+pub mod guard;
 pub mod identity;
 pub mod policy;
 pub mod proxy;

@@ -1,0 +1,257 @@
+//! Strict JSON: one complete document, no duplicate keys, no keys that differ only in case.
+//!
+//! Built on serde_json's tokenizer through serde's `DeserializeSeed`/`Visitor` machinery (no
+//! hand-written tokenizer). Parsers disagree on duplicate keys (first wins, last wins, error) and
+//! Go's `encoding/json` matches member names case-insensitively, so a document with `"spec"` and
+//! `"Spec"` could mean one thing here and another upstream; both are refused at any depth.
+//!
+//! Errors never carry input: serde_json messages can quote it, so only the category, line and
+//! column are kept, plus a JSON pointer when every segment of it is a known schema member name.
+//! [`Value`] deliberately has no `Debug`, so a parsed body cannot end up in a log by accident.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::error::Category;
+
+use super::GuardError;
+
+/// Member names of the ApiKey schema (reference §2). Only these may appear in an error pointer;
+/// any other key is body content and could be a secret.
+const KNOWN_MEMBERS: [&str; 14] = [
+    "api_version",
+    "kind",
+    "id",
+    "metadata",
+    "spec",
+    "display_name",
+    "description",
+    "secret",
+    "owner",
+    "resource",
+    "resources",
+    "environment",
+    "related",
+    "resource_name",
+];
+
+/// A parsed JSON document. Numbers and booleans keep no value: no decision reads them.
+pub(super) enum Value {
+    Null,
+    Bool,
+    Number,
+    String(String),
+    Array(Vec<Value>),
+    Object(Vec<(String, Value)>),
+}
+
+/// Parses `body` as exactly one strict JSON document.
+pub(super) fn parse(body: &[u8]) -> Result<Value, GuardError> {
+    let violation = Cell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let seed = ValueSeed {
+        violation: &violation,
+        path: None,
+    };
+    let value = seed
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
+    value.map_err(|error| to_guard_error(&error, violation.take()))
+}
+
+/// The case folding Go's `encoding/json` uses to match member names (`strings.EqualFold`
+/// orbits): ASCII letters, plus the two non-ASCII runes whose orbit holds an ASCII letter,
+/// KELVIN SIGN (`k`) and LATIN SMALL LETTER LONG S (`s`). Other non-ASCII runes are kept: they
+/// can never match an (ASCII) schema member name.
+pub(super) fn fold_char(c: char) -> char {
+    match c {
+        '\u{212A}' => 'K',
+        '\u{017F}' => 'S',
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// Whether two member names are equal under [`fold_char`].
+pub(super) fn fold_eq(a: &str, b: &str) -> bool {
+    a.chars().map(fold_char).eq(b.chars().map(fold_char))
+}
+
+fn fold(key: &str) -> String {
+    key.chars().map(fold_char).collect()
+}
+
+fn to_guard_error(error: &serde_json::Error, violation: Option<Violation>) -> GuardError {
+    let (line, column) = (error.line(), error.column());
+    match violation {
+        Some(Violation { kind, pointer }) => GuardError::DuplicateKey {
+            kind,
+            pointer,
+            line,
+            column,
+        },
+        None => GuardError::InvalidJson {
+            category: match error.classify() {
+                Category::Syntax => "syntax error",
+                Category::Eof => "unexpected end of input",
+                Category::Data => "invalid value",
+                Category::Io => "read error",
+            },
+            line,
+            column,
+        },
+    }
+}
+
+/// What the visitor refused; recorded beside serde's error so no message text is parsed.
+struct Violation {
+    kind: &'static str,
+    pointer: Option<String>,
+}
+
+/// One step of the path from the root to the value being parsed, borrowed from the stack.
+struct Node<'a> {
+    parent: Option<&'a Node<'a>>,
+    segment: Segment<'a>,
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The JSON pointer of `path` (+ `last`), if every key in it is a known member name and it is
+/// not the root.
+fn safe_pointer(path: Option<&Node<'_>>, last: Option<&str>) -> Option<String> {
+    let mut segments = Vec::new();
+    if let Some(last) = last {
+        segments.push(Segment::Key(last));
+    }
+    let mut node = path;
+    while let Some(current) = node {
+        segments.push(match current.segment {
+            Segment::Key(key) => Segment::Key(key),
+            Segment::Index(index) => Segment::Index(index),
+        });
+        node = current.parent;
+    }
+    let mut pointer = String::new();
+    for segment in segments.iter().rev() {
+        match segment {
+            Segment::Key(key) if KNOWN_MEMBERS.contains(key) => {
+                pointer.push('/');
+                pointer.push_str(key);
+            }
+            Segment::Key(_) => return None,
+            Segment::Index(index) => {
+                pointer.push('/');
+                pointer.push_str(&index.to_string());
+            }
+        }
+    }
+    (!pointer.is_empty()).then_some(pointer)
+}
+
+// === impl ValueSeed ===
+
+/// Deserializes one [`Value`], refusing duplicate and case-colliding keys below it.
+struct ValueSeed<'a> {
+    violation: &'a Cell<Option<Violation>>,
+    path: Option<&'a Node<'a>>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Bool)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Number)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Number)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Number)
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let node = Node {
+                parent: self.path,
+                segment: Segment::Index(items.len()),
+            };
+            let seed = ValueSeed {
+                violation: self.violation,
+                path: Some(&node),
+            };
+            match seq.next_element_seed(seed)? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members: Vec<(String, Value)> = Vec::new();
+        let mut folded: HashMap<String, usize> = HashMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let folded_key = fold(&key);
+            if let Some(&first) = folded.get(&folded_key) {
+                let first_key = members[first].0.as_str();
+                let kind = if first_key == key {
+                    "a duplicate key"
+                } else {
+                    "keys that differ only in letter case"
+                };
+                // Point at whichever spelling is a schema name, else at the enclosing object.
+                let pointer = safe_pointer(self.path, Some(first_key))
+                    .or_else(|| safe_pointer(self.path, Some(&key)))
+                    .or_else(|| safe_pointer(self.path, None));
+                self.violation.set(Some(Violation { kind, pointer }));
+                return Err(de::Error::custom(kind));
+            }
+            let node = Node {
+                parent: self.path,
+                segment: Segment::Key(&key),
+            };
+            let value = map.next_value_seed(ValueSeed {
+                violation: self.violation,
+                path: Some(&node),
+            })?;
+            folded.insert(folded_key, members.len());
+            members.push((key, value));
+        }
+        Ok(Value::Object(members))
+    }
+}
