@@ -1,0 +1,213 @@
+//! The principal a decision is about: a Confluent identity (`u-…`, `sa-…`, `pool-…`), its groups,
+//! and how keygate established it.
+//!
+//! The identity stage builds a `Principal`; the decision stages read it. It never holds a secret:
+//! an API key id is the username half of a credential and is not secret. Verifying credentials is
+//! the identity stage's job, not this module's.
+
+use std::fmt;
+
+/// Prefix of Confluent SSO group-mapping ids; only these groups can carry role bindings.
+pub(crate) const GROUP_PREFIX: &str = "group-";
+
+/// Why a principal could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrincipalError {
+    /// The id is not a user, service account or identity pool id.
+    #[error("principal id `{id}`: expected `u-…`, `sa-…` or `pool-…`")]
+    UnknownKind {
+        /// The first characters of the rejected id.
+        id: String,
+    },
+}
+
+/// What kind of Confluent identity a principal is, from its id prefix (reference §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    /// `u-…`
+    User,
+    /// `sa-…`
+    ServiceAccount,
+    /// `pool-…` (an identity pool, reached through Confluent STS or workload identity)
+    IdentityPool,
+}
+
+impl PrincipalKind {
+    /// The kind for a Confluent id, or `None` for any other prefix (including an empty id part).
+    pub fn of_id(id: &str) -> Option<Self> {
+        let (kind, rest) = if let Some(rest) = id.strip_prefix("u-") {
+            (PrincipalKind::User, rest)
+        } else if let Some(rest) = id.strip_prefix("sa-") {
+            (PrincipalKind::ServiceAccount, rest)
+        } else if let Some(rest) = id.strip_prefix("pool-") {
+            (PrincipalKind::IdentityPool, rest)
+        } else {
+            return None;
+        };
+        (!rest.is_empty()).then_some(kind)
+    }
+
+    /// Stable name for logs and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "User",
+            PrincipalKind::ServiceAccount => "ServiceAccount",
+            PrincipalKind::IdentityPool => "IdentityPool",
+        }
+    }
+}
+
+/// How the caller's identity was established (DESIGN.md §3). Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A Cloud or Global API key verified by the upstream (`GET /iam/v2/api-keys/{key id}` with the
+    /// presented credential).
+    ApiKey {
+        /// The API key id (the Basic username; not secret).
+        key_id: String,
+    },
+    /// An API key found in keygate's static directory (development, air-gapped).
+    Directory {
+        /// The API key id (not secret).
+        key_id: String,
+    },
+    /// A verified bearer JWT.
+    Jwt {
+        /// The token's `iss`.
+        issuer: String,
+    },
+    /// A verified client certificate.
+    Mtls {
+        /// The SAN or subject the principal was mapped from.
+        subject: String,
+    },
+}
+
+impl AuthMethod {
+    /// Stable name for logs and audit events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMethod::ApiKey { .. } => "api_key",
+            AuthMethod::Directory { .. } => "directory",
+            AuthMethod::Jwt { .. } => "jwt",
+            AuthMethod::Mtls { .. } => "mtls",
+        }
+    }
+}
+
+/// The Confluent identity a request acts as.
+///
+/// INVARIANT: `kind` matches the prefix of `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    id: String,
+    kind: PrincipalKind,
+    groups: Vec<String>,
+    auth: AuthMethod,
+}
+
+impl Principal {
+    /// A principal with no groups; the kind comes from the id's prefix.
+    pub fn new(id: impl Into<String>, auth: AuthMethod) -> Result<Self, PrincipalError> {
+        let id = id.into();
+        match PrincipalKind::of_id(&id) {
+            Some(kind) => Ok(Principal {
+                id,
+                kind,
+                groups: Vec::new(),
+                auth,
+            }),
+            None => Err(PrincipalError::UnknownKind {
+                id: id.chars().take(64).collect(),
+            }),
+        }
+    }
+
+    /// Sets the principal's groups. Groups are free-form for organisation policies; layer 1 uses
+    /// only the Confluent group-mapping ids among them (`group-…`), whose role bindings the
+    /// principal inherits, as in Confluent.
+    pub fn with_groups(mut self, groups: Vec<String>) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The Confluent id (`u-…`, `sa-…`, `pool-…`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The kind of identity.
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+
+    /// All groups, as given by the identity stage.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// How the identity was established.
+    pub fn auth(&self) -> &AuthMethod {
+        &self.auth
+    }
+
+    /// The ids whose role bindings apply to this principal: its own id, then its `group-…` ids.
+    pub(crate) fn binding_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.id.as_str()).chain(
+            self.groups
+                .iter()
+                .map(String::as_str)
+                .filter(|g| g.starts_with(GROUP_PREFIX) && g.len() > GROUP_PREFIX.len()),
+        )
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AuthMethod {
+        AuthMethod::ApiKey {
+            key_id: "ABCD1234567890AB".into(),
+        }
+    }
+
+    #[test]
+    fn kind_follows_the_id_prefix() {
+        assert_eq!(Principal::new("u-abc", key()).unwrap().kind(), PrincipalKind::User);
+        assert_eq!(
+            Principal::new("sa-1", key()).unwrap().kind(),
+            PrincipalKind::ServiceAccount
+        );
+        assert_eq!(
+            Principal::new("pool-x", key()).unwrap().kind(),
+            PrincipalKind::IdentityPool
+        );
+    }
+
+    #[test]
+    fn unknown_or_empty_ids_are_rejected() {
+        for id in ["", "u-", "group-a", "env-1", "U-abc", "user"] {
+            assert!(Principal::new(id, key()).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn only_group_mapping_ids_contribute_bindings() {
+        let p = Principal::new("u-abc", key()).unwrap().with_groups(vec![
+            "group-platform".into(),
+            "u-admin".into(),
+            "platform-team".into(),
+            "group-".into(),
+        ]);
+        let ids: Vec<&str> = p.binding_ids().collect();
+        assert_eq!(ids, ["u-abc", "group-platform"]);
+        assert_eq!(p.groups().len(), 4);
+    }
+}
