@@ -319,9 +319,19 @@ mod tests {
     fn invalid_bindings_are_rejected() {
         let mut b = BindingIndexBuilder::new(org());
         let env = crn("/environment=env-1");
-        for principal in ["u-a", "User:", "User:env-1", "user:u-a", "User:u-a/b", "User:u-"] {
+        for principal in [
+            "u-a",
+            "User:",
+            "User:env-1",
+            "user:u-a",
+            "User:u-a/b",
+            "User:u-",
+        ] {
             let err = b.push(principal, "EnvironmentAdmin", &env).unwrap_err();
-            assert!(matches!(err, BindingsError::Principal { .. }), "{principal}");
+            assert!(
+                matches!(err, BindingsError::Principal { .. }),
+                "{principal}"
+            );
         }
         assert!(matches!(
             b.push("User:u-a", "", &env),
@@ -332,11 +342,19 @@ mod tests {
             Err(BindingsError::RoleName { .. })
         ));
         assert!(matches!(
-            b.push("User:u-a", "EnvironmentAdmin", "crn://confluent.cloud/environment=env-1"),
+            b.push(
+                "User:u-a",
+                "EnvironmentAdmin",
+                "crn://confluent.cloud/environment=env-1"
+            ),
             Err(BindingsError::Crn(_))
         ));
         assert!(matches!(
-            b.push("User:u-a", "EnvironmentAdmin", "crn://confluent.cloud/organization=other"),
+            b.push(
+                "User:u-a",
+                "EnvironmentAdmin",
+                "crn://confluent.cloud/organization=other"
+            ),
             Err(BindingsError::ForeignOrganization { .. })
         ));
         assert!(b.build().is_empty());
@@ -350,8 +368,13 @@ mod tests {
             crn(""),
             crn("")
         );
-        let err = BindingIndex::from_toml_str(&text, &org()).unwrap_err().to_string();
-        assert!(err.starts_with("role_bindings[1]: principal `u-b`"), "{err}");
+        let err = BindingIndex::from_toml_str(&text, &org())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("role_bindings[1]: principal `u-b`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub enum CrnError {
         crn: String,
     },
     /// A `*` somewhere other than at the end of the last segment, or on the organisation.
-    #[error("crn `{crn}`: `*` is only allowed at the end of the last segment, below the organization")]
+    #[error(
+        "crn `{crn}`: `*` is only allowed at the end of the last segment, below the organization"
+    )]
     Wildcard {
         /// The rejected pattern.
         crn: String,
@@ -137,14 +139,10 @@ impl CrnPattern {
     /// Parses `crn://confluent.cloud/organization=<org>[/key=value…][*]`.
     pub fn parse(crn: &str) -> Result<Self, CrnError> {
         if crn.len() > MAX_CRN_LEN {
-            return Err(CrnError::TooLong {
-                crn: truncate(crn),
-            });
+            return Err(CrnError::TooLong { crn: truncate(crn) });
         }
         let Some(rest) = crn.strip_prefix(CRN_PREFIX) else {
-            return Err(CrnError::Prefix {
-                crn: truncate(crn),
-            });
+            return Err(CrnError::Prefix { crn: truncate(crn) });
         };
         let mut segments = Vec::with_capacity(4);
         let mut wildcard = false;
@@ -304,7 +302,12 @@ impl<'a> ResourcePath<'a> {
     /// `crn://confluent.cloud/organization=<org>`: Cloud, Global and Tableflow keys.
     pub fn organization(org: &'a str) -> Self {
         ResourcePath {
-            segments: [(ORGANIZATION, Some(org)), ("", None), ("", None), ("", None)],
+            segments: [
+                (ORGANIZATION, Some(org)),
+                ("", None),
+                ("", None),
+                ("", None),
+            ],
             len: 1,
             display_len: 1,
         }
@@ -408,7 +411,10 @@ mod tests {
 
     #[test]
     fn equal_pattern_covers() {
-        assert!(pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-1").covers(&kafka()));
+        assert!(pat(
+            "crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-1"
+        )
+        .covers(&kafka()));
     }
 
     #[test]
@@ -437,7 +443,8 @@ mod tests {
         assert!(p.covers(&kafka()));
         assert!(p.covers(&ResourcePath::kafka(ORG, "env-ab", "lkc-1")));
         assert!(!p.covers(&ResourcePath::kafka(ORG, "dev-a", "lkc-1")));
-        let star = pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=*");
+        let star =
+            pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=*");
         assert!(star.covers(&kafka()));
         assert!(!star.covers(&ResourcePath::schema_registry(ORG, "env-a", "lsrc-1")));
     }
@@ -452,7 +459,8 @@ mod tests {
 
     #[test]
     fn different_key_at_same_depth_does_not_cover() {
-        let sr = pat("crn://confluent.cloud/organization=<org>/environment=env-a/schema-registry=lkc-1");
+        let sr =
+            pat("crn://confluent.cloud/organization=<org>/environment=env-a/schema-registry=lkc-1");
         assert!(!sr.covers(&kafka()));
     }
 
@@ -476,11 +484,17 @@ mod tests {
     fn unknown_segment_is_covered_only_above_it() {
         let ksql = ResourcePath::ksqldb(ORG, "env-a", None, "lksqlc-1");
         assert!(pat("crn://confluent.cloud/organization=<org>/environment=env-a").covers(&ksql));
-        assert!(!pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=*").covers(&ksql));
+        assert!(
+            !pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=*")
+                .covers(&ksql)
+        );
         assert!(!pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-1/ksql=lksqlc-1").covers(&ksql));
         let known = ResourcePath::ksqldb(ORG, "env-a", Some("lkc-1"), "lksqlc-1");
         assert!(pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-1/ksql=lksqlc-1").covers(&known));
-        assert!(pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-1").covers(&known));
+        assert!(pat(
+            "crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-1"
+        )
+        .covers(&known));
     }
 
     #[test]
@@ -498,14 +512,32 @@ mod tests {
             ("confluent.cloud/organization=x", "must start with"),
             ("crn://example.com/organization=x", "must start with"),
             ("crn://confluent.cloud/environment=env-a", "organization="),
-            ("crn://confluent.cloud/organization=x/environment", "segment 2"),
-            ("crn://confluent.cloud/organization=x//environment=e", "segment 2"),
-            ("crn://confluent.cloud/organization=x/environment=", "segment 2"),
+            (
+                "crn://confluent.cloud/organization=x/environment",
+                "segment 2",
+            ),
+            (
+                "crn://confluent.cloud/organization=x//environment=e",
+                "segment 2",
+            ),
+            (
+                "crn://confluent.cloud/organization=x/environment=",
+                "segment 2",
+            ),
             ("crn://confluent.cloud/organization=x/=e", "segment 2"),
             ("crn://confluent.cloud/organization=x/Env=e", "segment 2"),
-            ("crn://confluent.cloud/organization=x/environment=e/", "segment 3"),
-            ("crn://confluent.cloud/organization=x/environment=e*/cloud-cluster=c", "`*`"),
-            ("crn://confluent.cloud/organization=x/environment=e*x", "`*`"),
+            (
+                "crn://confluent.cloud/organization=x/environment=e/",
+                "segment 3",
+            ),
+            (
+                "crn://confluent.cloud/organization=x/environment=e*/cloud-cluster=c",
+                "`*`",
+            ),
+            (
+                "crn://confluent.cloud/organization=x/environment=e*x",
+                "`*`",
+            ),
             ("crn://confluent.cloud/organization=x/environment=**", "`*`"),
             ("crn://confluent.cloud/organization=*", "`*`"),
         ];
@@ -513,15 +545,28 @@ mod tests {
             let err = CrnPattern::parse(crn).unwrap_err().to_string();
             assert!(err.contains(want), "{crn}: {err}");
         }
-        let long = format!("crn://confluent.cloud/organization={}", "a".repeat(MAX_CRN_LEN));
-        assert!(matches!(CrnPattern::parse(&long), Err(CrnError::TooLong { .. })));
+        let long = format!(
+            "crn://confluent.cloud/organization={}",
+            "a".repeat(MAX_CRN_LEN)
+        );
+        assert!(matches!(
+            CrnPattern::parse(&long),
+            Err(CrnError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn scope_names_the_last_segment() {
-        assert_eq!(pat("crn://confluent.cloud/organization=<org>").scope().to_string(), "the organization");
         assert_eq!(
-            pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-*").scope().to_string(),
+            pat("crn://confluent.cloud/organization=<org>")
+                .scope()
+                .to_string(),
+            "the organization"
+        );
+        assert_eq!(
+            pat("crn://confluent.cloud/organization=<org>/environment=env-a/cloud-cluster=lkc-*")
+                .scope()
+                .to_string(),
             "cloud-cluster=lkc-*"
         );
     }
@@ -530,7 +575,9 @@ mod tests {
     fn kafka_path_displays_without_its_kafka_child() {
         assert_eq!(
             kafka().to_string(),
-            format!("crn://confluent.cloud/organization={ORG}/environment=env-a/cloud-cluster=lkc-1")
+            format!(
+                "crn://confluent.cloud/organization={ORG}/environment=env-a/cloud-cluster=lkc-1"
+            )
         );
         assert_eq!(
             ResourcePath::ksqldb(ORG, "env-a", None, "lksqlc-1").to_string(),

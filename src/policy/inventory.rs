@@ -300,7 +300,10 @@ mod tests {
         .unwrap();
         assert_eq!(inv.cluster("lkc-1").unwrap().environment(), "env-a");
         assert_eq!(inv.cluster("lsrc-1").unwrap().environment(), "env-a");
-        assert_eq!(inv.cluster("lksqlc-1").unwrap().kafka_cluster(), Some("lkc-1"));
+        assert_eq!(
+            inv.cluster("lksqlc-1").unwrap().kafka_cluster(),
+            Some("lkc-1")
+        );
         assert_eq!(inv.cluster("lksqlc-2").unwrap().kafka_cluster(), None);
         assert!(inv.has_environment("env-b"));
         assert!(inv.cluster("lkc-2").is_none());
@@ -317,7 +320,10 @@ mod tests {
             "[environments.env-a]\nksqldb_clusters = [{ id = \"lkc-1\" }]",
         ] {
             assert!(
-                matches!(Inventory::from_toml_str(text), Err(InventoryError::Id { .. })),
+                matches!(
+                    Inventory::from_toml_str(text),
+                    Err(InventoryError::Id { .. })
+                ),
                 "{text}"
             );
         }

@@ -264,10 +264,11 @@ impl Matrix {
             }
             let mut row = [Grant::No; 7];
             for t in ResourceType::ALL {
-                row[t.index()] = grants[t.index()].ok_or_else(|| MatrixError::MissingResourceType {
-                    role: name.clone(),
-                    resource_type: t.as_str(),
-                })?;
+                row[t.index()] =
+                    grants[t.index()].ok_or_else(|| MatrixError::MissingResourceType {
+                        role: name.clone(),
+                        resource_type: t.as_str(),
+                    })?;
             }
             roles.insert(
                 Box::from(name.as_str()),
@@ -283,7 +284,10 @@ impl Matrix {
             match roles.get_mut(name.as_str()) {
                 Some(role) if role.grant(ResourceType::Global).allows() => {
                     role.may_create_sa_global = true;
-                    sa_global.push((Box::from(name.as_str()), role.covers == BindingCovers::Owner));
+                    sa_global.push((
+                        Box::from(name.as_str()),
+                        role.covers == BindingCovers::Owner,
+                    ));
                 }
                 _ => return Err(MatrixError::GlobalRole { role: name.clone() }),
             }
@@ -366,8 +370,7 @@ pub(crate) fn join_or<S: AsRef<str>>(items: &[S]) -> String {
 mod tests {
     use super::*;
 
-    const ROW: &str =
-        r#"{ Cloud = "no", Kafka = "yes", SchemaRegistry = "no", Flink = "no", Tableflow = "no", KsqlDb = "scoped", Global = "no" }"#;
+    const ROW: &str = r#"{ Cloud = "no", Kafka = "yes", SchemaRegistry = "no", Flink = "no", Tableflow = "no", KsqlDb = "scoped", Global = "no" }"#;
 
     fn one_role(row: &str) -> String {
         format!("service_account_global = []\n[roles.X]\ngrants = {row}\n")

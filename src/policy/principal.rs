@@ -180,7 +180,10 @@ mod tests {
 
     #[test]
     fn kind_follows_the_id_prefix() {
-        assert_eq!(Principal::new("u-abc", key()).unwrap().kind(), PrincipalKind::User);
+        assert_eq!(
+            Principal::new("u-abc", key()).unwrap().kind(),
+            PrincipalKind::User
+        );
         assert_eq!(
             Principal::new("sa-1", key()).unwrap().kind(),
             PrincipalKind::ServiceAccount

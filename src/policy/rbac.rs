@@ -17,7 +17,6 @@
 
 use std::fmt::{self, Write as _};
 
-
 use super::action::{Action, CreateSpec};
 use super::bindings::RoleBinding;
 use super::crn::ResourcePath;
@@ -134,8 +133,13 @@ pub fn decide_create(data: &AuthzSnapshot, principal: &Principal, spec: &CreateS
                 "{ask} is denied: nobody creates keys for someone else's user account (you are \
                  {caller}); create it for your own account or for a service account"
             );
-            return Decision::deny(rule::DENY_OTHER_USER, explanation, pointer::OWNER_ID, caller)
-                .with_target(target);
+            return Decision::deny(
+                rule::DENY_OTHER_USER,
+                explanation,
+                pointer::OWNER_ID,
+                caller,
+            )
+            .with_target(target);
         }
         Owner::Unsupported(_) => {
             let explanation = format!(
@@ -213,7 +217,10 @@ pub fn decide_create(data: &AuthzSnapshot, principal: &Principal, spec: &CreateS
                             }
                         })
                         .collect();
-                    (rule::DENY_SA_GLOBAL, format!("requires {}", join_or(&roles)))
+                    (
+                        rule::DENY_SA_GLOBAL,
+                        format!("requires {}", join_or(&roles)),
+                    )
                 }
                 Some(sa) => {
                     let on_resource = matrix.resource_roles_text(t);
@@ -395,9 +402,7 @@ fn locate<'a>(
     org: &'a str,
 ) -> Result<Located<'a>, Missing<'a>> {
     let cluster = |what: &'static str, id: &'a str| {
-        inventory
-            .cluster(id)
-            .ok_or(Missing::Cluster { what, id })
+        inventory.cluster(id).ok_or(Missing::Cluster { what, id })
     };
     Ok(match *kind {
         Kind::Cloud | Kind::Global | Kind::Tableflow => Located {
@@ -527,7 +532,7 @@ fn find_grant<'s>(
 
 // === explanation pieces ===
 
-/// "creating a Kafka API key on Kafka cluster lkc-1 in environment env-a for service account sa-1".
+/// "creating a Kafka API key on cluster lkc-1 in environment env-a for service account sa-1".
 struct Ask<'a> {
     t: ResourceType,
     kind: &'a Kind<'a>,
@@ -540,10 +545,10 @@ impl fmt::Display for Ask<'_> {
         write!(f, "creating a {} API key", self.t.label())?;
         match *self.kind {
             Kind::Cloud | Kind::Global | Kind::Tableflow => {}
-            Kind::Kafka(id) => write!(f, " on Kafka cluster {id}")?,
-            Kind::SchemaRegistry(id) => write!(f, " on Schema Registry cluster {id}")?,
-            Kind::KsqlDb(id) => write!(f, " on ksqlDB cluster {id}")?,
-            Kind::Flink { region, .. } => write!(f, " for Flink region {region}")?,
+            Kind::Kafka(id) | Kind::SchemaRegistry(id) | Kind::KsqlDb(id) => {
+                write!(f, " on cluster {id}")?
+            }
+            Kind::Flink { region, .. } => write!(f, " for region {region}")?,
         }
         let env = match *self.kind {
             Kind::Flink { environment, .. } => Some(environment),

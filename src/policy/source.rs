@@ -93,9 +93,11 @@ pub async fn fetch_bindings(f: &dyn Fetch, org: &OrgId) -> Result<BindingIndex, 
     );
     let mut builder = BindingIndexBuilder::new(org.clone());
     for item in list_all(f, &base).await? {
-        let pushed = serde_json::from_value::<Item>(item)
-            .ok()
-            .and_then(|b| builder.push(&b.principal, &b.role_name, &b.crn_pattern).ok());
+        let pushed = serde_json::from_value::<Item>(item).ok().and_then(|b| {
+            builder
+                .push(&b.principal, &b.role_name, &b.crn_pattern)
+                .ok()
+        });
         if pushed.is_none() {
             builder.skip();
         }
@@ -133,7 +135,10 @@ pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
 
     let mut b = InventoryBuilder::new();
     let mut skipped = 0usize;
-    let environments: Vec<Item> = typed(list_all(f, "/org/v2/environments?").await?, "/org/v2/environments")?;
+    let environments: Vec<Item> = typed(
+        list_all(f, "/org/v2/environments?").await?,
+        "/org/v2/environments",
+    )?;
     for env in environments {
         if b.environment(&env.id).is_err() {
             skipped += 1;
@@ -272,7 +277,9 @@ mod tests {
     #[test]
     fn page_token_is_taken_from_the_next_link() {
         assert_eq!(
-            page_token("https://api.confluent.cloud/iam/v2/api-keys?page_size=10&page_token=abc%3D"),
+            page_token(
+                "https://api.confluent.cloud/iam/v2/api-keys?page_size=10&page_token=abc%3D"
+            ),
             Some("abc%3D")
         );
         assert_eq!(page_token("https://x/y?page_token=t1#frag"), Some("t1"));
