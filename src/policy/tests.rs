@@ -146,8 +146,11 @@ const OTHER_ROLES: &[&str] = &[
 /// service account." (ResourceOwner is exercised by `Owner::SaOwned`.)
 const SA_GLOBAL_ROLES: &[&str] = &["OrganizationAdmin"];
 
+/// `spec.resource` as `(id, environment)`, `None` for an absent resource.
+type Resource = Option<(&'static str, Option<&'static str>)>;
+
 /// The request for each column, in column order.
-const COLUMNS: [(ResourceType, Option<(&str, Option<&str>)>); 7] = [
+const COLUMNS: [(ResourceType, Resource); 7] = [
     (ResourceType::Cloud, None),
     (ResourceType::Kafka, Some(("lkc-prod", None))),
     (ResourceType::SchemaRegistry, Some(("lsrc-prod", None))),
