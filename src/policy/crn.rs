@@ -126,7 +126,7 @@ struct Span {
 /// A role binding's `crn_pattern`, parsed once into segments.
 ///
 /// INVARIANT: at least one segment; the first is `organization=<id>` without a wildcard; `raw` is at
-/// most [`MAX_CRN_LEN`] bytes, so every span fits in `u16`.
+/// most `MAX_CRN_LEN` bytes, so every span fits in `u16`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CrnPattern {
     raw: Arc<str>,

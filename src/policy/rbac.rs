@@ -22,7 +22,7 @@ use super::bindings::RoleBinding;
 use super::crn::ResourcePath;
 use super::decision::{pointer, rule, Decision, GrantedBy, Target};
 use super::inventory::{is_plain_id, Inventory};
-use super::matrix::{join_or, BindingCovers, ResourceType};
+use super::matrix::{join_or, BindingCovers, Matrix, ResourceType};
 use super::principal::{Principal, PrincipalKind};
 use super::snapshot::AuthzSnapshot;
 
@@ -176,85 +176,91 @@ pub fn decide_create(data: &AuthzSnapshot, principal: &Principal, spec: &CreateS
     };
 
     let sa_path = sa.map(|sa| ResourcePath::service_account(org, sa));
-    match find_grant(data, principal, t, &located.path, sa_path.as_ref()) {
-        Some(g) => {
-            let through = if g.principal_id == caller {
-                String::new()
-            } else {
-                format!(" through group {}", g.principal_id)
-            };
-            let covered = match (g.on_owner, sa) {
-                (true, Some(sa)) => format!("service account {sa}"),
-                _ => located.path.to_string(),
-            };
-            let explanation = format!(
-                "{ask} is allowed ({}): you ({caller}) hold {} on {}{through}, which covers {covered}",
-                g.rule,
-                g.binding.role(),
-                g.binding.pattern().scope(),
-            );
-            let granted_by = GrantedBy {
-                principal_id: g.principal_id.to_owned(),
-                role: g.binding.role_shared().clone(),
-                crn_pattern: g.binding.pattern().shared().clone(),
-            };
-            Decision::allow(g.rule, explanation, caller)
-                .with_target(target)
-                .with_granted_by(granted_by)
-        }
+    let decision = match find_grant(data, principal, t, &located.path, sa_path.as_ref()) {
+        Some(g) => allowed(&ask, caller, sa, &located.path, &g),
         None => {
+            let (rule, requirement) = requirement(data.matrix(), t, sa, &located.path);
             let holds = Holdings { data, principal };
-            let matrix = data.matrix();
-            let (rule, requirement) = match sa {
-                Some(sa) if t == ResourceType::Global => {
-                    let roles: Vec<String> = matrix
-                        .sa_global_roles()
-                        .map(|(name, owner_bound)| {
-                            if owner_bound {
-                                format!("{name} on {sa}")
-                            } else {
-                                name.to_owned()
-                            }
-                        })
-                        .collect();
-                    (
-                        rule::DENY_SA_GLOBAL,
-                        format!("requires {}", join_or(&roles)),
-                    )
-                }
-                Some(sa) => {
-                    let on_resource = matrix.resource_roles_text(t);
-                    let on_owner = matrix.owner_roles_text(t);
-                    let requirement = match (on_resource.is_empty(), on_owner.is_empty()) {
-                        (false, false) => format!(
-                            "requires {on_resource} on a scope covering {}, or {on_owner} on {sa}",
-                            located.path
-                        ),
-                        (false, true) => format!(
-                            "requires {on_resource} on a scope covering {}",
-                            located.path
-                        ),
-                        (true, false) => format!("requires {on_owner} on {sa}"),
-                        (true, true) => "is not granted by any role in the matrix".to_owned(),
-                    };
-                    (rule::DENY_SA_NO_ROLE, requirement)
-                }
-                None => {
-                    let on_resource = matrix.resource_roles_text(t);
-                    let requirement = if on_resource.is_empty() {
-                        "is not granted by any role in the matrix".to_owned()
-                    } else {
-                        format!(
-                            "requires {on_resource} on a scope covering {}",
-                            located.path
-                        )
-                    };
-                    (rule::DENY_OWN_NO_ROLE, requirement)
-                }
-            };
             let explanation = format!("{ask} {requirement}; you ({caller}) hold {holds}");
-            Decision::deny(rule, explanation, resource_pointer, caller).with_target(target)
+            Decision::deny(rule, explanation, resource_pointer, caller)
         }
+    };
+    decision.with_target(target)
+}
+
+/// The allow decision for a grant, naming the binding and what it covers.
+fn allowed(
+    ask: &Ask<'_>,
+    caller: &str,
+    sa: Option<&str>,
+    path: &ResourcePath<'_>,
+    g: &Grantor<'_>,
+) -> Decision {
+    let mut explanation = format!(
+        "{ask} is allowed ({}): you ({caller}) hold {} on {}",
+        g.rule,
+        g.binding.role(),
+        g.binding.pattern().scope(),
+    );
+    // Writing to a String cannot fail.
+    if g.principal_id != caller {
+        let _ = write!(explanation, " through group {}", g.principal_id);
+    }
+    let _ = match (g.on_owner, sa) {
+        (true, Some(sa)) => write!(explanation, ", which covers service account {sa}"),
+        _ => write!(explanation, ", which covers {path}"),
+    };
+    let granted_by = GrantedBy {
+        principal_id: g.principal_id.to_owned(),
+        role: g.binding.role_shared().clone(),
+        crn_pattern: g.binding.pattern().shared().clone(),
+    };
+    Decision::allow(g.rule, explanation, caller).with_granted_by(granted_by)
+}
+
+/// The deny rule and what would have allowed the request, from the matrix.
+fn requirement(
+    matrix: &Matrix,
+    t: ResourceType,
+    sa: Option<&str>,
+    path: &ResourcePath<'_>,
+) -> (&'static str, String) {
+    const NO_ROLE: &str = "is not granted by any role in the matrix";
+    let on_resource = matrix.resource_roles_text(t);
+    match sa {
+        Some(sa) if t == ResourceType::Global => {
+            let roles: Vec<String> = matrix
+                .sa_global_roles()
+                .map(|(name, owner_bound)| {
+                    if owner_bound {
+                        format!("{name} on {sa}")
+                    } else {
+                        name.to_owned()
+                    }
+                })
+                .collect();
+            (
+                rule::DENY_SA_GLOBAL,
+                format!("requires {}", join_or(&roles)),
+            )
+        }
+        Some(sa) => {
+            let on_owner = matrix.owner_roles_text(t);
+            let requirement = match (on_resource.is_empty(), on_owner.is_empty()) {
+                (false, false) => format!(
+                    "requires {on_resource} on a scope covering {path}, or {on_owner} on {sa}"
+                ),
+                (false, true) => format!("requires {on_resource} on a scope covering {path}"),
+                (true, false) => format!("requires {on_owner} on {sa}"),
+                (true, true) => NO_ROLE.to_owned(),
+            };
+            (rule::DENY_SA_NO_ROLE, requirement)
+        }
+        None if on_resource.is_empty() => (rule::DENY_OWN_NO_ROLE, NO_ROLE.to_owned()),
+        None => (
+            rule::DENY_OWN_NO_ROLE,
+            format!("requires {on_resource} on a scope covering {path}"),
+        ),
     }
 }
 

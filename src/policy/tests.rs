@@ -1240,11 +1240,17 @@ async fn inventory_sync_fails_when_a_cluster_listing_fails() {
     );
 }
 
-/// Keeps `Decision` usable as a plain value in the pipeline (Send + Sync, Clone).
+/// Decisions and data cross threads; upstream fetches can be spawned on a multi-threaded runtime.
 #[test]
-fn decisions_and_data_are_thread_safe_values() {
+fn decisions_data_and_fetches_are_thread_safe() {
     fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>(_: &T) {}
     assert_send_sync::<Decision>();
     assert_send_sync::<AuthzData>();
     assert_send_sync::<AuthzSnapshot>();
+    let upstream = CannedUpstream::new(Vec::new());
+    let fetch: &dyn Fetch = &upstream;
+    let org = org();
+    assert_send(&fetch_bindings(fetch, &org));
+    assert_send(&fetch_inventory(fetch));
 }
