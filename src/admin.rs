@@ -20,11 +20,22 @@ use crate::telemetry::Metrics;
 /// The Prometheus text exposition media type (OpenMetrics text as encoded by prometheus-client).
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// A readiness condition: `Err(reason)` while keygate should not receive traffic.
+pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// What the admin endpoints report.
-#[derive(Debug)]
 pub struct AdminState {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+    checks: std::sync::Mutex<Vec<ReadinessCheck>>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminState {
@@ -33,7 +44,27 @@ impl AdminState {
         Arc::new(AdminState {
             metrics,
             ready: AtomicBool::new(false),
+            checks: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Adds a condition `/readyz` requires (e.g. authorization data loaded, audit sink healthy).
+    pub fn add_check(&self, check: ReadinessCheck) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(check);
+    }
+
+    /// Why keygate is not ready, or `Ok` when it is.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err("not started or shutting down".into());
+        }
+        for check in self.checks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            check()?;
+        }
+        Ok(())
     }
 
     /// Marks keygate ready (config loaded, upstream client built, listener bound) or not.
@@ -43,7 +74,7 @@ impl AdminState {
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.readiness().is_ok()
     }
 }
 
@@ -61,12 +92,20 @@ impl Admin {
 
     fn respond(&self, request: &Request<Body>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            );
         }
         match request.uri().path() {
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.state.is_ready() => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match self.state.readiness() {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(reason) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {reason}\n"),
+                ),
+            },
             "/metrics" => {
                 let mut response = Response::new(Body::full(self.state.metrics.render()));
                 response
@@ -74,12 +113,12 @@ impl Admin {
                     .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
                 response
             }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
         }
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

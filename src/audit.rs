@@ -20,6 +20,7 @@ pub mod chain;
 pub mod event;
 pub mod file;
 pub mod sink;
+pub mod stage;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -36,6 +36,88 @@ pub struct Config {
     pub log: LogConfig,
     /// The tokio runtime.
     pub runtime: RuntimeConfig,
+    /// How callers on governed routes are identified.
+    pub identity: IdentityConfig,
+    /// Where the authorization data (matrix, role bindings, inventory) comes from.
+    pub authz: AuthzConfig,
+    /// Rate limits (none when the table is absent).
+    pub ratelimit: crate::ratelimit::RateLimitConfig,
+    /// Audit sinks.
+    pub audit: AuditConfig,
+}
+
+/// Identity of governed-route callers.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Where credentials are verified.
+    pub source: IdentitySource,
+    /// How long a verified identity is cached.
+    pub cache_ttl: Duration,
+    /// How many verified identities are cached at most.
+    pub cache_capacity: usize,
+}
+
+/// Where Basic credentials are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The upstream verifies each credential (`GET /iam/v2/api-keys/{key id}` with it).
+    Upstream,
+    /// A static directory file (development, air-gapped).
+    Directory(PathBuf),
+}
+
+/// Where one kind of authorization data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// A TOML file (GitOps, development).
+    File(PathBuf),
+    /// The upstream, with keygate's own credential, refreshed in the background.
+    Upstream,
+}
+
+/// Authorization data for layer 1.
+#[derive(Debug, Clone)]
+pub struct AuthzConfig {
+    /// The Confluent organisation id (UUID).
+    pub org_id: crate::policy::crn::OrgId,
+    /// The RBAC creation matrix file.
+    pub matrix: PathBuf,
+    /// Role bindings.
+    pub bindings: DataSource,
+    /// Resource inventory.
+    pub inventory: DataSource,
+    /// How often upstream-sourced data is refreshed.
+    pub refresh_interval: Duration,
+    /// Past this age, upstream-sourced data is too stale to decide creates on (503).
+    pub max_staleness: Duration,
+    /// At most one on-demand inventory refresh (for an unknown cluster) per this interval.
+    pub inventory_refresh_min_interval: Duration,
+}
+
+/// Audit output.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The append-only JSON Lines file, if any.
+    pub file: Option<AuditFile>,
+    /// Also write events to stdout.
+    pub stdout: bool,
+    /// Also POST batches of events to this URL.
+    pub webhook: Option<Uri>,
+    /// Also record one event per ungoverned request.
+    pub ungoverned: bool,
+    /// The `source` of events (`keygate://<instance>`); the hostname when absent.
+    pub instance_id: Option<String>,
+}
+
+/// The audit file sink.
+#[derive(Debug, Clone)]
+pub struct AuditFile {
+    /// The file (rotated files sit beside it).
+    pub path: PathBuf,
+    /// Blocking (durable before the response) or async.
+    pub mode: crate::audit::FileMode,
+    /// Rotate when the file reaches this size.
+    pub max_bytes: u64,
 }
 
 /// Where and how keygate accepts downstream connections.
@@ -77,6 +159,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// keygate's own credential (`KEY:SECRET`), for role bindings, inventory and key counts.
+    pub credential: Option<crate::redact::Secret>,
 }
 
 /// Request limits.
@@ -182,9 +266,38 @@ impl Config {
     }
 
     /// Parses and validates config text; relative paths stay relative to the working directory.
+    /// Credentials named by `env` are read from the process environment.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(text, &ProcessEnv)
+    }
+
+    /// Like [`Config::from_toml`], reading environment variables through `env`.
+    pub fn from_toml_with_env(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
         let raw = raw::RawConfig::parse(text)?;
-        Config::try_from(raw)
+        validate::validate(raw, env)
+    }
+}
+
+/// Environment lookups, behind a trait so tests pass a map instead of mutating the process
+/// environment.
+pub trait Env {
+    /// The value of `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
     }
 }
 

@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method, StatusCode};
 
+pub use crate::audit::DecidedBy;
 use crate::policy::action::Action;
+use crate::policy::decision::Target;
+use crate::policy::principal::Principal;
 
 /// Which kind of route a request is on (a metrics label and a pipeline switch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,14 +44,37 @@ pub struct ContextState {
     pub route: RouteClass,
     /// The governed action, if any.
     pub action: Option<Action>,
-    /// The verified principal id, if any.
-    pub principal: Option<String>,
+    /// The verified principal, if any.
+    pub principal: Option<Arc<Principal>>,
+    /// For get/update/delete: the key the request is about.
+    pub key_id: Option<String>,
+    /// The decision, once one was made (allow or deny).
+    pub decision: Option<DecisionRecord>,
+    /// The stage that ended or decided the request.
+    pub decided_by: Option<DecidedBy>,
     /// The upstream's status, when the request was forwarded.
     pub upstream_status: Option<StatusCode>,
     /// The kind of error that ended the request inside keygate (an error code), if any.
     pub error_code: Option<&'static str>,
     /// The error's detail, already free of secrets.
     pub error_detail: Option<String>,
+}
+
+/// What the decision stages concluded, for the access log, audit and traces. No secrets.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionRecord {
+    /// Allowed (possibly with dry-run findings) or denied.
+    pub allow: bool,
+    /// The deciding matrix rule and policy ids.
+    pub rule_ids: Vec<String>,
+    /// The explanation given to the caller.
+    pub explanation: String,
+    /// What a create targets (owner, resource, environment).
+    pub target: Target,
+    /// Dry-run policies that would have denied.
+    pub dry_run: Vec<String>,
+    /// The revision of the policy set that decided.
+    pub revision: Option<Arc<str>>,
 }
 
 /// One request's identity and shared state.

@@ -5,13 +5,15 @@
 //! `metadata.next` and `Location` lead back through the gateway), and prints a banner with the
 //! demo credentials and curl commands that work as printed. Stops on SIGTERM/SIGINT.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError};
+use crate::audit::FileMode;
+use crate::config::{AuditFile, Config, ConfigError};
 use crate::simulator::{self, Seed, Simulator};
 
 /// The dev config, embedded so `keygate dev` works from any directory.
@@ -20,6 +22,10 @@ pub const DEV_CONFIG: &str = include_str!("../dev/keygate.toml");
 /// The demo principal whose key the banner's curl commands use: EnvironmentAdmin on prod and
 /// ResourceOwner on `sa-orders`, so its create for `sa-orders` is allowed.
 const BANNER_PRINCIPAL: &str = "u-bob";
+/// The demo service account whose key is keygate's own credential in dev mode.
+const KEYGATE_PRINCIPAL: &str = "sa-keygate";
+/// The variable the embedded dev config reads keygate's credential from.
+const DEV_CREDENTIAL_VAR: &str = "KEYGATE_DEV_CREDENTIAL";
 /// A seeded key the banner's delete command removes.
 const BANNER_DELETE_KEY: &str = "DEMOORDERS000001";
 
@@ -56,7 +62,21 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         let _ = sim_stopped.await;
     }));
 
-    let mut config = Config::from_toml(DEV_CONFIG)?;
+    let own = sim
+        .demo_keys()
+        .into_iter()
+        .find(|k| k.principal_id == KEYGATE_PRINCIPAL)
+        .map(|k| format!("{}:{}", k.key_id, k.secret))
+        .unwrap_or_default();
+    let env = HashMap::from([(DEV_CREDENTIAL_VAR.to_string(), own)]);
+    let mut config = Config::from_toml_with_env(DEV_CONFIG, &env)?;
+    let audit_path =
+        std::env::temp_dir().join(format!("keygate-dev-audit-{}.jsonl", std::process::id()));
+    config.audit.file = Some(AuditFile {
+        path: audit_path.clone(),
+        mode: FileMode::Blocking,
+        max_bytes: 64 * 1024 * 1024,
+    });
     config.listener.address = options.listen;
     config.admin.address = options.admin_listen;
     config.upstream.url = format!("http://{sim_addr}")
@@ -67,6 +87,10 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let base = format!("http://{}", gateway.local_addr());
     sim.set_public_base(&base);
     println!("{}", banner(&sim, &base, gateway.admin_addr(), sim_addr));
+    println!(
+        "Audit trail: {} (check it with `keygate audit verify`)",
+        audit_path.display()
+    );
 
     gateway.run_until_signal().await;
     let _ = stop_sim.send(());

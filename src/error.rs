@@ -16,18 +16,40 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
 use tower::{Layer, Service};
 
+use crate::audit::DecidedBy;
 use crate::body::Body;
 use crate::context::RequestContext;
+use crate::guard::GuardError;
+use crate::identity::IdentityError;
 use crate::proxy::ProxyError;
+use crate::ratelimit::RateLimited;
 
 /// Everything that can stop a request inside keygate.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The request guard rejected an ambiguous or malformed governed request.
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    /// The caller's identity could not be established.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A policy decided against the request.
+    #[error("{}", .0.explanation)]
+    Denied(Box<Denial>),
+    /// A rate limit refused the request.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    /// Authorization data is missing or too stale to decide on: fail closed.
+    #[error("cannot decide right now: {0}")]
+    AuthzUnavailable(String),
+    /// The audit record could not be made durable: no durable audit, no action.
+    #[error("the audit trail cannot be written, so the request was not carried out: {0}")]
+    AuditUnavailable(String),
     /// The upstream could not be reached or did not answer in time.
     #[error(transparent)]
     Upstream(#[from] ProxyError),
@@ -36,7 +58,20 @@ pub enum GatewayError {
     Internal(&'static str),
 }
 
-/// How an error is rendered: status, machine code, title, optional JSON pointer.
+/// A policy denial, rendered as a 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// A sentence a developer understands: what was asked, what decided, what would allow it.
+    pub explanation: String,
+    /// The ids of the rules or policies that denied.
+    pub rule_ids: Vec<String>,
+    /// The body field that decided, as a JSON pointer.
+    pub pointer: Option<&'static str>,
+    /// Which layer denied (the matrix or an organisation policy).
+    pub by: DecidedBy,
+}
+
+/// How an error is rendered: status, machine code, title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorParts {
     /// HTTP status.
@@ -45,57 +80,131 @@ pub struct ErrorParts {
     pub code: &'static str,
     /// Short, stable summary.
     pub title: &'static str,
-    /// `WWW-Authenticate` challenge, for 401s.
-    pub challenge: Option<&'static str>,
 }
+
+const fn parts(status: StatusCode, code: &'static str, title: &'static str) -> ErrorParts {
+    ErrorParts {
+        status,
+        code,
+        title,
+    }
+}
+
+/// The challenge sent with every 401 (RFC 9110 §11.6.1): keygate accepts Basic API keys.
+const BASIC_CHALLENGE: &str = r#"Basic realm="keygate", charset="UTF-8""#;
 
 impl GatewayError {
     /// The response this error becomes. INVARIANT: exhaustive, no `_` arm.
     pub fn parts(&self) -> ErrorParts {
         match self {
-            GatewayError::Upstream(ProxyError::Connect(_)) => ErrorParts {
-                status: StatusCode::BAD_GATEWAY,
-                code: "upstream_unavailable",
-                title: "Bad Gateway",
-                challenge: None,
-            },
-            GatewayError::Upstream(ProxyError::Tls(_)) => ErrorParts {
-                status: StatusCode::BAD_GATEWAY,
-                code: "upstream_tls_failure",
-                title: "Bad Gateway",
-                challenge: None,
-            },
-            GatewayError::Upstream(ProxyError::Protocol(_)) => ErrorParts {
-                status: StatusCode::BAD_GATEWAY,
-                code: "upstream_protocol_error",
-                title: "Bad Gateway",
-                challenge: None,
-            },
-            GatewayError::Upstream(ProxyError::ConnectTimeout(_))
-            | GatewayError::Upstream(ProxyError::Timeout(_)) => ErrorParts {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                code: "upstream_timeout",
-                title: "Gateway Timeout",
-                challenge: None,
-            },
-            GatewayError::Internal(_) => ErrorParts {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: "internal_error",
-                title: "Internal Server Error",
-                challenge: None,
-            },
+            GatewayError::Guard(e) => parts(
+                e.status(),
+                e.code(),
+                match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported Media Type",
+                    StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
+                    _ => "Bad Request",
+                },
+            ),
+            GatewayError::Identity(IdentityError::Unavailable(_)) => parts(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_unavailable",
+                "Service Unavailable",
+            ),
+            GatewayError::Identity(
+                IdentityError::Missing
+                | IdentityError::Malformed(_)
+                | IdentityError::UnsupportedScheme(_)
+                | IdentityError::Rejected { .. }
+                | IdentityError::UnknownOwner { .. },
+            ) => parts(
+                StatusCode::UNAUTHORIZED,
+                "user_unauthenticated",
+                "Authentication Required",
+            ),
+            GatewayError::Denied(_) => parts(
+                StatusCode::FORBIDDEN,
+                "user_unauthorized",
+                "Forbidden by keygate policy",
+            ),
+            GatewayError::RateLimited(_) => parts(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Too Many Requests",
+            ),
+            GatewayError::AuthzUnavailable(_) => parts(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authorization_unavailable",
+                "Service Unavailable",
+            ),
+            GatewayError::AuditUnavailable(_) => parts(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "Service Unavailable",
+            ),
+            GatewayError::Upstream(ProxyError::Connect(_)) => parts(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "Bad Gateway",
+            ),
+            GatewayError::Upstream(ProxyError::Tls(_)) => parts(
+                StatusCode::BAD_GATEWAY,
+                "upstream_tls_failure",
+                "Bad Gateway",
+            ),
+            GatewayError::Upstream(ProxyError::Protocol(_)) => parts(
+                StatusCode::BAD_GATEWAY,
+                "upstream_protocol_error",
+                "Bad Gateway",
+            ),
+            GatewayError::Upstream(ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_)) => {
+                parts(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "Gateway Timeout",
+                )
+            }
+            GatewayError::Internal(_) => parts(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal Server Error",
+            ),
+        }
+    }
+
+    /// The pipeline stage this error ended the request in (for audit), if it is one.
+    pub fn decided_by(&self) -> Option<DecidedBy> {
+        match self {
+            GatewayError::Guard(_) => Some(DecidedBy::Guard),
+            GatewayError::Identity(_) => Some(DecidedBy::Identity),
+            GatewayError::Denied(d) => Some(d.by),
+            GatewayError::RateLimited(_) => Some(DecidedBy::RateLimit),
+            GatewayError::AuthzUnavailable(_) => Some(DecidedBy::Matrix),
+            GatewayError::AuditUnavailable(_) => Some(DecidedBy::Audit),
+            GatewayError::Upstream(_) => Some(DecidedBy::Upstream),
+            GatewayError::Internal(_) => None,
         }
     }
 
     /// The JSON pointer into the request body that the error is about, if any.
     pub fn pointer(&self) -> Option<&str> {
-        None
+        match self {
+            GatewayError::Guard(e) => e.pointer(),
+            GatewayError::Denied(d) => d.pointer,
+            _ => None,
+        }
     }
 
     /// Renders the error as a Confluent-shaped response carrying `request_id`.
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
         let parts = self.parts();
         let detail = self.to_string();
+        let meta = match self {
+            GatewayError::Denied(d) => Some(serde_json::json!({ "rule_ids": d.rule_ids })),
+            GatewayError::RateLimited(r) => Some(serde_json::json!({ "limit_id": r.limit_id() })),
+            _ => None,
+        };
         let mut response = error_response(
             parts.status,
             &ErrorBody {
@@ -105,12 +214,25 @@ impl GatewayError {
                 title: parts.title,
                 detail: &detail,
                 source: self.pointer().map(|pointer| Source { pointer }),
+                meta,
             },
         );
-        if let Some(challenge) = parts.challenge {
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        let headers = response.headers_mut();
+        if parts.status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+        }
+        match self {
+            GatewayError::Guard(e) => {
+                if let Some(allow) = e.allow() {
+                    headers.insert(ALLOW, HeaderValue::from_static(allow));
+                }
+            }
+            GatewayError::RateLimited(r) => {
+                for (name, value) in r.headers() {
+                    headers.insert(name, value);
+                }
+            }
+            _ => {}
         }
         response
     }
@@ -132,6 +254,9 @@ pub struct ErrorBody<'a> {
     /// The field the error is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source<'a>>,
+    /// Machine-readable details (the deciding rule or policy ids, the rate limit hit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }
 
 /// `source` of an error member.
@@ -207,6 +332,9 @@ where
                         let mut state = ctx.state();
                         state.error_code = Some(err.parts().code);
                         state.error_detail = Some(err.to_string());
+                        if state.decided_by.is_none() {
+                            state.decided_by = err.decided_by();
+                        }
                     }
                     Ok(response)
                 }

@@ -6,10 +6,22 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use arc_swap::ArcSwap;
+
 use crate::admin::{Admin, AdminState};
 use crate::app::{self, Shared};
-use crate::config::Config;
+use crate::audit::stage::AuditContext;
+use crate::audit::{
+    Auditor, EventSource, FileSink, FileSinkConfig, Sink, StdoutSink, WebhookConfig, WebhookSink,
+};
+use crate::config::{AuditConfig, Config, IdentitySource};
+use crate::identity::basic::UpstreamResolver;
+use crate::identity::cache::IdentityCache;
+use crate::identity::directory::Directory;
+use crate::identity::{Authenticator, Source};
+use crate::policy::runtime::{AuthzError, AuthzRuntime, UpstreamFetch};
 use crate::proxy::Upstream;
+use crate::ratelimit::RateLimiter;
 use crate::server::{self, ConnSettings, Listener, ShutdownTrigger};
 use crate::telemetry::Metrics;
 use crate::tls::{self, TlsError};
@@ -28,6 +40,18 @@ pub enum StartError {
     /// Certificates or keys could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The static key directory could not be loaded.
+    #[error("identity directory: {0}")]
+    Directory(#[from] crate::identity::directory::DirectoryError),
+    /// Authorization data files could not be loaded.
+    #[error("authorization data: {0}")]
+    Authz(#[from] AuthzError),
+    /// An audit sink could not be opened.
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    /// No randomness for the identity cache key.
+    #[error("no secure randomness available")]
+    Random,
 }
 
 /// A running keygate instance.
@@ -38,6 +62,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<()>,
+    background: JoinSet<()>,
+    auditor: Arc<Auditor>,
 }
 
 /// Binds the listeners and starts serving. Must run inside a tokio runtime.
@@ -62,10 +88,36 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let local_addr = listener.local_addr();
     let admin_addr = admin_listener.local_addr();
 
+    let authenticator = Arc::new(authenticator(&config, &upstream)?);
+    let limiter = Arc::new(ArcSwap::from_pointee(RateLimiter::new(&config.ratelimit)));
+    let fetch = config
+        .upstream
+        .credential
+        .as_ref()
+        .and_then(|c| UpstreamFetch::new(upstream.clone(), c));
+    let authz = Arc::new(AuthzRuntime::new(config.authz.clone(), fetch));
+    if let Err(err) = authz.refresh().await {
+        if !authz.refreshes_from_upstream() {
+            return Err(err.into());
+        }
+        // Upstream-sourced data: start, but not ready, and deny governed requests until loaded.
+        tracing::warn!(error = %err, "Authorization data not loaded yet; retrying in the background");
+    }
+    let auditor = Arc::new(auditor(&config.audit)?);
+    let source = match &config.audit.instance_id {
+        Some(id) => EventSource::new(id),
+        None => EventSource::from_hostname(),
+    };
+    let audit = AuditContext::new(auditor.clone(), source, config.audit.ungoverned);
     let shared = Shared {
         upstream,
         metrics: metrics.clone(),
         access_log: config.log.access_log,
+        max_body_bytes: config.limits.max_body_bytes,
+        authenticator,
+        limiter: limiter.clone(),
+        authz: authz.clone(),
+        audit,
     };
     let settings = ConnSettings {
         header_read_timeout: config.listener.header_read_timeout,
@@ -73,7 +125,30 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.listener.shutdown_grace,
     };
     let admin = AdminState::new(metrics.clone());
+    {
+        let authz = authz.clone();
+        admin.add_check(Box::new(move || {
+            if authz.is_loaded() {
+                Ok(())
+            } else {
+                Err("authorization data not loaded".into())
+            }
+        }));
+        let auditor = auditor.clone();
+        admin.add_check(Box::new(move || {
+            if auditor.is_healthy() {
+                Ok(())
+            } else {
+                Err("audit file sink failed".into())
+            }
+        }));
+    }
     let (trigger, shutdown) = server::shutdown_pair();
+    let mut background = JoinSet::new();
+    if authz.refreshes_from_upstream() {
+        background.spawn(refresh_loop(authz.clone()));
+    }
+    background.spawn(housekeeping(limiter, metrics.clone()));
     let mut tasks = JoinSet::new();
     tasks.spawn(server::serve(
         listener,
@@ -97,7 +172,77 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         metrics,
         trigger,
         tasks,
+        background,
+        auditor,
     })
+}
+
+fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authenticator, StartError> {
+    let source = match &config.identity.source {
+        IdentitySource::Upstream => Source::Upstream(UpstreamResolver::new(upstream.clone())),
+        IdentitySource::Directory(path) => Source::Directory(Directory::load(path)?),
+    };
+    let cache = IdentityCache::new(config.identity.cache_ttl, config.identity.cache_capacity)
+        .map_err(|_| StartError::Random)?;
+    Ok(Authenticator::new(source, cache))
+}
+
+fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
+    let file = match &config.file {
+        Some(f) => {
+            let mut sink = FileSinkConfig::new(f.path.clone());
+            sink.max_bytes = f.max_bytes;
+            Some((FileSink::open(sink)?, f.mode))
+        }
+        None => None,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if config.stdout {
+        sinks.push(Box::new(StdoutSink::stdout(AUDIT_QUEUE)?));
+    }
+    if let Some(url) = &config.webhook {
+        sinks.push(Box::new(WebhookSink::spawn(WebhookConfig::new(
+            url.clone(),
+        ))?));
+    }
+    Ok(Auditor::new(file, sinks))
+}
+
+/// Events queued per asynchronous audit sink before new ones are dropped (and counted).
+const AUDIT_QUEUE: usize = 10_000;
+/// Retry interval while upstream-sourced authorization data has never loaded.
+const INITIAL_LOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often idle rate-limit buckets are dropped.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn refresh_loop(authz: Arc<AuthzRuntime>) {
+    let interval = authz.refresh_interval();
+    loop {
+        let wait = if authz.is_loaded() {
+            interval
+        } else {
+            INITIAL_LOAD_RETRY.min(interval)
+        };
+        tokio::time::sleep(wait).await;
+        match authz.refresh().await {
+            Ok(()) => tracing::debug!("Authorization data refreshed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "Authorization data refresh failed; keeping the previous data")
+            }
+        }
+    }
+}
+
+async fn housekeeping(limiter: Arc<ArcSwap<RateLimiter>>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tick.tick().await;
+        let limiter = limiter.load();
+        limiter.housekeeping();
+        metrics
+            .ratelimit_keys
+            .set(i64::try_from(limiter.key_count()).unwrap_or(i64::MAX));
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -131,6 +276,10 @@ impl Gateway {
     /// Waits until every listener has drained (call [`Gateway::shutdown`] first).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        self.background.abort_all();
+        if let Err(err) = self.auditor.flush().await {
+            tracing::error!(error = %err, "Audit flush at shutdown failed");
+        }
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.

@@ -18,6 +18,7 @@ mod headers;
 mod json;
 mod route;
 mod spec;
+pub mod stage;
 
 use http::{Method, StatusCode};
 

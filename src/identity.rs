@@ -14,6 +14,7 @@
 pub mod basic;
 pub mod cache;
 pub mod directory;
+pub mod stage;
 
 use std::sync::Arc;
 

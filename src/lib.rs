@@ -35,6 +35,7 @@ pub mod ratelimit;
 pub mod redact;
 pub mod server;
 pub mod simulator;
+pub mod stage;
 pub mod telemetry;
 pub mod tls;
 

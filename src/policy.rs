@@ -14,8 +14,10 @@ pub mod inventory;
 pub mod matrix;
 pub mod principal;
 pub mod rbac;
+pub mod runtime;
 pub mod snapshot;
 pub mod source;
+pub mod stage;
 
 #[cfg(test)]
 mod tests;
@@ -23,3 +25,17 @@ mod tests;
 pub use decision::Decision;
 pub use rbac::{decide, decide_create};
 pub use snapshot::{AuthzData, AuthzSnapshot};
+
+/// Proof that the decision stage allowed a governed request. Only that stage creates one, and the
+/// forwarder refuses a governed request without it, so no composition mistake can forward an
+/// undecided request.
+#[derive(Debug, Clone)]
+pub struct Permit {
+    _private: (),
+}
+
+impl Permit {
+    pub(crate) fn new() -> Permit {
+        Permit { _private: () }
+    }
+}

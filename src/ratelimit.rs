@@ -58,6 +58,7 @@
 
 mod config;
 mod key;
+pub mod stage;
 
 use std::fmt;
 use std::net::IpAddr;

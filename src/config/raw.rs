@@ -17,6 +17,50 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub log: RawLog,
     pub runtime: RawRuntime,
+    pub identity: RawIdentity,
+    pub authz: RawAuthz,
+    pub ratelimit: crate::ratelimit::RawRateLimitConfig,
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentity {
+    pub source: Option<String>,
+    pub directory: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub cache_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuthz {
+    pub org_id: Option<String>,
+    pub matrix: Option<String>,
+    pub bindings: Option<String>,
+    pub inventory: Option<String>,
+    pub refresh_interval: Option<String>,
+    pub max_staleness: Option<String>,
+    pub inventory_refresh_min_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCredential {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub file: Option<String>,
+    pub file_mode: Option<String>,
+    pub max_file_bytes: Option<u64>,
+    pub stdout: Option<bool>,
+    pub webhook: Option<String>,
+    pub ungoverned: Option<bool>,
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +89,7 @@ pub struct RawUpstream {
     pub request_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle_per_host: Option<usize>,
+    pub credential: Option<RawCredential>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,8 +1,15 @@
 use super::*;
 
+/// The smallest valid config: authorization data from the shipped example files.
+const MINIMAL: &str = "[authz]\norg_id = \"4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c\"\nbindings = \"policies/role-bindings.toml\"\ninventory = \"policies/inventory.toml\"\n";
+
+fn with_minimal(text: &str) -> String {
+    format!("{MINIMAL}{text}")
+}
+
 #[test]
 fn empty_file_gives_safe_defaults() {
-    let c = Config::from_toml("").unwrap();
+    let c = Config::from_toml(MINIMAL).unwrap();
     assert_eq!(c.listener.address.to_string(), "127.0.0.1:8080");
     assert_eq!(c.admin.address.to_string(), "127.0.0.1:9901");
     assert_eq!(c.upstream.url.to_string(), "https://api.confluent.cloud/");
@@ -13,7 +20,7 @@ fn empty_file_gives_safe_defaults() {
 
 #[test]
 fn full_file_is_typed() {
-    let c = Config::from_toml(
+    let c = Config::from_toml(&with_minimal(
         r#"
         [listener]
         address = "127.0.0.1:0"
@@ -35,7 +42,7 @@ fn full_file_is_typed() {
         [runtime]
         worker_threads = 1
         "#,
-    )
+    ))
     .unwrap();
     assert_eq!(c.listener.header_read_timeout, Duration::from_secs(2));
     assert_eq!(c.listener.shutdown_grace, Duration::from_millis(500));
@@ -46,7 +53,7 @@ fn full_file_is_typed() {
 }
 
 fn field_of(text: &str) -> String {
-    let err = Config::from_toml(text).unwrap_err();
+    let err = Config::from_toml(&with_minimal(text)).unwrap_err();
     err.field_path().unwrap_or("").to_string()
 }
 
@@ -117,4 +124,63 @@ fn toml_errors_keep_position_and_cause_on_one_line() {
     let text = err.to_string();
     assert!(text.contains("line 1, column 10"), "{text}");
     assert!(text.contains("unclosed table"), "{text}");
+}
+
+#[test]
+fn org_id_is_required() {
+    let err = Config::from_toml("").unwrap_err();
+    assert_eq!(err.field_path(), Some("authz.org_id"));
+}
+
+#[test]
+fn upstream_sourced_authz_needs_a_credential() {
+    let err = Config::from_toml("[authz]\norg_id = \"4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c\"\n")
+        .unwrap_err();
+    assert_eq!(err.field_path(), Some("authz.bindings"));
+}
+
+#[test]
+fn credential_is_read_from_the_named_variable_and_never_shown() {
+    let mut env = std::collections::HashMap::new();
+    env.insert("KG_CRED".to_string(), "KEY1:cfltSECRET\n".to_string());
+    let text = "[authz]\norg_id = \"4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c\"\n[upstream.credential]\nenv = \"KG_CRED\"\n";
+    let c = Config::from_toml_with_env(text, &env).unwrap();
+    let cred = c.upstream.credential.as_ref().unwrap();
+    assert_eq!(cred.expose(), "KEY1:cfltSECRET");
+    assert!(!format!("{c:?}").contains("cfltSECRET"));
+
+    let missing = Config::from_toml_with_env(text, &std::collections::HashMap::new()).unwrap_err();
+    assert_eq!(missing.field_path(), Some("upstream.credential.env"));
+    env.insert("KG_CRED".to_string(), "no-colon".to_string());
+    let bad = Config::from_toml_with_env(text, &env).unwrap_err();
+    assert!(!bad.to_string().contains("no-colon"), "{bad}");
+}
+
+#[test]
+fn audit_and_identity_sections_validate() {
+    let c = Config::from_toml(&with_minimal(
+        "[audit]\nfile = \"a.jsonl\"\nfile_mode = \"async\"\nstdout = true\n[identity]\nsource = \"directory\"\ndirectory = \"keys.toml\"\n",
+    ))
+    .unwrap();
+    assert_eq!(c.audit.file.unwrap().mode, crate::audit::FileMode::Async);
+    assert_eq!(
+        c.identity.source,
+        IdentitySource::Directory(PathBuf::from("keys.toml"))
+    );
+    assert_eq!(
+        field_of("[audit]\nfile_mode = \"blocking\"\n"),
+        "audit.file_mode"
+    );
+    assert_eq!(
+        field_of("[audit]\nwebhook = \"ftp://x\"\n"),
+        "audit.webhook"
+    );
+    assert_eq!(
+        field_of("[identity]\nsource = \"directory\"\n"),
+        "identity.directory"
+    );
+    assert_eq!(
+        field_of("[identity]\nsource = \"ldap\"\n"),
+        "identity.source"
+    );
 }

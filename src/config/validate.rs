@@ -9,9 +9,11 @@ use http::Uri;
 
 use super::raw::RawConfig;
 use super::{
-    AdminConfig, Config, ConfigError, LimitsConfig, ListenerConfig, LogConfig, LogFormat,
+    AdminConfig, AuditConfig, AuditFile, AuthzConfig, Config, ConfigError, DataSource, Env,
+    IdentityConfig, IdentitySource, LimitsConfig, ListenerConfig, LogConfig, LogFormat,
     RuntimeConfig, TlsFiles, UpstreamConfig,
 };
+use crate::redact::Secret;
 
 /// The listener address when none is configured: loopback, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -38,130 +40,362 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Smallest header limit that still fits ordinary requests.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-impl TryFrom<RawConfig> for Config {
-    type Error = ConfigError;
-
-    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
-        let listener = ListenerConfig {
-            address: socket_addr("listener.address", raw.listener.address, DEFAULT_LISTEN)?,
-            tls: raw
-                .listener
-                .tls
-                .map(|t| -> Result<TlsFiles, ConfigError> {
-                    Ok(TlsFiles {
-                        cert: path("listener.tls.cert", &t.cert)?,
-                        key: path("listener.tls.key", &t.key)?,
-                    })
+/// Validates the raw file, reading credentials named by `env` entries through `env`.
+pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+    let listener = ListenerConfig {
+        address: socket_addr("listener.address", raw.listener.address, DEFAULT_LISTEN)?,
+        tls: raw
+            .listener
+            .tls
+            .map(|t| -> Result<TlsFiles, ConfigError> {
+                Ok(TlsFiles {
+                    cert: path("listener.tls.cert", &t.cert)?,
+                    key: path("listener.tls.key", &t.key)?,
                 })
-                .transpose()?,
-            header_read_timeout: duration(
-                "listener.header_read_timeout",
-                raw.listener.header_read_timeout,
-                DEFAULT_HEADER_READ_TIMEOUT,
-            )?,
-            max_header_bytes: {
-                let n = raw
-                    .listener
-                    .max_header_bytes
-                    .unwrap_or(DEFAULT_MAX_HEADER_BYTES);
-                if n < MIN_HEADER_BYTES {
-                    return Err(ConfigError::field(
-                        "listener.max_header_bytes",
-                        format!("must be at least {MIN_HEADER_BYTES}"),
+            })
+            .transpose()?,
+        header_read_timeout: duration(
+            "listener.header_read_timeout",
+            raw.listener.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?,
+        max_header_bytes: {
+            let n = raw
+                .listener
+                .max_header_bytes
+                .unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+            if n < MIN_HEADER_BYTES {
+                return Err(ConfigError::field(
+                    "listener.max_header_bytes",
+                    format!("must be at least {MIN_HEADER_BYTES}"),
+                ));
+            }
+            n
+        },
+        shutdown_grace: duration(
+            "listener.shutdown_grace",
+            raw.listener.shutdown_grace,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
+    };
+
+    let credential = credential(raw.upstream.credential.as_ref(), env)?;
+    let upstream = UpstreamConfig {
+        credential,
+        url: upstream_url(raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM))?,
+        ca_file: raw
+            .upstream
+            .ca_file
+            .as_deref()
+            .map(|p| path("upstream.ca_file", p))
+            .transpose()?,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            raw.upstream.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        request_timeout: duration(
+            "upstream.request_timeout",
+            raw.upstream.request_timeout,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?,
+        idle_timeout: duration(
+            "upstream.idle_timeout",
+            raw.upstream.idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
+        )?,
+        max_idle_per_host: raw
+            .upstream
+            .max_idle_per_host
+            .unwrap_or(DEFAULT_MAX_IDLE_PER_HOST),
+    };
+
+    let limits = LimitsConfig {
+        max_body_bytes: match raw.limits.max_body_bytes {
+            Some(0) => {
+                return Err(ConfigError::field(
+                    "limits.max_body_bytes",
+                    "must be greater than 0",
+                ))
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_BODY_BYTES,
+        },
+    };
+
+    let admin = AdminConfig {
+        address: socket_addr("admin.address", raw.admin.address, DEFAULT_ADMIN_LISTEN)?,
+    };
+
+    let log = LogConfig {
+        format: match raw.log.format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                return Err(ConfigError::field(
+                    "log.format",
+                    format!("unknown format `{other}`, expected `json` or `text`"),
+                ))
+            }
+        },
+        level: {
+            let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+            if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+                return Err(ConfigError::field("log.level", format!("`{level}`: {e}")));
+            }
+            level
+        },
+        access_log: raw.log.access_log.unwrap_or(true),
+    };
+
+    let runtime = RuntimeConfig {
+        worker_threads: match raw.runtime.worker_threads {
+            None | Some(0) => None,
+            Some(n) => NonZeroUsize::new(n),
+        },
+    };
+
+    let identity = identity(&raw.identity)?;
+    let authz = authz(&raw.authz)?;
+    if upstream.credential.is_none() {
+        for (field, source) in [
+            ("authz.bindings", &authz.bindings),
+            ("authz.inventory", &authz.inventory),
+        ] {
+            if *source == DataSource::Upstream {
+                return Err(ConfigError::field(
+                        field,
+                        "`upstream` needs keygate's own credential: set `upstream.credential.env` or `upstream.credential.file`",
                     ));
-                }
-                n
-            },
-            shutdown_grace: duration(
-                "listener.shutdown_grace",
-                raw.listener.shutdown_grace,
-                DEFAULT_SHUTDOWN_GRACE,
-            )?,
-        };
-
-        let upstream = UpstreamConfig {
-            url: upstream_url(raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM))?,
-            ca_file: raw
-                .upstream
-                .ca_file
-                .as_deref()
-                .map(|p| path("upstream.ca_file", p))
-                .transpose()?,
-            connect_timeout: duration(
-                "upstream.connect_timeout",
-                raw.upstream.connect_timeout,
-                DEFAULT_CONNECT_TIMEOUT,
-            )?,
-            request_timeout: duration(
-                "upstream.request_timeout",
-                raw.upstream.request_timeout,
-                DEFAULT_REQUEST_TIMEOUT,
-            )?,
-            idle_timeout: duration(
-                "upstream.idle_timeout",
-                raw.upstream.idle_timeout,
-                DEFAULT_IDLE_TIMEOUT,
-            )?,
-            max_idle_per_host: raw
-                .upstream
-                .max_idle_per_host
-                .unwrap_or(DEFAULT_MAX_IDLE_PER_HOST),
-        };
-
-        let limits = LimitsConfig {
-            max_body_bytes: match raw.limits.max_body_bytes {
-                Some(0) => {
-                    return Err(ConfigError::field(
-                        "limits.max_body_bytes",
-                        "must be greater than 0",
-                    ))
-                }
-                Some(n) => n,
-                None => DEFAULT_MAX_BODY_BYTES,
-            },
-        };
-
-        let admin = AdminConfig {
-            address: socket_addr("admin.address", raw.admin.address, DEFAULT_ADMIN_LISTEN)?,
-        };
-
-        let log = LogConfig {
-            format: match raw.log.format.as_deref() {
-                None | Some("json") => LogFormat::Json,
-                Some("text") => LogFormat::Text,
-                Some(other) => {
-                    return Err(ConfigError::field(
-                        "log.format",
-                        format!("unknown format `{other}`, expected `json` or `text`"),
-                    ))
-                }
-            },
-            level: {
-                let level = raw.log.level.unwrap_or_else(|| "info".to_string());
-                if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
-                    return Err(ConfigError::field("log.level", format!("`{level}`: {e}")));
-                }
-                level
-            },
-            access_log: raw.log.access_log.unwrap_or(true),
-        };
-
-        let runtime = RuntimeConfig {
-            worker_threads: match raw.runtime.worker_threads {
-                None | Some(0) => None,
-                Some(n) => NonZeroUsize::new(n),
-            },
-        };
-
-        Ok(Config {
-            listener,
-            upstream,
-            limits,
-            admin,
-            log,
-            runtime,
-        })
+            }
+        }
     }
+    let ratelimit = crate::ratelimit::RateLimitConfig::try_from(raw.ratelimit)
+        .map_err(|e| ConfigError::file(e.to_string()))?;
+    let audit = audit(raw.audit)?;
+
+    Ok(Config {
+        listener,
+        upstream,
+        limits,
+        admin,
+        log,
+        runtime,
+        identity,
+        authz,
+        ratelimit,
+        audit,
+    })
+}
+
+/// Verified identities are cached this long: long enough that a busy caller costs one upstream
+/// lookup per few minutes, short enough that a deleted key stops working soon after.
+pub const DEFAULT_IDENTITY_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Bounds the cache's memory (about 200 bytes an entry).
+pub const DEFAULT_IDENTITY_CACHE_CAPACITY: usize = 100_000;
+/// The shipped matrix, relative to the working directory (or the config file's directory).
+pub const DEFAULT_MATRIX: &str = "policies/matrix.toml";
+/// Role bindings change rarely; a minute keeps keygate close to Confluent without load.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Decisions on data older than this would ignore revocations for too long: fail closed.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(900);
+/// An unknown cluster triggers at most one inventory refresh per this interval.
+pub const DEFAULT_INVENTORY_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Rotate the audit file at 256 MiB.
+pub const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+fn credential(
+    raw: Option<&super::raw::RawCredential>,
+    env: &dyn Env,
+) -> Result<Option<Secret>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let value = match (&raw.env, &raw.file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::field(
+                "upstream.credential",
+                "set either `env` or `file`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::field(
+                "upstream.credential",
+                "set `env` (a variable holding KEY:SECRET) or `file`",
+            ))
+        }
+        (Some(name), None) => env.var(name).ok_or_else(|| {
+            ConfigError::field(
+                "upstream.credential.env",
+                format!("environment variable `{name}` is not set"),
+            )
+        })?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::field(
+                "upstream.credential.file",
+                format!("cannot read `{path}`: {e}"),
+            )
+        })?,
+    };
+    let value = value.trim();
+    match value.split_once(':') {
+        Some((key, secret)) if !key.is_empty() && !secret.is_empty() => {
+            Ok(Some(Secret::new(value)))
+        }
+        _ => Err(ConfigError::field(
+            "upstream.credential",
+            "the credential must be `KEY:SECRET` (a Cloud API key of keygate's service account)",
+        )),
+    }
+}
+
+fn identity(raw: &super::raw::RawIdentity) -> Result<IdentityConfig, ConfigError> {
+    let source = match (raw.source.as_deref(), &raw.directory) {
+        (None | Some("upstream"), None) => IdentitySource::Upstream,
+        (Some("directory"), Some(path)) => {
+            IdentitySource::Directory(super::validate::path("identity.directory", path)?)
+        }
+        (Some("directory"), None) => {
+            return Err(ConfigError::field(
+                "identity.directory",
+                "required when `identity.source = \"directory\"`",
+            ))
+        }
+        (None | Some("upstream"), Some(_)) => {
+            return Err(ConfigError::field(
+                "identity.directory",
+                "only used with `identity.source = \"directory\"`",
+            ))
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::field(
+                "identity.source",
+                format!("unknown source `{other}`, expected `upstream` or `directory`"),
+            ))
+        }
+    };
+    let cache_capacity = raw
+        .cache_capacity
+        .unwrap_or(DEFAULT_IDENTITY_CACHE_CAPACITY);
+    if cache_capacity == 0 {
+        return Err(ConfigError::field(
+            "identity.cache_capacity",
+            "must be greater than 0",
+        ));
+    }
+    Ok(IdentityConfig {
+        source,
+        cache_ttl: duration(
+            "identity.cache_ttl",
+            raw.cache_ttl.clone(),
+            DEFAULT_IDENTITY_CACHE_TTL,
+        )?,
+        cache_capacity,
+    })
+}
+
+fn data_source(field: &str, value: Option<&str>) -> Result<DataSource, ConfigError> {
+    match value {
+        None | Some("upstream") => Ok(DataSource::Upstream),
+        Some(path) => Ok(DataSource::File(super::validate::path(field, path)?)),
+    }
+}
+
+fn authz(raw: &super::raw::RawAuthz) -> Result<AuthzConfig, ConfigError> {
+    let org = raw.org_id.as_deref().ok_or_else(|| {
+        ConfigError::field(
+            "authz.org_id",
+            "required: the Confluent organisation id (a UUID)",
+        )
+    })?;
+    let org_id = crate::policy::crn::OrgId::parse(org)
+        .map_err(|e| ConfigError::field("authz.org_id", e.to_string()))?;
+    Ok(AuthzConfig {
+        org_id,
+        matrix: super::validate::path(
+            "authz.matrix",
+            raw.matrix.as_deref().unwrap_or(DEFAULT_MATRIX),
+        )?,
+        bindings: data_source("authz.bindings", raw.bindings.as_deref())?,
+        inventory: data_source("authz.inventory", raw.inventory.as_deref())?,
+        refresh_interval: duration(
+            "authz.refresh_interval",
+            raw.refresh_interval.clone(),
+            DEFAULT_REFRESH_INTERVAL,
+        )?,
+        max_staleness: duration(
+            "authz.max_staleness",
+            raw.max_staleness.clone(),
+            DEFAULT_MAX_STALENESS,
+        )?,
+        inventory_refresh_min_interval: duration(
+            "authz.inventory_refresh_min_interval",
+            raw.inventory_refresh_min_interval.clone(),
+            DEFAULT_INVENTORY_REFRESH_MIN_INTERVAL,
+        )?,
+    })
+}
+
+fn audit(raw: super::raw::RawAudit) -> Result<AuditConfig, ConfigError> {
+    let mode = match raw.file_mode.as_deref() {
+        None | Some("blocking") => crate::audit::FileMode::Blocking,
+        Some("async") => crate::audit::FileMode::Async,
+        Some(other) => {
+            return Err(ConfigError::field(
+                "audit.file_mode",
+                format!("unknown mode `{other}`, expected `blocking` or `async`"),
+            ))
+        }
+    };
+    if raw.file.is_none() && raw.file_mode.is_some() {
+        return Err(ConfigError::field(
+            "audit.file_mode",
+            "only used with `audit.file`",
+        ));
+    }
+    let file = raw
+        .file
+        .as_deref()
+        .map(|p| -> Result<AuditFile, ConfigError> {
+            Ok(AuditFile {
+                path: super::validate::path("audit.file", p)?,
+                mode,
+                max_bytes: match raw.max_file_bytes {
+                    Some(0) => {
+                        return Err(ConfigError::field(
+                            "audit.max_file_bytes",
+                            "must be greater than 0",
+                        ))
+                    }
+                    Some(n) => n,
+                    None => DEFAULT_AUDIT_MAX_FILE_BYTES,
+                },
+            })
+        })
+        .transpose()?;
+    let webhook = raw
+        .webhook
+        .as_deref()
+        .map(|url| {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| ConfigError::field("audit.webhook", format!("`{url}`: {e}")))?;
+            match uri.scheme_str() {
+                Some("http") | Some("https") if uri.authority().is_some() => Ok(uri),
+                _ => Err(ConfigError::field(
+                    "audit.webhook",
+                    format!("`{url}` must be an http(s) URL"),
+                )),
+            }
+        })
+        .transpose()?;
+    Ok(AuditConfig {
+        file,
+        stdout: raw.stdout.unwrap_or(false),
+        webhook,
+        ungoverned: raw.ungoverned.unwrap_or(false),
+        instance_id: raw.instance_id,
+    })
 }
 
 fn socket_addr(

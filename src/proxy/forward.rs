@@ -75,7 +75,21 @@ impl tower::Service<Request<Body>> for Forward {
             .extensions()
             .get::<std::sync::Arc<crate::context::RequestContext>>()
             .cloned();
+        // INVARIANT: a governed request is forwarded only with the decision stage's permit.
+        let governed = request
+            .extensions()
+            .get::<crate::guard::GovernedRoute>()
+            .is_some();
+        let permitted = request
+            .extensions()
+            .get::<crate::policy::Permit>()
+            .is_some();
         Box::pin(async move {
+            if governed && !permitted {
+                return Err(crate::error::GatewayError::Internal(
+                    "governed request reached the forwarder without a decision",
+                ));
+            }
             let id = ctx
                 .as_ref()
                 .map(|c| c.id.clone())
@@ -84,6 +98,9 @@ impl tower::Service<Request<Body>> for Forward {
                 Ok(response) => {
                     if let Some(ctx) = &ctx {
                         ctx.state().upstream_status = Some(response.status());
+                    }
+                    if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                        metrics.upstream_ratelimited.inc();
                     }
                     Ok(response)
                 }

@@ -75,6 +75,29 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of outcome counters (`hit`, `miss`, `failure`, …).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// The outcome.
+    pub result: &'static str,
+}
+
+/// Labels of `keygate_ratelimited_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The limit id from the config.
+    pub limit: String,
+}
+
+/// Labels of `keygate_decisions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The governed action.
+    pub action: &'static str,
+    /// `allow` or `deny`.
+    pub result: &'static str,
+}
+
 /// All metrics of one keygate instance.
 #[derive(Debug)]
 pub struct Metrics {
@@ -87,6 +110,16 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabels, Counter>,
     /// Requests being processed now.
     pub in_flight: Gauge<i64, AtomicI64>,
+    /// Identity resolutions on governed routes by result (`hit`, `miss`, `failure`).
+    pub identity: Family<ResultLabels, Counter>,
+    /// Requests refused by a keygate rate limit, by limit id.
+    pub ratelimited: Family<LimitLabels, Counter>,
+    /// Upstream 429 answers passed through to callers.
+    pub upstream_ratelimited: Counter,
+    /// Buckets held by the rate limiter.
+    pub ratelimit_keys: Gauge<i64, AtomicI64>,
+    /// Layer-1 decisions by action and result.
+    pub decisions: Family<DecisionLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -122,12 +155,47 @@ impl Metrics {
             "Requests being processed",
             in_flight.clone(),
         );
+        let identity = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "identity_resolutions",
+            "Identity resolutions on governed routes, by result (cache hit, miss, failure)",
+            identity.clone(),
+        );
+        let ratelimited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "ratelimited",
+            "Requests refused by a keygate rate limit, by limit id",
+            ratelimited.clone(),
+        );
+        let upstream_ratelimited = Counter::default();
+        registry.register(
+            "upstream_ratelimited",
+            "Upstream 429 answers passed through unchanged",
+            upstream_ratelimited.clone(),
+        );
+        let ratelimit_keys = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ratelimit_keys",
+            "Rate-limit buckets held in memory",
+            ratelimit_keys.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Layer-1 (RBAC matrix) decisions by action and result",
+            decisions.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             upstream_errors,
             in_flight,
+            identity,
+            ratelimited,
+            upstream_ratelimited,
+            ratelimit_keys,
+            decisions,
         }
     }
 

@@ -246,7 +246,7 @@ impl Drop for Completion {
             version = ?access.version,
             route,
             action = state.action.map(|a| a.as_str()),
-            principal.id = state.principal.as_deref(),
+            principal.id = state.principal.as_ref().map(|p| p.id()),
             status,
             upstream.status = state.upstream_status.map(|s| s.as_u16()),
             error.code = state.error_code,

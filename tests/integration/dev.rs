@@ -7,7 +7,11 @@ use crate::support::binary;
 /// Runs one banner command with the shell, returning curl's `-i` output.
 fn run(command: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
-    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -31,9 +35,17 @@ fn dev_banner_curl_flow_works_as_printed() {
     ]);
     binary::wait_line(&keygate.stdout, "Try it");
     let commands: Vec<String> = (0..3)
-        .map(|_| binary::wait_line(&keygate.stdout, "curl ").trim().to_string())
+        .map(|_| {
+            binary::wait_line(&keygate.stdout, "curl ")
+                .trim()
+                .to_string()
+        })
         .collect();
-    assert!(commands[0].contains("-d '{"), "first is the create: {}", commands[0]);
+    assert!(
+        commands[0].contains("-d '{"),
+        "first is the create: {}",
+        commands[0]
+    );
 
     let created = run(&commands[0]);
     assert_eq!(status(&created), 202, "{created}");

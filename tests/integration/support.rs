@@ -20,8 +20,25 @@ use hyper_util::rt::TokioExecutor;
 use keygate::config::Config;
 use keygate::Gateway;
 
-/// A config for tests: ephemeral loopback ports, short timeouts, `extra` TOML appended.
+/// The demo org's id (dev/org.toml, policies/).
+pub const ORG_ID: &str = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c";
+
+/// Authorization data from the shipped example files (they mirror the simulator's demo org).
+pub const FILE_AUTHZ: &str = r#"
+[authz]
+org_id = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c"
+bindings = "policies/role-bindings.toml"
+inventory = "policies/inventory.toml"
+"#;
+
+/// A config for tests: ephemeral loopback ports, short timeouts, `extra` TOML appended (with the
+/// file-based `[authz]` of [`FILE_AUTHZ`] unless `extra` has its own).
 pub fn config(upstream: &str, extra: &str) -> Config {
+    let authz = if extra.contains("[authz]") {
+        ""
+    } else {
+        FILE_AUTHZ
+    };
     let text = format!(
         r#"
 [listener]
@@ -34,6 +51,7 @@ address = "127.0.0.1:0"
 url = "{upstream}"
 connect_timeout = "1s"
 request_timeout = "2s"
+{authz}
 {extra}
 "#
     );

@@ -309,8 +309,9 @@ async fn fifty_mib_bodies_stream_both_ways_with_flat_memory() {
     std::fs::write(
         &config,
         format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[log]\naccess_log = false\n",
-            sim.url()
+            "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[log]\naccess_log = false\n{}",
+            sim.url(),
+            support::FILE_AUTHZ,
         ),
     )
     .unwrap();

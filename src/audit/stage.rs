@@ -1,0 +1,314 @@
+//! Audit in the pipeline: one event per governed request, whatever its outcome; two for a create.
+//!
+//! - [`AuditLayer`] sits outside the error mapping, so it sees every response keygate sends,
+//!   including the ones it synthesised (guard, identity, policy, rate-limit denials, upstream
+//!   failures). It writes the `response_complete` event; in `blocking` mode the upstream response
+//!   is held until that event is durable, and if it cannot be written the caller gets 503 instead
+//!   (no durable audit, no action reported as done).
+//! - [`AuditGateStage`] runs last before the forwarder: for an allowed create it makes a
+//!   `request_received` record durable *before* the request is forwarded, so a crash can never
+//!   leave a created key without a trace. If that write fails, the create is not forwarded (503).
+//!
+//! The created key's id is read from the create response (never its secret); the response body
+//! reaches the caller byte for byte.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tower::{Layer, Service};
+
+use super::{
+    method_name, AuditEvent, AuditRecord, Auditor, DecisionInfo, DecisionResult, EventSource,
+    EventType, HttpInfo, PrincipalInfo, Stage as EventStage, Target,
+};
+use crate::body::Body;
+use crate::context::{RequestContext, RouteClass};
+use crate::error::GatewayError;
+use crate::policy::action::Action;
+use crate::policy::principal::AuthMethod as PrincipalAuth;
+use crate::stage::Stage;
+
+/// Largest create response read to find the new key's id (an ApiKey is about 1 KiB).
+const MAX_CREATE_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// What the audit stages share.
+#[derive(Debug)]
+pub struct AuditContext {
+    auditor: Arc<Auditor>,
+    source: EventSource,
+    ungoverned: bool,
+}
+
+impl AuditContext {
+    /// Audit through `auditor`, events from `source`; `ungoverned` also records other routes.
+    pub fn new(auditor: Arc<Auditor>, source: EventSource, ungoverned: bool) -> Arc<Self> {
+        Arc::new(AuditContext {
+            auditor,
+            source,
+            ungoverned,
+        })
+    }
+
+    /// The auditor.
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
+    }
+}
+
+/// Builds the event for a request from its context.
+fn event(
+    audit: &AuditContext,
+    ctx: &RequestContext,
+    stage: EventStage,
+    path: &str,
+    status: Option<StatusCode>,
+    created_key_id: Option<String>,
+) -> AuditEvent {
+    let state = ctx.state();
+    let action = state.action;
+    let mut record = AuditRecord::new(
+        stage,
+        ctx.id_str(),
+        match action {
+            Some(action) => method_name(action),
+            None if state.route == RouteClass::Governed => "RejectedApiKeyRequest",
+            None => "HttpRequest",
+        },
+    );
+    record.client_address = Some(ctx.peer);
+    record.http = Some(HttpInfo {
+        method: ctx.method.to_string(),
+        path: path.to_string(),
+    });
+    record.principal = state.principal.as_ref().map(|p| {
+        let key_id = match p.auth() {
+            PrincipalAuth::ApiKey { key_id } | PrincipalAuth::Directory { key_id } => {
+                Some(key_id.clone())
+            }
+            PrincipalAuth::Jwt { .. } | PrincipalAuth::Mtls { .. } => None,
+        };
+        PrincipalInfo {
+            id: p.id().to_string(),
+            kind: super::PrincipalKind::from_id(p.id()),
+            authentication_method: match p.auth() {
+                PrincipalAuth::ApiKey { .. } | PrincipalAuth::Directory { .. } => {
+                    super::AuthMethod::Basic
+                }
+                PrincipalAuth::Jwt { .. } => super::AuthMethod::Bearer,
+                PrincipalAuth::Mtls { .. } => super::AuthMethod::Mtls,
+            },
+            key_id,
+        }
+    });
+    let decision = state.decision.as_ref();
+    let target = Target {
+        owner: decision.and_then(|d| d.target.owner_id.clone()),
+        resource_id: decision.and_then(|d| d.target.resource_id.clone()),
+        resource_type: decision
+            .and_then(|d| d.target.resource_type)
+            .map(|t| t.as_str().to_string()),
+        environment: decision.and_then(|d| d.target.environment.clone()),
+        key_id: state.key_id.clone().or_else(|| created_key_id.clone()),
+    };
+    if target != Target::default() {
+        record.target = Some(target);
+    }
+    if let Some(decided_by) = state.decided_by {
+        record.decision = Some(DecisionInfo {
+            result: match (state.error_code, status) {
+                (None, _) => DecisionResult::Allow,
+                (Some(_), Some(s)) if s.is_server_error() => DecisionResult::Error,
+                (Some(_), _) => DecisionResult::Deny,
+            },
+            decided_by,
+            rule_ids: decision.map(|d| d.rule_ids.clone()).unwrap_or_default(),
+            explanation: decision
+                .map(|d| d.explanation.clone())
+                .or_else(|| state.error_detail.clone()),
+            dry_run_findings: decision.map(|d| d.dry_run.clone()).unwrap_or_default(),
+        });
+    }
+    record.policy_revision = decision.and_then(|d| d.revision.as_deref().map(str::to_string));
+    record.status = status.map(|s| s.as_u16());
+    record.upstream_status = state.upstream_status.map(|s| s.as_u16());
+    record.created_key_id = created_key_id;
+    record.latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1000.0);
+    let event_type = action
+        .map(EventType::from)
+        .unwrap_or(EventType::HttpRequest);
+    AuditEvent::new(&audit.source, event_type, record)
+}
+
+// === impl AuditGateStage ===
+
+/// Makes the `request_received` record of an allowed create durable before it is forwarded.
+#[derive(Debug)]
+pub struct AuditGateStage {
+    audit: Arc<AuditContext>,
+}
+
+impl AuditGateStage {
+    /// The gate over the shared audit context.
+    pub fn new(audit: Arc<AuditContext>) -> Self {
+        AuditGateStage { audit }
+    }
+}
+
+impl Stage for AuditGateStage {
+    async fn apply(
+        &self,
+        request: Request<Body>,
+        ctx: Arc<RequestContext>,
+    ) -> Result<Request<Body>, GatewayError> {
+        if ctx.state().action != Some(Action::CreateApiKey) {
+            return Ok(request);
+        }
+        let event = event(
+            &self.audit,
+            &ctx,
+            EventStage::RequestReceived,
+            request.uri().path(),
+            None,
+            None,
+        );
+        self.audit
+            .auditor
+            .emit(&event)
+            .await
+            .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
+        Ok(request)
+    }
+}
+
+// === impl AuditLayer ===
+
+/// Builds [`Audited`].
+#[derive(Debug, Clone)]
+pub struct AuditLayer {
+    audit: Arc<AuditContext>,
+}
+
+impl AuditLayer {
+    /// The layer over the shared audit context.
+    pub fn new(audit: Arc<AuditContext>) -> Self {
+        AuditLayer { audit }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audited<S>;
+    fn layer(&self, inner: S) -> Audited<S> {
+        Audited {
+            inner,
+            audit: self.audit.clone(),
+        }
+    }
+}
+
+/// See the module doc.
+#[derive(Debug, Clone)]
+pub struct Audited<S> {
+    inner: S,
+    audit: Arc<AuditContext>,
+}
+
+impl<S> Service<Request<Body>> for Audited<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
+        let path = request.uri().path().to_string();
+        let audit = self.audit.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(response) = future.await;
+            let Some(ctx) = ctx else {
+                return Ok(response);
+            };
+            let (route, action) = {
+                let state = ctx.state();
+                (state.route, state.action)
+            };
+            if route != RouteClass::Governed {
+                if audit.ungoverned {
+                    let status = response.status();
+                    audit.auditor.emit_nowait(&event(
+                        &audit,
+                        &ctx,
+                        EventStage::ResponseComplete,
+                        &path,
+                        Some(status),
+                        None,
+                    ));
+                }
+                return Ok(response);
+            }
+            let (response, created_key_id) =
+                if action == Some(Action::CreateApiKey) && response.status().is_success() {
+                    created_key(response).await
+                } else {
+                    (response, None)
+                };
+            let ev = event(
+                &audit,
+                &ctx,
+                EventStage::ResponseComplete,
+                &path,
+                Some(response.status()),
+                created_key_id,
+            );
+            match audit.auditor.emit(&ev).await {
+                Ok(_) => Ok(response),
+                Err(err) => {
+                    tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
+                    Ok(GatewayError::AuditUnavailable(err.to_string()).to_response(ctx.id_str()))
+                }
+            }
+        })
+    }
+}
+
+/// Reads a create response (bounded) to find the new key's id, and rebuilds it unchanged.
+async fn created_key(response: Response<Body>) -> (Response<Body>, Option<String>) {
+    let (parts, body) = response.into_parts();
+    let bytes: Bytes = match Limited::new(body, MAX_CREATE_RESPONSE_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            tracing::warn!(error = %err, "Create response could not be read for audit");
+            let mut failed = GatewayError::Upstream(crate::proxy::ProxyError::Protocol(
+                "create response body could not be read".into(),
+            ))
+            .to_response("-");
+            *failed.status_mut() = StatusCode::BAD_GATEWAY;
+            return (failed, None);
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: String,
+    }
+    let id = serde_json::from_slice::<Created>(&bytes).ok().map(|c| c.id);
+    (Response::from_parts(parts, Body::full(bytes)), id)
+}

@@ -1,0 +1,57 @@
+//! The identity stage: on governed routes, establish the verified principal (401/503 otherwise).
+//! Ungoverned requests pass untouched, whatever credential they carry.
+
+use std::sync::Arc;
+
+use http::Request;
+
+use super::{Authenticator, Lookup};
+use crate::body::Body;
+use crate::context::{RequestContext, RouteClass};
+use crate::error::GatewayError;
+use crate::stage::Stage;
+use crate::telemetry::metrics::ResultLabels;
+use crate::telemetry::Metrics;
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct AuthenticateStage {
+    authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuthenticateStage {
+    /// The stage over a shared authenticator.
+    pub fn new(authenticator: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
+        AuthenticateStage {
+            authenticator,
+            metrics,
+        }
+    }
+}
+
+impl Stage for AuthenticateStage {
+    async fn apply(
+        &self,
+        mut request: Request<Body>,
+        ctx: Arc<RequestContext>,
+    ) -> Result<Request<Body>, GatewayError> {
+        if ctx.state().route != RouteClass::Governed {
+            return Ok(request);
+        }
+        let outcome = self.authenticator.authenticate(request.headers()).await;
+        let result = match &outcome {
+            Ok((_, Lookup::Hit)) => "hit",
+            Ok((_, Lookup::Miss)) => "miss",
+            Err(_) => "failure",
+        };
+        self.metrics
+            .identity
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        let (principal, _) = outcome?;
+        ctx.state().principal = Some(principal.clone());
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}

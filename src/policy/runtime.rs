@@ -1,0 +1,260 @@
+//! The live authorization data behind decisions: loading it (files or upstream), refreshing it in
+//! the background, refusing to decide on stale data, and the on-demand inventory refresh for a
+//! cluster the inventory does not know yet.
+//!
+//! Upstream-sourced data is fetched with keygate's own credential (never logged). A refresh that
+//! fails keeps the previous data; once that data is older than `max_staleness`, creates fail
+//! closed with 503 until a refresh succeeds.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use http::{HeaderValue, StatusCode};
+
+use super::action::{Action, CreateSpec};
+use super::bindings::BindingIndex;
+use super::inventory::Inventory;
+use super::matrix::Matrix;
+use super::principal::Principal;
+use super::source::{fetch_bindings, fetch_inventory, Fetch, FetchError, FetchFuture};
+use super::{decide, AuthzData, AuthzSnapshot, Decision};
+use crate::config::{AuthzConfig, DataSource};
+use crate::proxy::Upstream;
+use crate::redact::Secret;
+
+/// Largest upstream list page keygate reads (100 items of about 1 KiB).
+const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why authorization data could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    /// A file failed to load (the message names the file).
+    #[error("{0}")]
+    File(String),
+    /// An upstream fetch failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Data would come from the upstream but keygate has no credential.
+    #[error("no upstream credential configured")]
+    NoCredential,
+}
+
+/// Fetches JSON from the upstream with keygate's own credential.
+pub struct UpstreamFetch {
+    upstream: Arc<Upstream>,
+    authorization: HeaderValue,
+}
+
+impl std::fmt::Debug for UpstreamFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamFetch").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamFetch {
+    /// A fetcher authenticating with `credential` (`KEY:SECRET`).
+    pub fn new(upstream: Arc<Upstream>, credential: &Secret) -> Option<UpstreamFetch> {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credential.expose());
+        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+        authorization.set_sensitive(true);
+        Some(UpstreamFetch {
+            upstream,
+            authorization,
+        })
+    }
+}
+
+impl Fetch for UpstreamFetch {
+    fn get_json<'a>(&'a self, path_and_query: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let (status, body) = self
+                .upstream
+                .get(path_and_query, &self.authorization, MAX_PAGE_BYTES)
+                .await
+                .map_err(|e| FetchError::Transport {
+                    path: path_and_query.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if status != StatusCode::OK {
+                return Err(FetchError::Status {
+                    path: path_and_query.to_string(),
+                    status: status.as_u16(),
+                });
+            }
+            serde_json::from_slice(&body).map_err(|e| FetchError::Shape {
+                path: path_and_query.to_string(),
+                reason: format!("not JSON (line {}, column {})", e.line(), e.column()),
+            })
+        })
+    }
+}
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct AuthzRuntime {
+    config: AuthzConfig,
+    fetch: Option<UpstreamFetch>,
+    data: OnceLock<AuthzData>,
+    last_inventory_refresh: Mutex<Option<Instant>>,
+    inventory_refresh: tokio::sync::Mutex<()>,
+}
+
+impl AuthzRuntime {
+    /// A runtime with nothing loaded yet; call [`AuthzRuntime::refresh`].
+    pub fn new(config: AuthzConfig, fetch: Option<UpstreamFetch>) -> AuthzRuntime {
+        AuthzRuntime {
+            config,
+            fetch,
+            data: OnceLock::new(),
+            last_inventory_refresh: Mutex::new(None),
+            inventory_refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether data has been loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.data.get().is_some()
+    }
+
+    /// Whether any part comes from the upstream (and so needs periodic refresh).
+    pub fn refreshes_from_upstream(&self) -> bool {
+        self.config.bindings == DataSource::Upstream
+            || self.config.inventory == DataSource::Upstream
+    }
+
+    /// The current snapshot, if loaded.
+    pub fn snapshot(&self) -> Option<Arc<AuthzSnapshot>> {
+        self.data.get().map(|d| Arc::clone(&d.load()))
+    }
+
+    fn fetcher(&self) -> Result<&UpstreamFetch, AuthzError> {
+        self.fetch.as_ref().ok_or(AuthzError::NoCredential)
+    }
+
+    async fn load_bindings(&self) -> Result<BindingIndex, AuthzError> {
+        match &self.config.bindings {
+            DataSource::File(path) => BindingIndex::load(path, &self.config.org_id)
+                .map_err(|e| AuthzError::File(e.to_string())),
+            DataSource::Upstream => Ok(fetch_bindings(self.fetcher()?, &self.config.org_id).await?),
+        }
+    }
+
+    async fn load_inventory(&self) -> Result<Inventory, AuthzError> {
+        match &self.config.inventory {
+            DataSource::File(path) => {
+                Inventory::load(path).map_err(|e| AuthzError::File(e.to_string()))
+            }
+            DataSource::Upstream => Ok(fetch_inventory(self.fetcher()?).await?),
+        }
+    }
+
+    /// Loads (or reloads) every part. On error nothing changes.
+    pub async fn refresh(&self) -> Result<(), AuthzError> {
+        let matrix =
+            Matrix::load(&self.config.matrix).map_err(|e| AuthzError::File(e.to_string()))?;
+        let bindings = self.load_bindings().await?;
+        let inventory = self.load_inventory().await?;
+        let now = Instant::now();
+        let snapshot = AuthzSnapshot::new(
+            Arc::new(matrix),
+            Arc::new(bindings),
+            Arc::new(inventory),
+            now,
+        );
+        match self.data.get() {
+            Some(data) => data.store(snapshot),
+            None => {
+                if let Err(lost) = self.data.set(AuthzData::new(snapshot)) {
+                    // A concurrent first load won; store ours over it (it is at least as new).
+                    if let Some(data) = self.data.get() {
+                        data.store(AuthzSnapshot::clone(&lost.load()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the inventory alone, at most once per configured interval (an unknown cluster
+    /// must not turn every request into an upstream sync). Returns whether it refreshed.
+    async fn refresh_inventory_once(&self) -> bool {
+        let _only_one = self.inventory_refresh.lock().await;
+        {
+            let mut last = self
+                .last_inventory_refresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < self.config.inventory_refresh_min_interval) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.load_inventory().await {
+            Ok(inventory) => {
+                if let Some(data) = self.data.get() {
+                    data.replace_inventory(inventory, Instant::now());
+                }
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "Inventory refresh failed");
+                false
+            }
+        }
+    }
+
+    /// Layer 1 for one request. Fails closed (`Err` with a reason) when there is no data or it is
+    /// too stale to trust.
+    pub async fn decide(
+        &self,
+        principal: &Principal,
+        action: Action,
+        spec: Option<&CreateSpec>,
+    ) -> Result<Decision, String> {
+        let Some(data) = self.data.get() else {
+            return Err(
+                "authorization data (role bindings, inventory) has not been loaded yet".into(),
+            );
+        };
+        let snapshot = data.load();
+        if action == Action::CreateApiKey {
+            self.check_fresh(&snapshot)?;
+        }
+        let decision = decide(&snapshot, principal, action, spec);
+        if !decision.needs_inventory_refresh() || !self.refresh_inventory_once().await {
+            return Ok(decision);
+        }
+        Ok(decide(&data.load(), principal, action, spec))
+    }
+
+    fn check_fresh(&self, snapshot: &AuthzSnapshot) -> Result<(), String> {
+        let max = self.config.max_staleness;
+        for (what, source, at) in [
+            (
+                "role bindings",
+                &self.config.bindings,
+                snapshot.bindings_refreshed_at(),
+            ),
+            (
+                "resource inventory",
+                &self.config.inventory,
+                snapshot.inventory_refreshed_at(),
+            ),
+        ] {
+            if *source == DataSource::Upstream && at.elapsed() > max {
+                return Err(format!(
+                    "the {what} could not be refreshed from Confluent Cloud for {}s (limit {}s)",
+                    at.elapsed().as_secs(),
+                    max.as_secs()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How often upstream-sourced data is refreshed.
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        self.config.refresh_interval
+    }
+}

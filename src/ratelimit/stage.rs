@@ -1,0 +1,60 @@
+//! The rate-limit stage: after identity (so governed traffic is keyed by the verified principal),
+//! before the decision (so a runaway caller is stopped before it costs decisions or upstream
+//! lookups). Ungoverned traffic is keyed by source address: its credential is not verified.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::Request;
+
+use super::{RateLimiter, Subject};
+use crate::body::Body;
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::stage::Stage;
+use crate::telemetry::metrics::LimitLabels;
+use crate::telemetry::Metrics;
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct RateLimitStage {
+    limiter: Arc<ArcSwap<RateLimiter>>,
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimitStage {
+    /// The stage over a reloadable limiter.
+    pub fn new(limiter: Arc<ArcSwap<RateLimiter>>, metrics: Arc<Metrics>) -> Self {
+        RateLimitStage { limiter, metrics }
+    }
+}
+
+impl Stage for RateLimitStage {
+    async fn apply(
+        &self,
+        request: Request<Body>,
+        ctx: Arc<RequestContext>,
+    ) -> Result<Request<Body>, GatewayError> {
+        let (principal, action) = {
+            let state = ctx.state();
+            (state.principal.clone(), state.action)
+        };
+        let subject = match &principal {
+            Some(p) => Subject::Principal {
+                id: p.id(),
+                groups: p.groups(),
+            },
+            None => Subject::Address(ctx.peer.ip()),
+        };
+        if let Err(limited) = self.limiter.load().check(&subject, action) {
+            self.metrics
+                .ratelimited
+                .get_or_create(&LimitLabels {
+                    limit: limited.limit_id().to_string(),
+                })
+                .inc();
+            return Err(limited.into());
+        }
+        Ok(request)
+    }
+}

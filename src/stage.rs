@@ -1,0 +1,114 @@
+//! The shape shared by the request-side pipeline stages (guard, identity, rate limit, decide,
+//! audit gate): look at the request, maybe change it or record what was learned, and either pass it
+//! on or stop it with a [`GatewayError`].
+//!
+//! Each stage implements [`Stage`]; [`StageLayer`] turns it into a tower layer so `app.rs` composes
+//! them with `ServiceBuilder` like any other layer. Stages that must see the response (observe,
+//! audit, rescue) are full tower services of their own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+
+/// One request-side stage.
+pub trait Stage: Send + Sync + 'static {
+    /// Checks (and possibly rewrites) the request; an error ends the request here.
+    fn apply(
+        &self,
+        request: Request<Body>,
+        ctx: Arc<RequestContext>,
+    ) -> impl Future<Output = Result<Request<Body>, GatewayError>> + Send;
+}
+
+/// Wraps a [`Stage`] as a tower layer.
+#[derive(Debug)]
+pub struct StageLayer<T> {
+    stage: Arc<T>,
+}
+
+impl<T> StageLayer<T> {
+    /// The layer for `stage`.
+    pub fn new(stage: T) -> Self {
+        StageLayer {
+            stage: Arc::new(stage),
+        }
+    }
+
+    /// The layer for a shared stage.
+    pub fn shared(stage: Arc<T>) -> Self {
+        StageLayer { stage }
+    }
+}
+
+impl<T> Clone for StageLayer<T> {
+    fn clone(&self) -> Self {
+        StageLayer {
+            stage: self.stage.clone(),
+        }
+    }
+}
+
+impl<T, S> Layer<S> for StageLayer<T> {
+    type Service = Staged<T, S>;
+    fn layer(&self, inner: S) -> Staged<T, S> {
+        Staged {
+            stage: self.stage.clone(),
+            inner,
+        }
+    }
+}
+
+/// A stage in front of the rest of the pipeline.
+#[derive(Debug)]
+pub struct Staged<T, S> {
+    stage: Arc<T>,
+    inner: S,
+}
+
+impl<T, S: Clone> Clone for Staged<T, S> {
+    fn clone(&self) -> Self {
+        Staged {
+            stage: self.stage.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T, S> Service<Request<Body>> for Staged<T, S>
+where
+    T: Stage,
+    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        // Every stage and the forwarder are always ready (the upstream pool queues internally).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let stage = self.stage.clone();
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(ctx) = request.extensions().get::<Arc<RequestContext>>().cloned() else {
+                return Err(GatewayError::Internal("request without a context"));
+            };
+            let request = stage.apply(request, ctx).await?;
+            inner.call(request).await
+        })
+    }
+}
