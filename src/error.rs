@@ -107,6 +107,11 @@ impl GatewayError {
                     _ => "Bad Request",
                 },
             ),
+            GatewayError::Identity(IdentityError::UpstreamRateLimited(_)) => parts(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Too Many Requests",
+            ),
             GatewayError::Identity(IdentityError::Unavailable(_)) => parts(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "identity_unavailable",
@@ -230,6 +235,11 @@ impl GatewayError {
             GatewayError::RateLimited(r) => {
                 for (name, value) in r.headers() {
                     headers.insert(name, value);
+                }
+            }
+            GatewayError::Identity(IdentityError::UpstreamRateLimited(upstream)) => {
+                for (name, value) in upstream.iter() {
+                    headers.insert(name.clone(), value.clone());
                 }
             }
             _ => {}

@@ -53,9 +53,43 @@ pub enum IdentityError {
         /// The owner id as the upstream reported it (truncated).
         owner: String,
     },
+    /// Confluent rate-limited the identity lookup (made with the caller's own credential).
+    #[error("Confluent Cloud rate-limited this API key; retry after the time in `Retry-After`")]
+    UpstreamRateLimited(RateLimitHeaders),
     /// The credential could not be verified because the upstream is unreachable or failing.
     #[error("cannot verify the API key right now: {0}")]
     Unavailable(String),
+}
+
+/// The rate-limit headers of an upstream 429 (`Retry-After`, `X-RateLimit-*`), to pass on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders(Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl RateLimitHeaders {
+    /// Picks the rate-limit headers out of an upstream response.
+    pub fn from_upstream(headers: &HeaderMap) -> Self {
+        const NAMES: [&str; 4] = [
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ];
+        RateLimitHeaders(
+            NAMES
+                .iter()
+                .filter_map(|name| {
+                    headers
+                        .get(*name)
+                        .map(|v| (http::HeaderName::from_static(name), v.clone()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The headers, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &(http::HeaderName, http::HeaderValue)> {
+        self.0.iter()
+    }
 }
 
 /// A parsed Basic credential. The secret is borrowed from the request for the duration of the

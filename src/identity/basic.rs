@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
-use super::IdentityError;
+use super::{IdentityError, RateLimitHeaders};
 use crate::policy::principal::{AuthMethod, Principal};
 use crate::proxy::Upstream;
 
@@ -52,7 +52,7 @@ impl UpstreamResolver {
         authorization: &HeaderValue,
     ) -> Result<Arc<Principal>, IdentityError> {
         let path = format!("/iam/v2/api-keys/{key_id}");
-        let (status, body) = self
+        let (status, headers, body) = self
             .upstream
             .get(&path, authorization, MAX_LOOKUP_BYTES)
             .await
@@ -63,6 +63,13 @@ impl UpstreamResolver {
                 return Err(IdentityError::Rejected {
                     key_id: key_id.to_string(),
                 })
+            }
+            // The lookup runs with the caller's own credential, so Confluent's limit is the
+            // caller's: pass it on as the 429 (with Confluent's headers) it is.
+            StatusCode::TOO_MANY_REQUESTS => {
+                return Err(IdentityError::UpstreamRateLimited(
+                    RateLimitHeaders::from_upstream(&headers),
+                ))
             }
             other => {
                 return Err(IdentityError::Unavailable(format!(

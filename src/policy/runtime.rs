@@ -68,7 +68,7 @@ impl UpstreamFetch {
 impl Fetch for UpstreamFetch {
     fn get_json<'a>(&'a self, path_and_query: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
-            let (status, body) = self
+            let (status, _, body) = self
                 .upstream
                 .get(path_and_query, &self.authorization, MAX_PAGE_BYTES)
                 .await

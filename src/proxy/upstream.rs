@@ -94,7 +94,7 @@ impl Upstream {
         path_and_query: &str,
         authorization: &HeaderValue,
         limit: usize,
-    ) -> Result<(StatusCode, Bytes), ProxyError> {
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ProxyError> {
         let pq = PathAndQuery::try_from(path_and_query)
             .map_err(|e| ProxyError::Protocol(format!("invalid lookup path: {e}")))?;
         let mut request = Request::new(Body::Empty);
@@ -109,13 +109,13 @@ impl Upstream {
             HeaderValue::from_static("application/json"),
         );
         let response = self.send(request).await?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), limit)
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, limit)
             .collect()
             .await
             .map_err(|e| ProxyError::Protocol(format!("reading lookup response: {e}")))?
             .to_bytes();
-        Ok((status, body))
+        Ok((parts.status, parts.headers, body))
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> ProxyError {

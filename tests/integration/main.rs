@@ -13,5 +13,6 @@ mod cli;
 mod dev;
 mod drain;
 mod forwarding;
+mod ratelimit;
 mod tls;
 mod transparency;
