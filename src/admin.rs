@@ -28,6 +28,7 @@ pub struct AdminState {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     checks: std::sync::Mutex<Vec<ReadinessCheck>>,
+    revision: std::sync::OnceLock<Arc<arc_swap::ArcSwap<String>>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -45,7 +46,13 @@ impl AdminState {
             metrics,
             ready: AtomicBool::new(false),
             checks: std::sync::Mutex::new(Vec::new()),
+            revision: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shows the active policy-set revision on `/readyz`.
+    pub fn set_revision(&self, revision: Arc<arc_swap::ArcSwap<String>>) {
+        let _ = self.revision.set(revision);
     }
 
     /// Adds a condition `/readyz` requires (e.g. authorization data loaded, audit sink healthy).
@@ -100,7 +107,13 @@ impl Admin {
         match request.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => match self.state.readiness() {
-                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Ok(()) => text(
+                    StatusCode::OK,
+                    match self.state.revision.get() {
+                        Some(r) => format!("ready\npolicy revision: {}\n", r.load()),
+                        None => "ready\n".into(),
+                    },
+                ),
                 Err(reason) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("not ready: {reason}\n"),

@@ -44,6 +44,8 @@ pub struct Config {
     pub ratelimit: crate::ratelimit::RateLimitConfig,
     /// Audit sinks.
     pub audit: AuditConfig,
+    /// The file this config was loaded from (re-read on reload), if any.
+    pub source_path: Option<PathBuf>,
 }
 
 /// Identity of governed-route callers.
@@ -262,7 +264,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::file(format!("cannot read: {e}")).in_file(path))?;
-        Config::from_toml(&text).map_err(|e| e.in_file(path))
+        let mut config = Config::from_toml(&text).map_err(|e| e.in_file(path))?;
+        config.source_path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates config text; relative paths stay relative to the working directory.

@@ -74,7 +74,7 @@ pub struct DecisionRecord {
     /// Dry-run policies that would have denied.
     pub dry_run: Vec<String>,
     /// The revision of the policy set that decided.
-    pub revision: Option<Arc<str>>,
+    pub revision: Option<Arc<String>>,
 }
 
 /// One request's identity and shared state.

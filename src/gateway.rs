@@ -22,6 +22,7 @@ use crate::identity::{Authenticator, Source};
 use crate::policy::runtime::{AuthzError, AuthzRuntime, UpstreamFetch};
 use crate::proxy::Upstream;
 use crate::ratelimit::RateLimiter;
+use crate::reload::{ReloadError, Reloader, Revision, WATCH_INTERVAL};
 use crate::server::{self, ConnSettings, Listener, ShutdownTrigger};
 use crate::telemetry::Metrics;
 use crate::tls::{self, TlsError};
@@ -64,6 +65,7 @@ pub struct Gateway {
     tasks: JoinSet<()>,
     background: JoinSet<()>,
     auditor: Arc<Auditor>,
+    reloader: Arc<Reloader>,
 }
 
 /// Binds the listeners and starts serving. Must run inside a tokio runtime.
@@ -103,6 +105,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         // Upstream-sourced data: start, but not ready, and deny governed requests until loaded.
         tracing::warn!(error = %err, "Authorization data not loaded yet; retrying in the background");
     }
+    let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let auditor = Arc::new(auditor(&config.audit)?);
     let source = match &config.audit.instance_id {
         Some(id) => EventSource::new(id),
@@ -125,6 +128,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.listener.shutdown_grace,
     };
     let admin = AdminState::new(metrics.clone());
+    admin.set_revision(reloader.revision_handle());
     {
         let authz = authz.clone();
         admin.add_check(Box::new(move || {
@@ -149,6 +153,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         background.spawn(refresh_loop(authz.clone()));
     }
     background.spawn(housekeeping(limiter, metrics.clone()));
+    background.spawn(reloader.clone().watch(WATCH_INTERVAL));
     let mut tasks = JoinSet::new();
     tasks.spawn(server::serve(
         listener,
@@ -174,6 +179,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         tasks,
         background,
         auditor,
+        reloader,
     })
 }
 
@@ -282,9 +288,19 @@ impl Gateway {
         }
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    /// Reloads the policy set now (as SIGHUP does); on error the old set stays in force.
+    pub async fn reload(&self) -> Result<Revision, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// The active policy-set revision.
+    pub fn revision(&self) -> Revision {
+        self.reloader.revision()
+    }
+
+    /// Serves until SIGTERM or SIGINT (reloading on SIGHUP), then shuts down gracefully.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        wait_for_signal(&self.reloader).await;
         tracing::info!("Shutting down");
         self.shutdown();
         self.wait().await;
@@ -292,19 +308,26 @@ impl Gateway {
     }
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(reloader: &Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the policy set");
+                    // The outcome is logged and counted by `reload`.
+                    let _ = reloader.reload().await;
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }

@@ -33,6 +33,7 @@ pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod reload;
 pub mod server;
 pub mod simulator;
 pub mod stage;

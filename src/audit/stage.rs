@@ -134,7 +134,7 @@ fn event(
             dry_run_findings: decision.map(|d| d.dry_run.clone()).unwrap_or_default(),
         });
     }
-    record.policy_revision = decision.and_then(|d| d.revision.as_deref().map(str::to_string));
+    record.policy_revision = decision.and_then(|d| d.revision.as_deref().cloned());
     record.status = status.map(|s| s.as_u16());
     record.upstream_status = state.upstream_status.map(|s| s.as_u16());
     record.created_key_id = created_key_id;

@@ -185,6 +185,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         authz,
         ratelimit,
         audit,
+        source_path: None,
     })
 }
 

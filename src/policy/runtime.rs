@@ -39,6 +39,14 @@ pub enum AuthzError {
     NoCredential,
 }
 
+/// Reads a data file's text (the file system, or bytes a reload has already read).
+pub type ReadFile<'a> = &'a (dyn Fn(&std::path::Path) -> Result<String, AuthzError> + Sync);
+
+fn read_file(path: &std::path::Path) -> Result<String, AuthzError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| AuthzError::File(format!("{}: cannot read: {e}", path.display())))
+}
+
 /// Fetches JSON from the upstream with keygate's own credential.
 pub struct UpstreamFetch {
     upstream: Arc<Upstream>,
@@ -132,36 +140,79 @@ impl AuthzRuntime {
         self.fetch.as_ref().ok_or(AuthzError::NoCredential)
     }
 
-    async fn load_bindings(&self) -> Result<BindingIndex, AuthzError> {
+    async fn load_bindings(&self, read: ReadFile<'_>) -> Result<BindingIndex, AuthzError> {
         match &self.config.bindings {
-            DataSource::File(path) => BindingIndex::load(path, &self.config.org_id)
-                .map_err(|e| AuthzError::File(e.to_string())),
+            DataSource::File(path) => {
+                BindingIndex::from_toml_str(&read(path)?, &self.config.org_id)
+                    .map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))
+            }
             DataSource::Upstream => Ok(fetch_bindings(self.fetcher()?, &self.config.org_id).await?),
         }
     }
 
-    async fn load_inventory(&self) -> Result<Inventory, AuthzError> {
+    async fn load_inventory(&self, read: ReadFile<'_>) -> Result<Inventory, AuthzError> {
         match &self.config.inventory {
-            DataSource::File(path) => {
-                Inventory::load(path).map_err(|e| AuthzError::File(e.to_string()))
-            }
+            DataSource::File(path) => Inventory::from_toml_str(&read(path)?)
+                .map_err(|e| AuthzError::File(format!("{}: {e}", path.display()))),
             DataSource::Upstream => Ok(fetch_inventory(self.fetcher()?).await?),
         }
     }
 
     /// Loads (or reloads) every part. On error nothing changes.
     pub async fn refresh(&self) -> Result<(), AuthzError> {
-        let matrix =
-            Matrix::load(&self.config.matrix).map_err(|e| AuthzError::File(e.to_string()))?;
-        let bindings = self.load_bindings().await?;
-        let inventory = self.load_inventory().await?;
-        let now = Instant::now();
-        let snapshot = AuthzSnapshot::new(
+        let mut snapshot = self.load_snapshot().await?;
+        if let Some(current) = self.snapshot() {
+            snapshot = snapshot.with_revision(current.revision().clone());
+        }
+        self.install(snapshot);
+        Ok(())
+    }
+
+    /// Stamps the live data with the policy-set revision (after start-up).
+    pub fn set_revision(&self, revision: Arc<String>) {
+        if let Some(data) = self.data.get() {
+            data.set_revision(revision);
+        }
+    }
+
+    /// Loads every part into a new snapshot without installing it (the first half of an atomic
+    /// reload).
+    pub async fn load_snapshot(&self) -> Result<AuthzSnapshot, AuthzError> {
+        self.load_snapshot_from(&read_file).await
+    }
+
+    /// Like [`AuthzRuntime::load_snapshot`], taking file contents from `read` — so a reload parses
+    /// exactly the bytes it computed the revision from.
+    pub async fn load_snapshot_from(
+        &self,
+        read: ReadFile<'_>,
+    ) -> Result<AuthzSnapshot, AuthzError> {
+        let path = &self.config.matrix;
+        let matrix = Matrix::from_toml_str(&read(path)?)
+            .map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))?;
+        let bindings = self.load_bindings(read).await?;
+        let inventory = self.load_inventory(read).await?;
+        Ok(AuthzSnapshot::new(
             Arc::new(matrix),
             Arc::new(bindings),
             Arc::new(inventory),
-            now,
-        );
+            Instant::now(),
+        ))
+    }
+
+    /// The files this data is loaded from (matrix, and bindings/inventory when file-sourced).
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut files = vec![self.config.matrix.clone()];
+        for source in [&self.config.bindings, &self.config.inventory] {
+            if let DataSource::File(path) = source {
+                files.push(path.clone());
+            }
+        }
+        files
+    }
+
+    /// Installs a loaded snapshot (the second half of an atomic reload).
+    pub fn install(&self, snapshot: AuthzSnapshot) {
         match self.data.get() {
             Some(data) => data.store(snapshot),
             None => {
@@ -173,7 +224,6 @@ impl AuthzRuntime {
                 }
             }
         }
-        Ok(())
     }
 
     /// Refreshes the inventory alone, at most once per configured interval (an unknown cluster
@@ -190,7 +240,7 @@ impl AuthzRuntime {
             }
             *last = Some(Instant::now());
         }
-        match self.load_inventory().await {
+        match self.load_inventory(&read_file).await {
             Ok(inventory) => {
                 if let Some(data) = self.data.get() {
                     data.replace_inventory(inventory, Instant::now());
@@ -204,14 +254,14 @@ impl AuthzRuntime {
         }
     }
 
-    /// Layer 1 for one request. Fails closed (`Err` with a reason) when there is no data or it is
-    /// too stale to trust.
+    /// Layer 1 for one request, with the revision of the data that decided. Fails closed (`Err`
+    /// with a reason) when there is no data or it is too stale to trust.
     pub async fn decide(
         &self,
         principal: &Principal,
         action: Action,
         spec: Option<&CreateSpec>,
-    ) -> Result<Decision, String> {
+    ) -> Result<(Decision, Arc<String>), String> {
         let Some(data) = self.data.get() else {
             return Err(
                 "authorization data (role bindings, inventory) has not been loaded yet".into(),
@@ -223,9 +273,13 @@ impl AuthzRuntime {
         }
         let decision = decide(&snapshot, principal, action, spec);
         if !decision.needs_inventory_refresh() || !self.refresh_inventory_once().await {
-            return Ok(decision);
+            return Ok((decision, snapshot.revision().clone()));
         }
-        Ok(decide(&data.load(), principal, action, spec))
+        let snapshot = data.load();
+        Ok((
+            decide(&snapshot, principal, action, spec),
+            snapshot.revision().clone(),
+        ))
     }
 
     fn check_fresh(&self, snapshot: &AuthzSnapshot) -> Result<(), String> {

@@ -24,6 +24,7 @@ pub struct AuthzSnapshot {
     inventory: Arc<Inventory>,
     bindings_refreshed_at: Instant,
     inventory_refreshed_at: Instant,
+    revision: Arc<String>,
 }
 
 impl AuthzSnapshot {
@@ -41,7 +42,20 @@ impl AuthzSnapshot {
             inventory,
             bindings_refreshed_at: refreshed_at,
             inventory_refreshed_at: refreshed_at,
+            revision: Arc::default(),
         }
+    }
+
+    /// The same data stamped with the policy-set revision it belongs to, so a decision and the
+    /// revision it reports always come from one atomic load.
+    pub fn with_revision(mut self, revision: Arc<String>) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// The policy-set revision of this snapshot (empty until stamped).
+    pub fn revision(&self) -> &Arc<String> {
+        &self.revision
     }
 
     /// The configured organisation.
@@ -102,6 +116,12 @@ impl AuthzData {
     /// Replaces everything at once.
     pub fn store(&self, snapshot: AuthzSnapshot) {
         self.current.store(Arc::new(snapshot));
+    }
+
+    /// Stamps the current snapshot with a revision.
+    pub fn set_revision(&self, revision: Arc<String>) {
+        self.current
+            .rcu(|cur| AuthzSnapshot::clone(cur).with_revision(revision.clone()));
     }
 
     /// Replaces the matrix (a reload of `matrix.toml`), keeping bindings and inventory.

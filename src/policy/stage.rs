@@ -57,14 +57,14 @@ impl Stage for DecideStage {
             Some(GovernedBody::Create(spec)) => Some(spec),
             _ => None,
         };
-        let decision = match self.authz.decide(&principal, action, spec).await {
-            Ok(decision) => decision,
+        let (decision, revision) = match self.authz.decide(&principal, action, spec).await {
+            Ok(decided) => decided,
             Err(reason) => {
                 ctx.state().decided_by = Some(DecidedBy::Matrix);
                 return Err(GatewayError::AuthzUnavailable(reason));
             }
         };
-        log_decision(&ctx, &principal, &decision);
+        log_decision(&ctx, &principal, &decision, &revision);
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {
@@ -81,7 +81,7 @@ impl Stage for DecideStage {
                 explanation: decision.explanation.clone(),
                 target: decision.target.clone(),
                 dry_run: Vec::new(),
-                revision: None,
+                revision: Some(revision),
             });
         }
         if !decision.allow {
@@ -97,7 +97,12 @@ impl Stage for DecideStage {
     }
 }
 
-fn log_decision(ctx: &RequestContext, principal: &Principal, decision: &super::Decision) {
+fn log_decision(
+    ctx: &RequestContext,
+    principal: &Principal,
+    decision: &super::Decision,
+    revision: &str,
+) {
     let target = &decision.target;
     tracing::info!(
         request.id = %ctx.id_str(),
@@ -110,6 +115,7 @@ fn log_decision(ctx: &RequestContext, principal: &Principal, decision: &super::D
         target.resource_type = target.resource_type.map(|t| t.as_str()),
         target.environment = target.environment.as_deref(),
         explanation = %decision.explanation,
+        policy.revision = revision,
         "Decision"
     );
 }

@@ -89,6 +89,13 @@ pub struct LimitLabels {
     pub limit: String,
 }
 
+/// Labels of `keygate_policy_revision_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    /// The active policy-set revision.
+    pub revision: String,
+}
+
 /// Labels of `keygate_decisions_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -120,6 +127,10 @@ pub struct Metrics {
     pub ratelimit_keys: Gauge<i64, AtomicI64>,
     /// Layer-1 decisions by action and result.
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Reloads by result (`ok`, `rejected`).
+    pub reloads: Family<ResultLabels, Counter>,
+    /// The active policy-set revision (value 1, revision as label).
+    pub revision: Family<RevisionLabels, Gauge<i64, AtomicI64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -185,7 +196,21 @@ impl Metrics {
             "Layer-1 (RBAC matrix) decisions by action and result",
             decisions.clone(),
         );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Policy-set reloads by result (ok, rejected)",
+            reloads.clone(),
+        );
+        let revision = Family::<RevisionLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "policy_revision_info",
+            "The active policy-set revision (content hash)",
+            revision.clone(),
+        );
         Metrics {
+            reloads,
+            revision,
             registry,
             requests,
             latency,

@@ -14,5 +14,6 @@ mod dev;
 mod drain;
 mod forwarding;
 mod ratelimit;
+mod reload;
 mod tls;
 mod transparency;

@@ -1,0 +1,251 @@
+//! Hot reload of the policy set: rate limits (from the config file), the RBAC matrix, file-sourced
+//! role bindings and inventory (and, with them, organisation policies).
+//!
+//! Triggered by SIGHUP or by a change of any watched file (polled by content, so a Kubernetes
+//! ConfigMap's atomic symlink swap is seen like any edit). The new set is loaded and validated
+//! completely off the request path, then swapped in at once; an invalid set is rejected with a log
+//! line and a metric, and the old one stays in force. The active set's revision (a content hash)
+//! is exposed at `/metrics` and `/readyz` and attached to every decision.
+//!
+//! Listener, upstream, identity and audit settings are not reloaded: they need a restart.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, ConfigError};
+use crate::policy::runtime::{AuthzError, AuthzRuntime};
+use crate::ratelimit::RateLimiter;
+use crate::telemetry::metrics::{ResultLabels, RevisionLabels};
+use crate::telemetry::Metrics;
+
+/// How often watched files are checked for changes (a change is loaded after two equal polls).
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a reload was rejected (the old set stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config file no longer loads.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// Authorization data does not load.
+    #[error("authorization data: {0}")]
+    Authz(#[from] AuthzError),
+}
+
+/// A policy-set revision: the first 16 hex digits of SHA-256 over every watched file.
+pub type Revision = Arc<String>;
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct Reloader {
+    config_path: Option<PathBuf>,
+    limiter: Arc<ArcSwap<RateLimiter>>,
+    authz: Arc<AuthzRuntime>,
+    revision: Arc<ArcSwap<String>>,
+    metrics: Arc<Metrics>,
+    fingerprint: Mutex<[u8; 32]>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader over the live pieces; computes the initial revision.
+    pub fn new(
+        config: &Config,
+        limiter: Arc<ArcSwap<RateLimiter>>,
+        authz: Arc<AuthzRuntime>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Reloader> {
+        let reloader = Reloader {
+            config_path: config.source_path.clone(),
+            limiter,
+            authz,
+            revision: Arc::new(ArcSwap::from_pointee(String::new())),
+            metrics,
+            fingerprint: Mutex::new([0; 32]),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        };
+        let fingerprint = reloader.fingerprint();
+        let revision = reloader.set_revision(fingerprint);
+        reloader.authz.set_revision(revision);
+        Arc::new(reloader)
+    }
+
+    /// The live revision handle (the decision stage records it on every decision).
+    pub fn revision_handle(&self) -> Arc<ArcSwap<String>> {
+        self.revision.clone()
+    }
+
+    /// The active revision.
+    pub fn revision(&self) -> Revision {
+        self.revision.load_full()
+    }
+
+    fn watched(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.config_path.iter().cloned().collect();
+        files.extend(self.authz.files());
+        files
+    }
+
+    /// Reads every watched file once.
+    fn read(&self) -> Snapshot {
+        Snapshot(
+            self.watched()
+                .into_iter()
+                .map(|path| {
+                    let text = std::fs::read_to_string(&path).map_err(|e| e.kind());
+                    (path, text)
+                })
+                .collect(),
+        )
+    }
+
+    fn fingerprint(&self) -> [u8; 32] {
+        self.read().fingerprint()
+    }
+
+    fn revision_of(fingerprint: &[u8; 32]) -> Revision {
+        Arc::new(
+            fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// Publishes a revision (handle, metric) and returns it.
+    fn set_revision(&self, fingerprint: [u8; 32]) -> Revision {
+        let revision = Reloader::revision_of(&fingerprint);
+        let hex = revision.to_string();
+        let old = self.revision.swap(revision.clone());
+        if !old.is_empty() {
+            self.metrics.revision.remove(&RevisionLabels {
+                revision: old.to_string(),
+            });
+        }
+        self.metrics
+            .revision
+            .get_or_create(&RevisionLabels { revision: hex })
+            .set(1);
+        *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+        revision
+    }
+
+    /// Loads and validates the whole set, then swaps it in; on error nothing changes.
+    pub async fn reload(&self) -> Result<Revision, ReloadError> {
+        let _one = self.one_at_a_time.lock().await;
+        // Read once: the revision is the hash of exactly the bytes that are parsed.
+        let files = self.read();
+        let fingerprint = files.fingerprint();
+        let outcome = async {
+            let ratelimit = match &self.config_path {
+                Some(path) => Some(
+                    Config::from_toml(
+                        &files
+                            .text(path)
+                            .map_err(|e| ConfigError::file(e.to_string()).in_file(path))?,
+                    )
+                    .map_err(|e| e.in_file(path))?
+                    .ratelimit,
+                ),
+                None => None,
+            };
+            let snapshot = self
+                .authz
+                .load_snapshot_from(&|path| files.text(path))
+                .await?
+                .with_revision(Reloader::revision_of(&fingerprint));
+            Ok::<_, ReloadError>((ratelimit, snapshot))
+        }
+        .await;
+        match outcome {
+            Ok((ratelimit, snapshot)) => {
+                if let Some(ratelimit) = ratelimit {
+                    let next = self.limiter.load().reconfigure(&ratelimit);
+                    self.limiter.store(Arc::new(next));
+                }
+                // The revision travels inside the snapshot: a decision and its revision are one load.
+                self.authz.install(snapshot);
+                self.set_revision(fingerprint);
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
+                let revision = self.revision();
+                tracing::info!(policy.revision = %revision, "Policy set reloaded");
+                Ok(revision)
+            }
+            Err(err) => {
+                // Remember the broken content so the watcher does not retry it every tick.
+                *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "rejected" })
+                    .inc();
+                tracing::error!(error = %err, policy.revision = %self.revision(), "Reload rejected; the previous policy set stays in force");
+                Err(err)
+            }
+        }
+    }
+
+    /// Polls the watched files and reloads when one changed and then stayed the same for one
+    /// more interval (so a file caught half-written is never loaded), until the task is aborted.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Option<[u8; 32]> = None;
+        loop {
+            tick.tick().await;
+            let now = self.fingerprint();
+            let loaded = *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
+            if now == loaded {
+                pending = None;
+            } else if pending == Some(now) {
+                pending = None;
+                // The outcome is logged and counted by `reload`.
+                let _ = self.reload().await;
+            } else {
+                pending = Some(now);
+            }
+        }
+    }
+}
+
+/// The watched files as read at one moment.
+struct Snapshot(Vec<(PathBuf, Result<String, std::io::ErrorKind>)>);
+
+impl Snapshot {
+    /// SHA-256 over the files' names and contents (an unreadable file hashes as such).
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for (path, text) in &self.0 {
+            ctx.update(path.to_string_lossy().as_bytes());
+            ctx.update(&[0]);
+            match text {
+                Ok(text) => {
+                    ctx.update(&(text.len() as u64).to_le_bytes());
+                    ctx.update(text.as_bytes());
+                }
+                Err(kind) => ctx.update(format!("unreadable: {kind}").as_bytes()),
+            }
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    /// The text of one of the files read.
+    fn text(&self, path: &std::path::Path) -> Result<String, AuthzError> {
+        match self.0.iter().find(|(p, _)| p == path) {
+            Some((_, Ok(text))) => Ok(text.clone()),
+            Some((_, Err(kind))) => Err(AuthzError::File(format!(
+                "{}: cannot read: {kind}",
+                path.display()
+            ))),
+            None => std::fs::read_to_string(path)
+                .map_err(|e| AuthzError::File(format!("{}: cannot read: {e}", path.display()))),
+        }
+    }
+}
