@@ -10,9 +10,12 @@ mod support;
 
 mod admin;
 mod cli;
+mod decisions;
 mod dev;
 mod drain;
 mod forwarding;
+mod guard;
+mod identity;
 mod ratelimit;
 mod tls;
 mod transparency;
