@@ -1,7 +1,9 @@
 //! The request guard through real HTTP (DESIGN.md §2): every rejection class is answered by
 //! keygate in Confluent's error shape, and nothing at all reaches the upstream — not the request,
 //! not even an identity lookup, because the guard runs before identity. Known-good bodies from
-//! real clients pass and reach the upstream byte for byte.
+//! real clients pass and reach the upstream byte for byte. Framing that hyper's client will not
+//! produce (oversized announced lengths, endless chunked bodies, `Content-Length` with
+//! `Transfer-Encoding`) is written to a raw socket.
 
 use crate::support::governed::{self, assert_keygate_error, raw_exchange, API_KEYS};
 use crate::support::sim::Sim;

@@ -16,6 +16,7 @@ mod drain;
 mod forwarding;
 mod guard;
 mod identity;
+mod python_client;
 mod ratelimit;
 mod tls;
 mod transparency;
