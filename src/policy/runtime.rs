@@ -296,11 +296,12 @@ impl AuthzRuntime {
                 snapshot.inventory_refreshed_at(),
             ),
         ] {
-            if *source == DataSource::Upstream && at.elapsed() > max {
+            let age = at.elapsed();
+            if *source == DataSource::Upstream && age > max {
                 return Err(format!(
-                    "the {what} could not be refreshed from Confluent Cloud for {}s (limit {}s)",
-                    at.elapsed().as_secs(),
-                    max.as_secs()
+                    "the {what} could not be refreshed from Confluent Cloud for {} (limit {})",
+                    in_millis(age),
+                    in_millis(max)
                 ));
             }
         }
@@ -311,4 +312,11 @@ impl AuthzRuntime {
     pub fn refresh_interval(&self) -> std::time::Duration {
         self.config.refresh_interval
     }
+}
+
+/// `d` to the millisecond, as config durations are written (`300ms`, `15m`, `1m 30s 250ms`): whole
+/// seconds would print a sub-second limit as `0s`.
+fn in_millis(d: std::time::Duration) -> humantime::FormattedDuration {
+    let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(std::time::Duration::from_millis(millis))
 }

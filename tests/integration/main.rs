@@ -10,9 +10,13 @@ mod support;
 
 mod admin;
 mod cli;
+mod decisions;
 mod dev;
 mod drain;
 mod forwarding;
+mod guard;
+mod identity;
+mod python_client;
 mod ratelimit;
 mod reload;
 mod tls;

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod governed;
 pub mod sim;
 pub mod upstream;
 
@@ -34,6 +35,11 @@ inventory = "policies/inventory.toml"
 /// A config for tests: ephemeral loopback ports, short timeouts, `extra` TOML appended (with the
 /// file-based `[authz]` of [`FILE_AUTHZ`] unless `extra` has its own).
 pub fn config(upstream: &str, extra: &str) -> Config {
+    config_with_env(upstream, extra, &keygate::config::ProcessEnv)
+}
+
+/// Like [`config`], reading environment variables (credentials) through `env`.
+pub fn config_with_env(upstream: &str, extra: &str, env: &dyn keygate::config::Env) -> Config {
     let authz = if extra.contains("[authz]") {
         ""
     } else {
@@ -55,7 +61,7 @@ request_timeout = "2s"
 {extra}
 "#
     );
-    Config::from_toml(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+    Config::from_toml_with_env(&text, env).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 
 /// Starts keygate in-process.
