@@ -135,10 +135,24 @@ impl Reloader {
 
     /// Loads and validates the whole set, then swaps it in; on error nothing changes.
     pub async fn reload(&self) -> Result<Revision, ReloadError> {
+        self.reload_expecting(None)
+            .await
+            .map(|r| r.unwrap_or_else(|| self.revision()))
+    }
+
+    /// Reloads; with `expected`, only if the files still have exactly that content (the watcher's
+    /// debounce), returning `None` when they moved on.
+    async fn reload_expecting(
+        &self,
+        expected: Option<[u8; 32]>,
+    ) -> Result<Option<Revision>, ReloadError> {
         let _one = self.one_at_a_time.lock().await;
         // Read once: the revision is the hash of exactly the bytes that are parsed.
         let files = self.read();
         let fingerprint = files.fingerprint();
+        if expected.is_some_and(|e| e != fingerprint) {
+            return Ok(None);
+        }
         let outcome = async {
             let ratelimit = match &self.config_path {
                 Some(path) => Some(
@@ -175,7 +189,7 @@ impl Reloader {
                     .inc();
                 let revision = self.revision();
                 tracing::info!(policy.revision = %revision, "Policy set reloaded");
-                Ok(revision)
+                Ok(Some(revision))
             }
             Err(err) => {
                 // Remember the broken content so the watcher does not retry it every tick.
@@ -204,8 +218,8 @@ impl Reloader {
                 pending = None;
             } else if pending == Some(now) {
                 pending = None;
-                // The outcome is logged and counted by `reload`.
-                let _ = self.reload().await;
+                // The outcome is logged and counted by `reload_expecting`.
+                let _ = self.reload_expecting(Some(now)).await;
             } else {
                 pending = Some(now);
             }
