@@ -149,6 +149,15 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         background.spawn(refresh_loop(authz.clone()));
     }
     background.spawn(housekeeping(limiter, metrics.clone()));
+    // Registered here, before `build` returns, so a SIGHUP never meets the default disposition
+    // (terminate) once keygate is up: `systemctl reload` must not stop it.
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => {
+            background.spawn(reload_on_hangup(authz.clone(), hangup));
+        }
+        Err(err) => tracing::warn!(error = %err, "Cannot listen for SIGHUP; restart to reload"),
+    }
     let mut tasks = JoinSet::new();
     tasks.spawn(server::serve(
         listener,
@@ -228,6 +237,21 @@ async fn refresh_loop(authz: Arc<AuthzRuntime>) {
             Ok(()) => tracing::debug!("Authorization data refreshed"),
             Err(err) => {
                 tracing::warn!(error = %err, "Authorization data refresh failed; keeping the previous data")
+            }
+        }
+    }
+}
+
+/// On SIGHUP (`systemctl reload`, `kill -HUP`), reloads the authorization data: the matrix file,
+/// and bindings and inventory from their files or the upstream. A set that does not load is
+/// logged and the previous one stays in force. The config file itself is not re-read.
+#[cfg(unix)]
+async fn reload_on_hangup(authz: Arc<AuthzRuntime>, mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
+        match authz.refresh().await {
+            Ok(()) => tracing::info!("Authorization data reloaded"),
+            Err(err) => {
+                tracing::warn!(error = %err, "Authorization data reload failed; keeping the previous data")
             }
         }
     }

@@ -10,6 +10,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod deploy;
 mod dev;
 mod drain;
 mod forwarding;
