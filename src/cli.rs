@@ -89,8 +89,8 @@ enum AuditCommand {
     },
 }
 
-/// `/healthz` on the default admin address: what a container's HEALTHCHECK probes when the admin
-/// listener is on its default port (any bind address includes loopback, or is loopback).
+/// `/healthz` on the default admin port, over loopback: an admin listener bound to `127.0.0.1` or
+/// `0.0.0.0` answers there, so a container's HEALTHCHECK needs no address of its own.
 const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:9901/healthz";
 
 /// Entry point of the binary.
