@@ -2,11 +2,14 @@
 //!
 //! Exit codes: 0 success, 1 failure at run time, 2 usage error (clap), 78 (`EX_CONFIG`) for a
 //! configuration that does not load — always as one line on stderr naming the file and field.
+//! `keygate healthcheck` exits 1 when the probed endpoint does not answer 2xx in time;
+//! `keygate audit verify` exits 1 for a broken chain and 2 for a file it cannot read.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -59,7 +62,36 @@ enum Command {
     },
     /// Hash an API secret read from stdin for the static key directory.
     HashSecret,
+    /// Audit file tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Probe an admin endpoint: exit 0 when it answers 2xx, 1 otherwise (a container
+    /// HEALTHCHECK for images without curl).
+    Healthcheck {
+        /// The URL to GET; plain HTTP, like the admin listener.
+        #[arg(long, default_value = DEFAULT_HEALTHCHECK_URL)]
+        url: String,
+        /// Give up (exit 1) after this long, e.g. `2s`, `500ms`.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check an audit file's hash chain (with its rotated files): exit 0 intact, 1 broken (the
+    /// first break is named), 2 unreadable.
+    Verify {
+        /// The audit file (`audit.file`).
+        file: PathBuf,
+    },
+}
+
+/// `/healthz` on the default admin port, over loopback: an admin listener bound to `127.0.0.1` or
+/// `0.0.0.0` answers there, so a container's HEALTHCHECK needs no address of its own.
+const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:9901/healthz";
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -91,7 +123,55 @@ pub fn main() -> ExitCode {
         }),
         Command::Simulate { listen, seed } => simulate(listen, seed.as_deref()),
         Command::HashSecret => hash_secret(),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => ExitCode::from(u8::try_from(crate::audit::run_verify_cli(&file)).unwrap_or(u8::MAX)),
+        Command::Healthcheck { url, timeout } => healthcheck(&url, timeout),
     }
+}
+
+fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(err) => {
+            eprintln!("keygate: healthcheck: `{url}` is not a URL: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        eprintln!("keygate: healthcheck: `{url}` must be an http:// URL (the admin listener is plain HTTP)");
+        return ExitCode::from(2);
+    }
+    block_on(std::num::NonZeroUsize::new(1), async move {
+        match tokio::time::timeout(timeout, probe(uri)).await {
+            Ok(Ok(status)) if status.is_success() => ExitCode::SUCCESS,
+            Ok(Ok(status)) => {
+                eprintln!("keygate: healthcheck `{url}`: status {status}");
+                ExitCode::FAILURE
+            }
+            Ok(Err(err)) => {
+                eprintln!("keygate: healthcheck `{url}`: {err}");
+                ExitCode::FAILURE
+            }
+            Err(_) => {
+                eprintln!(
+                    "keygate: healthcheck `{url}`: no answer within {}",
+                    humantime::format_duration(timeout)
+                );
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// One GET over a fresh plain-HTTP connection; the status of the answer.
+async fn probe(uri: http::Uri) -> Result<http::StatusCode, hyper_util::client::legacy::Error> {
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    let client: Client<HttpConnector, crate::body::Body> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+    let mut request = http::Request::new(crate::body::Body::Empty);
+    *request.uri_mut() = uri;
+    client.request(request).await.map(|r| r.status())
 }
 
 fn dev(options: DevOptions) -> ExitCode {

@@ -154,6 +154,15 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     }
     background.spawn(housekeeping(limiter, metrics.clone()));
     background.spawn(reloader.clone().watch(WATCH_INTERVAL));
+    // Registered here, before `build` returns, so a SIGHUP never meets the default disposition
+    // (terminate) once keygate is up: `systemctl reload` must not stop it.
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => {
+            background.spawn(reload_on_hangup(reloader.clone(), hangup));
+        }
+        Err(err) => tracing::warn!(error = %err, "Cannot listen for SIGHUP; restart to reload"),
+    }
     let mut tasks = JoinSet::new();
     tasks.spawn(server::serve(
         listener,
@@ -239,6 +248,17 @@ async fn refresh_loop(authz: Arc<AuthzRuntime>) {
     }
 }
 
+/// On SIGHUP (`systemctl reload`, `kill -HUP`), reloads the policy set (see `reload.rs`); an
+/// invalid set is logged and counted, and the old one stays in force.
+#[cfg(unix)]
+async fn reload_on_hangup(reloader: Arc<Reloader>, mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the policy set");
+        // The outcome is logged and counted by `reload`.
+        let _ = reloader.reload().await;
+    }
+}
+
 async fn housekeeping(limiter: Arc<ArcSwap<RateLimiter>>, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     loop {
@@ -298,9 +318,9 @@ impl Gateway {
         self.reloader.revision()
     }
 
-    /// Serves until SIGTERM or SIGINT (reloading on SIGHUP), then shuts down gracefully.
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (SIGHUP reloads, see `build`).
     pub async fn run_until_signal(self) {
-        wait_for_signal(&self.reloader).await;
+        wait_for_signal().await;
         tracing::info!("Shutting down");
         self.shutdown();
         self.wait().await;
@@ -308,27 +328,17 @@ impl Gateway {
     }
 }
 
-async fn wait_for_signal(reloader: &Reloader) {
+async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
-        loop {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the policy set");
-                    // The outcome is logged and counted by `reload`.
-                    let _ = reloader.reload().await;
-                }
-            }
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     }
     #[cfg(not(unix))]

@@ -11,6 +11,7 @@ mod support;
 mod admin;
 mod cli;
 mod decisions;
+mod deploy;
 mod dev;
 mod drain;
 mod forwarding;
