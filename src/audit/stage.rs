@@ -166,7 +166,7 @@ impl Stage for AuditGateStage {
         request: Request<Body>,
         ctx: Arc<RequestContext>,
     ) -> Result<Request<Body>, GatewayError> {
-        if ctx.state().action != Some(Action::CreateApiKey) {
+        if !self.audit.auditor.is_enabled() || ctx.state().action != Some(Action::CreateApiKey) {
             return Ok(request);
         }
         let event = event(
@@ -235,6 +235,9 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if !self.audit.auditor.is_enabled() {
+            return Box::pin(self.inner.call(request));
+        }
         let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
         let path = request.uri().path().to_string();
         let audit = self.audit.clone();
