@@ -219,7 +219,10 @@ impl PolicyMeta {
 pub struct OrgPolicies {
     revision: String,
     schema: Schema,
-    policies: PolicySet,
+    /// The policy set per action (index: `request::action_index`), each holding keygate's permit
+    /// and only the forbids whose action scope can match that action. Cedar evaluates every
+    /// policy of a set, so this keeps, say, delete rules off the create path.
+    by_action: [PolicySet; 5],
     meta: HashMap<PolicyId, PolicyMeta>,
     authorizer: Authorizer,
     pattern_names: Vec<String>,
@@ -251,10 +254,16 @@ impl OrgPolicies {
                 message: format!("internal: {message}"),
             }]
         })?;
+        let by_action = vocabulary.partition(&loaded.policies).map_err(|message| {
+            vec![LoadError::Config {
+                key: "policy".into(),
+                message: format!("internal: {message}"),
+            }]
+        })?;
         Ok(OrgPolicies {
             revision: loaded.revision,
             schema: loaded.schema,
-            policies: loaded.policies,
+            by_action,
             meta: loaded.meta,
             authorizer: Authorizer::new(),
             pattern_names: loaded.pattern_names,
@@ -309,9 +318,8 @@ impl OrgPolicies {
                 }
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        let policies = &self.by_action[request::action_index(input.action)];
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let diagnostics = response.diagnostics();
         let mut decision = OrgDecision::default();
         // The reason set holds the forbids that matched (or keygate's permit, if none did).

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 
 use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-    Schema,
+    ActionConstraint, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
+    Request, RestrictedExpression, Schema,
 };
 use regex::RegexSet;
 
@@ -56,14 +56,34 @@ impl Vocabulary {
     }
 
     fn action(&self, a: Action) -> EntityUid {
-        let i = match a {
-            Action::CreateApiKey => 0,
-            Action::ListApiKeys => 1,
-            Action::GetApiKey => 2,
-            Action::UpdateApiKey => 3,
-            Action::DeleteApiKey => 4,
-        };
-        self.actions[i].clone()
+        self.actions[action_index(a)].clone()
+    }
+
+    /// Splits `all` into one set per action (indexed by [`action_index`]): a policy goes into
+    /// the set of every action its action scope can match. A scope naming anything but the five
+    /// actions (an action group of a customised schema) is kept in every set, so the split never
+    /// drops a policy that could apply.
+    pub(crate) fn partition(&self, all: &PolicySet) -> Result<[PolicySet; 5], String> {
+        let mut sets: [PolicySet; 5] = Default::default();
+        for policy in all.policies() {
+            let known = |uid: &EntityUid| self.actions.iter().position(|a| a == uid);
+            let targets: Vec<usize> = match policy.action_constraint() {
+                ActionConstraint::Any => (0..5).collect(),
+                ActionConstraint::Eq(uid) => {
+                    known(&uid).map_or_else(|| (0..5).collect(), |i| vec![i])
+                }
+                ActionConstraint::In(uids) => {
+                    let found: Option<Vec<usize>> = uids.iter().map(known).collect();
+                    found.unwrap_or_else(|| (0..5).collect())
+                }
+            };
+            for i in targets {
+                if let Some(set) = sets.get_mut(i) {
+                    set.add(policy.clone()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(sets)
     }
 
     fn principal_type(&self, kind: PrincipalKind) -> EntityTypeName {
@@ -84,6 +104,17 @@ fn record<const N: usize>(
 ) -> Result<RestrictedExpression, String> {
     RestrictedExpression::new_record(fields.map(|(k, v)| (k.to_owned(), v)))
         .map_err(|e| e.to_string())
+}
+
+/// Index of an action in `Vocabulary::actions` and `OrgPolicies::by_action`.
+pub(crate) fn action_index(a: Action) -> usize {
+    match a {
+        Action::CreateApiKey => 0,
+        Action::ListApiKeys => 1,
+        Action::GetApiKey => 2,
+        Action::UpdateApiKey => 3,
+        Action::DeleteApiKey => 4,
+    }
 }
 
 /// `Owner.kind` from an id's prefix.
@@ -154,23 +185,10 @@ impl OrgPolicies {
             .get(input.principal_id)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let mut seen_groups: HashSet<&str> =
-            HashSet::with_capacity(input.groups.len() + extra.len());
-        let groups = input
-            .groups
-            .iter()
-            .chain(extra)
-            .filter(|g| seen_groups.insert(g.as_str()))
-            .map(|g| string(g));
-        let groups = RestrictedExpression::new_set(groups);
-        let mut seen_roles: HashSet<&str> = HashSet::with_capacity(input.bindings.len());
-        let roles = RestrictedExpression::new_set(
-            input
-                .bindings
-                .iter()
-                .filter(|b| seen_roles.insert(b.role.as_str()))
-                .map(|b| string(&b.role)),
-        );
+        // Cedar sets are sets: duplicates (a group from both sources, a role bound twice) fold.
+        let groups =
+            RestrictedExpression::new_set(input.groups.iter().chain(extra).map(|g| string(g)));
+        let roles = RestrictedExpression::new_set(input.bindings.iter().map(|b| string(&b.role)));
         let bindings = input
             .bindings
             .iter()

@@ -907,3 +907,48 @@ fn an_unknown_entity_type_is_one_error_not_a_cascade() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn policies_apply_to_exactly_the_actions_their_scope_names() {
+    let policies = r#"
+@id("mutations")
+@reason("no changes today")
+forbid (principal, action in [Action::"UpdateApiKey", Action::"DeleteApiKey"], resource);
+
+@id("everything")
+@reason("read-only day")
+forbid (principal, action, resource)
+when { context.request_id == "freeze" };
+"#;
+    let dir = scratch(&[("scope.cedar", policies)]);
+    let p = OrgPolicies::load(&scratch_config(dir.path())).unwrap();
+    let denied = |input: OrgInput<'_>| ids(&p.evaluate(&input).denied).join(",");
+    assert_eq!(denied(create()), "");
+    assert_eq!(denied(on_key(Action::GetApiKey, "")), "");
+    assert_eq!(denied(on_key(Action::UpdateApiKey, "")), "mutations");
+    assert_eq!(denied(on_key(Action::DeleteApiKey, "")), "mutations");
+    for action in [
+        Action::CreateApiKey,
+        Action::ListApiKeys,
+        Action::GetApiKey,
+        Action::UpdateApiKey,
+        Action::DeleteApiKey,
+    ] {
+        let input = OrgInput {
+            request_id: "freeze",
+            ..on_key(action, "")
+        };
+        let input = if action == Action::CreateApiKey {
+            OrgInput {
+                request_id: "freeze",
+                ..create()
+            }
+        } else {
+            input
+        };
+        assert!(
+            ids(&p.evaluate(&input).denied).contains(&"everything"),
+            "{action}"
+        );
+    }
+}
