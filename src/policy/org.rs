@@ -111,13 +111,14 @@ pub struct OrgDecision {
     pub errors: Vec<Finding>,
 }
 
-/// A role binding the principal holds (`principal.bindings` in Cedar).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RoleBinding {
+/// A role binding the principal holds (`principal.bindings` in Cedar), borrowed from wherever
+/// layer 1 keeps it (e.g. `role()` and `pattern().as_str()` of `bindings::RoleBinding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleBinding<'a> {
     /// Role name, e.g. `OrganizationAdmin`.
-    pub role: String,
+    pub role: &'a str,
     /// The binding's CRN pattern.
-    pub crn_pattern: String,
+    pub crn_pattern: &'a str,
 }
 
 /// What a key is (or will be) scoped to (`context.resource`).
@@ -164,7 +165,7 @@ pub struct OrgInput<'a> {
     /// The caller's groups from the identity stage (config `[policy.groups]` is added).
     pub groups: &'a [String],
     /// The role bindings that apply to the caller.
-    pub bindings: &'a [RoleBinding],
+    pub bindings: &'a [RoleBinding<'a>],
     /// The governed action.
     pub action: Action,
     /// The key id from the path (get, update, delete).

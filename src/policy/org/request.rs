@@ -188,14 +188,14 @@ impl OrgPolicies {
         // Cedar sets are sets: duplicates (a group from both sources, a role bound twice) fold.
         let groups =
             RestrictedExpression::new_set(input.groups.iter().chain(extra).map(|g| string(g)));
-        let roles = RestrictedExpression::new_set(input.bindings.iter().map(|b| string(&b.role)));
+        let roles = RestrictedExpression::new_set(input.bindings.iter().map(|b| string(b.role)));
         let bindings = input
             .bindings
             .iter()
             .map(|b| {
                 record([
-                    ("role", string(&b.role)),
-                    ("crn_pattern", string(&b.crn_pattern)),
+                    ("role", string(b.role)),
+                    ("crn_pattern", string(b.crn_pattern)),
                 ])
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -68,6 +68,13 @@ struct CaseResource {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CaseBinding {
+    role: String,
+    crn_pattern: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CaseMatrix {
     allowed: bool,
     rule: String,
@@ -93,7 +100,7 @@ struct Case {
     #[serde(default)]
     groups: Vec<String>,
     #[serde(default)]
-    bindings: Vec<RoleBinding>,
+    bindings: Vec<CaseBinding>,
     action: String,
     key_id: Option<String>,
     owner: Option<String>,
@@ -271,11 +278,19 @@ fn run_case(policies: &OrgPolicies, case: &Case) -> Option<String> {
             case.principal
         ));
     };
+    let bindings: Vec<RoleBinding<'_>> = case
+        .bindings
+        .iter()
+        .map(|b| RoleBinding {
+            role: &b.role,
+            crn_pattern: &b.crn_pattern,
+        })
+        .collect();
     let input = OrgInput {
         principal_id: &case.principal,
         principal_kind,
         groups: &case.groups,
-        bindings: &case.bindings,
+        bindings: &bindings,
         action,
         key_id: case.key_id.as_deref(),
         owner_id: case.owner.as_deref(),

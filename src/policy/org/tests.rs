@@ -484,10 +484,16 @@ fn input_the_schema_cannot_express_denies() {
 #[test]
 fn built_requests_conform_to_the_schema_for_every_action() {
     let p = shipped();
-    let bindings = [RoleBinding {
-        role: "EnvironmentAdmin".into(),
-        crn_pattern: "crn://confluent.cloud/organization=o/environment=env-prod01".into(),
-    }];
+    let bindings = [
+        RoleBinding {
+            role: "EnvironmentAdmin",
+            crn_pattern: "crn://confluent.cloud/organization=o/environment=env-prod01",
+        },
+        RoleBinding {
+            role: "EnvironmentAdmin",
+            crn_pattern: "crn://confluent.cloud/organization=o/environment=env-dev01",
+        },
+    ];
     let groups = vec!["platform".to_owned(), "platform".to_owned()];
     let full_create = OrgInput {
         bindings: &bindings,
@@ -951,4 +957,85 @@ when { context.request_id == "freeze" };
             "{action}"
         );
     }
+}
+
+#[test]
+fn readme_examples_validate() {
+    let readme = std::fs::read_to_string(manifest_dir().join("policies/README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```cedar\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .filter(|block| block.contains("@id("))
+        .collect();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let files: Vec<(String, &str)> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("readme{i}.cedar"), *b))
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    let dir = scratch(&files);
+    let mut cfg = OrgPolicyConfig {
+        dir: dir.path().to_path_buf(),
+        schema: None,
+        ..shipped_config()
+    };
+    cfg.modes.clear();
+    let p = OrgPolicies::load(&cfg).unwrap_or_else(|e| panic!("{}", render_errors(&e)));
+    // One policy per action in the examples section, plus the one in "Writing a policy".
+    assert_eq!(p.policy_ids().len(), 6, "{:?}", p.policy_ids());
+}
+
+#[test]
+fn principal_roles_bindings_and_groups_reach_policies() {
+    let policies = r#"
+@id("role")
+@reason("r")
+forbid (principal, action == Action::"CreateApiKey", resource)
+when { principal.roles.contains("EnvironmentAdmin") };
+
+@id("binding")
+@reason("r")
+forbid (principal is User, action == Action::"CreateApiKey", resource)
+when { principal.bindings.contains({ role: "ResourceOwner", crn_pattern: "crn://x/service-account=sa-orders" }) };
+
+@id("group")
+@reason("r")
+forbid (principal, action == Action::"CreateApiKey", resource)
+when { principal.groups.contains("contractors") };
+"#;
+    let dir = scratch(&[("p.cedar", policies)]);
+    let mut cfg = scratch_config(dir.path());
+    cfg.groups
+        .insert("u-zed".into(), vec!["contractors".into()]);
+    let p = OrgPolicies::load(&cfg).unwrap();
+    let bindings = [
+        RoleBinding {
+            role: "EnvironmentAdmin",
+            crn_pattern: "crn://x/environment=env-prod01",
+        },
+        RoleBinding {
+            role: "ResourceOwner",
+            crn_pattern: "crn://x/service-account=sa-orders",
+        },
+    ];
+    let with = OrgInput {
+        bindings: &bindings,
+        display_name: Some("ok"),
+        ..create()
+    };
+    assert_eq!(ids(&p.evaluate(&with).denied), ["binding", "role"]);
+    let as_sa = OrgInput {
+        principal_id: "sa-orders",
+        principal_kind: PrincipalKind::ServiceAccount,
+        ..with
+    };
+    assert_eq!(ids(&p.evaluate(&as_sa).denied), ["role"]);
+    let zed = OrgInput {
+        principal_id: "u-zed",
+        display_name: Some("ok"),
+        ..create()
+    };
+    assert_eq!(ids(&p.evaluate(&zed).denied), ["group"]);
 }
