@@ -1,10 +1,10 @@
 //! Policy: what a governed request asks for, and whether the caller may do it.
 //!
 //! Layer 1 is Confluent's RBAC creation matrix (kept as data in `policies/`), evaluated against the
-//! caller's role bindings and the resource inventory ([`decide`], [`decide_create`]); layer 2
-//! (later) is the organisation's own policies. This module decides; it never forwards, never logs
-//! secrets, and does its upstream fetching only through the [`source::Fetch`] trait the caller
-//! implements.
+//! caller's role bindings and the resource inventory ([`decide`], [`decide_create`]); layer 2 is
+//! the organisation's own Cedar `forbid` policies ([`org`]). This module decides; it never
+//! forwards, never logs secrets, and does its upstream fetching only through the
+//! [`source::Fetch`] trait the caller implements.
 
 pub mod action;
 pub mod bindings;
@@ -12,6 +12,7 @@ pub mod crn;
 pub mod decision;
 pub mod inventory;
 pub mod matrix;
+pub mod org;
 pub mod principal;
 pub mod rbac;
 pub mod runtime;

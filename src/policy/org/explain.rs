@@ -1,0 +1,71 @@
+//! `keygate explain` for layer 2: every forbid, would-deny and evaluation error that a
+//! hypothetical request triggers, with ids and reasons, and the resulting verdict.
+//!
+//! Text for people (`render`), `serde::Serialize` for `--json`. The matrix part (layer 1) and the
+//! combination of both layers are the caller's.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{Finding, Mode, OrgInput, OrgPolicies};
+
+/// Why layer 2 decides a request the way it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// `"allow"` or `"deny"`.
+    pub decision: &'static str,
+    /// The policy set's revision.
+    pub revision: String,
+    /// Enforced forbids that matched.
+    pub denied: Vec<Finding>,
+    /// Dry-run forbids that matched (the request is not denied for them).
+    pub would_deny: Vec<Finding>,
+    /// Policies whose evaluation failed (enforced ones deny).
+    pub errors: Vec<Finding>,
+}
+
+impl Explanation {
+    /// Whether layer 2 allows the request.
+    pub fn allowed(&self) -> bool {
+        self.decision == "allow"
+    }
+
+    /// A multi-line, human-readable account.
+    pub fn render(&self) -> String {
+        let short = self.revision.get(..12).unwrap_or(&self.revision);
+        let mut out = format!(
+            "organisation policies (revision {short}): {}\n",
+            self.decision.to_uppercase()
+        );
+        if self.denied.is_empty() && self.would_deny.is_empty() && self.errors.is_empty() {
+            out.push_str("  no forbid policy matched\n");
+        }
+        for f in &self.denied {
+            let _ = writeln!(out, "  denied by {}: {}", f.id, f.reason);
+        }
+        for f in &self.errors {
+            let effect = match f.mode {
+                Mode::Enforce => "denied (evaluation error)",
+                Mode::DryRun => "dry-run evaluation error, not enforced",
+            };
+            let _ = writeln!(out, "  {effect} in {}: {}", f.id, f.reason);
+        }
+        for f in &self.would_deny {
+            let _ = writeln!(out, "  would deny (dry-run) {}: {}", f.id, f.reason);
+        }
+        out
+    }
+}
+
+/// Evaluates `input` and explains the outcome.
+pub fn explain(policies: &OrgPolicies, input: &OrgInput<'_>) -> Explanation {
+    let d = policies.evaluate(input);
+    Explanation {
+        decision: if d.allowed { "allow" } else { "deny" },
+        revision: policies.revision().to_owned(),
+        denied: d.denied,
+        would_deny: d.would_deny,
+        errors: d.errors,
+    }
+}

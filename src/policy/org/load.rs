@@ -1,0 +1,687 @@
+//! Loading an organisational policy set: read the schema and the `*.cedar` files, generate the
+//! config-dependent schema fragment, parse, check keygate's rules (forbid only, `@id`, `@reason`,
+//! `@mode`, unique ids), validate strictly, and hash everything into a revision.
+//!
+//! Every problem is collected, so one `keygate check` run reports all of them as `file:line:
+//! message`. Cedar reports locations as byte spans (through `miette`); they are mapped to 1-based
+//! lines of the file the policy came from.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Effect, Policy, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use regex::RegexSet;
+use ring::digest;
+
+use super::config::{OrgPolicyConfig, ParamValue};
+use super::{LoadError, Mode, PolicyMeta, KEYGATE_PERMIT_ID, RESERVED_ID_PREFIX};
+
+/// File extension of policy files.
+const POLICY_EXTENSION: &str = "cedar";
+/// Longest accepted policy id: ids become metric labels and log fields.
+const MAX_POLICY_ID_LEN: usize = 100;
+/// The annotations keygate understands. Anything else is rejected, so that a typo such as
+/// `@mod("dry-run")` cannot silently leave a policy enforcing.
+const KNOWN_ANNOTATIONS: [&str; 4] = ["id", "reason", "mode", "description"];
+/// Cedar's reserved words, which cannot be attribute names written as `a.b`.
+const CEDAR_RESERVED: [&str; 9] = [
+    "true", "false", "if", "then", "else", "in", "is", "like", "has",
+];
+
+/// Everything a load produces, before it is wrapped into `OrgPolicies`.
+pub(super) struct Loaded {
+    pub(super) schema: Schema,
+    pub(super) policies: PolicySet,
+    pub(super) meta: HashMap<PolicyId, PolicyMeta>,
+    pub(super) pattern_names: Vec<String>,
+    pub(super) pattern_set: RegexSet,
+    pub(super) params: RestrictedExpression,
+    pub(super) revision: String,
+}
+
+/// A policy file as read from disk.
+struct SourceFile {
+    path: PathBuf,
+    text: String,
+}
+
+/// Loads and validates the set described by `cfg`.
+pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
+    let mut errors = Vec::new();
+
+    let (pattern_names, pattern_set) = compile_patterns(&cfg.patterns, &mut errors);
+    check_params(&cfg.params, &mut errors);
+    let params = params_expression(&cfg.params, &mut errors);
+
+    let schema_path = cfg.schema_path();
+    let schema_text = read(&schema_path, &mut errors);
+    let schema = schema_text.as_deref().and_then(|text| {
+        build_schema(&schema_path, text, &pattern_names, &cfg.params, &mut errors)
+    });
+
+    let files = read_policy_files(&cfg.dir, &mut errors);
+    let mut policies = PolicySet::new();
+    let mut meta: HashMap<PolicyId, PolicyMeta> = HashMap::new();
+    for (index, file) in files.iter().enumerate() {
+        parse_file(index, file, &mut policies, &mut meta, &mut errors);
+    }
+
+    let mut overrides: Vec<(&String, &Mode)> = cfg.modes.iter().collect();
+    overrides.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, mode) in overrides {
+        match meta.get_mut(&PolicyId::new(id)) {
+            Some(m) => m.mode = *mode,
+            None => errors.push(LoadError::Config {
+                key: format!("policy.modes.{id}"),
+                message: format!("no loaded policy has the id `{id}`"),
+            }),
+        }
+    }
+
+    if let Some(schema) = &schema {
+        validate(schema, &policies, &meta, &files, &mut errors);
+    }
+
+    let (Some(schema), Some(pattern_set), Some(params), true) =
+        (schema, pattern_set, params, errors.is_empty())
+    else {
+        return Err(errors);
+    };
+
+    match Policy::parse(
+        Some(PolicyId::new(KEYGATE_PERMIT_ID)),
+        "permit (principal, action, resource);",
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|p| policies.add(p).map_err(|e| e.to_string()))
+    {
+        Ok(()) => {}
+        Err(message) => {
+            return Err(vec![LoadError::Config {
+                key: "policy".into(),
+                message: format!("internal: cannot add keygate's permit: {message}"),
+            }])
+        }
+    }
+
+    let revision = revision(schema_text.as_deref().unwrap_or(""), &files, cfg);
+    Ok(Loaded {
+        schema,
+        policies,
+        meta,
+        pattern_names,
+        pattern_set,
+        params,
+        revision,
+    })
+}
+
+fn read(path: &Path, errors: &mut Vec<LoadError>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            errors.push(LoadError::Io {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Reads every `*.cedar` file directly in `dir`, sorted by name.
+fn read_policy_files(dir: &Path, errors: &mut Vec<LoadError>) -> Vec<SourceFile> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(LoadError::Io {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            });
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == POLICY_EXTENSION))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|path| read(&path, errors).map(|text| SourceFile { path, text }))
+        .collect()
+}
+
+/// Is `name` usable as a record attribute written `a.name` in a policy?
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !CEDAR_RESERVED.contains(&name)
+        && !name.starts_with("__cedar")
+}
+
+fn compile_patterns(
+    patterns: &[(String, String)],
+    errors: &mut Vec<LoadError>,
+) -> (Vec<String>, Option<RegexSet>) {
+    let mut names = Vec::with_capacity(patterns.len());
+    let mut ok = true;
+    for (name, pattern) in patterns {
+        let key = format!("policy.patterns.{name}");
+        if !is_identifier(name) {
+            ok = false;
+            errors.push(LoadError::Config {
+                key,
+                message: format!(
+                    "`{name}` is not a Cedar identifier ([A-Za-z_][A-Za-z0-9_]*, not a reserved word)"
+                ),
+            });
+            continue;
+        }
+        if names.contains(name) {
+            ok = false;
+            errors.push(LoadError::Config {
+                key,
+                message: format!("pattern `{name}` is configured twice"),
+            });
+            continue;
+        }
+        if let Err(e) = regex::Regex::new(pattern) {
+            ok = false;
+            errors.push(LoadError::Config {
+                key,
+                message: format!("invalid regular expression: {}", one_line(&e.to_string())),
+            });
+        }
+        names.push(name.clone());
+    }
+    if !ok {
+        return (names, None);
+    }
+    match RegexSet::new(patterns.iter().map(|(_, p)| p.as_str())) {
+        Ok(set) => (names, Some(set)),
+        Err(e) => {
+            errors.push(LoadError::Config {
+                key: "policy.patterns".into(),
+                message: format!("cannot compile the patterns: {}", one_line(&e.to_string())),
+            });
+            (names, None)
+        }
+    }
+}
+
+fn check_params(params: &[(String, ParamValue)], errors: &mut Vec<LoadError>) {
+    let mut seen = HashSet::new();
+    for (name, _) in params {
+        if !is_identifier(name) {
+            errors.push(LoadError::Config {
+                key: format!("policy.params.{name}"),
+                message: format!(
+                    "`{name}` is not a Cedar identifier ([A-Za-z_][A-Za-z0-9_]*, not a reserved word)"
+                ),
+            });
+        } else if !seen.insert(name.as_str()) {
+            errors.push(LoadError::Config {
+                key: format!("policy.params.{name}"),
+                message: format!("parameter `{name}` is configured twice"),
+            });
+        }
+    }
+}
+
+/// The `context.params` record, built once per load.
+fn params_expression(
+    params: &[(String, ParamValue)],
+    errors: &mut Vec<LoadError>,
+) -> Option<RestrictedExpression> {
+    let fields = params.iter().map(|(name, value)| {
+        let v = match value {
+            ParamValue::String(s) => RestrictedExpression::new_string(s.clone()),
+            ParamValue::Long(n) => RestrictedExpression::new_long(*n),
+            ParamValue::Bool(b) => RestrictedExpression::new_bool(*b),
+            ParamValue::StringSet(v) => RestrictedExpression::new_set(
+                v.iter()
+                    .map(|s| RestrictedExpression::new_string(s.clone())),
+            ),
+            ParamValue::LongSet(v) => {
+                RestrictedExpression::new_set(v.iter().map(|n| RestrictedExpression::new_long(*n)))
+            }
+        };
+        (name.clone(), v)
+    });
+    match RestrictedExpression::new_record(fields) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            errors.push(LoadError::Config {
+                key: "policy.params".into(),
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// The schema fragment generated from the config: the `PatternMatches` and `Params` records.
+fn generated_fragment(pattern_names: &[String], params: &[(String, ParamValue)]) -> String {
+    let mut out = String::from(
+        "// Generated by keygate from [policy.patterns] and [policy.params].\ntype PatternMatches = {",
+    );
+    for name in pattern_names {
+        let _ = write!(out, " \"{name}\": Bool,");
+    }
+    out.push_str(" };\ntype Params = {");
+    for (name, value) in params {
+        let _ = write!(out, " \"{name}\": {},", value.cedar_type());
+    }
+    out.push_str(" };\n");
+    out
+}
+
+/// Parses the base schema with the generated fragment appended (one source text, so Cedar's
+/// spans map back to the base file's lines, or to the config for the generated part).
+fn build_schema(
+    path: &Path,
+    base: &str,
+    pattern_names: &[String],
+    params: &[(String, ParamValue)],
+    errors: &mut Vec<LoadError>,
+) -> Option<Schema> {
+    let mut text = String::with_capacity(base.len() + 256);
+    text.push_str(base);
+    text.push('\n');
+    let generated_from = text.len();
+    text.push_str(&generated_fragment(pattern_names, params));
+    match Schema::from_cedarschema_str(&text) {
+        Ok((schema, _warnings)) => Some(schema),
+        Err(e) => {
+            let message = diagnostic_message(&e);
+            match first_offset(&e) {
+                Some(offset) if offset < generated_from => errors.push(LoadError::Source {
+                    path: path.to_path_buf(),
+                    line: line_of(base, offset),
+                    message,
+                }),
+                Some(_) => errors.push(LoadError::Config {
+                    key: "policy.patterns/policy.params".into(),
+                    message: format!("the schema generated from the config is invalid: {message}"),
+                }),
+                None => errors.push(LoadError::Io {
+                    path: path.to_path_buf(),
+                    message,
+                }),
+            }
+            None
+        }
+    }
+}
+
+/// Parses one file and moves its policies, renamed to their `@id`, into `policies`.
+fn parse_file(
+    index: usize,
+    file: &SourceFile,
+    policies: &mut PolicySet,
+    meta: &mut HashMap<PolicyId, PolicyMeta>,
+    errors: &mut Vec<LoadError>,
+) {
+    let set = match PolicySet::from_str(&file.text) {
+        Ok(set) => set,
+        Err(errs) => {
+            for e in errs.iter() {
+                errors.push(LoadError::Source {
+                    path: file.path.clone(),
+                    line: first_offset(e).map_or(1, |o| line_of(&file.text, o)),
+                    message: diagnostic_message(e),
+                });
+            }
+            return;
+        }
+    };
+    let starts = statement_starts(&file.text);
+    // Cedar names the statements of a file `policy0`, `policy1`, … in order.
+    let line_of_statement = |id: &PolicyId| -> usize {
+        AsRef::<str>::as_ref(id)
+            .strip_prefix("policy")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| starts.get(n))
+            .map_or(1, |&offset| line_of(&file.text, offset))
+    };
+    let error = |line: usize, message: String| LoadError::Source {
+        path: file.path.clone(),
+        line,
+        message,
+    };
+
+    for template in set.templates() {
+        errors.push(error(
+            line_of_statement(template.id()),
+            "templates (`?principal`, `?resource`) are not supported in organisation policies"
+                .into(),
+        ));
+    }
+
+    let mut in_order: Vec<&Policy> = set.policies().collect();
+    in_order.sort_by_key(|p| line_of_statement(p.id()));
+    for policy in in_order {
+        let line = line_of_statement(policy.id());
+        let before = errors.len();
+        if policy.effect() == Effect::Permit {
+            errors.push(error(
+                line,
+                "`permit` is not allowed in organisation policies: keygate permits what layer 1 \
+                 (the RBAC matrix) allows, and policies can only narrow that with `forbid`"
+                    .into(),
+            ));
+        }
+        for (key, _) in policy.annotations() {
+            if !KNOWN_ANNOTATIONS.contains(&key) {
+                errors.push(error(
+                    line,
+                    format!(
+                        "unknown annotation `@{key}`: expected @id, @reason, @mode or @description"
+                    ),
+                ));
+            }
+        }
+        let id = match policy.annotation("id") {
+            None => {
+                errors.push(error(line, "policy has no `@id(\"…\")` annotation".into()));
+                None
+            }
+            Some(id) if !is_policy_id(id) => {
+                errors.push(error(
+                    line,
+                    format!(
+                        "invalid policy id `{id}`: use 1 to {MAX_POLICY_ID_LEN} characters from \
+                         [A-Za-z0-9._-], starting with a letter or digit"
+                    ),
+                ));
+                None
+            }
+            Some(id) if id.starts_with(RESERVED_ID_PREFIX) => {
+                errors.push(error(
+                    line,
+                    format!("policy id `{id}`: the prefix `{RESERVED_ID_PREFIX}` is reserved"),
+                ));
+                None
+            }
+            Some(id) => Some(id),
+        };
+        let reason = match policy.annotation("reason") {
+            Some(r) if !r.trim().is_empty() => Some(r),
+            _ => {
+                errors.push(error(
+                    line,
+                    format!(
+                        "policy {}has no `@reason(\"…\")` annotation (the reason is shown to the denied caller)",
+                        id.map(|i| format!("`{i}` ")).unwrap_or_default()
+                    ),
+                ));
+                None
+            }
+        };
+        let mode = match policy.annotation("mode") {
+            None => Some(Mode::Enforce),
+            Some(m) => match Mode::parse(m) {
+                Some(mode) => Some(mode),
+                None => {
+                    errors.push(error(
+                        line,
+                        format!("invalid `@mode(\"{m}\")`: expected \"enforce\" or \"dry-run\""),
+                    ));
+                    None
+                }
+            },
+        };
+        let (Some(id), Some(reason), Some(mode)) = (id, reason, mode) else {
+            continue;
+        };
+        let policy_id = PolicyId::new(id);
+        if let Some(first) = meta.get(&policy_id) {
+            errors.push(error(
+                line,
+                format!(
+                    "duplicate policy id `{id}`: already used at {}:{}",
+                    first.file.display(),
+                    first.line
+                ),
+            ));
+            continue;
+        }
+        if errors.len() > before {
+            continue;
+        }
+        if let Err(e) = policies.add(policy.new_id(policy_id.clone())) {
+            errors.push(error(line, e.to_string()));
+            continue;
+        }
+        meta.insert(
+            policy_id,
+            PolicyMeta {
+                id: id.to_owned(),
+                reason: reason.to_owned(),
+                mode,
+                file: file.path.clone(),
+                file_index: index,
+                line,
+            },
+        );
+    }
+}
+
+fn is_policy_id(id: &str) -> bool {
+    id.len() <= MAX_POLICY_ID_LEN
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Strict validation; every error and warning becomes a `file:line` load error.
+fn validate(
+    schema: &Schema,
+    policies: &PolicySet,
+    meta: &HashMap<PolicyId, PolicyMeta>,
+    files: &[SourceFile],
+    errors: &mut Vec<LoadError>,
+) {
+    let validator = Validator::new(schema.clone());
+    let result = validator.validate(policies, ValidationMode::Strict);
+    let mut found: Vec<(usize, usize, String)> = Vec::new();
+    let mut locate = |id: &PolicyId, diag: &dyn Diagnostic, message: String| {
+        let Some(m) = meta.get(id) else {
+            return;
+        };
+        let line = first_offset(diag)
+            .and_then(|o| files.get(m.file_index).map(|f| line_of(&f.text, o)))
+            .unwrap_or(m.line);
+        found.push((m.file_index, line, message));
+    };
+    for e in result.validation_errors() {
+        locate(e.policy_id(), e, diagnostic_message(e));
+    }
+    // Warnings such as "policy is impossible" are usually consequences of an error in the same
+    // policy (an unknown entity type or action); report them only for policies without errors.
+    let with_errors: HashSet<&PolicyId> =
+        result.validation_errors().map(|e| e.policy_id()).collect();
+    for w in result.validation_warnings() {
+        if !with_errors.contains(w.policy_id()) {
+            locate(w.policy_id(), w, diagnostic_message(w));
+        }
+    }
+    // The validator checks a policy once per action it may apply to; report each problem once.
+    let mut merged: BTreeMap<(usize, usize, String), (String, Vec<String>)> = BTreeMap::new();
+    for (file_index, line, message) in found {
+        let (without, action) = split_action(&message);
+        let entry = merged
+            .entry((file_index, line, without))
+            .or_insert_with(|| (message, Vec::new()));
+        entry.1.extend(action);
+    }
+    for ((file_index, line, without), (original, mut actions)) in merged {
+        actions.sort();
+        actions.dedup();
+        let message = if actions.len() > 1 {
+            format!("{without} (for actions {})", actions.join(", "))
+        } else {
+            original
+        };
+        if let Some(f) = files.get(file_index) {
+            errors.push(LoadError::Source {
+                path: f.path.clone(),
+                line,
+                message,
+            });
+        }
+    }
+}
+
+/// Marker Cedar puts before the action a validation message is about.
+const ACTION_MARKER: &str = " for Action::\"";
+
+/// Splits ` for Action::"X"` out of a validator message: (message without it, X).
+fn split_action(message: &str) -> (String, Option<String>) {
+    let Some(start) = message.find(ACTION_MARKER) else {
+        return (message.to_owned(), None);
+    };
+    let name_start = start + ACTION_MARKER.len();
+    let Some(len) = message.get(name_start..).and_then(|rest| rest.find('"')) else {
+        return (message.to_owned(), None);
+    };
+    let action = message.get(name_start..name_start + len).map(str::to_owned);
+    let mut without = message.get(..start).unwrap_or_default().to_owned();
+    without.push_str(message.get(name_start + len + 1..).unwrap_or_default());
+    (without, action)
+}
+
+/// Cedar's message plus its help text, on one line.
+fn diagnostic_message(diag: &dyn Diagnostic) -> String {
+    let mut message = one_line(&diag.to_string());
+    if let Some(help) = diag.help() {
+        let _ = write!(message, " ({})", one_line(&help.to_string()));
+    }
+    message
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Byte offset of the first labelled span of a diagnostic (or of a related one).
+fn first_offset(diag: &dyn Diagnostic) -> Option<usize> {
+    if let Some(offset) = diag
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset())
+    {
+        return Some(offset);
+    }
+    diag.related()
+        .and_then(|mut related| related.find_map(first_offset))
+}
+
+/// 1-based line of a byte offset.
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()
+        .get(..end)
+        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+        + 1
+}
+
+/// Byte offsets where each top-level statement (policy) of a Cedar file begins: the first
+/// character that is not whitespace or a `//` comment after the start or after a `;` outside a
+/// string. Cedar has no other use of `;` and no other comment form.
+pub(super) fn statement_starts(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut starts = Vec::new();
+    let mut i = 0;
+    let mut at_boundary = true;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                if at_boundary {
+                    starts.push(i);
+                    at_boundary = false;
+                }
+                if c == b'"' {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != b'"' {
+                        if bytes[i] == b'\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                } else if c == b';' {
+                    at_boundary = true;
+                }
+            }
+        }
+        i += 1;
+    }
+    starts
+}
+
+/// SHA-256 (hex) of everything that determines decisions: the base schema, every policy file
+/// (by name and content), and the patterns, params, mode overrides and group mappings.
+fn revision(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut field = |tag: &str, value: &[u8]| {
+        ctx.update(tag.as_bytes());
+        ctx.update(&(value.len() as u64).to_be_bytes());
+        ctx.update(value);
+    };
+    field("schema", schema_text.as_bytes());
+    for f in files {
+        let name = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        field("file", name.as_bytes());
+        field("text", f.text.as_bytes());
+    }
+    for (name, pattern) in &cfg.patterns {
+        field("pattern", name.as_bytes());
+        field("regex", pattern.as_bytes());
+    }
+    for (name, value) in &cfg.params {
+        field("param", name.as_bytes());
+        field("value", value.canonical().as_bytes());
+    }
+    let modes: BTreeMap<_, _> = cfg.modes.iter().collect();
+    for (id, mode) in modes {
+        field("mode", id.as_bytes());
+        field("is", mode.as_str().as_bytes());
+    }
+    let groups: BTreeMap<_, _> = cfg.groups.iter().collect();
+    for (principal, list) in groups {
+        field("groups", principal.as_bytes());
+        for g in list {
+            field("group", g.as_bytes());
+        }
+    }
+    let hash = ctx.finish();
+    hash.as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
