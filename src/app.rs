@@ -91,6 +91,7 @@ pub fn pipeline(shared: &Shared) -> Pipeline {
         )))
         .layer(StageLayer::new(DecideStage::new(
             shared.authz.clone(),
+            shared.upstream.clone(),
             shared.metrics.clone(),
         )))
         .layer(StageLayer::new(AuditGateStage::new(shared.audit.clone())))

@@ -60,6 +60,18 @@ enum Command {
         #[arg(long)]
         seed: Option<PathBuf>,
     },
+    /// Validate config, matrix, bindings, inventory and organisation policies, and run the policy
+    /// tests (like `nginx -t`); exit 0 only when all is well.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Policy tooling.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Hash an API secret read from stdin for the static key directory.
     HashSecret,
     /// Audit file tools.
@@ -93,6 +105,19 @@ enum AuditCommand {
 /// `0.0.0.0` answers there, so a container's HEALTHCHECK needs no address of its own.
 const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:9901/healthz";
 
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Run the policy tests beside the policies (`DIR/tests/*.toml`) and check coverage.
+    Test {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Take the `[policy]` section from this config (default: `DIR/policy.example.toml`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -123,6 +148,10 @@ pub fn main() -> ExitCode {
         }),
         Command::Simulate { listen, seed } => simulate(listen, seed.as_deref()),
         Command::HashSecret => hash_secret(),
+        Command::Check { config } => crate::tools::check(&config),
+        Command::Policy {
+            command: PolicyCommand::Test { dir, config },
+        } => crate::tools::policy_test(&dir, config.as_deref()),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => ExitCode::from(u8::try_from(crate::audit::run_verify_cli(&file)).unwrap_or(u8::MAX)),

@@ -44,6 +44,8 @@ pub struct Config {
     pub ratelimit: crate::ratelimit::RateLimitConfig,
     /// Audit sinks.
     pub audit: AuditConfig,
+    /// Organisational policies (layer 2), when a `[policy]` table is present.
+    pub policy: Option<crate::policy::org::OrgPolicyConfig>,
     /// The file this config was loaded from (re-read on reload), if any.
     pub source_path: Option<PathBuf>,
 }

@@ -97,7 +97,11 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         .credential
         .as_ref()
         .and_then(|c| UpstreamFetch::new(upstream.clone(), c));
-    let authz = Arc::new(AuthzRuntime::new(config.authz.clone(), fetch));
+    let authz = Arc::new(AuthzRuntime::new(
+        config.authz.clone(),
+        config.policy.clone(),
+        fetch,
+    ));
     if let Err(err) = authz.refresh().await {
         if !authz.refreshes_from_upstream() {
             return Err(err.into());

@@ -39,6 +39,7 @@ pub mod simulator;
 pub mod stage;
 pub mod telemetry;
 pub mod tls;
+pub mod tools;
 
 mod gateway;
 

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub authz: RawAuthz,
     pub ratelimit: crate::ratelimit::RawRateLimitConfig,
     pub audit: RawAudit,
+    pub policy: Option<crate::policy::org::RawOrgPolicyConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]

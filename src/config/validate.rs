@@ -173,6 +173,15 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let ratelimit = crate::ratelimit::RateLimitConfig::try_from(raw.ratelimit)
         .map_err(|e| ConfigError::file(e.to_string()))?;
     let audit = audit(raw.audit)?;
+    // Relative paths are relative to the working directory, like every other path here.
+    let policy = raw
+        .policy
+        .map(|p| p.resolve(std::path::Path::new("")))
+        .transpose()
+        .map_err(|errors| {
+            let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+            ConfigError::field("policy", first)
+        })?;
 
     Ok(Config {
         listener,
@@ -185,6 +194,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         authz,
         ratelimit,
         audit,
+        policy,
         source_path: None,
     })
 }

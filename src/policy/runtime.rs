@@ -102,21 +102,34 @@ impl Fetch for UpstreamFetch {
 #[derive(Debug)]
 pub struct AuthzRuntime {
     config: AuthzConfig,
+    org: Option<super::org::OrgPolicyConfig>,
     fetch: Option<UpstreamFetch>,
     data: OnceLock<AuthzData>,
     last_inventory_refresh: Mutex<Option<Instant>>,
     inventory_refresh: tokio::sync::Mutex<()>,
+    key_counts: Mutex<std::collections::HashMap<String, (u64, Instant)>>,
 }
+
+/// How long an owner's key count is reused: short, since it changes with every create.
+pub const KEY_COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bound on cached key counts (cleared when full).
+const MAX_KEY_COUNTS: usize = 10_000;
 
 impl AuthzRuntime {
     /// A runtime with nothing loaded yet; call [`AuthzRuntime::refresh`].
-    pub fn new(config: AuthzConfig, fetch: Option<UpstreamFetch>) -> AuthzRuntime {
+    pub fn new(
+        config: AuthzConfig,
+        org: Option<super::org::OrgPolicyConfig>,
+        fetch: Option<UpstreamFetch>,
+    ) -> AuthzRuntime {
         AuthzRuntime {
             config,
+            org,
             fetch,
             data: OnceLock::new(),
             last_inventory_refresh: Mutex::new(None),
             inventory_refresh: tokio::sync::Mutex::new(()),
+            key_counts: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -192,17 +205,43 @@ impl AuthzRuntime {
             .map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))?;
         let bindings = self.load_bindings(read).await?;
         let inventory = self.load_inventory(read).await?;
+        let org = match &self.org {
+            Some(cfg) => Some(Arc::new(super::org::OrgPolicies::load(cfg).map_err(
+                |errors| {
+                    AuthzError::File(
+                        errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                },
+            )?)),
+            None => None,
+        };
         Ok(AuthzSnapshot::new(
             Arc::new(matrix),
             Arc::new(bindings),
             Arc::new(inventory),
             Instant::now(),
-        ))
+        )
+        .with_org(org))
     }
 
     /// The files this data is loaded from (matrix, and bindings/inventory when file-sourced).
     pub fn files(&self) -> Vec<std::path::PathBuf> {
         let mut files = vec![self.config.matrix.clone()];
+        if let Some(org) = &self.org {
+            files.push(org.schema_path());
+            if let Ok(entries) = std::fs::read_dir(&org.dir) {
+                let mut cedar: Vec<_> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+                    .collect();
+                cedar.sort();
+                files.extend(cedar);
+            }
+        }
         for source in [&self.config.bindings, &self.config.inventory] {
             if let DataSource::File(path) = source {
                 files.push(path.clone());
@@ -254,14 +293,14 @@ impl AuthzRuntime {
         }
     }
 
-    /// Layer 1 for one request, with the revision of the data that decided. Fails closed (`Err`
-    /// with a reason) when there is no data or it is too stale to trust.
+    /// Layer 1 for one request, with the snapshot that decided (its revision and org policies).
+    /// Fails closed (`Err` with a reason) when there is no data or it is too stale to trust.
     pub async fn decide(
         &self,
         principal: &Principal,
         action: Action,
         spec: Option<&CreateSpec>,
-    ) -> Result<(Decision, Arc<String>), String> {
+    ) -> Result<(Decision, Arc<AuthzSnapshot>), String> {
         let Some(data) = self.data.get() else {
             return Err(
                 "authorization data (role bindings, inventory) has not been loaded yet".into(),
@@ -273,13 +312,10 @@ impl AuthzRuntime {
         }
         let decision = decide(&snapshot, principal, action, spec);
         if !decision.needs_inventory_refresh() || !self.refresh_inventory_once().await {
-            return Ok((decision, snapshot.revision().clone()));
+            return Ok((decision, Arc::clone(&snapshot)));
         }
-        let snapshot = data.load();
-        Ok((
-            decide(&snapshot, principal, action, spec),
-            snapshot.revision().clone(),
-        ))
+        let snapshot = data.load_full();
+        Ok((decide(&snapshot, principal, action, spec), snapshot))
     }
 
     fn check_fresh(&self, snapshot: &AuthzSnapshot) -> Result<(), String> {
@@ -306,6 +342,49 @@ impl AuthzRuntime {
             }
         }
         Ok(())
+    }
+
+    /// How many API keys `owner` holds, from the upstream with keygate's own credential
+    /// (`metadata.total_size` of a one-item page), cached for [`KEY_COUNT_TTL`]. `None` when it
+    /// cannot be known (no credential, upstream error).
+    pub async fn owner_key_count(&self, owner: &str) -> Option<u64> {
+        if let Some((count, at)) = self
+            .key_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(owner)
+        {
+            if at.elapsed() < KEY_COUNT_TTL {
+                return Some(*count);
+            }
+        }
+        if !owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return None;
+        }
+        let path = format!("/iam/v2/api-keys?spec.owner={owner}&page_size=1");
+        let json = self.fetch.as_ref()?.get_json(&path).await.ok()?;
+        let count = json["metadata"]["total_size"].as_u64()?;
+        let mut counts = self.key_counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() >= MAX_KEY_COUNTS {
+            counts.clear();
+        }
+        counts.insert(owner.to_string(), (count, Instant::now()));
+        Some(count)
+    }
+
+    /// Counts a create that was just allowed for `owner` in the cached key count.
+    pub fn note_key_created(&self, owner: &str) {
+        if let Some((count, _)) = self
+            .key_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(owner)
+        {
+            *count += 1;
+        }
     }
 
     /// How often upstream-sourced data is refreshed.

@@ -25,6 +25,7 @@ pub struct AuthzSnapshot {
     bindings_refreshed_at: Instant,
     inventory_refreshed_at: Instant,
     revision: Arc<String>,
+    org: Option<Arc<super::org::OrgPolicies>>,
 }
 
 impl AuthzSnapshot {
@@ -43,7 +44,19 @@ impl AuthzSnapshot {
             bindings_refreshed_at: refreshed_at,
             inventory_refreshed_at: refreshed_at,
             revision: Arc::default(),
+            org: None,
         }
+    }
+
+    /// The same data with organisational policies (layer 2), swapped together with it.
+    pub fn with_org(mut self, org: Option<Arc<super::org::OrgPolicies>>) -> Self {
+        self.org = org;
+        self
+    }
+
+    /// The organisational policies, when configured.
+    pub fn org_policies(&self) -> Option<&Arc<super::org::OrgPolicies>> {
+        self.org.as_ref()
     }
 
     /// The same data stamped with the policy-set revision it belongs to, so a decision and the
@@ -106,6 +119,11 @@ impl AuthzData {
         AuthzData {
             current: ArcSwap::from_pointee(snapshot),
         }
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn load_full(&self) -> Arc<AuthzSnapshot> {
+        self.current.load_full()
     }
 
     /// The current snapshot, for one decision (lock-free; hold it only for the decision).

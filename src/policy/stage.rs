@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::action::CreateSpec;
+use super::action::{Action, CreateSpec};
+use super::org::{KeyResource, Mode, OrgInput, RoleBinding as OrgBinding, TargetKey};
 use super::principal::Principal;
 use super::runtime::AuthzRuntime;
 use super::Permit;
@@ -15,21 +16,27 @@ use crate::body::Body;
 use crate::context::{DecisionRecord, RequestContext, RouteClass};
 use crate::error::{Denial, GatewayError};
 use crate::guard::GovernedBody;
+use crate::proxy::Upstream;
 use crate::stage::Stage;
-use crate::telemetry::metrics::DecisionLabels;
+use crate::telemetry::metrics::{DecisionLabels, PolicyLabels};
 use crate::telemetry::Metrics;
 
 /// See the module doc.
 #[derive(Debug)]
 pub struct DecideStage {
     authz: Arc<AuthzRuntime>,
+    upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
 }
 
 impl DecideStage {
     /// The stage over the live authorization data.
-    pub fn new(authz: Arc<AuthzRuntime>, metrics: Arc<Metrics>) -> Self {
-        DecideStage { authz, metrics }
+    pub fn new(authz: Arc<AuthzRuntime>, upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
+        DecideStage {
+            authz,
+            upstream,
+            metrics,
+        }
     }
 }
 
@@ -57,13 +64,14 @@ impl Stage for DecideStage {
             Some(GovernedBody::Create(spec)) => Some(spec),
             _ => None,
         };
-        let (decision, revision) = match self.authz.decide(&principal, action, spec).await {
+        let (decision, snapshot) = match self.authz.decide(&principal, action, spec).await {
             Ok(decided) => decided,
             Err(reason) => {
                 ctx.state().decided_by = Some(DecidedBy::Matrix);
                 return Err(GatewayError::AuthzUnavailable(reason));
             }
         };
+        let revision = snapshot.revision().clone();
         log_decision(&ctx, &principal, &decision, &revision);
         self.metrics
             .decisions
@@ -92,8 +100,203 @@ impl Stage for DecideStage {
                 by: DecidedBy::Matrix,
             })));
         }
+        if let Some(org) = snapshot.org_policies() {
+            let update = match request.extensions().get::<GovernedBody>() {
+                Some(GovernedBody::Update(update)) => Some(update.clone()),
+                _ => None,
+            };
+            let facts = self.facts(action, &decision, &ctx, request.headers()).await;
+            let bindings: Vec<OrgBinding<'_>> = snapshot
+                .bindings()
+                .of(principal.id())
+                .iter()
+                .map(|b| OrgBinding {
+                    role: b.role(),
+                    crn_pattern: b.pattern().as_str(),
+                })
+                .collect();
+            let target = &decision.target;
+            let key_id = ctx.state().key_id.clone();
+            let input = OrgInput {
+                principal_id: principal.id(),
+                principal_kind: principal.kind(),
+                groups: principal.groups(),
+                bindings: &bindings,
+                action,
+                key_id: key_id.as_deref(),
+                owner_id: target.owner_id.as_deref(),
+                resource: match (&target.resource_id, target.resource_type) {
+                    (Some(id), Some(t)) => Some(KeyResource {
+                        id,
+                        resource_type: t.as_str(),
+                        environment: target.environment.as_deref(),
+                        cluster: target.kafka_cluster.as_deref(),
+                    }),
+                    _ => None,
+                },
+                display_name: spec
+                    .map(|s| s.display_name.as_str())
+                    .or(update.as_ref().and_then(|u| u.display_name.as_deref())),
+                description: spec
+                    .map(|s| s.description.as_str())
+                    .or(update.as_ref().and_then(|u| u.description.as_deref())),
+                matrix_allowed: decision.allow,
+                matrix_rule: decision.rule,
+                owner_key_count: facts.owner_key_count,
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+                source_ip: Some(ctx.peer.ip()),
+                request_id: ctx.id_str(),
+                target_key: facts.target.as_ref().map(|t| TargetKey {
+                    id: &t.id,
+                    owner_id: t.owner_id.as_deref(),
+                    resource_id: t.resource_id.as_deref(),
+                    description: &t.description,
+                    display_name: &t.display_name,
+                }),
+            };
+            let outcome = org.evaluate(&input);
+            for finding in &outcome.would_deny {
+                tracing::info!(request.id = %ctx.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy would deny (dry-run)");
+                self.metrics
+                    .would_deny
+                    .get_or_create(&PolicyLabels {
+                        policy: finding.id.clone(),
+                    })
+                    .inc();
+            }
+            for finding in &outcome.errors {
+                tracing::warn!(request.id = %ctx.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy evaluation error");
+                self.metrics
+                    .policy_errors
+                    .get_or_create(&PolicyLabels {
+                        policy: finding.id.clone(),
+                    })
+                    .inc();
+            }
+            {
+                let mut state = ctx.state();
+                if let Some(record) = state.decision.as_mut() {
+                    record.dry_run = outcome.would_deny.iter().map(|f| f.id.clone()).collect();
+                }
+            }
+            if !outcome.allowed {
+                let findings: Vec<_> = outcome
+                    .denied
+                    .iter()
+                    .chain(outcome.errors.iter().filter(|f| f.mode == Mode::Enforce))
+                    .collect();
+                let rule_ids: Vec<String> = findings.iter().map(|f| f.id.clone()).collect();
+                let explanation = format!(
+                    "denied by organisation policy: {}",
+                    findings
+                        .iter()
+                        .map(|f| format!("{} ({})", f.reason, f.id))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                {
+                    let mut state = ctx.state();
+                    state.decided_by = Some(DecidedBy::Policy);
+                    if let Some(record) = state.decision.as_mut() {
+                        record.allow = false;
+                        record.rule_ids.extend(rule_ids.iter().cloned());
+                        record.explanation = explanation.clone();
+                    }
+                }
+                tracing::info!(request.id = %ctx.id_str(), policy.ids = ?rule_ids, "Denied by organisation policy");
+                return Err(GatewayError::Denied(Box::new(Denial {
+                    explanation,
+                    rule_ids,
+                    pointer: None,
+                    by: DecidedBy::Policy,
+                })));
+            }
+        }
+        if action == Action::CreateApiKey && snapshot.org_policies().is_some() {
+            if let Some(owner) = decision.target.owner_id.as_deref() {
+                // Count the key being created now, so a burst within the cache lifetime cannot
+                // slip past a key-count limit.
+                self.authz.note_key_created(owner);
+            }
+        }
         request.extensions_mut().insert(Permit::new());
         Ok(request)
+    }
+}
+
+/// What keygate looked up for layer 2 (never a secret).
+#[derive(Debug, Default)]
+struct Facts {
+    owner_key_count: Option<u64>,
+    target: Option<TargetFacts>,
+}
+
+#[derive(Debug)]
+struct TargetFacts {
+    id: String,
+    owner_id: Option<String>,
+    resource_id: Option<String>,
+    description: String,
+    display_name: String,
+}
+
+/// Largest key lookup response read.
+const MAX_LOOKUP_BYTES: usize = 64 * 1024;
+
+impl DecideStage {
+    /// Looks up what organisation policies may need: the owner's key count (creates) and the
+    /// target key (update/delete, read with the caller's own credential). A failed lookup leaves
+    /// the fact unknown; policies see it as absent and decide (the shipped set fails closed).
+    async fn facts(
+        &self,
+        action: Action,
+        decision: &super::Decision,
+        ctx: &RequestContext,
+        headers: &http::HeaderMap,
+    ) -> Facts {
+        let mut facts = Facts::default();
+        match action {
+            Action::CreateApiKey => {
+                if let Some(owner) = decision.target.owner_id.as_deref() {
+                    facts.owner_key_count = self.authz.owner_key_count(owner).await;
+                }
+            }
+            Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey => {
+                let key_id = ctx.state().key_id.clone();
+                if let (Some(key_id), Some(auth)) =
+                    (key_id, headers.get(http::header::AUTHORIZATION))
+                {
+                    facts.target = self.target(&key_id, auth).await;
+                }
+            }
+            Action::ListApiKeys => {}
+        }
+        facts
+    }
+
+    async fn target(&self, key_id: &str, auth: &http::HeaderValue) -> Option<TargetFacts> {
+        let path = format!("/iam/v2/api-keys/{key_id}");
+        let (status, _, body) = self
+            .upstream
+            .get(&path, auth, MAX_LOOKUP_BYTES)
+            .await
+            .ok()?;
+        if status != http::StatusCode::OK {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let spec = &v["spec"];
+        let text = |p: &serde_json::Value| p.as_str().map(str::to_string);
+        Some(TargetFacts {
+            id: key_id.to_string(),
+            owner_id: text(&spec["owner"]["id"]),
+            resource_id: text(&spec["resource"]["id"]),
+            description: text(&spec["description"]).unwrap_or_default(),
+            display_name: text(&spec["display_name"]).unwrap_or_default(),
+        })
     }
 }
 

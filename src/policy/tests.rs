@@ -881,9 +881,15 @@ fn every_shipped_policy_file_loads() {
         .filter(|n| n.ends_with(".toml"))
         .collect();
     names.sort();
+    // policy.example.toml is the `[policy]` config of layer 2; policy::org's tests load it.
     assert_eq!(
         names,
-        ["inventory.toml", "matrix.toml", "role-bindings.toml"]
+        [
+            "inventory.toml",
+            "matrix.toml",
+            "policy.example.toml",
+            "role-bindings.toml"
+        ]
     );
     let snap = example();
     assert_eq!(snap.bindings().len(), 9);

@@ -96,6 +96,13 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+/// Labels of per-policy counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The policy id.
+    pub policy: String,
+}
+
 /// Labels of `keygate_decisions_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -127,6 +134,10 @@ pub struct Metrics {
     pub ratelimit_keys: Gauge<i64, AtomicI64>,
     /// Layer-1 decisions by action and result.
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Dry-run policies that would have denied, by policy id.
+    pub would_deny: Family<PolicyLabels, Counter>,
+    /// Policy evaluation errors (each denies when the policy enforces), by policy id.
+    pub policy_errors: Family<PolicyLabels, Counter>,
     /// Reloads by result (`ok`, `rejected`).
     pub reloads: Family<ResultLabels, Counter>,
     /// The active policy-set revision (value 1, revision as label).
@@ -208,7 +219,21 @@ impl Metrics {
             "The active policy-set revision (content hash)",
             revision.clone(),
         );
+        let would_deny = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_would_deny",
+            "Requests a dry-run organisation policy would have denied, by policy id",
+            would_deny.clone(),
+        );
+        let policy_errors = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_evaluation_errors",
+            "Organisation policy evaluation errors (fail closed when enforced), by policy id",
+            policy_errors.clone(),
+        );
         Metrics {
+            would_deny,
+            policy_errors,
             reloads,
             revision,
             registry,

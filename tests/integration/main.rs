@@ -17,6 +17,8 @@ mod drain;
 mod forwarding;
 mod guard;
 mod identity;
+mod org_policies;
+mod policy_cli;
 mod python_client;
 mod ratelimit;
 mod reload;

@@ -1,0 +1,271 @@
+//! Organisational policies (Cedar, layer 2) through the HTTP path: each shipped example policy
+//! allows and denies, 403 bodies list every reason with the policy ids in `meta`, dry-run allows
+//! and is counted, and the revision is attached to decisions.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+
+use crate::support::sim::Sim;
+use crate::support::{self, within, Collected};
+
+/// The `[policy]` section `keygate dev` uses (policies/policy.example.toml).
+fn policy_section() -> String {
+    std::fs::read_to_string("policies/policy.example.toml").unwrap()
+}
+
+async fn gateway(sim: &Sim, with_credential: bool) -> keygate::Gateway {
+    let mut extra = policy_section();
+    let mut env = HashMap::new();
+    if with_credential {
+        let own = sim.key("sa-keygate");
+        env.insert(
+            "KG_OWN".to_string(),
+            format!("{}:{}", own.key_id, own.secret),
+        );
+        extra.push_str("\n[upstream.credential]\nenv = \"KG_OWN\"\n");
+    }
+    support::start(support::config_with_env(&sim.url(), &extra, &env)).await
+}
+
+async fn call(
+    gw: &keygate::Gateway,
+    sim: &Sim,
+    who: &str,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> Collected {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.local_addr()))
+        .header("authorization", sim.basic(who));
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    within(10, support::send(&support::client(), request)).await
+}
+
+fn create(owner: &str, resource: Option<&str>, name: &str, description: &str) -> String {
+    let resource = resource
+        .map(|r| format!(r#","resource":{{"id":"{r}"}}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"spec":{{"display_name":"{name}","description":"{description}","owner":{{"id":"{owner}"}}{resource}}}}}"#
+    )
+}
+
+fn policy_ids(response: &Collected) -> Vec<String> {
+    response.error()["meta"]["rule_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_create_policy_allows_and_denies() {
+    let sim = Sim::start().await;
+    let gw = gateway(&sim, true).await;
+    // (who, body, expected status, expected policy id when denied)
+    let cases = [
+        (
+            "u-alice",
+            create("sa-orders", Some("lkc-dev01"), "orders-ingest-dev", ""),
+            202,
+            None,
+        ),
+        (
+            "u-alice",
+            create("sa-orders", Some("lkc-dev01"), "Orders Ingest", ""),
+            403,
+            Some("display-name-convention"),
+        ),
+        (
+            "u-bob",
+            create(
+                "sa-orders",
+                Some("lkc-prod01"),
+                "orders-ingest-prod",
+                "OPS-42 ingest",
+            ),
+            202,
+            None,
+        ),
+        (
+            "u-bob",
+            create(
+                "sa-orders",
+                Some("lkc-prod01"),
+                "orders-ingest-prod",
+                "no ticket",
+            ),
+            403,
+            Some("prod-ticket-reference"),
+        ),
+        (
+            "u-bob",
+            create(
+                "u-bob",
+                Some("lkc-prod01"),
+                "bob-debug-prod",
+                "OPS-7 debugging",
+            ),
+            403,
+            Some("no-user-keys-in-prod"),
+        ),
+        (
+            "u-alice",
+            create("u-alice", Some("lkc-dev01"), "alice-debug-dev", ""),
+            202,
+            None,
+        ),
+        (
+            "u-bob",
+            create("sa-orders", None, "orders-admin-prod", ""),
+            403,
+            Some("org-keys-platform-only"),
+        ),
+        (
+            "u-bob",
+            create("sa-orders", Some("global"), "orders-global-prod", ""),
+            403,
+            Some("org-keys-platform-only"),
+        ),
+        (
+            "u-alice",
+            create("sa-payments", None, "payments-admin-prod", ""),
+            202,
+            None,
+        ),
+    ];
+    for (who, body, status, policy) in cases {
+        let response = call(&gw, &sim, who, Method::POST, "/iam/v2/api-keys", &body).await;
+        assert_eq!(response.status, status, "{who} {body}: {:?}", response.body);
+        if let Some(policy) = policy {
+            let error = response.error();
+            assert_eq!(error["code"], "user_unauthorized");
+            assert!(
+                policy_ids(&response).contains(&policy.to_string()),
+                "{error}"
+            );
+            assert!(
+                error["detail"].as_str().unwrap().contains(policy),
+                "the detail names the policy: {error}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_matching_reason_is_listed() {
+    let sim = Sim::start().await;
+    let gw = gateway(&sim, true).await;
+    // A user-owned prod key with a bad name and no ticket breaks three policies at once.
+    let body = create("u-bob", Some("lkc-prod01"), "Bad Name", "none");
+    let response = call(&gw, &sim, "u-bob", Method::POST, "/iam/v2/api-keys", &body).await;
+    assert_eq!(response.status, 403);
+    let ids = policy_ids(&response);
+    for id in [
+        "display-name-convention",
+        "no-user-keys-in-prod",
+        "prod-ticket-reference",
+    ] {
+        assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
+    }
+    assert!(sim
+        .received("/iam/v2/api-keys")
+        .iter()
+        .all(|r| r.method != "POST"));
+}
+
+#[tokio::test]
+async fn service_account_key_limit_holds_even_in_a_burst() {
+    let sim = Sim::start().await;
+    let gw = gateway(&sim, true).await;
+    // sa-payments starts with one key; the limit is 3.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let body = create(
+            "sa-payments",
+            Some("lkc-dev01"),
+            &format!("payments-n{i}-dev"),
+            "",
+        );
+        statuses.push(
+            call(
+                &gw,
+                &sim,
+                "u-alice",
+                Method::POST,
+                "/iam/v2/api-keys",
+                &body,
+            )
+            .await,
+        );
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(codes, [202, 202, 403, 403]);
+    assert!(policy_ids(&statuses[2]).contains(&"service-account-key-limit".to_string()));
+}
+
+#[tokio::test]
+async fn unknown_key_count_is_a_dry_run_finding_that_allows_and_is_counted() {
+    let sim = Sim::start().await;
+    // Without keygate's own credential the owner's key count is unknown.
+    let gw = gateway(&sim, false).await;
+    let body = create("sa-orders", Some("lkc-dev01"), "orders-ingest-dev", "");
+    let response = call(
+        &gw,
+        &sim,
+        "u-alice",
+        Method::POST,
+        "/iam/v2/api-keys",
+        &body,
+    )
+    .await;
+    assert_eq!(response.status, 202);
+    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(
+            r#"keygate_policy_would_deny_total{policy="service-account-key-count-unknown"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn protected_keys_cannot_be_deleted_or_untagged_except_by_the_platform_group() {
+    let sim = Sim::start().await;
+    let gw = gateway(&sim, true).await;
+    let body = create(
+        "sa-orders",
+        Some("lkc-dev01"),
+        "orders-vault-dev",
+        "[protected] OPS-9",
+    );
+    let created = call(&gw, &sim, "u-bob", Method::POST, "/iam/v2/api-keys", &body).await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let path = format!("/iam/v2/api-keys/{id}");
+
+    let deleted = call(&gw, &sim, "u-bob", Method::DELETE, &path, "").await;
+    assert_eq!(deleted.status, 403);
+    assert!(policy_ids(&deleted).contains(&"protected-key-delete".to_string()));
+
+    let untag = r#"{"spec":{"description":"OPS-9"}}"#;
+    let refused = call(&gw, &sim, "u-bob", Method::PATCH, &path, untag).await;
+    assert_eq!(refused.status, 403);
+    assert!(policy_ids(&refused).contains(&"protected-key-untag".to_string()));
+    let untagged = call(&gw, &sim, "u-alice", Method::PATCH, &path, untag).await;
+    assert_eq!(untagged.status, 200, "{:?}", untagged.body);
+    let deleted = call(&gw, &sim, "u-bob", Method::DELETE, &path, "").await;
+    assert_eq!(deleted.status, 204);
+}
