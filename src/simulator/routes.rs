@@ -10,7 +10,10 @@
 // `ApiError` carries a `serde_json::Value` body, which grows when a dependency turns on
 // serde_json's `preserve_order`; these are per-request error paths of a test simulator, where a
 // box per error buys nothing.
-#![allow(clippy::result_large_err, reason = "simulator error paths; size is irrelevant here")]
+#![allow(
+    clippy::result_large_err,
+    reason = "simulator error paths; size is irrelevant here"
+)]
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
