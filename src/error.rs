@@ -342,8 +342,10 @@ where
                         let mut state = ctx.state();
                         state.error_code = Some(err.parts().code);
                         state.error_detail = Some(err.to_string());
-                        if state.decided_by.is_none() {
-                            state.decided_by = err.decided_by();
+                        // The stage that ended the request is what decided it, even after an
+                        // allow (an upstream failure, no durable audit).
+                        if let Some(by) = err.decided_by() {
+                            state.decided_by = Some(by);
                         }
                     }
                     Ok(response)

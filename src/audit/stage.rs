@@ -128,9 +128,11 @@ fn event(
             },
             decided_by,
             rule_ids: decision.map(|d| d.rule_ids.clone()).unwrap_or_default(),
-            explanation: decision
-                .map(|d| d.explanation.clone())
-                .or_else(|| state.error_detail.clone()),
+            // The error that ended the request explains the outcome better than an earlier allow.
+            explanation: state
+                .error_detail
+                .clone()
+                .or_else(|| decision.map(|d| d.explanation.clone())),
             dry_run_findings: decision.map(|d| d.dry_run.clone()).unwrap_or_default(),
         });
     }
@@ -267,7 +269,7 @@ where
             }
             let (response, created_key_id) =
                 if action == Some(Action::CreateApiKey) && response.status().is_success() {
-                    created_key(response).await
+                    created_key(response, &ctx).await
                 } else {
                     (response, None)
                 };
@@ -290,8 +292,12 @@ where
     }
 }
 
-/// Reads a create response (bounded) to find the new key's id, and rebuilds it unchanged.
-async fn created_key(response: Response<Body>) -> (Response<Body>, Option<String>) {
+/// Reads a create response (bounded) to find the new key's id, and rebuilds it unchanged. If the
+/// body cannot be read the caller gets a 502, recorded in `ctx` as an upstream error.
+async fn created_key(
+    response: Response<Body>,
+    ctx: &RequestContext,
+) -> (Response<Body>, Option<String>) {
     let (parts, body) = response.into_parts();
     let bytes: Bytes = match Limited::new(body, MAX_CREATE_RESPONSE_BYTES)
         .collect()
@@ -299,12 +305,15 @@ async fn created_key(response: Response<Body>) -> (Response<Body>, Option<String
     {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            tracing::warn!(error = %err, "Create response could not be read for audit");
-            let mut failed = GatewayError::Upstream(crate::proxy::ProxyError::Protocol(
+            tracing::warn!(request.id = %ctx.id_str(), error = %err, "Create response could not be read for audit");
+            let error = GatewayError::Upstream(crate::proxy::ProxyError::Protocol(
                 "create response body could not be read".into(),
-            ))
-            .to_response("-");
-            *failed.status_mut() = StatusCode::BAD_GATEWAY;
+            ));
+            let failed = error.to_response(ctx.id_str());
+            let mut state = ctx.state();
+            state.error_code = Some(error.parts().code);
+            state.error_detail = Some(error.to_string());
+            state.decided_by = error.decided_by();
             return (failed, None);
         }
     };

@@ -9,6 +9,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod cli;
 mod decisions;
 mod deploy;
