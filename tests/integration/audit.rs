@@ -586,3 +586,107 @@ async fn metrics_report_group_commit_of_the_blocking_file() {
     assert!(metrics.contains("keygate_audit_file_events_per_fsync "));
     assert!(metrics.contains(r#"keygate_audit_events_dropped_total{sink="file"} 0"#));
 }
+
+// === keygate audit verify ===
+
+/// `keygate audit verify FILE`: (exit code, stdout, stderr).
+fn verify_cli(path: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A real audit file of six records, as lines (without newlines).
+async fn six_records() -> (tempfile::TempDir, Vec<String>) {
+    let mut h = Harness::start("").await;
+    for _ in 0..6 {
+        let response = h
+            .send("GET", "/iam/v2/api-keys", Some("u-alice"), None)
+            .await;
+        assert_eq!(response.status, 200);
+    }
+    assert_eq!(h.new_events().len(), 6);
+    let text = std::fs::read_to_string(&h.path).unwrap();
+    let dir = h._dir.take().unwrap();
+    (dir, text.lines().map(str::to_string).collect())
+}
+
+fn write_lines(dir: &tempfile::TempDir, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.path().join(name);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn verify_reports_count_and_final_hash_of_an_intact_file() {
+    let (dir, lines) = six_records().await;
+    let (code, stdout, stderr) = verify_cli(&dir.path().join("audit.jsonl"));
+    assert_eq!(code, 0, "{stderr}");
+    let last_hash = ring::digest::digest(&ring::digest::SHA256, lines[5].as_bytes());
+    let hex: String = last_hash
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        stdout.trim(),
+        format!("ok: 6 records, final hash {hex}"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn verify_names_the_first_edited_deleted_or_reordered_record() {
+    let (dir, lines) = six_records().await;
+
+    let mut edited = lines.clone();
+    edited[2] = edited[2].replacen("\"status\":200", "\"status\":403", 1);
+    assert_ne!(edited[2], lines[2]);
+    let mut deleted = lines.clone();
+    deleted.remove(2);
+    let mut reordered = lines.clone();
+    reordered.swap(2, 3);
+
+    for (name, tampered) in [
+        ("edited.jsonl", edited),
+        ("deleted.jsonl", deleted),
+        ("reordered.jsonl", reordered),
+    ] {
+        let path = write_lines(&dir, name, &tampered);
+        let (code, stdout, stderr) = verify_cli(&path);
+        assert_eq!(code, 1, "{name}: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{name}: {stdout}");
+        assert!(
+            stderr.starts_with("broken at sequence 3:"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn verify_reports_a_torn_final_line_as_an_interrupted_write() {
+    let (dir, lines) = six_records().await;
+    let path = write_lines(&dir, "torn.jsonl", &lines);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&lines[5][..40]);
+    std::fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = verify_cli(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("ok: 6 records") && stdout.contains("torn final line after sequence 6"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = verify_cli(&dir.path().join("missing.jsonl"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.starts_with("cannot verify:"), "{stderr}");
+}
