@@ -32,6 +32,7 @@ use crate::context::{RequestContext, RouteClass};
 use crate::error::GatewayError;
 use crate::policy::action::Action;
 use crate::policy::principal::AuthMethod as PrincipalAuth;
+use crate::redact::redact_text;
 use crate::stage::Stage;
 
 /// Largest create response read to find the new key's id (an ApiKey is about 1 KiB).
@@ -84,7 +85,9 @@ fn event(
     record.client_address = Some(ctx.peer);
     record.http = Some(HttpInfo {
         method: ctx.method.to_string(),
-        path: path.to_string(),
+        // Paths are the caller's text: a secret pasted into one is masked here, by the builder,
+        // so the sinks' own scrub stays a last resort (and its counter a bug signal).
+        path: redact_text(path).into_owned(),
     });
     record.principal = state.principal.as_ref().map(|p| {
         let key_id = match p.auth() {
@@ -114,7 +117,11 @@ fn event(
             .and_then(|d| d.target.resource_type)
             .map(|t| t.as_str().to_string()),
         environment: decision.and_then(|d| d.target.environment.clone()),
-        key_id: state.key_id.clone().or_else(|| created_key_id.clone()),
+        key_id: state
+            .key_id
+            .as_deref()
+            .map(|k| redact_text(k).into_owned())
+            .or_else(|| created_key_id.clone()),
     };
     if target != Target::default() {
         record.target = Some(target);
@@ -312,7 +319,7 @@ async fn created_key(
             let failed = error.to_response(ctx.id_str());
             let mut state = ctx.state();
             state.error_code = Some(error.parts().code);
-            state.error_detail = Some(error.to_string());
+            state.error_detail = Some(error.detail());
             state.decided_by = error.decided_by();
             return (failed, None);
         }

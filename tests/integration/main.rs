@@ -10,6 +10,7 @@ mod support;
 
 mod admin;
 mod audit;
+mod canary;
 mod cli;
 mod decisions;
 mod deploy;
