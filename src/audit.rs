@@ -261,9 +261,8 @@ impl LossLog {
         self.unreported.fetch_add(1, Ordering::Relaxed);
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let quiet_until = self.quiet_until_ms.load(Ordering::Relaxed);
-        let next = now.saturating_add(
-            u64::try_from(LOSS_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX),
-        );
+        let next =
+            now.saturating_add(u64::try_from(LOSS_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX));
         // One caller per interval wins the exchange and writes the warning.
         if now < quiet_until
             || self

@@ -455,15 +455,24 @@ mod tests {
             }
         }));
         let first = m.render();
-        assert!(first.contains("keygate_audit_file_fsyncs_total 2\n"), "{first}");
-        assert!(first.contains("keygate_audit_file_events_per_fsync 4.0\n"), "{first}");
+        assert!(
+            first.contains("keygate_audit_file_fsyncs_total 2\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains("keygate_audit_file_events_per_fsync 4.0\n"),
+            "{first}"
+        );
         assert!(first.contains("keygate_audit_file_healthy 1\n"), "{first}");
         assert!(first.contains(r#"keygate_audit_events_written_total{sink="file"} 8"#));
         assert!(first.contains(r#"keygate_audit_events_failed_total{sink="file"} 1"#));
         assert!(first.contains(r#"keygate_audit_events_dropped_total{sink="webhook"} 3"#));
         assert!(first.contains("keygate_audit_events_scrubbed_total 0"));
         let second = m.render();
-        assert!(second.contains("keygate_audit_file_fsyncs_total 4\n"), "{second}");
+        assert!(
+            second.contains("keygate_audit_file_fsyncs_total 4\n"),
+            "{second}"
+        );
         assert!(second.contains(r#"keygate_audit_events_dropped_total{sink="webhook"} 6"#));
     }
 
@@ -474,6 +483,9 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("audit_file_"), "{text}");
         assert!(!text.contains("audit_events_written"), "{text}");
-        assert!(text.contains("keygate_audit_events_scrubbed_total 0"), "{text}");
+        assert!(
+            text.contains("keygate_audit_events_scrubbed_total 0"),
+            "{text}"
+        );
     }
 }

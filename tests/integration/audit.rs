@@ -58,7 +58,14 @@ impl Harness {
         body: Option<&str>,
     ) -> Collected {
         let auth = principal.map(|p| self.sim.basic(p));
-        send_to(self.gw.local_addr(), method, path, auth, body.map(str::to_string)).await
+        send_to(
+            self.gw.local_addr(),
+            method,
+            path,
+            auth,
+            body.map(str::to_string),
+        )
+        .await
     }
 
     /// Events written since the last call (blocking mode: durable before the response).
@@ -96,7 +103,11 @@ async fn send_to(
         }
         None => Full::default(),
     };
-    within(10, support::send(&support::client(), request.body(body).unwrap())).await
+    within(
+        10,
+        support::send(&support::client(), request.body(body).unwrap()),
+    )
+    .await
 }
 
 /// Asserts the principal is exactly the caller's identity, with no credential.
@@ -128,7 +139,10 @@ async fn allowed_create_records_the_request_before_forwarding_and_the_created_ke
         .header("authorization", h.sim.basic("u-alice"))
         .header("content-type", "application/json")
         .header("x-request-id", "audit-create-1")
-        .body(Full::new(Bytes::from(create_body("sa-orders", "lkc-prod01"))))
+        .body(Full::new(Bytes::from(create_body(
+            "sa-orders",
+            "lkc-prod01",
+        ))))
         .unwrap();
     let response = within(10, support::send(&support::client(), request)).await;
     assert_eq!(response.status, 202);
@@ -185,7 +199,13 @@ async fn reads_updates_and_deletes_record_one_event_each() {
     h.new_events();
     let key_path = format!("/iam/v2/api-keys/{id}");
     let cases = [
-        ("GET", "/iam/v2/api-keys", None, 200, "io.keygate.apikey.list"),
+        (
+            "GET",
+            "/iam/v2/api-keys",
+            None,
+            200,
+            "io.keygate.apikey.list",
+        ),
         ("GET", key_path.as_str(), None, 200, "io.keygate.apikey.get"),
         (
             "PATCH",
@@ -194,7 +214,13 @@ async fn reads_updates_and_deletes_record_one_event_each() {
             200,
             "io.keygate.apikey.update",
         ),
-        ("DELETE", key_path.as_str(), None, 204, "io.keygate.apikey.delete"),
+        (
+            "DELETE",
+            key_path.as_str(),
+            None,
+            204,
+            "io.keygate.apikey.delete",
+        ),
     ];
     for (method, path, body, status, event_type) in cases {
         let response = h.send(method, path, Some("u-alice"), body).await;
@@ -265,7 +291,10 @@ async fn identity_denial_records_one_event_without_a_principal_or_credential() {
     let request = Request::post(support::url(h.gw.local_addr(), "/iam/v2/api-keys"))
         .header("authorization", wrong)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(create_body("sa-orders", "lkc-prod01"))))
+        .body(Full::new(Bytes::from(create_body(
+            "sa-orders",
+            "lkc-prod01",
+        ))))
         .unwrap();
     let response = within(10, support::send(&support::client(), request)).await;
     assert_eq!(response.status, 401);
@@ -426,7 +455,10 @@ async fn unreachable_upstream_is_recorded_as_an_upstream_error() {
     let request = Request::post(support::url(gw.local_addr(), "/iam/v2/api-keys"))
         .header("authorization", auth)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(create_body("sa-orders", "lkc-prod01"))))
+        .body(Full::new(Bytes::from(create_body(
+            "sa-orders",
+            "lkc-prod01",
+        ))))
         .unwrap();
     let response = within(10, support::send(&support::client(), request)).await;
     assert_eq!(response.status, 502);
@@ -449,7 +481,11 @@ async fn unreachable_upstream_is_recorded_as_an_upstream_error() {
 #[tokio::test]
 async fn ungoverned_requests_are_recorded_only_when_configured() {
     for configured in [false, true] {
-        let extra = if configured { "ungoverned = true\n" } else { "" };
+        let extra = if configured {
+            "ungoverned = true\n"
+        } else {
+            ""
+        };
         let mut h = Harness::start(extra).await;
         let response = h
             .send("GET", "/org/v2/environments", Some("u-alice"), None)
@@ -462,10 +498,7 @@ async fn ungoverned_requests_are_recorded_only_when_configured() {
             .await;
         assert_eq!(list.status, 200);
         let events = h.new_events();
-        let types: Vec<&str> = events
-            .iter()
-            .map(|e| e["type"].as_str().unwrap())
-            .collect();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
         if configured {
             assert_eq!(types, ["io.keygate.http.request", "io.keygate.apikey.list"]);
             let event = &events[0];
@@ -550,7 +583,10 @@ async fn async_mode_never_refuses_and_counts_what_it_lost() {
     h.gw.shutdown();
     within(10, h.gw.wait()).await;
     let text = metrics.render();
-    assert!(text.contains(r#"keygate_audit_events_failed_total{sink="file"} 5"#), "{text}");
+    assert!(
+        text.contains(r#"keygate_audit_events_failed_total{sink="file"} 5"#),
+        "{text}"
+    );
     assert!(text.contains("keygate_audit_file_healthy 0"), "{text}");
 }
 

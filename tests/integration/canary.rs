@@ -207,7 +207,11 @@ instance_id = "canary"
             "create kafka key",
             Method::POST,
             "/iam/v2/api-keys",
-            &[("authorization", &alice), JSON, ("cookie", &format!("session={cookie}"))],
+            &[
+                ("authorization", &alice),
+                JSON,
+                ("cookie", &format!("session={cookie}")),
+            ],
             create_body("sa-orders", "lkc-prod01"),
         )
         .await
@@ -227,21 +231,33 @@ instance_id = "canary"
     let cloud = cloud.json();
     for (label, method, path, body) in [
         ("list", Method::GET, "/iam/v2/api-keys".to_string(), ""),
-        ("get", Method::GET, format!("/iam/v2/api-keys/{kafka_key}"), ""),
+        (
+            "get",
+            Method::GET,
+            format!("/iam/v2/api-keys/{kafka_key}"),
+            "",
+        ),
         (
             "update",
             Method::PATCH,
             format!("/iam/v2/api-keys/{kafka_key}"),
             r#"{"spec":{"description":"renamed"}}"#,
         ),
-        ("delete", Method::DELETE, format!("/iam/v2/api-keys/{kafka_key}"), ""),
+        (
+            "delete",
+            Method::DELETE,
+            format!("/iam/v2/api-keys/{kafka_key}"),
+            "",
+        ),
     ] {
         let headers: &[(&str, &str)] = if body.is_empty() {
             &[("authorization", &alice)]
         } else {
             &[("authorization", &alice), JSON]
         };
-        let r = d.send(label, method, &path, headers, body.to_string()).await;
+        let r = d
+            .send(label, method, &path, headers, body.to_string())
+            .await;
         assert!(r.status.is_success(), "{label}: {}", r.status);
     }
     let r = d
@@ -267,8 +283,14 @@ instance_id = "canary"
 
     // --- Credentials that are canaries -------------------------------------------------------
     for (label, auth) in [
-        ("valid key id, canary secret", basic(&alice_key, &cflt_basic)),
-        ("unknown key id, canary secret", basic("NOSUCHKEY0000001", &cflt_basic)),
+        (
+            "valid key id, canary secret",
+            basic(&alice_key, &cflt_basic),
+        ),
+        (
+            "unknown key id, canary secret",
+            basic("NOSUCHKEY0000001", &cflt_basic),
+        ),
         ("key and secret swapped", basic(&cflt_alnum, &alice_key)),
         ("legacy key and secret swapped", basic(&legacy, &alice_key)),
         ("valid key id, legacy secret", basic(&alice_key, &legacy)),
@@ -282,7 +304,10 @@ instance_id = "canary"
                     label,
                     Method::GET,
                     path,
-                    &[("authorization", &auth), ("cookie", &format!("sid={cookie}"))],
+                    &[
+                        ("authorization", &auth),
+                        ("cookie", &format!("sid={cookie}")),
+                    ],
                     "",
                 )
                 .await;
@@ -295,22 +320,52 @@ instance_id = "canary"
     let bodies = [
         (
             "duplicate key",
-            format!(r#"{{"spec":{{{description},{description},"owner":{{"id":"sa-orders"}},"resource":{{"id":"lkc-prod01"}}}}}}"#),
+            format!(
+                r#"{{"spec":{{{description},{description},"owner":{{"id":"sa-orders"}},"resource":{{"id":"lkc-prod01"}}}}}}"#
+            ),
         ),
         (
             "case-colliding key",
-            format!(r#"{{"spec":{{{description},"Description":"{cflt_body}","owner":{{"id":"sa-orders"}}}}}}"#),
+            format!(
+                r#"{{"spec":{{{description},"Description":"{cflt_body}","owner":{{"id":"sa-orders"}}}}}}"#
+            ),
         ),
-        ("invalid JSON quoting the canary", format!(r#"{{"spec":{{"description":{cflt_body}}}}}"#)),
-        ("truncated JSON", format!(r#"{{"spec":{{"description":"{cflt_body}"#)),
-        ("wrong type", format!(r#"{{"spec":{{"owner":"{cflt_body}"}}}}"#)),
-        ("secret member", format!(r#"{{"spec":{{"secret":"{cflt_body}","owner":{{"id":"sa-orders"}},"resource":{{"id":"lkc-prod01"}}}}}}"#)),
-        ("over the limit", format!(r#"{{"spec":{{"description":"{}"}}}}"#, cflt_body.repeat(64))),
-        ("STS JSON on a governed path", format!(r#"{{"subject_token":"{cflt_body}","access_token":"{subject_token}"}}"#)),
+        (
+            "invalid JSON quoting the canary",
+            format!(r#"{{"spec":{{"description":{cflt_body}}}}}"#),
+        ),
+        (
+            "truncated JSON",
+            format!(r#"{{"spec":{{"description":"{cflt_body}"#),
+        ),
+        (
+            "wrong type",
+            format!(r#"{{"spec":{{"owner":"{cflt_body}"}}}}"#),
+        ),
+        (
+            "secret member",
+            format!(
+                r#"{{"spec":{{"secret":"{cflt_body}","owner":{{"id":"sa-orders"}},"resource":{{"id":"lkc-prod01"}}}}}}"#
+            ),
+        ),
+        (
+            "over the limit",
+            format!(r#"{{"spec":{{"description":"{}"}}}}"#, cflt_body.repeat(64)),
+        ),
+        (
+            "STS JSON on a governed path",
+            format!(r#"{{"subject_token":"{cflt_body}","access_token":"{subject_token}"}}"#),
+        ),
     ];
     for (label, body) in bodies {
         let r = d
-            .send(label, Method::POST, "/iam/v2/api-keys", &[("authorization", &alice), JSON], body)
+            .send(
+                label,
+                Method::POST,
+                "/iam/v2/api-keys",
+                &[("authorization", &alice), JSON],
+                body,
+            )
             .await;
         // A create that merely carries a `secret` member is well-formed: forwarded as sent.
         if label != "secret member" {
@@ -356,7 +411,10 @@ instance_id = "canary"
         "STS form",
         Method::POST,
         "/sts/v1/oauth2/token",
-        &[("content-type", "application/x-www-form-urlencoded"), ("cookie", &cookie)],
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookie),
+        ],
         form,
     )
     .await;
@@ -381,14 +439,36 @@ instance_id = "canary"
     let upstream_error = format!(
         r#"{{"errors":[{{"status":"500","detail":"secret {cflt_upstream} leaked","access_token":"{subject_token}"}}]}}"#
     );
-    sim.sim.inject_fault(fault(Some(Method::POST), "/iam/v2/api-keys", 500, upstream_error.clone()));
+    sim.sim.inject_fault(fault(
+        Some(Method::POST),
+        "/iam/v2/api-keys",
+        500,
+        upstream_error.clone(),
+    ));
     let r = d
-        .send("upstream 500 on create", Method::POST, "/iam/v2/api-keys", &[("authorization", &alice), JSON], create_body("sa-orders", "lkc-prod01"))
+        .send(
+            "upstream 500 on create",
+            Method::POST,
+            "/iam/v2/api-keys",
+            &[("authorization", &alice), JSON],
+            create_body("sa-orders", "lkc-prod01"),
+        )
         .await;
     assert_eq!(r.status, 500);
-    sim.sim.inject_fault(fault(None, "/org/v2/environments", 503, upstream_error.clone()));
+    sim.sim.inject_fault(fault(
+        None,
+        "/org/v2/environments",
+        503,
+        upstream_error.clone(),
+    ));
     let r = d
-        .send("upstream 503 ungoverned", Method::GET, "/org/v2/environments", &[("authorization", &alice)], "")
+        .send(
+            "upstream 503 ungoverned",
+            Method::GET,
+            "/org/v2/environments",
+            &[("authorization", &alice)],
+            "",
+        )
         .await;
     assert_eq!(r.status, 503);
     sim.sim.inject_fault(fault(
@@ -398,15 +478,32 @@ instance_id = "canary"
         format!("not json {cflt_upstream}"),
     ));
     let r = d
-        .send("garbage create response", Method::POST, "/iam/v2/api-keys", &[("authorization", &alice), JSON], create_body("sa-orders", "lkc-prod01"))
+        .send(
+            "garbage create response",
+            Method::POST,
+            "/iam/v2/api-keys",
+            &[("authorization", &alice), JSON],
+            create_body("sa-orders", "lkc-prod01"),
+        )
         .await;
     assert_eq!(r.status, 202);
     // Identity lookups that go wrong, each for a credential not yet cached.
     let lookups = [
-        ("u-carol", 200, format!(r#"{{"id":"{}","spec":{{"owner":{{"id":"{cflt_owner}"}}}}}}"#, sim.key("u-carol").key_id)),
+        (
+            "u-carol",
+            200,
+            format!(
+                r#"{{"id":"{}","spec":{{"owner":{{"id":"{cflt_owner}"}}}}}}"#,
+                sim.key("u-carol").key_id
+            ),
+        ),
         ("u-erin", 200, format!("{{\"id\": {cflt_upstream}}}")),
         ("u-frank", 503, upstream_error.clone()),
-        ("u-grace", 200, format!(r#"{{"id":"{cflt_upstream}","spec":{{"owner":{{"id":"u-grace"}}}}}}"#)),
+        (
+            "u-grace",
+            200,
+            format!(r#"{{"id":"{cflt_upstream}","spec":{{"owner":{{"id":"u-grace"}}}}}}"#),
+        ),
     ];
     for (principal, status, body) in lookups {
         let key = sim.key(principal).key_id;
@@ -425,21 +522,32 @@ instance_id = "canary"
                 "",
             )
             .await;
-        assert!(r.status.is_client_error() || r.status.is_server_error(), "{principal}: {}", r.status);
+        assert!(
+            r.status.is_client_error() || r.status.is_server_error(),
+            "{principal}: {}",
+            r.status
+        );
     }
 
     // --- Collect every output ------------------------------------------------------------------
-    let metrics = String::from_utf8(support::get(&support::url(admin, "/metrics")).await.body.to_vec()).unwrap();
+    let metrics = String::from_utf8(
+        support::get(&support::url(admin, "/metrics"))
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
     // Every event was built free of secrets: the sinks' last-resort scrub never had to act.
-    assert!(metrics.contains("keygate_audit_events_scrubbed_total 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("keygate_audit_events_scrubbed_total 0\n"),
+        "{metrics}"
+    );
     // SIGTERM: a graceful shutdown flushes the stdout and webhook queues.
     keygate.terminate();
-    let (exit_status, stdout, logs) = within(
-        20,
-        tokio::task::spawn_blocking(move || keygate.finish()),
-    )
-    .await
-    .unwrap();
+    let (exit_status, stdout, logs) =
+        within(20, tokio::task::spawn_blocking(move || keygate.finish()))
+            .await
+            .unwrap();
     assert!(exit_status.success(), "{exit_status:?}");
     let audit_text = std::fs::read_to_string(&audit_path).unwrap();
     let webhook_events: Vec<serde_json::Value> = hook
@@ -448,7 +556,10 @@ instance_id = "canary"
         .iter()
         .flat_map(|b| {
             serde_json::from_slice::<Vec<serde_json::Value>>(b).unwrap_or_else(|e| {
-                panic!("webhook body is not a JSON array ({e}): {}", String::from_utf8_lossy(b))
+                panic!(
+                    "webhook body is not a JSON array ({e}): {}",
+                    String::from_utf8_lossy(b)
+                )
             })
         })
         .collect();
@@ -465,11 +576,22 @@ instance_id = "canary"
     let stdout_events = parse_lines(&stdout.join("\n"));
     webhook_events.iter().for_each(assert_valid);
     let ids = |events: &[serde_json::Value]| -> BTreeSet<String> {
-        events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
     };
     assert!(file_events.len() >= d.exchanges.len());
-    assert_eq!(ids(&file_events), ids(&stdout_events), "stdout sink lost events");
-    assert_eq!(ids(&file_events), ids(&webhook_events), "webhook sink lost events");
+    assert_eq!(
+        ids(&file_events),
+        ids(&stdout_events),
+        "stdout sink lost events"
+    );
+    assert_eq!(
+        ids(&file_events),
+        ids(&webhook_events),
+        "webhook sink lost events"
+    );
     assert!(matches!(
         keygate::audit::verify(&audit_path),
         keygate::audit::VerifyReport::Ok { .. }
@@ -485,9 +607,15 @@ instance_id = "canary"
             continue; // the garbage create response
         };
         let secret = key["spec"]["secret"].as_str().unwrap().to_string();
-        assert!(is_valid_cflt(&secret), "{}: malformed secret", exchange.label);
+        assert!(
+            is_valid_cflt(&secret),
+            "{}: malformed secret",
+            exchange.label
+        );
         assert_eq!(
-            exchange.response.headers["content-length"].to_str().unwrap(),
+            exchange.response.headers["content-length"]
+                .to_str()
+                .unwrap(),
             exchange.response.body.len().to_string()
         );
         created_secrets.push((exchange.label.clone(), secret));
@@ -497,7 +625,10 @@ instance_id = "canary"
     let direct = Request::get(format!("{}/org/v2/environments", sim.url()))
         .header(
             "authorization",
-            basic(cloud["id"].as_str().unwrap(), cloud["spec"]["secret"].as_str().unwrap()),
+            basic(
+                cloud["id"].as_str().unwrap(),
+                cloud["spec"]["secret"].as_str().unwrap(),
+            ),
         )
         .body(Full::default())
         .unwrap();
@@ -507,14 +638,22 @@ instance_id = "canary"
     let mut outputs: Vec<(String, &str)> = Vec::new();
     outputs.extend(logs.iter().map(|l| ("log".to_string(), l.as_str())));
     outputs.push(("audit file".into(), &audit_text));
-    outputs.extend(stdout.iter().map(|l| ("stdout sink".to_string(), l.as_str())));
+    outputs.extend(
+        stdout
+            .iter()
+            .map(|l| ("stdout sink".to_string(), l.as_str())),
+    );
     let webhook_text: Vec<String> = hook
         .lock()
         .unwrap()
         .iter()
         .map(|b| String::from_utf8(b.to_vec()).unwrap())
         .collect();
-    outputs.extend(webhook_text.iter().map(|t| ("webhook".to_string(), t.as_str())));
+    outputs.extend(
+        webhook_text
+            .iter()
+            .map(|t| ("webhook".to_string(), t.as_str())),
+    );
     outputs.push(("metrics".into(), &metrics));
     let bodies: Vec<(String, String)> = d
         .exchanges
@@ -533,7 +672,11 @@ instance_id = "canary"
         .iter()
         .map(|(what, c)| ((*what).to_string(), c.clone()))
         .collect();
-    all.extend(created_secrets.iter().map(|(l, s)| (format!("secret created by `{l}`"), s.clone())));
+    all.extend(
+        created_secrets
+            .iter()
+            .map(|(l, s)| (format!("secret created by `{l}`"), s.clone())),
+    );
 
     let mut leaks: HashMap<String, Vec<String>> = HashMap::new();
     for (what, canary) in &all {

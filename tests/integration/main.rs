@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod canary;
 mod cli;
+mod crash;
 mod decisions;
 mod deploy;
 mod dev;

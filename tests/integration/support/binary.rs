@@ -28,7 +28,11 @@ impl Drop for Running {
 
 fn pump(
     reader: impl std::io::Read + Send + 'static,
-) -> (mpsc::Receiver<String>, Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
+) -> (
+    mpsc::Receiver<String>,
+    Arc<Mutex<Vec<String>>>,
+    JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel();
     let all = Arc::new(Mutex::new(Vec::new()));
     let keep = all.clone();
