@@ -106,10 +106,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         // Upstream-sourced data: start, but not ready, and deny governed requests until loaded.
         tracing::warn!(error = %err, "Authorization data not loaded yet; retrying in the background");
     }
-    let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let auditor = Arc::new(auditor(&config.audit)?);
     metrics.register_audit(audit_snapshot(auditor.clone()));
     let metrics = Arc::new(metrics);
+    let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let source = match &config.audit.instance_id {
         Some(id) => EventSource::new(id),
         None => EventSource::from_hostname(),

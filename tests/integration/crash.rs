@@ -129,9 +129,9 @@ file_mode = "blocking"
     let mut torn_after = None;
     for round in 0..ROUNDS {
         if round == ROUNDS / 2 {
-            // A power loss mid-write leaves a torn final line; SIGKILL alone never does (the
-            // kernel finishes the write). Simulate one: the restart must keep it as evidence and
-            // continue the chain after the last complete record.
+            // A power loss mid-write leaves a torn final line (a SIGKILL only rarely does).
+            // Make one: the restart must keep it as evidence and continue the chain after the
+            // last complete record.
             torn_after = Some(all_records(dir.path()).len());
             let mut file = std::fs::OpenOptions::new()
                 .append(true)
@@ -226,9 +226,15 @@ file_mode = "blocking"
         stdout.starts_with(&format!("ok: {} records", records.len())),
         "{stdout}"
     );
-    let torn_after = torn_after.unwrap();
-    assert!(
-        stdout.contains(&format!("recovered torn lines after sequence {torn_after}")),
-        "{stdout}"
-    );
+    // Ours, and any a SIGKILL caught mid-write (the kernel can stop a large write part way).
+    let recovered: Vec<usize> = stdout
+        .split_once("recovered torn lines after sequence ")
+        .map(|(_, list)| {
+            list.trim()
+                .split(", ")
+                .map(|n| n.parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(recovered.contains(&torn_after.unwrap()), "{stdout}");
 }
