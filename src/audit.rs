@@ -25,6 +25,7 @@ pub mod stage;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use chain::{run_verify_cli, verify, VerifyReport};
 pub use event::{
@@ -96,6 +97,10 @@ pub enum FileMode {
     Async,
 }
 
+/// At most one warning per this interval about lost audit events: under overload every request
+/// could drop one, and the log must not become a second overload. The metrics count every one.
+const LOSS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 // === impl Auditor ===
 
 /// Fans each event out to the configured sinks. Share it (`Arc`) across the service.
@@ -104,6 +109,7 @@ pub struct Auditor {
     sinks: Vec<Box<dyn Sink>>,
     scrubbed: AtomicU64,
     encode_failures: AtomicU64,
+    losses: LossLog,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -124,6 +130,7 @@ impl Auditor {
             sinks,
             scrubbed: AtomicU64::new(0),
             encode_failures: AtomicU64::new(0),
+            losses: LossLog::new(),
         }
     }
 
@@ -137,8 +144,10 @@ impl Auditor {
         match &self.file {
             Some((file, FileMode::Blocking)) => file.append_durable(encoded).await.map(Some),
             Some((file, FileMode::Async)) => {
-                // Dropped events are counted by the sink; async mode never refuses a request.
-                let _ = file.append_async(encoded);
+                // Async mode never refuses a request: a lost event is counted and logged.
+                if let Err(err) = file.append_async(encoded) {
+                    self.losses.note(&err);
+                }
                 Ok(None)
             }
             None => Ok(None),
@@ -153,7 +162,9 @@ impl Auditor {
         };
         self.offer_to_sinks(&encoded);
         if let Some((file, _)) = &self.file {
-            let _ = file.append_async(encoded);
+            if let Err(err) = file.append_async(encoded) {
+                self.losses.note(&err);
+            }
         }
     }
 
@@ -216,9 +227,62 @@ impl Auditor {
 
     fn offer_to_sinks(&self, encoded: &EncodedEvent) {
         for sink in &self.sinks {
-            // A full queue drops and counts inside the sink; nothing to do here.
-            let _ = sink.offer(encoded.clone());
+            // A full queue drops and counts inside the sink; the log hears of it here.
+            if let Err(err) = sink.offer(encoded.clone()) {
+                self.losses.note(&err);
+            }
         }
+    }
+}
+
+// === impl LossLog ===
+
+/// Logs lost audit events (dropped on a full queue, or refused by a failed sink) at most once per
+/// [`LOSS_LOG_INTERVAL`], with how many were lost since the previous warning.
+#[derive(Debug)]
+struct LossLog {
+    started: Instant,
+    /// Milliseconds after `started` before which no further warning is written.
+    quiet_until_ms: AtomicU64,
+    /// Losses not yet reported in a warning.
+    unreported: AtomicU64,
+}
+
+impl LossLog {
+    fn new() -> Self {
+        LossLog {
+            started: Instant::now(),
+            quiet_until_ms: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
+        }
+    }
+
+    fn note(&self, err: &AuditError) {
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let quiet_until = self.quiet_until_ms.load(Ordering::Relaxed);
+        let next =
+            now.saturating_add(u64::try_from(LOSS_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX));
+        // One caller per interval wins the exchange and writes the warning.
+        if now < quiet_until
+            || self
+                .quiet_until_ms
+                .compare_exchange(quiet_until, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let lost = self.unreported.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            audit.lost = lost,
+            error = %err,
+            "Audit events lost (see keygate_audit_events_dropped_total and _failed_total)"
+        );
+    }
+
+    #[cfg(test)]
+    fn unreported(&self) -> u64 {
+        self.unreported.load(Ordering::Relaxed)
     }
 }
 

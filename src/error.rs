@@ -7,7 +7,9 @@
 //! request id as `id`. Policy denials are 4xx, never 5xx/429, which clients retry.
 //!
 //! Messages never contain credentials, secrets, header values or bodies: each module's errors are
-//! written that way, and this module only formats them.
+//! written that way. Some quote what the caller or the upstream sent (a path, a key id, an owner
+//! id), so [`GatewayError::detail`] — the only form in which an error leaves keygate, in a body, a
+//! log line or an audit record — masks anything credential-shaped in it as well.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -201,10 +203,21 @@ impl GatewayError {
         }
     }
 
+    /// The human-readable detail, with anything credential-shaped masked
+    /// ([`crate::redact::redact_text`]): what the error body, the access log and the audit
+    /// record say.
+    pub fn detail(&self) -> String {
+        let message = self.to_string();
+        match crate::redact::redact_text(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(masked) => masked,
+        }
+    }
+
     /// Renders the error as a Confluent-shaped response carrying `request_id`.
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
         let parts = self.parts();
-        let detail = self.to_string();
+        let detail = self.detail();
         let meta = match self {
             GatewayError::Denied(d) => Some(serde_json::json!({ "rule_ids": d.rule_ids })),
             GatewayError::RateLimited(r) => Some(serde_json::json!({ "limit_id": r.limit_id() })),
@@ -341,9 +354,11 @@ where
                     if let Some(ctx) = &ctx {
                         let mut state = ctx.state();
                         state.error_code = Some(err.parts().code);
-                        state.error_detail = Some(err.to_string());
-                        if state.decided_by.is_none() {
-                            state.decided_by = err.decided_by();
+                        state.error_detail = Some(err.detail());
+                        // The stage that ended the request is what decided it, even after an
+                        // allow (an upstream failure, no durable audit).
+                        if let Some(by) = err.decided_by() {
+                            state.decided_by = Some(by);
                         }
                     }
                     Ok(response)

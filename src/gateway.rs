@@ -24,6 +24,7 @@ use crate::proxy::Upstream;
 use crate::ratelimit::RateLimiter;
 use crate::reload::{ReloadError, Reloader, Revision, WATCH_INTERVAL};
 use crate::server::{self, ConnSettings, Listener, ShutdownTrigger};
+use crate::telemetry::metrics::{AuditSnapshot, AuditSource};
 use crate::telemetry::Metrics;
 use crate::tls::{self, TlsError};
 
@@ -71,7 +72,7 @@ pub struct Gateway {
 /// Binds the listeners and starts serving. Must run inside a tokio runtime.
 pub async fn build(config: Config) -> Result<Gateway, StartError> {
     tls::install_provider();
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
     let server_tls = match &config.listener.tls {
         Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
@@ -109,8 +110,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         // Upstream-sourced data: start, but not ready, and deny governed requests until loaded.
         tracing::warn!(error = %err, "Authorization data not loaded yet; retrying in the background");
     }
-    let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let auditor = Arc::new(auditor(&config.audit)?);
+    metrics.register_audit(audit_snapshot(auditor.clone()));
+    let metrics = Arc::new(metrics);
+    let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let source = match &config.audit.instance_id {
         Some(id) => EventSource::new(id),
         None => EventSource::from_hostname(),
@@ -225,6 +228,19 @@ fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
         ))?));
     }
     Ok(Auditor::new(file, sinks))
+}
+
+/// Reads the audit counters for `/metrics`.
+fn audit_snapshot(auditor: Arc<Auditor>) -> AuditSource {
+    Box::new(move || AuditSnapshot {
+        file: auditor.file().map(|f| (f.stats(), f.is_healthy())),
+        sinks: auditor
+            .sinks()
+            .iter()
+            .map(|s| (s.name(), s.stats()))
+            .collect(),
+        scrubbed: auditor.scrubbed(),
+    })
 }
 
 /// Events queued per asynchronous audit sink before new ones are dropped (and counted).

@@ -27,6 +27,23 @@ use crate::policy::principal::Principal;
 /// Longest API key id keygate accepts (real ids are 16 characters; the reference allows growth).
 const MAX_KEY_ID_LEN: usize = 64;
 
+/// Longest id an error message repeats. Real key ids are 16 characters and principal ids shorter;
+/// a 64-character "key id" is far more likely a secret in the wrong field (key and secret
+/// swapped), which must not be echoed into an error body or a log line.
+const MAX_QUOTED_ID_LEN: usize = 32;
+
+/// `id` in backticks when it is id-sized; otherwise only its length.
+fn quoted_id(id: &str) -> String {
+    if id.chars().count() <= MAX_QUOTED_ID_LEN {
+        format!("`{id}`")
+    } else {
+        format!(
+            "of {} characters (not repeated: that is the length of a secret, not of an id)",
+            id.chars().count()
+        )
+    }
+}
+
 /// Why a governed request has no verified identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
@@ -40,13 +57,13 @@ pub enum IdentityError {
     #[error("`{0}` credentials are not accepted on the api-keys endpoints yet: use a Cloud or Global API key (Basic)")]
     UnsupportedScheme(&'static str),
     /// The upstream (or the directory) did not accept the key and secret.
-    #[error("API key `{key_id}` was not accepted: wrong key or secret, a deleted key, or a resource-scoped key")]
+    #[error("API key {} was not accepted: wrong key or secret, a deleted key, or a resource-scoped key", quoted_id(.key_id))]
     Rejected {
         /// The key id (not secret).
         key_id: String,
     },
     /// The key is valid but its owner is not a user, service account or identity pool.
-    #[error("API key `{key_id}` belongs to `{owner}`, which is not a user, service account or identity pool")]
+    #[error("API key {} belongs to {}, which is not a user, service account or identity pool", quoted_id(.key_id), quoted_id(.owner))]
     UnknownOwner {
         /// The key id.
         key_id: String,

@@ -11,10 +11,12 @@
 //! no `cflt` prefix by shape alone (64 base64 characters also describe a SHA-256 hex digest, which
 //! the audit chain must keep) — those are caught by structure: the header, `spec.secret`, `secret`.
 //! Scrubbing sits on the output side of every stage: the audit sinks run [`redact_text`] over each
-//! encoded event as a last line of defence.
+//! encoded event, and the log output goes through a [`RedactingWriter`], as a last line of defence
+//! for text keygate did not write itself (paths, upstream data, dependency messages).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io;
 
 use serde::{Deserialize, Deserializer};
 
@@ -192,6 +194,41 @@ fn auth_credential(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
         .take_while(|&&b| b == b'=')
         .count();
     Some((start, start + token + padding))
+}
+
+// === impl RedactingWriter ===
+
+/// An `io::Write` that runs [`redact_text`] over everything written through it before passing it
+/// on: the log output's last line of defence, so a secret that reached a log line by any route (a
+/// request path, an upstream's answer quoted in an error, a dependency's message) is masked anyway.
+///
+/// Each `write` call is scrubbed on its own, so callers must write a whole record per call (the
+/// `tracing` formatter writes each event with one `write_all`). Bytes that are not UTF-8 are
+/// passed through unchanged.
+#[derive(Debug)]
+pub struct RedactingWriter<W> {
+    inner: W,
+}
+
+impl<W: io::Write> RedactingWriter<W> {
+    /// Scrubs what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        RedactingWriter { inner }
+    }
+}
+
+impl<W: io::Write> io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => self.inner.write_all(redact_text(text).as_bytes())?,
+            Err(_) => self.inner.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 // === JSON scrubbing ===

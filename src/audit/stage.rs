@@ -32,6 +32,7 @@ use crate::context::{RequestContext, RouteClass};
 use crate::error::GatewayError;
 use crate::policy::action::Action;
 use crate::policy::principal::AuthMethod as PrincipalAuth;
+use crate::redact::redact_text;
 use crate::stage::Stage;
 
 /// Largest create response read to find the new key's id (an ApiKey is about 1 KiB).
@@ -84,7 +85,9 @@ fn event(
     record.client_address = Some(ctx.peer);
     record.http = Some(HttpInfo {
         method: ctx.method.to_string(),
-        path: path.to_string(),
+        // Paths are the caller's text: a secret pasted into one is masked here, by the builder,
+        // so the sinks' own scrub stays a last resort (and its counter a bug signal).
+        path: redact_text(path).into_owned(),
     });
     record.principal = state.principal.as_ref().map(|p| {
         let key_id = match p.auth() {
@@ -114,7 +117,11 @@ fn event(
             .and_then(|d| d.target.resource_type)
             .map(|t| t.as_str().to_string()),
         environment: decision.and_then(|d| d.target.environment.clone()),
-        key_id: state.key_id.clone().or_else(|| created_key_id.clone()),
+        key_id: state
+            .key_id
+            .as_deref()
+            .map(|k| redact_text(k).into_owned())
+            .or_else(|| created_key_id.clone()),
     };
     if target != Target::default() {
         record.target = Some(target);
@@ -128,9 +135,11 @@ fn event(
             },
             decided_by,
             rule_ids: decision.map(|d| d.rule_ids.clone()).unwrap_or_default(),
-            explanation: decision
-                .map(|d| d.explanation.clone())
-                .or_else(|| state.error_detail.clone()),
+            // The error that ended the request explains the outcome better than an earlier allow.
+            explanation: state
+                .error_detail
+                .clone()
+                .or_else(|| decision.map(|d| d.explanation.clone())),
             dry_run_findings: decision.map(|d| d.dry_run.clone()).unwrap_or_default(),
         });
     }
@@ -267,7 +276,7 @@ where
             }
             let (response, created_key_id) =
                 if action == Some(Action::CreateApiKey) && response.status().is_success() {
-                    created_key(response).await
+                    created_key(response, &ctx).await
                 } else {
                     (response, None)
                 };
@@ -290,8 +299,12 @@ where
     }
 }
 
-/// Reads a create response (bounded) to find the new key's id, and rebuilds it unchanged.
-async fn created_key(response: Response<Body>) -> (Response<Body>, Option<String>) {
+/// Reads a create response (bounded) to find the new key's id, and rebuilds it unchanged. If the
+/// body cannot be read the caller gets a 502, recorded in `ctx` as an upstream error.
+async fn created_key(
+    response: Response<Body>,
+    ctx: &RequestContext,
+) -> (Response<Body>, Option<String>) {
     let (parts, body) = response.into_parts();
     let bytes: Bytes = match Limited::new(body, MAX_CREATE_RESPONSE_BYTES)
         .collect()
@@ -299,12 +312,15 @@ async fn created_key(response: Response<Body>) -> (Response<Body>, Option<String
     {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            tracing::warn!(error = %err, "Create response could not be read for audit");
-            let mut failed = GatewayError::Upstream(crate::proxy::ProxyError::Protocol(
+            tracing::warn!(request.id = %ctx.id_str(), error = %err, "Create response could not be read for audit");
+            let error = GatewayError::Upstream(crate::proxy::ProxyError::Protocol(
                 "create response body could not be read".into(),
-            ))
-            .to_response("-");
-            *failed.status_mut() = StatusCode::BAD_GATEWAY;
+            ));
+            let failed = error.to_response(ctx.id_str());
+            let mut state = ctx.state();
+            state.error_code = Some(error.parts().code);
+            state.error_detail = Some(error.detail());
+            state.decided_by = error.decided_by();
             return (failed, None);
         }
     };

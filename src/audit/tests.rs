@@ -247,3 +247,23 @@ async fn async_mode_never_fails_a_request_even_when_the_file_is_broken() {
     auditor.emit_nowait(&sample_event(3));
     assert_eq!(auditor.file().unwrap().stats().failed, 3);
 }
+
+#[tokio::test]
+async fn async_drops_are_counted_and_logged_at_most_once_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = FileSinkConfig::new(dir.path().join("audit.jsonl"));
+    config.queue_capacity = 1;
+    let (file, gate) = FileSink::open_gated(config).unwrap();
+    let auditor = Auditor::new(Some((file, FileMode::Async)), Vec::new());
+    for n in 0..4 {
+        // Async mode never refuses a request, even when its event is dropped.
+        assert_eq!(auditor.emit(&sample_event(n)).await.unwrap(), None);
+    }
+    let file = auditor.file().unwrap();
+    assert_eq!(file.stats().dropped, 3);
+    // The first drop was logged; the next two wait for the next interval's warning.
+    assert_eq!(auditor.losses.unreported(), 2);
+    gate.send(()).unwrap();
+    auditor.flush().await.unwrap();
+    assert_eq!(file.stats().events_written, 1);
+}

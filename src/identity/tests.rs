@@ -70,3 +70,24 @@ fn non_base64_is_malformed_and_does_not_echo_input() {
     assert!(matches!(err, IdentityError::Malformed(_)));
     assert!(!err.to_string().contains("cflt"));
 }
+
+#[test]
+fn errors_repeat_id_sized_values_but_not_secret_sized_ones() {
+    let short = IdentityError::Rejected {
+        key_id: "ABCD1234567890AB".into(),
+    };
+    assert!(short.to_string().contains("`ABCD1234567890AB`"));
+    // Key and secret swapped: the "key id" is a 64-character legacy secret.
+    let swapped = "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v2W3x4Y5z6A7b8C9d0E1f2";
+    let rejected = IdentityError::Rejected {
+        key_id: swapped.into(),
+    };
+    let owner = IdentityError::UnknownOwner {
+        key_id: "ABCD1234567890AB".into(),
+        owner: swapped.into(),
+    };
+    for message in [rejected.to_string(), owner.to_string()] {
+        assert!(!message.contains(swapped), "{message}");
+        assert!(message.contains("64 characters"), "{message}");
+    }
+}

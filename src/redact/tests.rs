@@ -142,3 +142,23 @@ fn json_secret_members_are_masked_at_any_depth() {
     assert_eq!(doc["count"], 3);
     assert!(!doc.to_string().contains(CANARY));
 }
+
+#[test]
+fn redacting_writer_masks_secrets_in_each_write() {
+    use std::io::Write;
+    let mut out = Vec::new();
+    {
+        let mut writer = RedactingWriter::new(&mut out);
+        let line = format!("{{\"path\":\"/x/{CANARY}\",\"auth\":\"Bearer abc.def\"}}\n");
+        writer.write_all(line.as_bytes()).unwrap();
+        writer.write_all(b"plain line\n").unwrap();
+        writer.write_all(&[0xff, 0xfe, b'\n']).unwrap();
+        writer.flush().unwrap();
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains(CANARY), "{text}");
+    assert!(!text.contains("abc.def"), "{text}");
+    assert!(text.contains(&format!("/x/{REDACTED}")), "{text}");
+    assert!(text.contains("plain line\n"));
+    assert!(out.ends_with(&[0xff, 0xfe, b'\n']));
+}

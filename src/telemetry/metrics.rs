@@ -1,17 +1,27 @@
 //! The Prometheus registry and the metric families keygate records.
 //!
 //! Label values come from small fixed sets (route class, normalised method, status code, error
-//! kind), so cardinality stays bounded whatever callers send.
+//! kind, audit sink name), so cardinality stays bounded whatever callers send.
+//!
+//! The audit trail keeps its own counters (its writers are threads that must not touch the
+//! registry); [`Metrics::register_audit`] exports them through a collector that reads an
+//! [`AuditSnapshot`] at scrape time, so `/metrics` is always exact and nothing polls.
 
 use std::sync::atomic::AtomicI64;
 
 use http::Method;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::audit::{FileStats, SinkStats};
 
 /// Latency buckets in seconds: from a cached decision (sub-millisecond) to a slow upstream.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -249,6 +259,12 @@ impl Metrics {
         }
     }
 
+    /// Exports the audit trail's counters, read from `source` at every scrape.
+    pub fn register_audit(&mut self, source: AuditSource) {
+        self.registry
+            .register_collector(Box::new(AuditCollector { source }));
+    }
+
     /// Mutable access to register further families at start-up.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
@@ -261,6 +277,136 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+// === audit ===
+
+/// The audit trail's counters at one moment, as [`Metrics::register_audit`] exports them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditSnapshot {
+    /// The file sink's counters and health, when a file sink is configured.
+    pub file: Option<(FileStats, bool)>,
+    /// Every other sink's name and counters.
+    pub sinks: Vec<(&'static str, SinkStats)>,
+    /// Events in which scrubbing masked a credential-shaped value.
+    pub scrubbed: u64,
+}
+
+/// Reads an [`AuditSnapshot`]; called on every scrape of `/metrics`.
+pub type AuditSource = Box<dyn Fn() -> AuditSnapshot + Send + Sync>;
+
+/// Labels of the per-sink audit families.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    /// `file`, `stdout` or `webhook`.
+    sink: &'static str,
+}
+
+struct AuditCollector {
+    source: AuditSource,
+}
+
+impl std::fmt::Debug for AuditCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditCollector").finish_non_exhaustive()
+    }
+}
+
+/// Encodes one unlabelled value.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let metric_encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(metric_encoder)
+}
+
+/// Encodes one counter per sink.
+fn encode_per_sink(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&'static str, u64)],
+) -> Result<(), std::fmt::Error> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut metric_encoder = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for &(sink, value) in values {
+        let labels = SinkLabels { sink };
+        let family_encoder = metric_encoder.encode_family(&labels)?;
+        ConstCounter::new(value).encode(family_encoder)?;
+    }
+    Ok(())
+}
+
+impl Collector for AuditCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = (self.source)();
+        let mut written = Vec::new();
+        let mut dropped = Vec::new();
+        let mut failed = Vec::new();
+        if let Some((file, healthy)) = &snapshot.file {
+            encode_one(
+                &mut encoder,
+                "audit_file_fsyncs",
+                "fsync calls of the audit file (one per group commit)",
+                &ConstCounter::new(file.fsyncs),
+            )?;
+            encode_one(
+                &mut encoder,
+                "audit_file_events_per_fsync",
+                "Audit records per fsync since start (the group-commit factor)",
+                &ConstGauge::new(file.events_per_fsync()),
+            )?;
+            encode_one(
+                &mut encoder,
+                "audit_file_rotations",
+                "Audit file rotations",
+                &ConstCounter::new(file.rotations),
+            )?;
+            encode_one(
+                &mut encoder,
+                "audit_file_healthy",
+                "1 while the audit file sink can write, 0 after a write failure (until restart)",
+                &ConstGauge::new(i64::from(*healthy)),
+            )?;
+            written.push(("file", file.events_written));
+            dropped.push(("file", file.dropped));
+            failed.push(("file", file.failed));
+        }
+        for (name, stats) in &snapshot.sinks {
+            written.push((name, stats.delivered));
+            dropped.push((name, stats.dropped));
+            failed.push((name, stats.failed));
+        }
+        encode_per_sink(
+            &mut encoder,
+            "audit_events_written",
+            "Audit events written (file: fsynced; stdout: flushed; webhook: delivered), by sink",
+            &written,
+        )?;
+        encode_per_sink(
+            &mut encoder,
+            "audit_events_dropped",
+            "Audit events dropped because a sink's queue was full, by sink",
+            &dropped,
+        )?;
+        encode_per_sink(
+            &mut encoder,
+            "audit_events_failed",
+            "Audit events lost to a write or delivery failure, by sink",
+            &failed,
+        )?;
+        encode_one(
+            &mut encoder,
+            "audit_events_scrubbed",
+            "Audit events in which a credential-shaped value was masked (each one is a bug)",
+            &ConstCounter::new(snapshot.scrubbed),
+        )
     }
 }
 
@@ -302,5 +448,69 @@ mod tests {
         assert!(text.contains(r#"keygate_upstream_errors_total{kind="timeout"} 1"#));
         assert!(text.contains("keygate_request_duration_seconds_bucket"));
         assert!(text.contains("keygate_in_flight_requests 0"));
+    }
+
+    #[test]
+    fn audit_counters_are_read_at_every_scrape() {
+        let mut m = Metrics::new();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = seen.clone();
+        m.register_audit(Box::new(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            AuditSnapshot {
+                file: Some((
+                    FileStats {
+                        fsyncs: 2 * n,
+                        events_written: 8 * n,
+                        dropped: 0,
+                        failed: 1,
+                        ..FileStats::default()
+                    },
+                    true,
+                )),
+                sinks: vec![(
+                    "webhook",
+                    SinkStats {
+                        delivered: 5,
+                        dropped: 3 * n,
+                        ..SinkStats::default()
+                    },
+                )],
+                scrubbed: 0,
+            }
+        }));
+        let first = m.render();
+        assert!(
+            first.contains("keygate_audit_file_fsyncs_total 2\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains("keygate_audit_file_events_per_fsync 4.0\n"),
+            "{first}"
+        );
+        assert!(first.contains("keygate_audit_file_healthy 1\n"), "{first}");
+        assert!(first.contains(r#"keygate_audit_events_written_total{sink="file"} 8"#));
+        assert!(first.contains(r#"keygate_audit_events_failed_total{sink="file"} 1"#));
+        assert!(first.contains(r#"keygate_audit_events_dropped_total{sink="webhook"} 3"#));
+        assert!(first.contains("keygate_audit_events_scrubbed_total 0"));
+        let second = m.render();
+        assert!(
+            second.contains("keygate_audit_file_fsyncs_total 4\n"),
+            "{second}"
+        );
+        assert!(second.contains(r#"keygate_audit_events_dropped_total{sink="webhook"} 6"#));
+    }
+
+    #[test]
+    fn without_a_file_sink_no_file_families_are_exported() {
+        let mut m = Metrics::new();
+        m.register_audit(Box::new(AuditSnapshot::default));
+        let text = m.render();
+        assert!(!text.contains("audit_file_"), "{text}");
+        assert!(!text.contains("audit_events_written"), "{text}");
+        assert!(
+            text.contains("keygate_audit_events_scrubbed_total 0"),
+            "{text}"
+        );
     }
 }

@@ -9,7 +9,10 @@
 mod support;
 
 mod admin;
+mod audit;
+mod canary;
 mod cli;
+mod crash;
 mod decisions;
 mod deploy;
 mod dev;

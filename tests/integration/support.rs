@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test module uses a different subset")]
 
+pub mod audit;
 pub mod binary;
 pub mod certs;
 pub mod governed;

@@ -2,8 +2,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A running `keygate` child; killed on drop.
@@ -13,6 +14,9 @@ pub struct Running {
     pub stdout: mpsc::Receiver<String>,
     /// Lines the child printed on stderr (logs).
     pub stderr: mpsc::Receiver<String>,
+    /// Every line of stdout and stderr, kept even when the receivers consumed them.
+    transcript: [Arc<Mutex<Vec<String>>>; 2],
+    pumps: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Running {
@@ -22,32 +26,46 @@ impl Drop for Running {
     }
 }
 
-fn pump(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+fn pump(
+    reader: impl std::io::Read + Send + 'static,
+) -> (
+    mpsc::Receiver<String>,
+    Arc<Mutex<Vec<String>>>,
+    JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let all = Arc::new(Mutex::new(Vec::new()));
+    let keep = all.clone();
+    let handle = std::thread::spawn(move || {
         for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            keep.lock().unwrap().push(line.clone());
+            // A dropped receiver only means nobody waits for lines; keep the transcript.
+            let _ = tx.send(line);
         }
     });
-    rx
+    (rx, all, handle)
 }
 
 /// Starts `keygate ARGS…`.
 pub fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(args)
+    spawn_with(Command::new(env!("CARGO_BIN_EXE_keygate")).args(args))
+}
+
+/// Starts a prepared `keygate` command (extra environment, working directory), piping its output.
+pub fn spawn_with(command: &mut Command) -> Running {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("keygate binary starts");
-    let stdout = pump(child.stdout.take().unwrap());
-    let stderr = pump(child.stderr.take().unwrap());
+    let (stdout, out_all, out_pump) = pump(child.stdout.take().unwrap());
+    let (stderr, err_all, err_pump) = pump(child.stderr.take().unwrap());
     Running {
         child,
         stdout,
         stderr,
+        transcript: [out_all, err_all],
+        pumps: vec![out_pump, err_pump],
     }
 }
 
@@ -65,6 +83,30 @@ impl Running {
         );
         let admin = field(&self.wait_stderr("\"admin.address\""), "admin.address");
         (listener.parse().unwrap(), admin.parse().unwrap())
+    }
+
+    /// Waits for the child to exit and its output to be read to the end: (status, every stdout
+    /// line, every stderr line).
+    pub fn finish(&mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        for pump in self.pumps.drain(..) {
+            pump.join().unwrap();
+        }
+        let [out, err] = &self.transcript;
+        (
+            status,
+            out.lock().unwrap().clone(),
+            err.lock().unwrap().clone(),
+        )
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Peak resident memory of the child (VmHWM), in KiB.
