@@ -21,6 +21,15 @@ pub struct RawConfig {
     pub authz: RawAuthz,
     pub ratelimit: crate::ratelimit::RawRateLimitConfig,
     pub audit: RawAudit,
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,7 @@ mod drain;
 mod forwarding;
 mod guard;
 mod identity;
+mod otel;
 mod python_client;
 mod ratelimit;
 mod reload;

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod certs;
 pub mod governed;
+pub mod otlp;
 pub mod sim;
 pub mod upstream;
 

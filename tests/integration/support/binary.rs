@@ -36,8 +36,14 @@ fn pump(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// Starts `keygate ARGS…`.
 pub fn spawn(args: &[&str]) -> Running {
+    spawn_with_env(args, &[])
+}
+
+/// Starts `keygate ARGS…` with extra environment variables.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
