@@ -14,11 +14,11 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::telemetry::trace;
 
 /// One request-side stage.
 pub trait Stage: Send + Sync + 'static {
@@ -114,10 +114,10 @@ where
             let Some(ctx) = request.extensions().get::<Arc<RequestContext>>().cloned() else {
                 return Err(GatewayError::Internal("request without a context"));
             };
-            let span = crate::telemetry::trace::stage_span(stage.name());
-            let applied = stage.apply(request, ctx).instrument(span.clone()).await;
+            let span = trace::stage_span(stage.name());
+            let applied = trace::in_span(stage.apply(request, ctx), span.clone()).await;
             if let Err(err) = &applied {
-                crate::telemetry::trace::stage_failed(&span, err);
+                trace::stage_failed(&span, err);
             }
             // The stage's span ends here, before the stages after it run.
             drop(span);

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use super::{
     method_name, AuditEvent, AuditRecord, Auditor, DecisionInfo, DecisionResult, EventSource,
@@ -183,12 +182,12 @@ impl Stage for AuditGateStage {
             None,
             None,
         );
-        self.audit
-            .auditor
-            .emit(&event)
-            .instrument(trace::audit_write_span("request_received"))
-            .await
-            .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
+        trace::in_span(
+            self.audit.auditor.emit(&event),
+            trace::audit_write_span("request_received"),
+        )
+        .await
+        .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
         Ok(request)
     }
 }
@@ -286,11 +285,11 @@ where
                 Some(response.status()),
                 created_key_id,
             );
-            let written = audit
-                .auditor
-                .emit(&ev)
-                .instrument(trace::audit_write_span("response_complete"))
-                .await;
+            let written = trace::in_span(
+                audit.auditor.emit(&ev),
+                trace::audit_write_span("response_complete"),
+            )
+            .await;
             match written {
                 Ok(_) => Ok(response),
                 Err(err) => {

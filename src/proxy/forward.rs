@@ -5,7 +5,6 @@
 use http::header::{HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Version};
-use tracing::Instrument;
 
 use super::headers::strip_hop_by_hop;
 use super::{ProxyError, Upstream};
@@ -37,10 +36,11 @@ pub async fn forward(
     // Replaces the caller's `traceparent` with the upstream span's, when tracing is on.
     trace::inject(&span, &mut parts.headers);
 
-    let sent = upstream
-        .send(Request::from_parts(parts, body))
-        .instrument(span.clone())
-        .await;
+    let sent = trace::in_span(
+        upstream.send(Request::from_parts(parts, body)),
+        span.clone(),
+    )
+    .await;
     trace::finish_upstream_span(
         &span,
         sent.as_ref()

@@ -18,7 +18,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use super::metrics::{MethodLabel, RequestLabels, RouteLabels};
 use super::{Metrics, X_REQUEST_ID};
@@ -136,7 +135,7 @@ where
                 },
             ))
         };
-        Box::pin(future.instrument(span))
+        Box::pin(super::trace::in_span(future, span))
     }
 }
 

@@ -144,6 +144,44 @@ where
 
 // === spans ===
 
+pin_project_lite::pin_project! {
+    /// A future run in a span — or, when the span is disabled, just the future: tracing off does
+    /// not even pay for entering and exiting a disabled span on every poll.
+    #[project = InSpanProj]
+    pub enum InSpan<F> {
+        /// Tracing off.
+        Plain { #[pin] future: F },
+        /// In an enabled span.
+        Traced { #[pin] future: tracing::instrument::Instrumented<F> },
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        match self.project() {
+            InSpanProj::Plain { future } => future.poll(cx),
+            InSpanProj::Traced { future } => future.poll(cx),
+        }
+    }
+}
+
+/// Runs `future` in `span` (see [`InSpan`]).
+pub fn in_span<F>(future: F, span: Span) -> InSpan<F> {
+    use tracing::Instrument as _;
+    if span.is_disabled() {
+        InSpan::Plain { future }
+    } else {
+        InSpan::Traced {
+            future: future.instrument(span),
+        }
+    }
+}
+
 /// The server span of one request, continuing the caller's trace when it sent a valid
 /// `traceparent`. Disabled (free) when tracing is off.
 pub fn server_span<B>(request: &Request<B>, request_id: &HeaderValue) -> Span {
