@@ -302,9 +302,16 @@ fn serve(
             return ExitCode::from(EX_CONFIG);
         }
     };
-    crate::telemetry::init_logging(&config.log);
     block_on(config.runtime.worker_threads, async move {
-        match crate::build(config).await {
+        // Inside the runtime: trace exports run on it.
+        let telemetry = match crate::telemetry::init_logging(&config.log, &config.telemetry) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("keygate: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = match crate::build(config).await {
             Ok(gateway) => {
                 gateway.run_until_signal().await;
                 ExitCode::SUCCESS
@@ -313,7 +320,10 @@ fn serve(
                 eprintln!("keygate: {err}");
                 ExitCode::FAILURE
             }
-        }
+        };
+        // After the drain, so the spans of the last requests are exported too.
+        telemetry.shutdown().await;
+        code
     })
 }
 

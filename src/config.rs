@@ -48,6 +48,8 @@ pub struct Config {
     pub policy: Option<crate::policy::org::OrgPolicyConfig>,
     /// The file this config was loaded from (re-read on reload), if any.
     pub source_path: Option<PathBuf>,
+    /// Trace export (off unless an OTLP endpoint is configured).
+    pub telemetry: TelemetryConfig,
 }
 
 /// Identity of governed-route callers.
@@ -190,6 +192,17 @@ pub struct LogConfig {
     pub level: String,
     /// One access-log line per request.
     pub access_log: bool,
+}
+
+/// OpenTelemetry trace export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); no export when absent.
+    pub otlp_endpoint: Option<Uri>,
+    /// Share of new traces sampled, 0.0–1.0; a caller's `traceparent` decision is followed.
+    pub sample_ratio: f64,
+    /// `service.instance.id`; the hostname when absent.
+    pub instance_id: Option<String>,
 }
 
 /// Log line format.

@@ -50,6 +50,9 @@ pub enum DevError {
     /// The simulator's listener could not be bound.
     #[error("simulator: {0}")]
     Io(#[from] std::io::Error),
+    /// Trace export could not start.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TraceError),
 }
 
 /// Runs `keygate dev` until a signal.
@@ -82,7 +85,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     config.upstream.url = format!("http://{sim_addr}")
         .parse()
         .map_err(|_| ConfigError::field("upstream.url", "invalid simulator address"))?;
-    crate::telemetry::init_logging(&config.log);
+    let telemetry = crate::telemetry::init_logging(&config.log, &config.telemetry)?;
     let gateway = crate::build(config).await?;
     let base = format!("http://{}", gateway.local_addr());
     sim.set_public_base(&base);
@@ -93,6 +96,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     );
 
     gateway.run_until_signal().await;
+    telemetry.shutdown().await;
     let _ = stop_sim.send(());
     let _ = sim_task.await;
     Ok(())

@@ -4,7 +4,8 @@
 //!
 //! Each stage implements [`Stage`]; [`StageLayer`] turns it into a tower layer so `app.rs` composes
 //! them with `ServiceBuilder` like any other layer. Stages that must see the response (observe,
-//! audit, rescue) are full tower services of their own.
+//! audit, rescue) are full tower services of their own. Each stage's work runs in a span named
+//! after it, a child of the request's server span (free when tracing is off).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,9 +18,15 @@ use tower::{Layer, Service};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::telemetry::trace;
 
 /// One request-side stage.
 pub trait Stage: Send + Sync + 'static {
+    /// The stage's name, as its trace span is called (`guard`, `identity`, …).
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
     /// Checks (and possibly rewrites) the request; an error ends the request here.
     fn apply(
         &self,
@@ -107,8 +114,14 @@ where
             let Some(ctx) = request.extensions().get::<Arc<RequestContext>>().cloned() else {
                 return Err(GatewayError::Internal("request without a context"));
             };
-            let request = stage.apply(request, ctx).await?;
-            inner.call(request).await
+            let span = trace::stage_span(stage.name());
+            let applied = trace::in_span(stage.apply(request, ctx), span.clone()).await;
+            if let Err(err) = &applied {
+                trace::stage_failed(&span, err);
+            }
+            // The stage's span ends here, before the stages after it run.
+            drop(span);
+            inner.call(applied?).await
         })
     }
 }

@@ -10,7 +10,7 @@
 //!   leave a created key without a trace. If that write fails, the create is not forwarded (503).
 //!
 //! The created key's id is read from the create response (never its secret); the response body
-//! reaches the caller byte for byte.
+//! reaches the caller byte for byte. Each durable write runs in an `audit_write` trace span.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +34,7 @@ use crate::policy::action::Action;
 use crate::policy::principal::AuthMethod as PrincipalAuth;
 use crate::redact::redact_text;
 use crate::stage::Stage;
+use crate::telemetry::trace;
 
 /// Largest create response read to find the new key's id (an ApiKey is about 1 KiB).
 const MAX_CREATE_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -170,6 +171,10 @@ impl AuditGateStage {
 }
 
 impl Stage for AuditGateStage {
+    fn name(&self) -> &'static str {
+        "audit_gate"
+    }
+
     async fn apply(
         &self,
         request: Request<Body>,
@@ -186,11 +191,12 @@ impl Stage for AuditGateStage {
             None,
             None,
         );
-        self.audit
-            .auditor
-            .emit(&event)
-            .await
-            .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
+        trace::in_span(
+            self.audit.auditor.emit(&event),
+            trace::audit_write_span("request_received"),
+        )
+        .await
+        .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
         Ok(request)
     }
 }
@@ -288,7 +294,12 @@ where
                 Some(response.status()),
                 created_key_id,
             );
-            match audit.auditor.emit(&ev).await {
+            let written = trace::in_span(
+                audit.auditor.emit(&ev),
+                trace::audit_write_span("response_complete"),
+            )
+            .await;
+            match written {
                 Ok(_) => Ok(response),
                 Err(err) => {
                     tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");

@@ -22,6 +22,15 @@ pub struct RawConfig {
     pub ratelimit: crate::ratelimit::RawRateLimitConfig,
     pub audit: RawAudit,
     pub policy: Option<crate::policy::org::RawOrgPolicyConfig>,
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

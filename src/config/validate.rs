@@ -11,7 +11,7 @@ use super::raw::RawConfig;
 use super::{
     AdminConfig, AuditConfig, AuditFile, AuthzConfig, Config, ConfigError, DataSource, Env,
     IdentityConfig, IdentitySource, LimitsConfig, ListenerConfig, LogConfig, LogFormat,
-    RuntimeConfig, TlsFiles, UpstreamConfig,
+    RuntimeConfig, TelemetryConfig, TlsFiles, UpstreamConfig,
 };
 use crate::redact::Secret;
 
@@ -182,6 +182,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
             ConfigError::field("policy", first)
         })?;
+    let telemetry = telemetry(raw.telemetry)?;
 
     Ok(Config {
         listener,
@@ -196,6 +197,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         audit,
         policy,
         source_path: None,
+        telemetry,
     })
 }
 
@@ -405,6 +407,56 @@ fn audit(raw: super::raw::RawAudit) -> Result<AuditConfig, ConfigError> {
         stdout: raw.stdout.unwrap_or(false),
         webhook,
         ungoverned: raw.ungoverned.unwrap_or(false),
+        instance_id: raw.instance_id,
+    })
+}
+
+/// Every trace is kept unless configured otherwise: governed traffic is low-volume, and a
+/// collector can still sample downstream.
+pub const DEFAULT_SAMPLE_RATIO: f64 = 1.0;
+
+fn telemetry(raw: super::raw::RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    const ENDPOINT: &str = "telemetry.otlp_endpoint";
+    let otlp_endpoint = raw
+        .otlp_endpoint
+        .as_deref()
+        .map(|text| {
+            let uri: Uri = text
+                .parse()
+                .map_err(|e| ConfigError::field(ENDPOINT, format!("`{text}` is not a URL: {e}")))?;
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(ConfigError::field(
+                    ENDPOINT,
+                    "credentials in the URL are not supported",
+                ));
+            }
+            match uri.scheme_str() {
+                Some("http") | Some("https") if uri.authority().is_some() => Ok(uri),
+                _ => Err(ConfigError::field(
+                    ENDPOINT,
+                    format!(
+                        "`{text}` must be an http(s) URL such as `http://collector:4318/v1/traces`"
+                    ),
+                )),
+            }
+        })
+        .transpose()?;
+    let sample_ratio = raw.sample_ratio.unwrap_or(DEFAULT_SAMPLE_RATIO);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(ConfigError::field(
+            "telemetry.sample_ratio",
+            format!("`{sample_ratio}` must be between 0.0 and 1.0"),
+        ));
+    }
+    if raw.instance_id.as_deref() == Some("") {
+        return Err(ConfigError::field(
+            "telemetry.instance_id",
+            "must not be empty",
+        ));
+    }
+    Ok(TelemetryConfig {
+        otlp_endpoint,
+        sample_ratio,
         instance_id: raw.instance_id,
     })
 }

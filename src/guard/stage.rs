@@ -25,6 +25,10 @@ impl GuardStage {
 }
 
 impl Stage for GuardStage {
+    fn name(&self) -> &'static str {
+        "guard"
+    }
+
     async fn apply(
         &self,
         request: Request<Body>,

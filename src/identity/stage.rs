@@ -1,5 +1,6 @@
 //! The identity stage: on governed routes, establish the verified principal (401/503 otherwise).
-//! Ungoverned requests pass untouched, whatever credential they carry.
+//! Ungoverned requests pass untouched, whatever credential they carry. Its trace span records
+//! whether the identity cache answered (`keygate.identity.cache`: `hit`, `miss` or `failure`).
 
 use std::sync::Arc;
 
@@ -31,6 +32,10 @@ impl AuthenticateStage {
 }
 
 impl Stage for AuthenticateStage {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
     async fn apply(
         &self,
         mut request: Request<Body>,
@@ -49,6 +54,12 @@ impl Stage for AuthenticateStage {
             .identity
             .get_or_create(&ResultLabels { result })
             .inc();
+        crate::telemetry::trace::annotate(|| {
+            [opentelemetry::KeyValue::new(
+                "keygate.identity.cache",
+                result,
+            )]
+        });
         let (principal, _) = outcome?;
         ctx.state().principal = Some(principal.clone());
         request.extensions_mut().insert(principal);

@@ -1,6 +1,7 @@
 //! The decision stage: layer 1 (the RBAC matrix) on governed routes, then a [`Permit`] for the
-//! forwarder or a 403 with the explanation. Every decision is logged as one structured line and
-//! recorded in the request context for the audit event.
+//! forwarder or a 403 with the explanation. Every decision is logged as one structured line,
+//! recorded in the request context for the audit event, and set on the stage's trace span
+//! (principal, action, resource type, decision, rule ids, policy revision).
 
 use std::sync::Arc;
 
@@ -41,6 +42,10 @@ impl DecideStage {
 }
 
 impl Stage for DecideStage {
+    fn name(&self) -> &'static str {
+        "decide"
+    }
+
     async fn apply(
         &self,
         mut request: Request<Body>,
@@ -80,17 +85,28 @@ impl Stage for DecideStage {
                 result: if decision.allow { "allow" } else { "deny" },
             })
             .inc();
+        let record = DecisionRecord {
+            allow: decision.allow,
+            rule_ids: vec![decision.rule.to_string()],
+            explanation: decision.explanation.clone(),
+            target: decision.target.clone(),
+            dry_run: Vec::new(),
+            revision: Some(revision),
+        };
+        crate::telemetry::trace::annotate(|| {
+            crate::telemetry::trace::decision_attributes(
+                principal.id(),
+                action,
+                record.target.resource_type.map(|t| t.as_str()),
+                record.allow,
+                &record.rule_ids,
+                record.revision.as_deref().map(String::as_str),
+            )
+        });
         {
             let mut state = ctx.state();
             state.decided_by = Some(DecidedBy::Matrix);
-            state.decision = Some(DecisionRecord {
-                allow: decision.allow,
-                rule_ids: vec![decision.rule.to_string()],
-                explanation: decision.explanation.clone(),
-                target: decision.target.clone(),
-                dry_run: Vec::new(),
-                revision: Some(revision),
-            });
+            state.decision = Some(record);
         }
         if !decision.allow {
             return Err(GatewayError::Denied(Box::new(Denial {

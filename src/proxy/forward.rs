@@ -1,4 +1,6 @@
-//! Rewrites a downstream request for the upstream and streams the exchange.
+//! Rewrites a downstream request for the upstream and streams the exchange. The exchange (up to
+//! the response head) is the request's `upstream` client span, whose context the upstream receives
+//! in `traceparent` when tracing is on.
 
 use http::header::{HeaderValue, HOST};
 use http::uri::PathAndQuery;
@@ -7,7 +9,7 @@ use http::{Request, Response, Version};
 use super::headers::strip_hop_by_hop;
 use super::{ProxyError, Upstream};
 use crate::body::Body;
-use crate::telemetry::X_REQUEST_ID;
+use crate::telemetry::{trace, X_REQUEST_ID};
 
 /// Forwards `request` to the upstream: same method, path, query, end-to-end headers and body
 /// (streamed); `Host`/`:authority` become the upstream's; hop-by-hop headers are removed both ways.
@@ -30,8 +32,22 @@ pub async fn forward(
     parts.headers.remove(HOST);
     // Set after stripping, so a `Connection: x-request-id` cannot remove it.
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    let span = trace::upstream_span(&parts.method, upstream.authority());
+    // Replaces the caller's `traceparent` with the upstream span's, when tracing is on.
+    trace::inject(&span, &mut parts.headers);
 
-    let response = upstream.send(Request::from_parts(parts, body)).await?;
+    let sent = trace::in_span(
+        upstream.send(Request::from_parts(parts, body)),
+        span.clone(),
+    )
+    .await;
+    trace::finish_upstream_span(
+        &span,
+        sent.as_ref()
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.kind()),
+    );
+    let response = sent?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::Incoming(body)))

@@ -30,6 +30,10 @@ impl RateLimitStage {
 }
 
 impl Stage for RateLimitStage {
+    fn name(&self) -> &'static str {
+        "ratelimit"
+    }
+
     async fn apply(
         &self,
         request: Request<Body>,

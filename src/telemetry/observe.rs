@@ -1,4 +1,5 @@
-//! The outermost stage: request id, sensitive headers, in-flight gauge, latency, access log.
+//! The outermost stage: request id, sensitive headers, in-flight gauge, latency, access log, and
+//! the request's server span (continuing the caller's trace; free when tracing is off).
 //!
 //! It runs before anything can log a header: `Authorization`, `Cookie` and friends are marked
 //! sensitive here, first. It wraps the response body so the access-log line and the latency metric
@@ -103,6 +104,7 @@ where
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let ctx = RequestContext::new(id.clone(), peer, request.method().clone());
         request.extensions_mut().insert(ctx.clone());
+        let span = super::trace::server_span(&request, &id);
 
         self.metrics.in_flight.inc();
         let completion = Completion {
@@ -111,9 +113,13 @@ where
             metrics: self.metrics.clone(),
             status: None,
             bytes: 0,
+            span: span.clone(),
         };
-        let future = self.inner.call(request);
-        Box::pin(async move {
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let future = async move {
             let mut completion = completion;
             let Ok(response) = future.await;
             let (mut parts, body) = response.into_parts();
@@ -128,7 +134,8 @@ where
                     completion: Some(completion),
                 },
             ))
-        })
+        };
+        Box::pin(super::trace::in_span(future, span))
     }
 }
 
@@ -206,14 +213,18 @@ struct Completion {
     access: Option<AccessFields>,
     status: Option<u16>,
     bytes: u64,
+    /// The server span; it ends with this drop, after the last byte.
+    span: tracing::Span,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        let _entered = self.span.enter();
         let elapsed = self.ctx.started.elapsed();
         let state = self.ctx.state();
         let route = state.route.as_str();
         let status = self.status.unwrap_or(CLIENT_CLOSED);
+        super::trace::finish_server_span(&self.span, &self.ctx.method, &state, status);
         self.metrics.in_flight.dec();
         self.metrics
             .requests

@@ -21,6 +21,7 @@ mod forwarding;
 mod guard;
 mod identity;
 mod org_policies;
+mod otel;
 mod policy_cli;
 mod python_client;
 mod ratelimit;

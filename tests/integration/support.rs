@@ -7,6 +7,7 @@ pub mod audit;
 pub mod binary;
 pub mod certs;
 pub mod governed;
+pub mod otlp;
 pub mod sim;
 pub mod upstream;
 

@@ -51,6 +51,15 @@ pub fn spawn(args: &[&str]) -> Running {
     spawn_with(Command::new(env!("CARGO_BIN_EXE_keygate")).args(args))
 }
 
+/// Starts `keygate ARGS…` with extra environment variables.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+    spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
+}
+
 /// Starts a prepared `keygate` command (extra environment, working directory), piping its output.
 pub fn spawn_with(command: &mut Command) -> Running {
     let mut child = command
