@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use criterion::Criterion;
 use http::{HeaderValue, Request};
 use keygate::config::{LogConfig, LogFormat, TelemetryConfig};
-use keygate::policy::action::Action;
+use keygate::context::ContextState;
 use keygate::telemetry::{self, trace};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
@@ -63,16 +63,7 @@ fn traced(request: &Request<()>, id: &HeaderValue) -> u32 {
                 drop(span);
             }
             trace::annotate(|| [KeyValue::new("keygate.identity.cache", "hit")]);
-            trace::annotate(|| {
-                trace::decision_attributes(
-                    "u-bob",
-                    Action::CreateApiKey,
-                    Some("Kafka"),
-                    true,
-                    &["matrix.rule".to_string()],
-                    None,
-                )
-            });
+            trace::annotate(|| trace::decision_attributes(&ContextState::default()));
             n
         },
         server,

@@ -48,6 +48,21 @@ impl Stage for DecideStage {
 
     async fn apply(
         &self,
+        request: Request<Body>,
+        ctx: Arc<RequestContext>,
+    ) -> Result<Request<Body>, GatewayError> {
+        let decided = self.decide(request, ctx.clone()).await;
+        // The final decision (matrix, then organisation policies), on this stage's span.
+        crate::telemetry::trace::annotate(|| {
+            crate::telemetry::trace::decision_attributes(&ctx.state())
+        });
+        decided
+    }
+}
+
+impl DecideStage {
+    async fn decide(
+        &self,
         mut request: Request<Body>,
         ctx: Arc<RequestContext>,
     ) -> Result<Request<Body>, GatewayError> {
@@ -93,16 +108,6 @@ impl Stage for DecideStage {
             dry_run: Vec::new(),
             revision: Some(revision),
         };
-        crate::telemetry::trace::annotate(|| {
-            crate::telemetry::trace::decision_attributes(
-                principal.id(),
-                action,
-                record.target.resource_type.map(|t| t.as_str()),
-                record.allow,
-                &record.rule_ids,
-                record.revision.as_deref().map(String::as_str),
-            )
-        });
         {
             let mut state = ctx.state();
             state.decided_by = Some(DecidedBy::Matrix);

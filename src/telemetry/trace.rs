@@ -334,37 +334,66 @@ where
     span.context().span().set_attributes(attributes());
 }
 
-/// The attributes of a decision, for [`annotate`].
-pub fn decision_attributes(
-    principal_id: &str,
-    action: Action,
-    resource_type: Option<&'static str>,
-    allow: bool,
-    rule_ids: &[String],
-    revision: Option<&str>,
-) -> Vec<KeyValue> {
+/// The attributes of the decision recorded in `state`, for [`annotate`]: principal, action,
+/// resource type, decision, deciding rule and policy ids, dry-run findings, policy revision.
+/// Empty when nothing was decided.
+pub fn decision_attributes(state: &ContextState) -> Vec<KeyValue> {
+    let Some(decision) = &state.decision else {
+        return Vec::new();
+    };
+    let strings = |ids: &[String]| {
+        Value::Array(
+            ids.iter()
+                .map(|id| id.clone().into())
+                .collect::<Vec<opentelemetry::StringValue>>()
+                .into(),
+        )
+    };
     let mut attributes = vec![
-        KeyValue::new("keygate.principal.id", principal_id.to_string()),
-        KeyValue::new("keygate.action", action.as_str()),
-        KeyValue::new("keygate.decision", allow_str(allow)),
-        KeyValue::new(
-            "keygate.decision.rule_ids",
-            Value::Array(
-                rule_ids
-                    .iter()
-                    .map(|id| id.clone().into())
-                    .collect::<Vec<opentelemetry::StringValue>>()
-                    .into(),
-            ),
-        ),
+        KeyValue::new("keygate.decision", allow_str(decision.allow)),
+        KeyValue::new("keygate.decision.rule_ids", strings(&decision.rule_ids)),
     ];
-    if let Some(t) = resource_type {
-        attributes.push(KeyValue::new("keygate.resource.type", t));
+    if let Some(principal) = &state.principal {
+        attributes.push(KeyValue::new(
+            "keygate.principal.id",
+            principal.id().to_string(),
+        ));
     }
-    if let Some(r) = revision {
-        attributes.push(KeyValue::new("keygate.policy.revision", r.to_string()));
+    if let Some(action) = state.action {
+        attributes.push(KeyValue::new("keygate.action", action.as_str()));
+    }
+    if let Some(t) = decision.target.resource_type {
+        attributes.push(KeyValue::new("keygate.resource.type", t.as_str()));
+    }
+    if let Some(by) = state.decided_by {
+        attributes.push(KeyValue::new("keygate.decision.by", decided_by_str(by)));
+    }
+    if !decision.dry_run.is_empty() {
+        attributes.push(KeyValue::new(
+            "keygate.decision.dry_run",
+            strings(&decision.dry_run),
+        ));
+    }
+    if let Some(revision) = &decision.revision {
+        attributes.push(KeyValue::new(
+            "keygate.policy.revision",
+            revision.as_str().to_string(),
+        ));
     }
     attributes
+}
+
+fn decided_by_str(by: crate::context::DecidedBy) -> &'static str {
+    use crate::context::DecidedBy;
+    match by {
+        DecidedBy::Guard => "guard",
+        DecidedBy::Identity => "identity",
+        DecidedBy::Matrix => "matrix",
+        DecidedBy::Policy => "policy",
+        DecidedBy::RateLimit => "rate_limit",
+        DecidedBy::Upstream => "upstream",
+        DecidedBy::Audit => "audit",
+    }
 }
 
 /// Where `/proc` exposes the host name, the instance id when none is configured.

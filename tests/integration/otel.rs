@@ -205,6 +205,8 @@ async fn allowed_and_denied_creates_export_their_span_trees_without_secrets() {
     assert_eq!(decide.attr("keygate.action"), "CreateApiKey");
     assert_eq!(decide.attr("keygate.resource.type"), "Kafka");
     assert!(!decide.attr("keygate.decision.rule_ids").is_empty());
+    assert_eq!(decide.attr("keygate.decision.by"), "matrix");
+    assert!(!decide.attr("keygate.policy.revision").is_empty());
     let upstream = one(&stages, "upstream");
     assert_eq!(upstream.kind, KIND_CLIENT);
     assert_eq!(

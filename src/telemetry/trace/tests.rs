@@ -228,6 +228,54 @@ fn a_new_trace_starts_without_a_caller_traceparent_and_sends_no_empty_tracestate
     });
 }
 
+// === attributes ===
+
+#[test]
+fn decision_attributes_describe_the_final_decision_without_secrets() {
+    use crate::context::{ContextState, DecidedBy, DecisionRecord};
+    use crate::policy::principal::{AuthMethod, Principal};
+    assert!(decision_attributes(&ContextState::default()).is_empty());
+    let state = ContextState {
+        action: Some(Action::CreateApiKey),
+        principal: Some(Arc::new(
+            Principal::new(
+                "u-bob",
+                AuthMethod::ApiKey {
+                    key_id: "KEYID123".into(),
+                },
+            )
+            .unwrap(),
+        )),
+        decided_by: Some(DecidedBy::Policy),
+        decision: Some(DecisionRecord {
+            allow: false,
+            rule_ids: vec!["matrix.env_admin".into(), "naming-convention".into()],
+            explanation: "denied by organisation policy: secret-ish text".into(),
+            dry_run: vec!["max-keys".into()],
+            revision: Some(Arc::new("rev-42".into())),
+            ..DecisionRecord::default()
+        }),
+        ..ContextState::default()
+    };
+    let attributes: std::collections::BTreeMap<String, String> = decision_attributes(&state)
+        .into_iter()
+        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+        .collect();
+    assert_eq!(attributes["keygate.decision"], "deny");
+    assert_eq!(attributes["keygate.decision.by"], "policy");
+    assert_eq!(attributes["keygate.principal.id"], "u-bob");
+    assert_eq!(attributes["keygate.action"], "CreateApiKey");
+    assert_eq!(attributes["keygate.policy.revision"], "rev-42");
+    assert!(attributes["keygate.decision.rule_ids"].contains("naming-convention"));
+    assert!(attributes["keygate.decision.dry_run"].contains("max-keys"));
+    // Neither the explanation nor the credential's key id is an attribute.
+    let all = format!("{attributes:?}");
+    assert!(
+        !all.contains("secret-ish") && !all.contains("KEYID123"),
+        "{all}"
+    );
+}
+
 // === ids ===
 
 #[test]
