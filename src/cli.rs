@@ -67,6 +67,30 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Decide a hypothetical request offline and print why (matrix rule, every policy finding).
+    Explain {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The principal to act as (`u-…`, `sa-…`, `pool-…`).
+        #[arg(long = "as")]
+        principal: String,
+        /// A group of the principal (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// HTTP method.
+        #[arg(long, default_value = "POST")]
+        method: String,
+        /// Request path.
+        #[arg(long, default_value = "/iam/v2/api-keys")]
+        path: String,
+        /// The request body: a file, or `-` for stdin.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Policy tooling.
     Policy {
         #[command(subcommand)]
@@ -149,6 +173,43 @@ pub fn main() -> ExitCode {
         Command::Simulate { listen, seed } => simulate(listen, seed.as_deref()),
         Command::HashSecret => hash_secret(),
         Command::Check { config } => crate::tools::check(&config),
+        Command::Explain {
+            config,
+            principal,
+            groups,
+            method,
+            path,
+            body,
+            json,
+        } => {
+            let body = match body.as_deref() {
+                None => Vec::new(),
+                Some(p) if p == Path::new("-") => {
+                    let mut buf = Vec::new();
+                    if std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).is_err() {
+                        eprintln!("keygate: cannot read the body from stdin");
+                        return ExitCode::from(2);
+                    }
+                    buf
+                }
+                Some(p) => match std::fs::read(p) {
+                    Ok(b) => b,
+                    Err(err) => {
+                        eprintln!("keygate: cannot read `{}`: {err}", p.display());
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            crate::tools::explain(crate::tools::ExplainRequest {
+                config: &config,
+                principal: &principal,
+                groups,
+                method: &method,
+                path: &path,
+                body,
+                json,
+            })
+        }
         Command::Policy {
             command: PolicyCommand::Test { dir, config },
         } => crate::tools::policy_test(&dir, config.as_deref()),

@@ -138,3 +138,194 @@ fn block_on<F: std::future::Future>(future: F) -> Option<F::Output> {
         }
     }
 }
+
+/// What `keygate explain` decides about.
+#[derive(Debug)]
+pub struct ExplainRequest<'a> {
+    /// The config file (authorization data and policies come from it).
+    pub config: &'a Path,
+    /// The principal to act as (`u-…`, `sa-…`, `pool-…`).
+    pub principal: &'a str,
+    /// Groups the identity stage would supply.
+    pub groups: Vec<String>,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path (and query).
+    pub path: &'a str,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
+/// `keygate explain`: decides a hypothetical request offline (authorization data from the
+/// configured files, or fetched from the upstream when configured so) and prints the layer-1 rule,
+/// every organisation-policy finding and the final decision. Exit 0 when allowed, 1 when denied,
+/// 2 when the request itself is invalid, 78 for a bad config.
+pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
+    use crate::guard::{classify_target, parse_body, GovernedBody, Route};
+    use crate::policy::org::{self, KeyResource, OrgInput, RoleBinding};
+    use crate::policy::principal::{AuthMethod, Principal};
+
+    let config = match Config::load(request.config) {
+        Ok(config) => config,
+        Err(err) => {
+            println!("{err}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let invalid = |message: String| {
+        println!("invalid request: {message}");
+        ExitCode::from(2)
+    };
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
+        return invalid(format!("`{}` is not an HTTP method", request.method));
+    };
+    let route = match classify_target(&method, request.path) {
+        Ok(Route::Governed(route)) => route,
+        Ok(Route::Ungoverned) => {
+            println!(
+                "`{} {}` is not a governed route: forwarded as is",
+                method, request.path
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => return invalid(err.to_string()),
+    };
+    let body = match parse_body(route.action, &request.body) {
+        Ok(body) => body,
+        Err(err) => return invalid(err.to_string()),
+    };
+    let principal = match Principal::new(
+        request.principal,
+        AuthMethod::Directory {
+            key_id: "explain".into(),
+        },
+    ) {
+        Ok(p) => p.with_groups(request.groups.clone()),
+        Err(err) => return invalid(err.to_string()),
+    };
+    let fetch = config.upstream.credential.as_ref().and_then(|credential| {
+        crate::proxy::Upstream::new(&config.upstream)
+            .ok()
+            .and_then(|u| {
+                crate::policy::runtime::UpstreamFetch::new(std::sync::Arc::new(u), credential)
+            })
+    });
+    let runtime = AuthzRuntime::new(config.authz.clone(), config.policy.clone(), fetch);
+    let spec = match &body {
+        GovernedBody::Create(spec) => Some(spec),
+        _ => None,
+    };
+    let outcome = block_on(async {
+        runtime.refresh().await?;
+        let decided = runtime
+            .decide(&principal, route.action, spec)
+            .await
+            .map_err(crate::policy::runtime::AuthzError::File)?;
+        let count = match &decided.0.target.owner_id {
+            Some(owner) if route.action == crate::policy::action::Action::CreateApiKey => {
+                runtime.owner_key_count(owner).await
+            }
+            _ => None,
+        };
+        Ok::<_, crate::policy::runtime::AuthzError>((decided, count))
+    });
+    let ((decision, snapshot), owner_key_count) = match outcome {
+        Some(Ok(decided)) => decided,
+        Some(Err(err)) => {
+            println!("cannot load authorization data: {err}");
+            return ExitCode::FAILURE;
+        }
+        None => return ExitCode::FAILURE,
+    };
+    let layer2 = if decision.allow {
+        snapshot.org_policies().map(|policies| {
+            let bindings: Vec<RoleBinding<'_>> = snapshot
+                .bindings()
+                .of(principal.id())
+                .iter()
+                .map(|b| RoleBinding {
+                    role: b.role(),
+                    crn_pattern: b.pattern().as_str(),
+                })
+                .collect();
+            let update = match &body {
+                GovernedBody::Update(u) => Some(u),
+                _ => None,
+            };
+            let target = &decision.target;
+            let input = OrgInput {
+                principal_id: principal.id(),
+                principal_kind: principal.kind(),
+                groups: principal.groups(),
+                bindings: &bindings,
+                action: route.action,
+                key_id: route.key_id.as_deref(),
+                owner_id: target.owner_id.as_deref(),
+                resource: match (&target.resource_id, target.resource_type) {
+                    (Some(id), Some(t)) => Some(KeyResource {
+                        id,
+                        resource_type: t.as_str(),
+                        environment: target.environment.as_deref(),
+                        cluster: target.kafka_cluster.as_deref(),
+                    }),
+                    _ => None,
+                },
+                display_name: spec
+                    .map(|s| s.display_name.as_str())
+                    .or(update.and_then(|u| u.display_name.as_deref())),
+                description: spec
+                    .map(|s| s.description.as_str())
+                    .or(update.and_then(|u| u.description.as_deref())),
+                matrix_allowed: decision.allow,
+                matrix_rule: decision.rule,
+                owner_key_count,
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+                source_ip: None,
+                request_id: "explain",
+                target_key: None,
+            };
+            org::explain(policies, &input)
+        })
+    } else {
+        None
+    };
+    let allowed = decision.allow && layer2.as_ref().is_none_or(|e| e.allowed());
+    if request.json {
+        let json = serde_json::json!({
+            "action": route.action.as_str(),
+            "principal": principal.id(),
+            "matrix": {
+                "allow": decision.allow,
+                "rule": decision.rule,
+                "explanation": decision.explanation,
+            },
+            "policies": layer2,
+            "decision": if allowed { "allow" } else { "deny" },
+        });
+        println!("{json:#}");
+    } else {
+        println!("{} {} as {}", route.action, request.path, principal.id());
+        println!(
+            "matrix: {} ({}): {}",
+            if decision.allow { "ALLOW" } else { "DENY" },
+            decision.rule,
+            decision.explanation
+        );
+        match &layer2 {
+            Some(e) => print!("{}", e.render()),
+            None if decision.allow => println!("organisation policies: none configured"),
+            None => println!("organisation policies: not evaluated (the matrix denies)"),
+        }
+        println!("decision: {}", if allowed { "ALLOW" } else { "DENY" });
+    }
+    if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -115,3 +115,52 @@ fn policy_test_passes_and_fails_on_a_wrong_expectation_or_coverage_gap() {
     assert!(out.contains("protected-key-delete"), "{out}");
     assert!(Path::new(&policies).exists());
 }
+
+fn explain(config: &Path, who: &str, body: &str, json: bool) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, body).unwrap();
+    let mut args = vec![
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--as",
+        who,
+        "--body",
+        file.to_str().unwrap(),
+    ];
+    if json {
+        args.push("--json");
+    }
+    keygate(&args)
+}
+
+#[test]
+fn explain_prints_the_matrix_rule_every_finding_and_the_decision() {
+    let (_dir, config) = setup();
+    let bad = r#"{"spec":{"display_name":"Bad","owner":{"id":"sa-orders"},"resource":{"id":"lkc-prod01"}}}"#;
+    let (code, out) = explain(&config, "u-bob", bad, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("matrix: ALLOW (matrix.sa.resource_owner)"),
+        "{out}"
+    );
+    assert!(out.contains("denied by display-name-convention"), "{out}");
+    assert!(out.contains("denied by prod-ticket-reference"), "{out}");
+    assert!(out.contains("decision: DENY"), "{out}");
+
+    let good = r#"{"spec":{"display_name":"orders-ingest-prod","description":"OPS-1","owner":{"id":"sa-orders"},"resource":{"id":"lkc-prod01"}}}"#;
+    let (code, out) = explain(&config, "u-bob", good, true);
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["decision"], "allow");
+    assert_eq!(json["matrix"]["rule"], "matrix.sa.resource_owner");
+
+    let (code, out) = explain(&config, "u-dave", good, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("matrix: DENY (matrix.deny.sa_no_role)"),
+        "{out}"
+    );
+    assert!(out.contains("not evaluated"), "{out}");
+}
