@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use criterion::Criterion;
+
+/// The allocator the `keygate` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use keygate::policy::action::Action;
 use keygate::policy::org::{KeyResource, OrgInput, OrgPolicies, OrgPolicyConfig};
 use keygate::policy::principal::PrincipalKind;

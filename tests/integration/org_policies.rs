@@ -269,3 +269,109 @@ async fn protected_keys_cannot_be_deleted_or_untagged_except_by_the_platform_gro
     let deleted = call(&gw, &sim, "u-bob", Method::DELETE, &path, "").await;
     assert_eq!(deleted.status, 204);
 }
+
+#[tokio::test]
+async fn a_rename_must_follow_the_naming_convention_but_other_updates_need_not() {
+    let sim = Sim::start().await;
+    let gw = gateway(&sim, true).await;
+    let body = create("sa-orders", Some("lkc-dev01"), "orders-rename-dev", "");
+    let created = call(&gw, &sim, "u-bob", Method::POST, "/iam/v2/api-keys", &body).await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let path = format!("/iam/v2/api-keys/{id}");
+
+    let bad = r#"{"spec":{"display_name":"Orders Rename"}}"#;
+    let refused = call(&gw, &sim, "u-bob", Method::PATCH, &path, bad).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(
+        policy_ids(&refused),
+        ["display-name-convention-on-update".to_string()]
+    );
+    assert!(
+        refused.error()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("naming convention"),
+        "{:?}",
+        refused.body
+    );
+    // The refused rename never reached the upstream.
+    assert!(sim.received(&path).iter().all(|r| r.method != "PATCH"));
+    let unchanged = call(&gw, &sim, "u-bob", Method::GET, &path, "").await;
+    assert_eq!(
+        unchanged.json()["spec"]["display_name"],
+        "orders-rename-dev"
+    );
+
+    // A description-only update leaves the name alone, so the convention does not apply.
+    let describe = r#"{"spec":{"description":"now with a description"}}"#;
+    let described = call(&gw, &sim, "u-bob", Method::PATCH, &path, describe).await;
+    assert_eq!(described.status, 200, "{:?}", described.body);
+
+    let good = r#"{"spec":{"display_name":"orders-renamed-dev"}}"#;
+    let renamed = call(&gw, &sim, "u-bob", Method::PATCH, &path, good).await;
+    assert_eq!(renamed.status, 200, "{:?}", renamed.body);
+    assert_eq!(renamed.json()["spec"]["display_name"], "orders-renamed-dev");
+}
+
+/// A policy whose condition overflows Cedar's 64-bit integers when evaluated on a create.
+const OVERFLOW_POLICY: &str = r#"
+@id("overflow-check")
+@reason("never meant to match: multiplying the request time overflows")
+forbid (principal, action == Action::"CreateApiKey", resource)
+when { context.time * 9223372036854775807 == 1 };
+"#;
+
+#[tokio::test]
+async fn an_evaluation_error_denies_with_its_policy_id_and_is_counted() {
+    let sim = Sim::start().await;
+    // The shipped set plus one policy that errors at evaluation time.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("policies").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".cedar") || name.ends_with(".cedarschema") {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("overflow.cedar"), OVERFLOW_POLICY).unwrap();
+    let extra = policy_section().replace(
+        "dir = \"policies\"",
+        &format!("dir = {:?}", dir.path().display().to_string()),
+    );
+    assert!(extra.contains(&dir.path().display().to_string()));
+    let gw = support::start(support::config(&sim.url(), &extra)).await;
+
+    // A create every shipped policy allows (u-alice, dev cluster, conventional name).
+    let body = create("sa-orders", Some("lkc-dev01"), "orders-ingest-dev", "");
+    let denied = call(
+        &gw,
+        &sim,
+        "u-alice",
+        Method::POST,
+        "/iam/v2/api-keys",
+        &body,
+    )
+    .await;
+    assert_eq!(denied.status, 403, "{:?}", denied.body);
+    assert_eq!(policy_ids(&denied), ["overflow-check".to_string()]);
+    let detail = denied.error()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("overflow-check"), "{detail}");
+    assert!(detail.to_lowercase().contains("error"), "{detail}");
+    let creates = sim.received("/iam/v2/api-keys");
+    assert!(
+        creates.iter().all(|r| r.method != "POST"),
+        "a denied create was forwarded"
+    );
+
+    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"keygate_policy_evaluation_errors_total{policy="overflow-check"} 1"#),
+        "{text}"
+    );
+
+    // Actions the erroring policy does not apply to are unaffected.
+    let listed = call(&gw, &sim, "u-alice", Method::GET, "/iam/v2/api-keys", "").await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+}

@@ -1039,3 +1039,49 @@ when { principal.groups.contains("contractors") };
     };
     assert_eq!(ids(&p.evaluate(&zed).denied), ["group"]);
 }
+
+// --- source address --------------------------------------------------------------------------
+
+const OFFICE_ONLY_POLICY: &str = r#"
+@id("office-only")
+@reason("creates only from the office network")
+forbid (principal, action == Action::"CreateApiKey", resource)
+unless { context has source_ip && context.source_ip.isInRange(ip("10.1.0.0/16")) };
+"#;
+
+#[test]
+fn each_source_address_is_evaluated_as_itself_whatever_was_seen_before() {
+    let dir = scratch(&[("office.cedar", OFFICE_ONLY_POLICY)]);
+    let p = OrgPolicies::load(&scratch_config(dir.path())).unwrap();
+    let from = |addr: &str| OrgInput {
+        source_ip: Some(addr.parse().unwrap()),
+        ..create()
+    };
+    // Alternating addresses: the per-thread expression cache must hand back each one's own value.
+    for _ in 0..3 {
+        assert!(p.evaluate(&from("10.1.2.3")).allowed);
+        assert_eq!(ids(&p.evaluate(&from("192.0.2.7")).denied), ["office-only"]);
+        assert!(p.evaluate(&from("10.1.200.9")).allowed);
+        assert_eq!(
+            ids(&p.evaluate(&from("2001:db8::1")).denied),
+            ["office-only"]
+        );
+    }
+    // More distinct addresses than the cache holds: it starts over and stays correct.
+    for i in 0..(request::IP_CACHE_ENTRIES + 10) {
+        let a = u8::try_from(i % 250).unwrap();
+        let b = u8::try_from(i / 250).unwrap();
+        let inside = p.evaluate(&from(&format!("10.1.{b}.{a}")));
+        assert!(inside.allowed, "10.1.{b}.{a}");
+    }
+    assert_eq!(ids(&p.evaluate(&from("10.2.0.1")).denied), ["office-only"]);
+    assert_eq!(
+        ids(&p
+            .evaluate(&OrgInput {
+                source_ip: None,
+                ..create()
+            })
+            .denied),
+        ["office-only"]
+    );
+}
