@@ -30,6 +30,7 @@ use crate::guard::GuardError;
 use crate::identity::IdentityError;
 use crate::proxy::ProxyError;
 use crate::ratelimit::RateLimited;
+use crate::stage::StageFuture;
 
 /// Everything that can stop a request inside keygate.
 #[derive(Debug, thiserror::Error)]
@@ -329,12 +330,16 @@ pub struct Rescue<S> {
 
 impl<S> Service<Request<Body>> for Rescue<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
-    S::Future: Send + 'static,
+    S: Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = GatewayError,
+        Future = StageFuture,
+    >,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = RescueFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Inner stages are always ready; an error here would be a bug, reported on `call`.
@@ -344,27 +349,42 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            match future.await {
-                Ok(response) => Ok(response),
-                Err(err) => {
-                    let id = ctx.as_ref().map(|c| c.id_str()).unwrap_or("-");
-                    let response = err.to_response(id);
-                    if let Some(ctx) = &ctx {
-                        let mut state = ctx.state();
-                        state.error_code = Some(err.parts().code);
-                        state.error_detail = Some(err.detail());
-                        // The stage that ended the request is what decided it, even after an
-                        // allow (an upstream failure, no durable audit).
-                        if let Some(by) = err.decided_by() {
-                            state.decided_by = Some(by);
-                        }
-                    }
-                    Ok(response)
-                }
+        RescueFuture {
+            inner: self.inner.call(request),
+            ctx,
+        }
+    }
+}
+
+/// [`Rescue`]'s future: the inner stages' result, with an error turned into its response.
+pub struct RescueFuture {
+    inner: StageFuture,
+    ctx: Option<Arc<RequestContext>>,
+}
+
+impl Future for RescueFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let err = match self.inner.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            Poll::Ready(Err(err)) => err,
+        };
+        let ctx = self.ctx.as_ref();
+        let id = ctx.map(|c| c.id_str()).unwrap_or("-");
+        let response = err.to_response(id);
+        if let Some(ctx) = ctx {
+            let mut state = ctx.state();
+            state.error_code = Some(err.parts().code);
+            state.error_detail = Some(err.detail());
+            // The stage that ended the request is what decided it, even after an allow (an
+            // upstream failure, no durable audit).
+            if let Some(by) = err.decided_by() {
+                state.decided_by = Some(by);
             }
-        })
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

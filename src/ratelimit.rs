@@ -378,6 +378,11 @@ impl<C: Clock + Clone> RateLimiter<C> {
         }
     }
 
+    /// No limit is configured: every check passes without work.
+    pub fn is_unlimited(&self) -> bool {
+        self.limits.is_empty()
+    }
+
     /// Charges one request by `who` (doing `action` on a governed route, `None` elsewhere) to
     /// every applicable limit, or refuses it without charging any (see the module docs for
     /// precedence and order).

@@ -20,11 +20,21 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::telemetry::trace;
 
+/// The future every stage, and the forwarder behind them, returns.
+pub type StageFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
 /// One request-side stage.
 pub trait Stage: Send + Sync + 'static {
     /// The stage's name, as its trace span is called (`guard`, `identity`, …).
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
+    }
+
+    /// Whether the stage has anything to do for `request`. When it has not, the request goes
+    /// straight on to the next stage: no span, no allocation, no future of this stage's own (most
+    /// stages only act on governed routes, and ungoverned traffic is the bulk). Default: always.
+    fn applies_to(&self, _request: &Request<Body>) -> bool {
+        true
     }
 
     /// Checks (and possibly rewrites) the request; an error ends the request here.
@@ -92,15 +102,18 @@ impl<T, S: Clone> Clone for Staged<T, S> {
 impl<T, S> Service<Request<Body>> for Staged<T, S>
 where
     T: Stage,
-    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>
-        + Clone
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = GatewayError,
+            Future = StageFuture,
+        > + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+    type Future = StageFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         // Every stage and the forwarder are always ready (the upstream pool queues internally).
@@ -108,6 +121,9 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if !self.stage.applies_to(&request) {
+            return self.inner.call(request);
+        }
         let stage = self.stage.clone();
         let mut inner = self.inner.clone();
         Box::pin(async move {

@@ -30,6 +30,7 @@ use super::{
 use crate::body::Body;
 use crate::context::{RequestContext, RouteClass};
 use crate::error::GatewayError;
+use crate::guard::GovernedRoute;
 use crate::policy::action::Action;
 use crate::policy::principal::AuthMethod as PrincipalAuth;
 use crate::redact::redact_text;
@@ -175,6 +176,14 @@ impl Stage for AuditGateStage {
         "audit_gate"
     }
 
+    fn applies_to(&self, request: &Request<Body>) -> bool {
+        self.audit.auditor.is_enabled()
+            && request
+                .extensions()
+                .get::<GovernedRoute>()
+                .is_some_and(|r| r.action == Action::CreateApiKey)
+    }
+
     async fn apply(
         &self,
         request: Request<Body>,
@@ -226,6 +235,32 @@ impl<S> Layer<S> for AuditLayer {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// [`Audited`]'s future: the inner pipeline's own when auditing is off (no extra allocation
+    /// on every request), or the audited exchange.
+    #[project = AuditedProj]
+    pub enum AuditedFuture<F> {
+        /// Auditing is off.
+        Direct { #[pin] inner: F },
+        /// The exchange and its audit record.
+        Audited { inner: Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> },
+    }
+}
+
+impl<F> Future for AuditedFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuditedProj::Direct { inner } => inner.poll(cx),
+            AuditedProj::Audited { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}
+
 /// See the module doc.
 #[derive(Debug, Clone)]
 pub struct Audited<S> {
@@ -243,7 +278,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = AuditedFuture<S::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -251,62 +286,67 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         if !self.audit.auditor.is_enabled() {
-            return Box::pin(self.inner.call(request));
+            return AuditedFuture::Direct {
+                inner: self.inner.call(request),
+            };
         }
         let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
         let path = request.uri().path().to_string();
         let audit = self.audit.clone();
         let future = self.inner.call(request);
-        Box::pin(async move {
-            let Ok(response) = future.await;
-            let Some(ctx) = ctx else {
-                return Ok(response);
-            };
-            let (route, action) = {
-                let state = ctx.state();
-                (state.route, state.action)
-            };
-            if route != RouteClass::Governed {
-                if audit.ungoverned {
-                    let status = response.status();
-                    audit.auditor.emit_nowait(&event(
-                        &audit,
-                        &ctx,
-                        EventStage::ResponseComplete,
-                        &path,
-                        Some(status),
-                        None,
-                    ));
-                }
-                return Ok(response);
-            }
-            let (response, created_key_id) =
-                if action == Some(Action::CreateApiKey) && response.status().is_success() {
-                    created_key(response, &ctx).await
-                } else {
-                    (response, None)
+        AuditedFuture::Audited {
+            inner: Box::pin(async move {
+                let Ok(response) = future.await;
+                let Some(ctx) = ctx else {
+                    return Ok(response);
                 };
-            let ev = event(
-                &audit,
-                &ctx,
-                EventStage::ResponseComplete,
-                &path,
-                Some(response.status()),
-                created_key_id,
-            );
-            let written = trace::in_span(
-                audit.auditor.emit(&ev),
-                trace::audit_write_span("response_complete"),
-            )
-            .await;
-            match written {
-                Ok(_) => Ok(response),
-                Err(err) => {
-                    tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
-                    Ok(GatewayError::AuditUnavailable(err.to_string()).to_response(ctx.id_str()))
+                let (route, action) = {
+                    let state = ctx.state();
+                    (state.route, state.action)
+                };
+                if route != RouteClass::Governed {
+                    if audit.ungoverned {
+                        let status = response.status();
+                        audit.auditor.emit_nowait(&event(
+                            &audit,
+                            &ctx,
+                            EventStage::ResponseComplete,
+                            &path,
+                            Some(status),
+                            None,
+                        ));
+                    }
+                    return Ok(response);
                 }
-            }
-        })
+                let (response, created_key_id) =
+                    if action == Some(Action::CreateApiKey) && response.status().is_success() {
+                        created_key(response, &ctx).await
+                    } else {
+                        (response, None)
+                    };
+                let ev = event(
+                    &audit,
+                    &ctx,
+                    EventStage::ResponseComplete,
+                    &path,
+                    Some(response.status()),
+                    created_key_id,
+                );
+                let written = trace::in_span(
+                    audit.auditor.emit(&ev),
+                    trace::audit_write_span("response_complete"),
+                )
+                .await;
+                match written {
+                    Ok(_) => Ok(response),
+                    Err(err) => {
+                        tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
+                        Ok(GatewayError::AuditUnavailable(err.to_string())
+                            .to_response(ctx.id_str()))
+                    }
+                }
+            }),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use super::{Authenticator, Lookup};
 use crate::body::Body;
 use crate::context::{RequestContext, RouteClass};
 use crate::error::GatewayError;
+use crate::guard::GovernedRoute;
 use crate::stage::Stage;
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;
@@ -34,6 +35,10 @@ impl AuthenticateStage {
 impl Stage for AuthenticateStage {
     fn name(&self) -> &'static str {
         "identity"
+    }
+
+    fn applies_to(&self, request: &Request<Body>) -> bool {
+        request.extensions().get::<GovernedRoute>().is_some()
     }
 
     async fn apply(

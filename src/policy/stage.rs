@@ -16,7 +16,7 @@ use crate::audit::DecidedBy;
 use crate::body::Body;
 use crate::context::{DecisionRecord, RequestContext, RouteClass};
 use crate::error::{Denial, GatewayError};
-use crate::guard::GovernedBody;
+use crate::guard::{GovernedBody, GovernedRoute};
 use crate::proxy::Upstream;
 use crate::stage::Stage;
 use crate::telemetry::metrics::{DecisionLabels, PolicyLabels};
@@ -44,6 +44,10 @@ impl DecideStage {
 impl Stage for DecideStage {
     fn name(&self) -> &'static str {
         "decide"
+    }
+
+    fn applies_to(&self, request: &Request<Body>) -> bool {
+        request.extensions().get::<GovernedRoute>().is_some()
     }
 
     async fn apply(

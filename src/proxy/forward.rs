@@ -73,9 +73,7 @@ impl Forward {
 impl tower::Service<Request<Body>> for Forward {
     type Response = Response<Body>;
     type Error = crate::error::GatewayError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Body>, Self::Error>> + Send>,
-    >;
+    type Future = crate::stage::StageFuture;
 
     fn poll_ready(
         &mut self,

@@ -11,6 +11,7 @@ use super::{RateLimiter, Subject};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::guard::GovernedRoute;
 use crate::stage::Stage;
 use crate::telemetry::metrics::LimitLabels;
 use crate::telemetry::Metrics;
@@ -32,6 +33,12 @@ impl RateLimitStage {
 impl Stage for RateLimitStage {
     fn name(&self) -> &'static str {
         "ratelimit"
+    }
+
+    /// Governed requests always pass through the stage (and show it in their trace); ungoverned
+    /// ones skip it when no limit is configured.
+    fn applies_to(&self, request: &Request<Body>) -> bool {
+        request.extensions().get::<GovernedRoute>().is_some() || !self.limiter.load().is_unlimited()
     }
 
     async fn apply(
