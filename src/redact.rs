@@ -112,6 +112,11 @@ pub fn redact_text(s: &str) -> Cow<'_, str> {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
+        // Every match starts with `c` (cflt) or `b`/`B` (an auth scheme): jump between those.
+        match memchr::memchr3(b'c', b'b', b'B', &bytes[i..]) {
+            Some(skip) => i += skip,
+            None => break,
+        }
         if let Some(end) = cflt_secret_end(bytes, i) {
             let buf = out.get_or_insert_with(|| String::with_capacity(s.len()));
             buf.push_str(&s[copied..i]);

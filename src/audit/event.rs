@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::rand::SecureRandom;
@@ -433,26 +433,34 @@ impl AuditEvent {
 }
 
 /// Counter mixed into ids when the system RNG fails, so ids stay unique within the process.
-static FALLBACK_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// 128 random bits as 32 lowercase hex characters.
-///
-/// The system RNG essentially never fails on Linux; if it does, the id is derived from the time,
-/// the process id and a counter (unique, though predictable — ids are not secrets).
+/// 32 lowercase hex characters: a random 64-bit prefix drawn once per process, then a counter.
+/// Unique within the process by construction and across processes and restarts by the prefix
+/// (CloudEvents asks `source` + `id` to be unique); one system-RNG call per process rather than
+/// per event. Ids are not secrets.
 fn new_event_id() -> String {
+    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+            // The system RNG essentially never fails on Linux; if it does, derive the prefix
+            // from the time and the process id.
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(&nanos.to_le_bytes());
+            ctx.update(&std::process::id().to_le_bytes());
+            bytes.copy_from_slice(&ctx.finish().as_ref()[..8]);
+        }
+        bytes
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut bytes = [0u8; 16];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let count = FALLBACK_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(&nanos.to_le_bytes());
-        ctx.update(&std::process::id().to_le_bytes());
-        ctx.update(&count.to_le_bytes());
-        bytes.copy_from_slice(&ctx.finish().as_ref()[..16]);
-    }
+    bytes[..8].copy_from_slice(prefix);
+    bytes[8..].copy_from_slice(&count.to_be_bytes());
     hex(&bytes)
 }
 
