@@ -99,17 +99,42 @@ impl<T, S: Clone> Clone for Staged<T, S> {
     }
 }
 
+/// The request side as one future: each stage, then the next, down to the forwarder. Running
+/// the chain through this trait instead of through each layer's `Service::call` makes a request
+/// ONE allocation for all stages together (the root's box) rather than one per stage, and the
+/// request moves between stages inside that single state machine.
+pub trait Chain: Send + Sync + 'static {
+    /// Runs this part of the chain (and everything after it) for `request`.
+    fn run(
+        &self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + Send;
+}
+
+impl<T: Stage, S: Chain> Chain for Staged<T, S> {
+    async fn run(&self, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+        if !self.stage.applies_to(&request) {
+            return self.inner.run(request).await;
+        }
+        let Some(ctx) = request.extensions().get::<Arc<RequestContext>>().cloned() else {
+            return Err(GatewayError::Internal("request without a context"));
+        };
+        let span = trace::stage_span(self.stage.name());
+        let applied = trace::in_span(self.stage.apply(request, ctx), span.clone()).await;
+        if let Err(err) = &applied {
+            trace::stage_failed(&span, err);
+        }
+        // The stage's span ends here, before the stages after it run.
+        drop(span);
+        self.inner.run(applied?).await
+    }
+}
+
+/// The chain as a tower service, for the layers outside it (rescue, audit, observe).
 impl<T, S> Service<Request<Body>> for Staged<T, S>
 where
     T: Stage,
-    S: Service<
-            Request<Body>,
-            Response = Response<Body>,
-            Error = GatewayError,
-            Future = StageFuture,
-        > + Clone
-        + Send
-        + 'static,
+    S: Chain + Clone,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -121,23 +146,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if !self.stage.applies_to(&request) {
-            return self.inner.call(request);
-        }
-        let stage = self.stage.clone();
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let Some(ctx) = request.extensions().get::<Arc<RequestContext>>().cloned() else {
-                return Err(GatewayError::Internal("request without a context"));
-            };
-            let span = trace::stage_span(stage.name());
-            let applied = trace::in_span(stage.apply(request, ctx), span.clone()).await;
-            if let Err(err) = &applied {
-                trace::stage_failed(&span, err);
-            }
-            // The stage's span ends here, before the stages after it run.
-            drop(span);
-            inner.call(applied?).await
-        })
+        let chain = self.clone();
+        Box::pin(async move { chain.run(request).await })
     }
 }

@@ -432,8 +432,6 @@ impl AuditEvent {
     }
 }
 
-/// Counter mixed into ids when the system RNG fails, so ids stay unique within the process.
-
 /// 32 lowercase hex characters: a random 64-bit prefix drawn once per process, then a counter.
 /// Unique within the process by construction and across processes and restarts by the prefix
 /// (CloudEvents asks `source` + `id` to be unique); one system-RNG call per process rather than

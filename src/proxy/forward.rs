@@ -4,12 +4,23 @@
 
 use http::header::{HeaderValue, HOST};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Version};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode, Version};
+use tower::Service;
 
 use super::headers::strip_hop_by_hop;
 use super::{ProxyError, Upstream};
 use crate::body::Body;
-use crate::telemetry::{trace, X_REQUEST_ID};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::guard::GovernedRoute;
+use crate::policy::Permit;
+use crate::stage::{Chain, StageFuture};
+use crate::telemetry::metrics::KindLabels;
+use crate::telemetry::observe::mint_request_id;
+use crate::telemetry::{trace, Metrics, X_REQUEST_ID};
 
 /// Forwards `request` to the upstream: same method, path, query, end-to-end headers and body
 /// (streamed); `Host`/`:authority` become the upstream's; hop-by-hop headers are removed both ways.
@@ -56,76 +67,64 @@ pub async fn forward(
 /// The innermost service: forwards every request that reaches it.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    upstream: std::sync::Arc<Upstream>,
-    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
 }
 
 impl Forward {
     /// The forwarding service over a shared upstream client.
-    pub fn new(
-        upstream: std::sync::Arc<Upstream>,
-        metrics: std::sync::Arc<crate::telemetry::Metrics>,
-    ) -> Self {
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
         Forward { upstream, metrics }
     }
 }
 
-impl tower::Service<Request<Body>> for Forward {
-    type Response = Response<Body>;
-    type Error = crate::error::GatewayError;
-    type Future = crate::stage::StageFuture;
+impl Chain for Forward {
+    async fn run(&self, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+        let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
+        // INVARIANT: a governed request is forwarded only with the decision stage's permit.
+        let governed = request.extensions().get::<GovernedRoute>().is_some();
+        let permitted = request.extensions().get::<Permit>().is_some();
+        if governed && !permitted {
+            return Err(GatewayError::Internal(
+                "governed request reached the forwarder without a decision",
+            ));
+        }
+        let id = ctx
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_else(mint_request_id);
+        match forward(&self.upstream, request, &id).await {
+            Ok(response) => {
+                if let Some(ctx) = &ctx {
+                    ctx.state().upstream_status = Some(response.status());
+                }
+                if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    self.metrics.upstream_ratelimited.inc();
+                }
+                Ok(response)
+            }
+            Err(err) => {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&KindLabels { kind: err.kind() })
+                    .inc();
+                Err(err.into())
+            }
+        }
+    }
+}
 
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+impl Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = StageFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let upstream = self.upstream.clone();
-        let metrics = self.metrics.clone();
-        let ctx = request
-            .extensions()
-            .get::<std::sync::Arc<crate::context::RequestContext>>()
-            .cloned();
-        // INVARIANT: a governed request is forwarded only with the decision stage's permit.
-        let governed = request
-            .extensions()
-            .get::<crate::guard::GovernedRoute>()
-            .is_some();
-        let permitted = request
-            .extensions()
-            .get::<crate::policy::Permit>()
-            .is_some();
-        Box::pin(async move {
-            if governed && !permitted {
-                return Err(crate::error::GatewayError::Internal(
-                    "governed request reached the forwarder without a decision",
-                ));
-            }
-            let id = ctx
-                .as_ref()
-                .map(|c| c.id.clone())
-                .unwrap_or_else(crate::telemetry::observe::mint_request_id);
-            match forward(&upstream, request, &id).await {
-                Ok(response) => {
-                    if let Some(ctx) = &ctx {
-                        ctx.state().upstream_status = Some(response.status());
-                    }
-                    if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
-                        metrics.upstream_ratelimited.inc();
-                    }
-                    Ok(response)
-                }
-                Err(err) => {
-                    metrics
-                        .upstream_errors
-                        .get_or_create(&crate::telemetry::metrics::KindLabels { kind: err.kind() })
-                        .inc();
-                    Err(err.into())
-                }
-            }
-        })
+        let forward = self.clone();
+        Box::pin(async move { forward.run(request).await })
     }
 }
