@@ -75,8 +75,14 @@ pub(super) fn fold_char(c: char) -> char {
 
 /// Whether two member names are equal under [`fold_char`].
 pub(super) fn fold_eq(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
     a.chars().map(fold_char).eq(b.chars().map(fold_char))
 }
+
+/// Members of one object checked by pairwise comparison before a folded-name index is built.
+const LINEAR_SCAN_MEMBERS: usize = 16;
 
 fn fold(key: &str) -> String {
     key.chars().map(fold_char).collect()
@@ -224,10 +230,16 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members: Vec<(String, Value)> = Vec::new();
-        let mut folded: HashMap<String, usize> = HashMap::new();
+        // Real bodies have a handful of members per object: compare against each earlier one
+        // (no allocation, no hashing). A hostile object with many members switches to an index
+        // of folded names, so the check stays linear in the body size.
+        let mut folded: Option<HashMap<String, usize>> = None;
         while let Some(key) = map.next_key::<String>()? {
-            let folded_key = fold(&key);
-            if let Some(&first) = folded.get(&folded_key) {
+            let earlier = match &mut folded {
+                Some(index) => index.get(&fold(&key)).copied(),
+                None => members.iter().position(|(k, _)| fold_eq(k, &key)),
+            };
+            if let Some(first) = earlier {
                 let first_key = members[first].0.as_str();
                 let kind = if first_key == key {
                     "a duplicate key"
@@ -249,7 +261,18 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 violation: self.violation,
                 path: Some(&node),
             })?;
-            folded.insert(folded_key, members.len());
+            if let Some(index) = &mut folded {
+                index.insert(fold(&key), members.len());
+            } else if members.len() == LINEAR_SCAN_MEMBERS {
+                folded = Some(
+                    members
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (fold(k), i))
+                        .chain(std::iter::once((fold(&key), members.len())))
+                        .collect(),
+                );
+            }
             members.push((key, value));
         }
         Ok(Value::Object(members))

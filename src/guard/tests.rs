@@ -631,6 +631,46 @@ fn keys_differing_only_in_case_are_400_at_any_depth() {
 }
 
 #[test]
+fn duplicates_are_found_in_objects_with_many_members_too() {
+    // Past a handful of members the check switches from pairwise comparison to an index of
+    // folded names: collisions with members from before and after the switch are both found.
+    let members = |n: usize| (0..n).map(|i| format!(r#""m{i}":{i}"#)).collect::<Vec<_>>();
+    let cases = [
+        (members(40).join(",") + r#","m3":0"#, "a duplicate key"),
+        (
+            members(40).join(",") + r#","M3":0"#,
+            "keys that differ only in letter case",
+        ),
+        (members(40).join(",") + r#","m39":0"#, "a duplicate key"),
+        (
+            members(40).join(",") + r#","M39":0"#,
+            "keys that differ only in letter case",
+        ),
+        (members(17).join(",") + r#","m16":0"#, "a duplicate key"),
+        (members(16).join(",") + r#","m15":0"#, "a duplicate key"),
+        (
+            members(15).join(",") + r#","M14":0"#,
+            "keys that differ only in letter case",
+        ),
+    ];
+    for (inner, kind) in cases {
+        let body = format!(r#"{{"x":{{{inner}}}}}"#);
+        let error = parse_create(body.as_bytes()).expect_err(&body);
+        assert!(
+            matches!(&error, GuardError::DuplicateKey { kind: k, .. } if *k == kind),
+            "{body}: {error:?}"
+        );
+    }
+    // Many distinct members are no violation (the body then fails on its schema instead).
+    let body = format!(r#"{{"x":{{{}}}}}"#, members(200).join(","));
+    let error = parse_create(body.as_bytes()).expect_err(&body);
+    assert!(
+        !matches!(error, GuardError::DuplicateKey { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn schema_member_in_another_case_is_400() {
     // Alone (no duplicate), `"Resource"` would be a Kafka key to Go's case-insensitive decoder
     // and a Cloud key to a case-sensitive reading: refuse instead of guessing.
