@@ -75,8 +75,13 @@ pub(super) fn fold_char(c: char) -> char {
 
 /// Whether two member names are equal under [`fold_char`].
 pub(super) fn fold_eq(a: &str, b: &str) -> bool {
+    // ASCII folding is part of Go's, and other bytes compare exactly: equal here means equal.
+    if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    // Only KELVIN SIGN and LONG S fold onto ASCII letters; without non-ASCII there is no other way.
     if a.is_ascii() && b.is_ascii() {
-        return a.eq_ignore_ascii_case(b);
+        return false;
     }
     a.chars().map(fold_char).eq(b.chars().map(fold_char))
 }
