@@ -9,6 +9,7 @@
 //! column are kept, plus a JSON pointer when every segment of it is a known schema member name.
 //! [`Value`] deliberately has no `Debug`, so a parsed body cannot end up in a log by accident.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
@@ -38,17 +39,17 @@ const KNOWN_MEMBERS: [&str; 14] = [
 ];
 
 /// A parsed JSON document. Numbers and booleans keep no value: no decision reads them.
-pub(super) enum Value {
+pub(super) enum Value<'a> {
     Null,
     Bool,
     Number,
-    String(String),
-    Array(Vec<Value>),
-    Object(Vec<(String, Value)>),
+    String(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
 }
 
 /// Parses `body` as exactly one strict JSON document.
-pub(super) fn parse(body: &[u8]) -> Result<Value, GuardError> {
+pub(super) fn parse(body: &[u8]) -> Result<Value<'_>, GuardError> {
     let violation = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let seed = ValueSeed {
@@ -173,49 +174,56 @@ struct ValueSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
+    type Value = Value<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Value<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Value;
+    type Value = Value<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Value<'de>, E> {
         Ok(Value::Null)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value<'de>, E> {
         Ok(Value::Bool)
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value<'de>, E> {
         Ok(Value::Number)
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value<'de>, E> {
         Ok(Value::Number)
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value<'de>, E> {
         Ok(Value::Number)
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Borrowed(value)))
     }
 
-    fn visit_string<E: de::Error>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Owned(value.to_owned())))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Owned(value)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
         let mut items = Vec::new();
         loop {
             let node = Node {
@@ -233,19 +241,19 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members: Vec<(String, Value)> = Vec::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Value<'de>)> = Vec::new();
         // Real bodies have a handful of members per object: compare against each earlier one
         // (no allocation, no hashing). A hostile object with many members switches to an index
         // of folded names, so the check stays linear in the body size.
         let mut folded: Option<HashMap<String, usize>> = None;
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             let earlier = match &mut folded {
                 Some(index) => index.get(&fold(&key)).copied(),
                 None => members.iter().position(|(k, _)| fold_eq(k, &key)),
             };
             if let Some(first) = earlier {
-                let first_key = members[first].0.as_str();
+                let first_key: &str = &members[first].0;
                 let kind = if first_key == key {
                     "a duplicate key"
                 } else {
@@ -281,5 +289,39 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             members.push((key, value));
         }
         Ok(Value::Object(members))
+    }
+}
+
+/// A member name, borrowed from the body unless it contains escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value))
     }
 }

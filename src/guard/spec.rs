@@ -7,6 +7,8 @@
 //! so a member spelled like a schema member in another case (`"Resource"`) is refused rather than
 //! guessed at. It does not classify key types or owners; that is policy.
 
+use std::borrow::Cow;
+
 use http::Method;
 
 use super::json::{self, fold_eq, Value};
@@ -158,13 +160,13 @@ pub fn parse_update(body: &[u8]) -> Result<UpdateSpec, GuardError> {
 
 /// A JSON object whose member names have been checked against the schema's spelling.
 struct Object<'v> {
-    members: &'v [(String, Value)],
+    members: &'v [(Cow<'v, str>, Value<'v>)],
 }
 
 // === impl Object ===
 
 impl<'v> Object<'v> {
-    fn root(value: &'v Value) -> Result<Self, GuardError> {
+    fn root(value: &'v Value<'v>) -> Result<Self, GuardError> {
         match value {
             Value::Object(_) => Object::new(value, "", API_KEY_MEMBERS),
             _ => Err(GuardError::NotAnObject),
@@ -174,7 +176,7 @@ impl<'v> Object<'v> {
     /// `value` as an object at `pointer`; a member spelled like one of `known` in another letter
     /// case is refused (the upstream might match it, keygate would not).
     fn new(
-        value: &'v Value,
+        value: &'v Value<'v>,
         pointer: &'static str,
         known: &[&'static str],
     ) -> Result<Self, GuardError> {
@@ -185,9 +187,14 @@ impl<'v> Object<'v> {
             });
         };
         for (key, _) in members {
+            // The common case: a schema name spelled exactly (schema names never fold onto
+            // each other, so it cannot be another one's variant).
+            if known.contains(&key.as_ref()) {
+                continue;
+            }
             if let Some(expected) = known
                 .iter()
-                .find(|name| key.as_str() != **name && fold_eq(key, name))
+                .find(|name| key.as_ref() != **name && fold_eq(key, name))
             {
                 return Err(GuardError::NonCanonicalMember {
                     pointer: format!("{pointer}/{expected}"),
@@ -199,15 +206,18 @@ impl<'v> Object<'v> {
     }
 
     /// The member spelled exactly `name`. Duplicates were refused while parsing.
-    fn get(&self, name: &str) -> Option<&'v Value> {
+    fn get(&self, name: &str) -> Option<&'v Value<'v>> {
         self.members
             .iter()
-            .find(|(key, _)| key == name)
+            .find(|(key, _)| key.as_ref() == name)
             .map(|(_, value)| value)
     }
 }
 
-fn required<'v>(value: Option<&'v Value>, pointer: &'static str) -> Result<&'v Value, GuardError> {
+fn required<'v>(
+    value: Option<&'v Value<'v>>,
+    pointer: &'static str,
+) -> Result<&'v Value<'v>, GuardError> {
     match value {
         None | Some(Value::Null) => Err(GuardError::InvalidField {
             pointer,
@@ -218,7 +228,7 @@ fn required<'v>(value: Option<&'v Value>, pointer: &'static str) -> Result<&'v V
 }
 
 fn required_string<'v>(
-    value: Option<&'v Value>,
+    value: Option<&'v Value<'v>>,
     pointer: &'static str,
 ) -> Result<&'v str, GuardError> {
     match optional_string(value, pointer)? {
@@ -236,7 +246,7 @@ fn required_string<'v>(
 
 /// Absent and `null` are both "not set" (as for Go's `encoding/json`).
 fn optional_string<'v>(
-    value: Option<&'v Value>,
+    value: Option<&'v Value<'v>>,
     pointer: &'static str,
 ) -> Result<Option<&'v str>, GuardError> {
     match value {
