@@ -164,7 +164,7 @@ pub struct ExplainRequest<'a> {
 /// 2 when the request itself is invalid, 78 for a bad config.
 pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     use crate::guard::{classify_target, parse_body, GovernedBody, Route};
-    use crate::policy::org::{self, KeyResource, OrgInput, RoleBinding};
+    use crate::policy::org::{self, OrgInput, RoleBinding};
     use crate::policy::principal::{AuthMethod, Principal};
 
     let config = match Config::load(request.config) {
@@ -241,53 +241,23 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     };
     let layer2 = if decision.allow {
         snapshot.org_policies().map(|policies| {
-            let bindings: Vec<RoleBinding<'_>> = snapshot
-                .bindings()
-                .of(principal.id())
-                .iter()
-                .map(|b| RoleBinding {
-                    role: b.role(),
-                    crn_pattern: b.pattern().as_str(),
-                })
-                .collect();
+            let bindings = RoleBinding::all_of(snapshot.bindings().of(principal.id()));
             let update = match &body {
                 GovernedBody::Update(u) => Some(u),
                 _ => None,
             };
-            let target = &decision.target;
             let input = OrgInput {
-                principal_id: principal.id(),
-                principal_kind: principal.kind(),
-                groups: principal.groups(),
-                bindings: &bindings,
-                action: route.action,
-                key_id: route.key_id.as_deref(),
-                owner_id: target.owner_id.as_deref(),
-                resource: match (&target.resource_id, target.resource_type) {
-                    (Some(id), Some(t)) => Some(KeyResource {
-                        id,
-                        resource_type: t.as_str(),
-                        environment: target.environment.as_deref(),
-                        cluster: target.kafka_cluster.as_deref(),
-                    }),
-                    _ => None,
-                },
-                display_name: spec
-                    .map(|s| s.display_name.as_str())
-                    .or(update.and_then(|u| u.display_name.as_deref())),
-                description: spec
-                    .map(|s| s.description.as_str())
-                    .or(update.and_then(|u| u.description.as_deref())),
-                matrix_allowed: decision.allow,
-                matrix_rule: decision.rule,
                 owner_key_count,
-                time: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
-                source_ip: None,
                 request_id: "explain",
-                target_key: None,
+                ..OrgInput::for_decision(
+                    &principal,
+                    &bindings,
+                    route.action,
+                    route.key_id.as_deref(),
+                    &decision,
+                    spec,
+                    update,
+                )
             };
             org::explain(policies, &input)
         })

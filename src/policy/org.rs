@@ -27,6 +27,7 @@ pub mod testing;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
     AuthorizationError, Authorizer, PolicyId, PolicySet, RestrictedExpression, Schema,
@@ -41,8 +42,10 @@ pub use config::{
 pub use explain::{explain, Explanation};
 pub use testing::{run_policy_tests, TestReport};
 
-use crate::policy::action::Action;
-use crate::policy::principal::PrincipalKind;
+use crate::policy::action::{Action, CreateSpec, UpdateSpec};
+use crate::policy::bindings::RoleBinding as Binding;
+use crate::policy::decision::Decision;
+use crate::policy::principal::{Principal, PrincipalKind};
 
 /// Policy id of the `permit` keygate adds to every set (never reported).
 const KEYGATE_PERMIT_ID: &str = "keygate.permit";
@@ -212,6 +215,73 @@ impl PolicyMeta {
             id: self.id.clone(),
             reason: self.reason.clone(),
             mode: self.mode,
+        }
+    }
+}
+
+impl<'a> RoleBinding<'a> {
+    /// The bindings a principal holds, as layer 2 sees them.
+    pub fn all_of(bindings: &'a [Binding]) -> Vec<RoleBinding<'a>> {
+        bindings
+            .iter()
+            .map(|b| RoleBinding {
+                role: b.role(),
+                crn_pattern: b.pattern().as_str(),
+            })
+            .collect()
+    }
+}
+
+impl<'a> OrgInput<'a> {
+    /// The input for a request layer 1 has decided: who asks (`principal`, with `bindings` from
+    /// [`RoleBinding::all_of`]), what (`action`, `key_id`, the create `spec` or the `update`), and
+    /// layer 1's decision and target; the time is now. The facts keygate looks up (owner key
+    /// count, target key) and the request's own details (source address, id) are left empty for
+    /// the caller to fill in with struct update syntax. The one place both the request path and
+    /// `keygate explain` build layer 2's input, so both evaluate the same thing.
+    pub fn for_decision(
+        principal: &'a Principal,
+        bindings: &'a [RoleBinding<'a>],
+        action: Action,
+        key_id: Option<&'a str>,
+        decision: &'a Decision,
+        spec: Option<&'a CreateSpec>,
+        update: Option<&'a UpdateSpec>,
+    ) -> Self {
+        let target = &decision.target;
+        OrgInput {
+            principal_id: principal.id(),
+            principal_kind: principal.kind(),
+            groups: principal.groups(),
+            bindings,
+            action,
+            key_id,
+            owner_id: target.owner_id.as_deref(),
+            resource: match (&target.resource_id, target.resource_type) {
+                (Some(id), Some(t)) => Some(KeyResource {
+                    id,
+                    resource_type: t.as_str(),
+                    environment: target.environment.as_deref(),
+                    cluster: target.kafka_cluster.as_deref(),
+                }),
+                _ => None,
+            },
+            display_name: spec
+                .map(|s| s.display_name.as_str())
+                .or(update.and_then(|u| u.display_name.as_deref())),
+            description: spec
+                .map(|s| s.description.as_str())
+                .or(update.and_then(|u| u.description.as_deref())),
+            matrix_allowed: decision.allow,
+            matrix_rule: decision.rule,
+            owner_key_count: None,
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            source_ip: None,
+            request_id: "",
+            target_key: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Request;
 
 use super::action::{Action, CreateSpec};
-use super::org::{KeyResource, Mode, OrgInput, RoleBinding as OrgBinding, TargetKey};
+use super::org::{Mode, OrgInput, RoleBinding as OrgBinding, TargetKey};
 use super::principal::Principal;
 use super::runtime::AuthzRuntime;
 use super::Permit;
@@ -131,47 +131,10 @@ impl DecideStage {
                 _ => None,
             };
             let facts = self.facts(action, &decision, &ctx, request.headers()).await;
-            let bindings: Vec<OrgBinding<'_>> = snapshot
-                .bindings()
-                .of(principal.id())
-                .iter()
-                .map(|b| OrgBinding {
-                    role: b.role(),
-                    crn_pattern: b.pattern().as_str(),
-                })
-                .collect();
-            let target = &decision.target;
+            let bindings = OrgBinding::all_of(snapshot.bindings().of(principal.id()));
             let key_id = ctx.state().key_id.clone();
             let input = OrgInput {
-                principal_id: principal.id(),
-                principal_kind: principal.kind(),
-                groups: principal.groups(),
-                bindings: &bindings,
-                action,
-                key_id: key_id.as_deref(),
-                owner_id: target.owner_id.as_deref(),
-                resource: match (&target.resource_id, target.resource_type) {
-                    (Some(id), Some(t)) => Some(KeyResource {
-                        id,
-                        resource_type: t.as_str(),
-                        environment: target.environment.as_deref(),
-                        cluster: target.kafka_cluster.as_deref(),
-                    }),
-                    _ => None,
-                },
-                display_name: spec
-                    .map(|s| s.display_name.as_str())
-                    .or(update.as_ref().and_then(|u| u.display_name.as_deref())),
-                description: spec
-                    .map(|s| s.description.as_str())
-                    .or(update.as_ref().and_then(|u| u.description.as_deref())),
-                matrix_allowed: decision.allow,
-                matrix_rule: decision.rule,
                 owner_key_count: facts.owner_key_count,
-                time: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
                 source_ip: Some(ctx.peer.ip()),
                 request_id: ctx.id_str(),
                 target_key: facts.target.as_ref().map(|t| TargetKey {
@@ -181,6 +144,15 @@ impl DecideStage {
                     description: &t.description,
                     display_name: &t.display_name,
                 }),
+                ..OrgInput::for_decision(
+                    &principal,
+                    &bindings,
+                    action,
+                    key_id.as_deref(),
+                    &decision,
+                    spec,
+                    update.as_ref(),
+                )
             };
             let outcome = org.evaluate(&input);
             for finding in &outcome.would_deny {
