@@ -142,6 +142,23 @@ pub fn redact_text(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// [`redact_text`] for a request path (or query): it also finds secrets hidden behind
+/// percent-encoding (`cflt%2Bab…`, where a plain scan sees the run of secret characters broken).
+/// When the decoded path holds something to mask, the decoded path is returned masked, so what is
+/// logged or exported never contains the secret in either spelling; otherwise the path is
+/// returned as [`redact_text`] leaves it.
+pub fn redact_path(path: &str) -> Cow<'_, str> {
+    let direct = redact_text(path);
+    if !path.contains('%') {
+        return direct;
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    match redact_text(&decoded) {
+        Cow::Owned(masked) => Cow::Owned(masked),
+        Cow::Borrowed(_) => direct,
+    }
+}
+
 /// Whether `s` contains anything [`redact_text`] would mask.
 pub fn contains_secret(s: &str) -> bool {
     matches!(redact_text(s), Cow::Owned(_))

@@ -33,7 +33,7 @@ use crate::error::GatewayError;
 use crate::guard::GovernedRoute;
 use crate::policy::action::Action;
 use crate::policy::principal::AuthMethod as PrincipalAuth;
-use crate::redact::redact_text;
+use crate::redact::{redact_path, redact_text};
 use crate::stage::Stage;
 use crate::telemetry::trace;
 
@@ -89,7 +89,7 @@ fn event(
         method: ctx.method.to_string(),
         // Paths are the caller's text: a secret pasted into one is masked here, by the builder,
         // so the sinks' own scrub stays a last resort (and its counter a bug signal).
-        path: redact_text(path).into_owned(),
+        path: redact_path(path).into_owned(),
     });
     record.principal = state.principal.as_ref().map(|p| {
         let key_id = match p.auth() {

@@ -162,3 +162,33 @@ fn redacting_writer_masks_secrets_in_each_write() {
     assert!(text.contains("plain line\n"));
     assert!(out.ends_with(&[0xff, 0xfe, b'\n']));
 }
+
+#[test]
+fn secrets_behind_percent_encoding_in_a_path_are_masked() {
+    let encoded = CANARY.replace('+', "%2B").replace('/', "%2F");
+    let path = format!("/cmk/v2/clusters/{encoded}.json");
+    // A plain scan misses it: the `%2B` breaks the run of secret characters.
+    assert!(!contains_secret(&path));
+    let masked = redact_path(&path);
+    assert!(!masked.contains(CANARY), "{masked}");
+    assert!(!masked.contains(&encoded), "{masked}");
+    assert_eq!(masked, format!("/cmk/v2/clusters/{REDACTED}.json"));
+
+    // Every character encoded, and an auth scheme behind `%20`.
+    let all: String = CANARY.bytes().map(|b| format!("%{b:02X}")).collect();
+    assert_eq!(redact_path(&format!("/a/{all}")), format!("/a/{REDACTED}"));
+    assert!(!redact_path("/x/Bearer%20abcdefghijkl").contains("abcdefghijkl"));
+
+    // Literal secrets are masked as before; paths without secrets come back untouched, escapes
+    // included, and without a copy.
+    assert_eq!(
+        redact_path(&format!("/a/{CANARY}")),
+        format!("/a/{REDACTED}")
+    );
+    for clean in ["/org/v2/environments", "/a%20b/c%2Fd", "/%ZZ/%"] {
+        assert!(
+            matches!(redact_path(clean), Cow::Borrowed(p) if p == clean),
+            "{clean}"
+        );
+    }
+}

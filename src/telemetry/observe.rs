@@ -207,7 +207,7 @@ impl AccessFields {
     fn capture(request: &Request<Body>) -> AccessFields {
         let h = request.headers();
         AccessFields {
-            path: request.uri().path().to_string(),
+            path: crate::redact::redact_path(request.uri().path()).into_owned(),
             user_agent: h.get(header::USER_AGENT).cloned(),
             content_type: h.get(header::CONTENT_TYPE).cloned(),
             content_length: h.get(header::CONTENT_LENGTH).cloned(),

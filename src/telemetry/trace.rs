@@ -193,7 +193,7 @@ pub fn server_span<B>(request: &Request<B>, request_id: &HeaderValue) -> Span {
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        url.path = request.uri().path(),
+        url.path = %crate::redact::redact_path(request.uri().path()),
         network.protocol.version = protocol_version(request.version()),
         keygate.request_id = request_id.to_str().unwrap_or("-"),
         http.route = Empty,

@@ -171,6 +171,15 @@ instance_id = "canary"
     let cflt_upstream = cflt(SECRET_ALPHABET);
     let cflt_owner = cflt(ALNUM);
     let cflt_path = cflt(ALNUM);
+    // Percent-encoded in a path, a secret's `+` and `/` become `%2B` and `%2F`: a plain scan no
+    // longer sees one run of secret characters. Neither spelling may come out.
+    let cflt_encoded = loop {
+        let c = cflt(SECRET_ALPHABET);
+        if c.contains('+') {
+            break c;
+        }
+    };
+    let cflt_encoded_path = cflt_encoded.replace('+', "%2B").replace('/', "%2F");
     let bearer = format!("kgBearer{}", random(ALNUM, 40));
     let cookie = format!("kgCookie{}", random(ALNUM, 40));
     let subject_token = format!("kgSubject{}", random(ALNUM, 40));
@@ -183,6 +192,8 @@ instance_id = "canary"
         ("cflt upstream body", cflt_upstream.clone()),
         ("cflt owner", cflt_owner.clone()),
         ("cflt path", cflt_path.clone()),
+        ("cflt percent-encoded", cflt_encoded.clone()),
+        ("cflt percent-encoded (as sent)", cflt_encoded_path.clone()),
         ("bearer token", bearer.clone()),
         ("cookie", cookie.clone()),
         ("subject_token", subject_token.clone()),
@@ -416,6 +427,14 @@ instance_id = "canary"
             ("cookie", &cookie),
         ],
         form,
+    )
+    .await;
+    d.send(
+        "percent-encoded canary in ungoverned path",
+        Method::GET,
+        &format!("/cmk/v2/clusters/{cflt_encoded_path}"),
+        &[("authorization", &alice)],
+        "",
     )
     .await;
     d.send(
@@ -700,6 +719,7 @@ fn keygate_did_not_write(exchange: &Exchange) -> bool {
         "upstream 500 on create"
             | "upstream 503 ungoverned"
             | "canary in ungoverned path and query"
+            | "percent-encoded canary in ungoverned path"
             | "canary as a key id"
     )
 }
