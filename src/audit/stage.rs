@@ -189,9 +189,6 @@ impl Stage for AuditGateStage {
         request: Request<Body>,
         ctx: Arc<RequestContext>,
     ) -> Result<Request<Body>, GatewayError> {
-        if !self.audit.auditor.is_enabled() || ctx.state().action != Some(Action::CreateApiKey) {
-            return Ok(request);
-        }
         let event = event(
             &self.audit,
             &ctx,

@@ -248,9 +248,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         // of folded names, so the check stays linear in the body size.
         let mut folded: Option<HashMap<String, usize>> = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let earlier = match &mut folded {
-                Some(index) => index.get(&fold(&key)).copied(),
-                None => members.iter().position(|(k, _)| fold_eq(k, &key)),
+            let folded_key = folded.as_ref().map(|_| fold(&key));
+            let earlier = match (&folded, &folded_key) {
+                (Some(index), Some(name)) => index.get(name).copied(),
+                _ => members.iter().position(|(k, _)| fold_eq(k, &key)),
             };
             if let Some(first) = earlier {
                 let first_key: &str = &members[first].0;
@@ -274,8 +275,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 violation: self.violation,
                 path: Some(&node),
             })?;
-            if let Some(index) = &mut folded {
-                index.insert(fold(&key), members.len());
+            if let (Some(index), Some(name)) = (&mut folded, folded_key) {
+                index.insert(name, members.len());
             } else if members.len() == LINEAR_SCAN_MEMBERS {
                 folded = Some(
                     members

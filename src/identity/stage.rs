@@ -8,7 +8,7 @@ use http::Request;
 
 use super::{Authenticator, Lookup};
 use crate::body::Body;
-use crate::context::{RequestContext, RouteClass};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::guard::GovernedRoute;
 use crate::stage::Stage;
@@ -46,9 +46,6 @@ impl Stage for AuthenticateStage {
         mut request: Request<Body>,
         ctx: Arc<RequestContext>,
     ) -> Result<Request<Body>, GatewayError> {
-        if ctx.state().route != RouteClass::Governed {
-            return Ok(request);
-        }
         let outcome = self.authenticator.authenticate(request.headers()).await;
         let result = match &outcome {
             Ok((_, Lookup::Hit)) => "hit",

@@ -14,7 +14,7 @@ use super::runtime::AuthzRuntime;
 use super::Permit;
 use crate::audit::DecidedBy;
 use crate::body::Body;
-use crate::context::{DecisionRecord, RequestContext, RouteClass};
+use crate::context::{DecisionRecord, RequestContext};
 use crate::error::{Denial, GatewayError};
 use crate::guard::{GovernedBody, GovernedRoute};
 use crate::proxy::Upstream;
@@ -72,9 +72,6 @@ impl DecideStage {
     ) -> Result<Request<Body>, GatewayError> {
         let (principal, action) = {
             let state = ctx.state();
-            if state.route != RouteClass::Governed {
-                return Ok(request);
-            }
             (state.principal.clone(), state.action)
         };
         // INVARIANT: the guard sets the action and identity sets the principal on governed routes;

@@ -5,10 +5,8 @@
 use http::header::{HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode, Version};
-use tower::Service;
 
 use super::headers::strip_hop_by_hop;
 use super::{ProxyError, Upstream};
@@ -17,7 +15,7 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::guard::GovernedRoute;
 use crate::policy::Permit;
-use crate::stage::{Chain, StageFuture};
+use crate::stage::Chain;
 use crate::telemetry::metrics::KindLabels;
 use crate::telemetry::observe::mint_request_id;
 use crate::telemetry::{trace, Metrics, X_REQUEST_ID};
@@ -111,20 +109,5 @@ impl Chain for Forward {
                 Err(err.into())
             }
         }
-    }
-}
-
-impl Service<Request<Body>> for Forward {
-    type Response = Response<Body>;
-    type Error = GatewayError;
-    type Future = StageFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let forward = self.clone();
-        Box::pin(async move { forward.run(request).await })
     }
 }
