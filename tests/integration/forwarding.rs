@@ -114,8 +114,7 @@ async fn upstream_down_is_502_in_confluent_shape() {
         error["detail"].as_str().unwrap().contains("connect"),
         "{error}"
     );
-    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = support::metrics_text(&gw).await;
     assert!(
         text.contains(r#"keygate_upstream_errors_total{kind="connect"} 1"#),
         "{text}"

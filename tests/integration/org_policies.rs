@@ -231,8 +231,7 @@ async fn unknown_key_count_is_a_dry_run_finding_that_allows_and_is_counted() {
     )
     .await;
     assert_eq!(response.status, 202);
-    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = support::metrics_text(&gw).await;
     assert!(
         text.contains(
             r#"keygate_policy_would_deny_total{policy="service-account-key-count-unknown"} 1"#
@@ -364,8 +363,7 @@ async fn an_evaluation_error_denies_with_its_policy_id_and_is_counted() {
         "a denied create was forwarded"
     );
 
-    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = support::metrics_text(&gw).await;
     assert!(
         text.contains(r#"keygate_policy_evaluation_errors_total{policy="overflow-check"} 1"#),
         "{text}"

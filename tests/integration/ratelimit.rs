@@ -92,8 +92,7 @@ async fn burst_then_confluent_shaped_429_never_forwarded() {
         "the refused create was forwarded"
     );
 
-    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = support::metrics_text(&gw).await;
     assert!(
         text.contains(r#"keygate_ratelimited_total{limit="creates"} 1"#),
         "{text}"
@@ -263,8 +262,7 @@ async fn upstream_429_passes_through_unchanged_and_is_counted() {
         }
         assert_eq!(&response.body[..], body.as_bytes());
     }
-    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = support::metrics_text(&gw).await;
     assert!(
         text.contains("keygate_upstream_ratelimited_total 2"),
         "{text}"

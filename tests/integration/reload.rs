@@ -114,8 +114,7 @@ async fn valid_reload_applies_and_invalid_reload_keeps_the_old_set() {
         "old set stays in force"
     );
 
-    let metrics = support::get(&support::url(gw.admin_addr(), "/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = support::metrics_text(&gw).await;
     assert!(
         text.contains(r#"keygate_reloads_total{result="rejected"} 1"#),
         "{text}"

@@ -127,6 +127,13 @@ pub async fn get(url: &str) -> Collected {
 }
 
 /// The URL of `path` on an address.
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    let metrics = get(&url(gw.admin_addr(), "/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    String::from_utf8_lossy(&metrics.body).into_owned()
+}
+
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
