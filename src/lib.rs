@@ -28,6 +28,7 @@ pub mod context;
 pub mod dev;
 pub mod error;
 pub mod guard;
+mod id;
 pub mod identity;
 pub mod policy;
 pub mod proxy;

@@ -23,11 +23,10 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ring::rand::SecureRandom;
 use serde::Serialize;
 
 use crate::policy::action::Action;
@@ -432,45 +431,14 @@ impl AuditEvent {
     }
 }
 
-/// 32 lowercase hex characters: a random 64-bit prefix drawn once per process, then a counter.
-/// Unique within the process by construction and across processes and restarts by the prefix
-/// (CloudEvents asks `source` + `id` to be unique); one system-RNG call per process rather than
-/// per event. Ids are not secrets.
+/// A fresh event id: 32 lower-case hex characters (see [`crate::id::unique_hex`]); CloudEvents
+/// asks `source` + `id` to be unique.
 fn new_event_id() -> String {
-    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-            // The system RNG essentially never fails on Linux; if it does, derive the prefix
-            // from the time and the process id.
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(&nanos.to_le_bytes());
-            ctx.update(&std::process::id().to_le_bytes());
-            bytes.copy_from_slice(&ctx.finish().as_ref()[..8]);
-        }
-        bytes
-    });
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(prefix);
-    bytes[8..].copy_from_slice(&count.to_be_bytes());
-    hex(&bytes)
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
+    crate::id::unique_hex(&COUNTER)
+        .iter()
+        .map(|&b| char::from(b))
+        .collect()
 }
 
 /// `t` as RFC 3339 in UTC with microseconds, e.g. `2025-07-30T12:34:56.789012Z`.

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::body::{self, ReadBody, SimBody};
 use super::render::{self, Ctx};
-use super::secret::{self, RandomFailed};
+use super::secret::RandomFailed;
 use super::store::{self, ApiKey, ResolveFailure, RoleBinding, ServiceAccount};
 use super::{Fault, RecordedRequest, Simulator};
 
@@ -545,7 +545,7 @@ fn percent_encode(s: &str) -> String {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push_str(&secret::hex(&[b]).to_ascii_uppercase());
+            out.push_str(&crate::id::hex(&[b]).to_ascii_uppercase());
         }
     }
     out
@@ -1380,7 +1380,7 @@ fn support(call: &Call<'_>, rest: &[&str]) -> Result<Response<SimBody>, ApiError
                 .ok_or_else(|| ApiError::internal("the echo body was not hashed"))?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({ "bytes": call.body.len, "sha256": secret::hex(sha.as_ref()) }),
+                &json!({ "bytes": call.body.len, "sha256": crate::id::hex(sha.as_ref()) }),
             ))
         }
         (&Method::GET, ["blob"]) => {

@@ -11,6 +11,8 @@ use base64::Engine as _;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::id::hex;
+
 /// Prefix of every secret issued since July 2025.
 pub(crate) const SECRET_PREFIX: &str = "cflt";
 /// Length of a whole secret, prefix and checksum included.
@@ -161,15 +163,4 @@ impl std::fmt::Debug for SecretDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretDigest(**REDACTED**)")
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }

@@ -1188,7 +1188,7 @@ async fn echo_hashes_a_streamed_body() {
     assert_eq!(r.status, StatusCode::OK);
     let answer = r.json();
     assert_eq!(answer["bytes"], len);
-    assert_eq!(answer["sha256"], secret::hex(expected.finish().as_ref()));
+    assert_eq!(answer["sha256"], crate::id::hex(expected.finish().as_ref()));
     let log = h.sim.requests();
     let entry = log.last().unwrap();
     assert_eq!(entry.body_len, len as u64);

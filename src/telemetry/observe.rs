@@ -9,8 +9,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -163,34 +163,9 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// 32 hex characters: a random per-process prefix and a counter. Unique, cheap, not secret.
 pub fn mint_request_id() -> HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        // If the OS RNG fails the prefix is the process start time: still unique per process.
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            bytes = nanos.to_le_bytes();
-        }
-        u64::from_le_bytes(bytes)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // 32 lower-case hex digits, written in place (this runs for most requests).
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 32];
-    for (i, byte) in prefix
-        .to_be_bytes()
-        .into_iter()
-        .chain(n.to_be_bytes())
-        .enumerate()
-    {
-        text[2 * i] = HEX[usize::from(byte >> 4)];
-        text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&crate::id::unique_hex(&COUNTER))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Allowlisted request fields for the access log, captured before the request moves on.
