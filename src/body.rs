@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::proxy::pool::UpstreamBody;
+
 /// A request or response body inside keygate.
 #[derive(Debug, Default)]
 pub enum Body {
@@ -20,8 +22,10 @@ pub enum Body {
     Empty,
     /// A body held in memory; `None` once it has been yielded.
     Full(Option<Bytes>),
-    /// A body streamed from a peer (downstream request or upstream response).
+    /// A body streamed from a peer (downstream request, upstream h2 response).
     Incoming(Incoming),
+    /// An upstream HTTP/1.1 response body; its connection returns to the pool once it is read.
+    Upstream(UpstreamBody),
 }
 
 impl Body {
@@ -54,6 +58,7 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
         }
     }
 
@@ -62,6 +67,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
             Body::Incoming(incoming) => incoming.is_end_stream(),
+            Body::Upstream(upstream) => upstream.is_end_stream(),
         }
     }
 
@@ -71,6 +77,7 @@ impl http_body::Body for Body {
             Body::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Incoming(incoming) => incoming.size_hint(),
+            Body::Upstream(upstream) => upstream.size_hint(),
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The last stage: forward a request to the upstream and stream its response back.
 //!
-//! [`Upstream`] is the pooled keep-alive client (rustls with webpki roots plus an optional CA, or
-//! plain HTTP for loopback tests); [`forward`] rewrites the request for the upstream (authority,
+//! [`Upstream`] is the client (rustls with webpki roots plus an optional CA, or plain HTTP for
+//! loopback tests) over keep-alive connections from [`pool`]; [`forward`] rewrites the request for the upstream (authority,
 //! hop-by-hop headers, request id) and maps failures to [`ProxyError`]: connect/TLS failure → 502,
 //! no response head within the deadline → 504. Bodies are streamed, never buffered here. Whether a
 //! request may be forwarded at all is decided before this stage (see `app.rs`).
 
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod upstream;
 
 use std::time::Duration;

@@ -6,7 +6,7 @@ use http::header::{HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 
 use super::headers::strip_hop_by_hop;
 use super::{ProxyError, Upstream};
@@ -33,11 +33,12 @@ pub async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = upstream.uri_for(path_and_query);
+    // Origin-form; the pool adds scheme and authority when the connection is h2.
+    parts.uri = Uri::from(path_and_query);
     // keygate speaks HTTP/1.1 or h2 to the upstream as ALPN decides, whatever the caller used.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    // The client sets Host from the URI's authority.
+    // The pool sets the upstream's Host (HTTP/1.1) or :authority (h2).
     parts.headers.remove(HOST);
     // Set after stripping, so a `Connection: x-request-id` cannot remove it.
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
@@ -56,10 +57,9 @@ pub async fn forward(
             .map(|r| r.status().as_u16())
             .map_err(|e| e.kind()),
     );
-    let response = sent?;
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::Incoming(body)))
+    let mut response = sent?;
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response)
 }
 
 /// The innermost service: forwards every request that reaches it.

@@ -1,28 +1,26 @@
-//! The pooled client to the upstream, and the classification of its failures.
+//! The client to the upstream (over the connection [`Pool`]), and the classification of its
+//! failures.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::{Pool, SendError};
 use super::ProxyError;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::tls::{self, TlsError};
 
-/// The upstream: where it is and a pooled client to it.
+/// The upstream: where it is and the connections to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    scheme: Scheme,
+    pool: Arc<Pool>,
     authority: Authority,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -43,33 +41,24 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTPS);
+        let authority = config
+            .url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("api.confluent.cloud"));
         Ok(Upstream {
-            client,
-            scheme: config.url.scheme().cloned().unwrap_or(Scheme::HTTPS),
-            authority: config
-                .url
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("api.confluent.cloud")),
+            pool: Pool::new(
+                connector,
+                scheme,
+                authority.clone(),
+                config.idle_timeout,
+                config.max_idle_per_host,
+            ),
+            authority,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
         })
-    }
-
-    /// The upstream URI for a downstream path and query.
-    pub fn uri_for(&self, path_and_query: PathAndQuery) -> Uri {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .unwrap_or_else(|_| Uri::from_static("/"))
     }
 
     /// The upstream authority (what `Host` becomes).
@@ -77,10 +66,10 @@ impl Upstream {
         &self.authority
     }
 
-    /// Sends a request whose URI is already absolute, waiting at most the request timeout for the
-    /// response head.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
+    /// Sends a request (its URI origin-form, `/path?query`), waiting at most the request timeout
+    /// for the response head. The response body streams from the upstream connection.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        match tokio::time::timeout(self.request_timeout, self.pool.send(request)).await {
             Err(_) => Err(ProxyError::Timeout(self.request_timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.classify(&err)),
@@ -98,7 +87,7 @@ impl Upstream {
         let pq = PathAndQuery::try_from(path_and_query)
             .map_err(|e| ProxyError::Protocol(format!("invalid lookup path: {e}")))?;
         let mut request = Request::new(Body::Empty);
-        *request.uri_mut() = self.uri_for(pq);
+        *request.uri_mut() = Uri::from(pq);
         let mut authorization = authorization.clone();
         authorization.set_sensitive(true);
         request
@@ -118,16 +107,18 @@ impl Upstream {
         Ok((parts.status, parts.headers, body))
     }
 
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> ProxyError {
+    fn classify(&self, err: &SendError) -> ProxyError {
+        let is_connect = matches!(err, SendError::Connect(_));
+        let err = err.as_error();
         let mut innermost = err.to_string();
-        let mut next: Option<&(dyn StdError + 'static)> = err.source();
+        let mut next: Option<&(dyn StdError + 'static)> = Some(err);
         while let Some(cause) = next {
             if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
                 return ProxyError::Tls(tls.to_string());
             }
             innermost = cause.to_string();
             next = match cause.downcast_ref::<std::io::Error>() {
-                Some(io) if io.kind() == std::io::ErrorKind::TimedOut && err.is_connect() => {
+                Some(io) if io.kind() == std::io::ErrorKind::TimedOut && is_connect => {
                     return ProxyError::ConnectTimeout(self.connect_timeout);
                 }
                 // `io::Error::source` skips the error it wraps; TLS failures hide in there.
@@ -135,7 +126,7 @@ impl Upstream {
                 None => cause.source(),
             };
         }
-        if err.is_connect() {
+        if is_connect {
             ProxyError::Connect(innermost)
         } else {
             ProxyError::Protocol(innermost)

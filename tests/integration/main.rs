@@ -23,6 +23,7 @@ mod identity;
 mod org_policies;
 mod otel;
 mod policy_cli;
+mod pool;
 mod python_client;
 mod ratelimit;
 mod reload;

@@ -126,7 +126,6 @@ pub async fn get(url: &str) -> Collected {
     send(&client(), request).await
 }
 
-/// The URL of `path` on an address.
 /// The gateway's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
     let metrics = get(&url(gw.admin_addr(), "/metrics")).await;
@@ -134,6 +133,7 @@ pub async fn metrics_text(gw: &Gateway) -> String {
     String::from_utf8_lossy(&metrics.body).into_owned()
 }
 
+/// The URL of `path` on an address.
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }

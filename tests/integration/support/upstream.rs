@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,11 +14,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-/// Serves `handler` on an already-bound listener (h1 and h2c), optionally over TLS, forever.
+/// Serves `handler` on an already-bound listener (h1 and h2c), optionally over TLS, forever,
+/// counting the connections it accepts in `accepted`.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: F,
+    accepted: Arc<AtomicUsize>,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -27,6 +30,7 @@ pub async fn serve<F, Fut>(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        accepted.fetch_add(1, Ordering::SeqCst);
         let handler = handler.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -59,10 +63,23 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    spawn_counted(tls, handler).await.0
+}
+
+/// [`spawn`], also returning the number of connections accepted so far.
+pub async fn spawn_counted<F, Fut>(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: F,
+) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, tls, handler));
-    addr
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(serve(listener, tls, handler, Arc::clone(&accepted)));
+    (addr, accepted)
 }
 
 /// An upstream that accepts connections and reads, but never answers.

@@ -1,0 +1,392 @@
+//! Connections to the upstream, kept alive between exchanges.
+//!
+//! There is one upstream, so there is no keyed pool: HTTP/1.1 connections wait in a LIFO idle
+//! stack and carry one exchange at a time; a connection goes back on the stack when its response
+//! body has been read to the end ([`UpstreamBody`]), and a response dropped half-read closes it.
+//! When ALPN selects h2, one connection is shared by every request until it closes.
+//!
+//! Replaces hyper-util's legacy client on the forwarding path, which per exchange spawned a task to
+//! return the connection, raced checkout against connect with a `select`, and hashed a pool key.
+//! What it did that matters is kept: a request that a pooled connection gives back unsent (the
+//! upstream closed it while idle) is retried on another connection; idle connections expire.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::ServiceExt;
+
+use crate::body::Body;
+
+/// Why an exchange failed, before classification into a `ProxyError`.
+#[derive(Debug)]
+pub(super) enum SendError {
+    /// TCP connect or TLS handshake (from the connector).
+    Connect(Box<dyn StdError + Send + Sync>),
+    /// HTTP handshake, writing the request or reading the response head.
+    Http(hyper::Error),
+}
+
+impl SendError {
+    /// The error whose source chain describes the cause.
+    pub(super) fn as_error(&self) -> &(dyn StdError + 'static) {
+        match self {
+            SendError::Connect(err) => err.as_ref(),
+            SendError::Http(err) => err,
+        }
+    }
+}
+
+/// A connection ready for one request.
+enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// The upstream's connections: idle HTTP/1.1 ones and the shared h2 one.
+pub(super) struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority/`, what the connector dials.
+    target: Uri,
+    scheme: Scheme,
+    authority: Authority,
+    /// `Host` for HTTP/1.1 (the authority without a default port).
+    host: HeaderValue,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", &self.target)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_idle", &self.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool dialing `scheme://authority` through `connector`. Inside a tokio runtime it also
+    /// starts a task that closes connections idle for longer than `idle_timeout`.
+    pub(super) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        scheme: Scheme,
+        authority: Authority,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Arc<Pool> {
+        let target = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        let pool = Arc::new(Pool {
+            connector,
+            target,
+            host: host_header(&scheme, &authority),
+            scheme,
+            authority,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            idle_timeout,
+            max_idle,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(reap(Arc::downgrade(&pool)));
+        }
+        pool
+    }
+
+    /// Sends `request` (origin-form or absolute URI) and returns the response head; the body
+    /// streams from the connection.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, SendError> {
+        // The common case, kept small because every request's future embeds it: a pooled
+        // HTTP/1.1 connection that is ready now. Everything else (h2, connecting, waiting for
+        // readiness, retrying) takes the general path, boxed so its state stays out of line.
+        let mut sender = match self.checkout() {
+            Some(Conn::H1(sender)) if sender.is_ready() => sender,
+            first => return Box::pin(self.send_any(request, first)).await,
+        };
+        match sender.try_send_request(self.h1_form(request)).await {
+            Ok(response) => Ok(self.h1_response(response, sender)),
+            Err(mut err) => match err.take_message() {
+                Some(unsent) => Box::pin(self.send_any(unsent, None)).await,
+                None => Err(SendError::Http(err.into_error())),
+            },
+        }
+    }
+
+    /// The general path: on `first` (a pooled connection) if given, then on further pooled
+    /// connections, then on a new one. Each pass takes a connection off the stack (or clears the
+    /// h2 slot), so a request handed back unsent is retried at most once per pooled connection.
+    async fn send_any(
+        self: &Arc<Self>,
+        mut request: Request<Body>,
+        mut first: Option<Conn>,
+    ) -> Result<Response<Body>, SendError> {
+        loop {
+            let (conn, pooled) = match first.take().or_else(|| self.checkout()) {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            let unsent = match conn {
+                Conn::H1(mut sender) => {
+                    if pooled && sender.ready().await.is_err() {
+                        continue;
+                    }
+                    match sender.try_send_request(self.h1_form(request)).await {
+                        Ok(response) => return Ok(self.h1_response(response, sender)),
+                        Err(mut err) => match err.take_message() {
+                            Some(unsent) if pooled => unsent,
+                            _ => return Err(SendError::Http(err.into_error())),
+                        },
+                    }
+                }
+                Conn::H2(mut sender) => {
+                    match sender.try_send_request(self.h2_form(request)).await {
+                        Ok(response) => return Ok(response.map(Body::Incoming)),
+                        Err(mut err) => match err.take_message() {
+                            Some(unsent) if pooled => {
+                                *lock(&self.h2) = None;
+                                unsent
+                            }
+                            _ => return Err(SendError::Http(err.into_error())),
+                        },
+                    }
+                }
+            };
+            request = unsent;
+        }
+    }
+
+    fn checkout(&self) -> Option<Conn> {
+        if let Some(h2) = lock(&self.h2).as_ref() {
+            if !h2.is_closed() {
+                return Some(Conn::H2(h2.clone()));
+            }
+        }
+        let mut idle = lock(&self.idle);
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() > self.idle_timeout {
+                // The stack is ordered by age: everything below is older still.
+                idle.clear();
+                break;
+            }
+            if !entry.sender.is_closed() {
+                return Some(Conn::H1(entry.sender));
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange is complete to the idle stack.
+    fn put(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let stream = self
+            .connector
+            .clone()
+            .oneshot(self.target.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        if stream.connected().is_negotiated_h2() {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(stream)
+                .await
+                .map_err(SendError::Http)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "upstream h2 connection ended");
+                }
+            });
+            *lock(&self.h2) = Some(sender.clone());
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, connection) = http1::Builder::new()
+                .handshake(stream)
+                .await
+                .map_err(SendError::Http)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "upstream connection ended");
+                }
+            });
+            Ok(Conn::H1(sender))
+        }
+    }
+
+    /// HTTP/1.1 wants origin-form and a `Host` header.
+    fn h1_form(&self, mut request: Request<Body>) -> Request<Body> {
+        if request.uri().authority().is_some() {
+            *request.uri_mut() = Uri::from(path_and_query(request.uri()));
+        }
+        request.headers_mut().insert(HOST, self.host.clone());
+        request
+    }
+
+    /// h2 wants an absolute URI (`:scheme`, `:authority`) and no `Host`.
+    fn h2_form(&self, mut request: Request<Body>) -> Request<Body> {
+        if request.uri().authority().is_none() {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = Some(path_and_query(request.uri()));
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+        request.headers_mut().remove(HOST);
+        request
+    }
+
+    fn h1_response(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: http1::SendRequest<Body>,
+    ) -> Response<Body> {
+        response.map(|inner| {
+            let mut body = UpstreamBody {
+                inner,
+                home: Some((Arc::clone(self), sender)),
+            };
+            body.release_if_done();
+            Body::Upstream(body)
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values stay consistent whatever a panicking holder did (push/pop/replace).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn path_and_query(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+fn host_header(scheme: &Scheme, authority: &Authority) -> HeaderValue {
+    let default_port = match scheme.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
+    let host = if authority.port_u16().is_some() && authority.port_u16() == default_port {
+        authority.host()
+    } else {
+        authority.as_str()
+    };
+    HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+}
+
+/// Closes idle connections past the idle timeout, until the pool is gone.
+async fn reap(pool: Weak<Pool>) {
+    let period = match pool.upgrade() {
+        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.idle_timeout;
+        lock(&pool.idle).retain(|e| e.since.elapsed() <= timeout && !e.sender.is_closed());
+    }
+}
+
+/// An HTTP/1.1 response body that returns its connection to the pool once read to the end.
+pub struct UpstreamBody {
+    inner: Incoming,
+    home: Option<(Arc<Pool>, http1::SendRequest<Body>)>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("inner", &self.inner)
+            .field("pooled", &self.home.is_some())
+            .finish()
+    }
+}
+
+impl UpstreamBody {
+    fn release_if_done(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            if let Some((pool, sender)) = self.home.take() {
+                pool.put(sender);
+            }
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some((pool, sender)) = this.home.take() {
+                    pool.put(sender);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => this.release_if_done(),
+            // A broken body leaves the connection unusable: it closes with `home`.
+            Poll::Ready(Some(Err(_))) => this.home = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
