@@ -95,6 +95,20 @@ impl IdentityCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((principal, Lookup::Hit));
         }
+        // Boxed: the lookup's state (an upstream exchange) would otherwise be part of every
+        // request's future, hit or miss.
+        Box::pin(self.miss(tag, resolve)).await
+    }
+
+    async fn miss<F, Fut>(
+        &self,
+        tag: CredentialTag,
+        resolve: F,
+    ) -> Result<(Arc<Principal>, Lookup), IdentityError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let cell = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());

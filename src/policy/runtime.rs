@@ -311,7 +311,9 @@ impl AuthzRuntime {
             self.check_fresh(&snapshot)?;
         }
         let decision = decide(&snapshot, principal, action, spec);
-        if !decision.needs_inventory_refresh() || !self.refresh_inventory_once().await {
+        // Boxed: the refresh (an upstream sync) is rare, and its state would otherwise be part of
+        // every governed request's future.
+        if !decision.needs_inventory_refresh() || !Box::pin(self.refresh_inventory_once()).await {
             return Ok((decision, Arc::clone(&snapshot)));
         }
         let snapshot = data.load_full();

@@ -127,7 +127,8 @@ impl DecideStage {
                 Some(GovernedBody::Update(update)) => Some(update.clone()),
                 _ => None,
             };
-            let facts = self.facts(action, &decision, &ctx, request.headers()).await;
+            // Boxed: upstream lookups for org policies only; out of the matrix-only future.
+            let facts = Box::pin(self.facts(action, &decision, &ctx, request.headers())).await;
             let bindings = OrgBinding::all_of(snapshot.bindings().of(principal.id()));
             let key_id = ctx.state().key_id.clone();
             let input = OrgInput {

@@ -1,4 +1,4 @@
-//! The client to the upstream (over the connection [`Pool`]), and the classification of its
+//! The client to the upstream (over the connection `Pool`), and the classification of its
 //! failures.
 
 use std::error::Error as StdError;
