@@ -186,9 +186,9 @@ impl Stage for AuditGateStage {
 
     async fn apply(
         &self,
-        request: Request<Body>,
+        request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
-    ) -> Result<Request<Body>, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let event = event(
             &self.audit,
             &ctx,
@@ -203,7 +203,7 @@ impl Stage for AuditGateStage {
         )
         .await
         .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
-        Ok(request)
+        Ok(())
     }
 }
 

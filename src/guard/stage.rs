@@ -40,11 +40,11 @@ impl Stage for GuardStage {
 
     async fn apply(
         &self,
-        request: Request<Body>,
+        request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
-    ) -> Result<Request<Body>, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let route = match classify(request.method(), request.uri()) {
-            Ok(Route::Ungoverned) => return Ok(request),
+            Ok(Route::Ungoverned) => return Ok(()),
             Ok(Route::Governed(route)) => route,
             Err(err) => {
                 // Only requests aimed at the governed endpoints are refused here.
@@ -59,18 +59,17 @@ impl Stage for GuardStage {
             state.key_id = route.key_id.clone();
         }
         check_headers(request.method(), request.headers())?;
-        let (parts, body) = request.into_parts();
         let bytes = read_body(
-            body,
-            declared_content_length(&parts.headers),
+            std::mem::take(request.body_mut()),
+            declared_content_length(request.headers()),
             self.max_body_bytes,
         )
         .await?;
         let parsed = parse_body(route.action, &bytes)?;
         // Decide on the parsed body, forward the very bytes that were parsed.
-        let mut request = Request::from_parts(parts, Body::full(bytes));
+        *request.body_mut() = Body::full(bytes);
         request.extensions_mut().insert(route);
         request.extensions_mut().insert(parsed);
-        Ok(request)
+        Ok(())
     }
 }

@@ -43,9 +43,9 @@ impl Stage for AuthenticateStage {
 
     async fn apply(
         &self,
-        mut request: Request<Body>,
+        request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
-    ) -> Result<Request<Body>, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let outcome = self.authenticator.authenticate(request.headers()).await;
         let result = match &outcome {
             Ok((_, Lookup::Hit)) => "hit",
@@ -65,6 +65,6 @@ impl Stage for AuthenticateStage {
         let (principal, _) = outcome?;
         ctx.state().principal = Some(principal.clone());
         request.extensions_mut().insert(principal);
-        Ok(request)
+        Ok(())
     }
 }

@@ -52,9 +52,9 @@ impl Stage for DecideStage {
 
     async fn apply(
         &self,
-        request: Request<Body>,
+        request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
-    ) -> Result<Request<Body>, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let decided = self.decide(request, ctx.clone()).await;
         // The final decision (matrix, then organisation policies), on this stage's span.
         crate::telemetry::trace::annotate(|| {
@@ -67,9 +67,9 @@ impl Stage for DecideStage {
 impl DecideStage {
     async fn decide(
         &self,
-        mut request: Request<Body>,
+        request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
-    ) -> Result<Request<Body>, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let (principal, action) = {
             let state = ctx.state();
             (state.principal.clone(), state.action)
@@ -218,7 +218,7 @@ impl DecideStage {
             }
         }
         request.extensions_mut().insert(Permit::new());
-        Ok(request)
+        Ok(())
     }
 }
 

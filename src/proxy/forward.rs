@@ -77,7 +77,8 @@ impl Forward {
 }
 
 impl Chain for Forward {
-    async fn run(&self, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+    async fn run(&self, request: &mut Request<Body>) -> Result<Response<Body>, GatewayError> {
+        let request = std::mem::take(request);
         let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
         // INVARIANT: a governed request is forwarded only with the decision stage's permit.
         let governed = request.extensions().get::<GovernedRoute>().is_some();

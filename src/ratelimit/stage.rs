@@ -43,9 +43,9 @@ impl Stage for RateLimitStage {
 
     async fn apply(
         &self,
-        request: Request<Body>,
+        _request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
-    ) -> Result<Request<Body>, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let (principal, action) = {
             let state = ctx.state();
             (state.principal.clone(), state.action)
@@ -66,6 +66,6 @@ impl Stage for RateLimitStage {
                 .inc();
             return Err(limited.into());
         }
-        Ok(request)
+        Ok(())
     }
 }
