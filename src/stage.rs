@@ -78,7 +78,7 @@ impl<T, S> Layer<S> for StageLayer<T> {
     fn layer(&self, inner: S) -> Staged<T, S> {
         Staged {
             stage: self.stage.clone(),
-            inner,
+            inner: Arc::new(inner),
         }
     }
 }
@@ -87,10 +87,11 @@ impl<T, S> Layer<S> for StageLayer<T> {
 #[derive(Debug)]
 pub struct Staged<T, S> {
     stage: Arc<T>,
-    inner: S,
+    /// Shared, so that cloning the chain for a request is two reference counts, not two per level.
+    inner: Arc<S>,
 }
 
-impl<T, S: Clone> Clone for Staged<T, S> {
+impl<T, S> Clone for Staged<T, S> {
     fn clone(&self) -> Self {
         Staged {
             stage: self.stage.clone(),
@@ -146,7 +147,7 @@ impl<T: Stage, S> Staged<T, S> {
 impl<T, S> Service<Request<Body>> for Staged<T, S>
 where
     T: Stage,
-    S: Chain + Clone,
+    S: Chain,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
