@@ -5,7 +5,7 @@
 //! `Authorization` or any other header in an error.
 
 use http::header::{
-    HeaderName, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -13,18 +13,12 @@ use super::GuardError;
 
 /// Headers that some servers and frameworks read as a replacement method or path, with the
 /// spelling used in error messages. The last two are the IIS/Symfony path overrides.
-const OVERRIDE_HEADERS: [(HeaderName, &str); 5] = [
-    (
-        HeaderName::from_static("x-http-method-override"),
-        "X-HTTP-Method-Override",
-    ),
-    (HeaderName::from_static("x-http-method"), "X-HTTP-Method"),
-    (
-        HeaderName::from_static("x-method-override"),
-        "X-Method-Override",
-    ),
-    (HeaderName::from_static("x-original-url"), "X-Original-URL"),
-    (HeaderName::from_static("x-rewrite-url"), "X-Rewrite-URL"),
+const OVERRIDE_HEADERS: [(&str, &str); 5] = [
+    ("x-http-method-override", "X-HTTP-Method-Override"),
+    ("x-http-method", "X-HTTP-Method"),
+    ("x-method-override", "X-Method-Override"),
+    ("x-original-url", "X-Original-URL"),
+    ("x-rewrite-url", "X-Rewrite-URL"),
 ];
 
 /// Longest `Content-Length` value parsed: 19 digits always fit a `u64`.
@@ -41,10 +35,12 @@ pub fn check_headers(method: &Method, headers: &HeaderMap) -> Result<(), GuardEr
     if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
         return Err(GuardError::DuplicateAuthorization);
     }
-    if let Some((_, name)) = OVERRIDE_HEADERS
-        .iter()
-        .find(|(header, _)| headers.contains_key(header))
-    {
+    // One scan of the request's (few) names; every override header starts with `x-`.
+    let overriding = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-"))
+        .find_map(|name| OVERRIDE_HEADERS.iter().find(|(h, _)| *h == name.as_str()));
+    if let Some((_, name)) = overriding {
         return Err(GuardError::Override {
             location: "header",
             name,

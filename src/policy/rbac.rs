@@ -196,13 +196,16 @@ fn allowed(
     path: &ResourcePath<'_>,
     g: &Grantor<'_>,
 ) -> Decision {
-    let mut explanation = format!(
+    // Sized for a typical explanation up front: `format!` would grow it three or four times.
+    let mut explanation = String::with_capacity(256);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        explanation,
         "{ask} is allowed ({}): you ({caller}) hold {} on {}",
         g.rule,
         g.binding.role(),
         g.binding.pattern().scope(),
     );
-    // Writing to a String cannot fail.
     if g.principal_id != caller {
         let _ = write!(explanation, " through group {}", g.principal_id);
     }
