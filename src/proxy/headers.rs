@@ -42,7 +42,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(|token| token.trim_matches(|c| c == ' ' || c == '\t'))
+        // `keep-alive`, the usual token, is a fixed hop-by-hop field: already in `doomed`.
+        .filter(|token| !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .filter(|name| headers.contains_key(name));
     let listed: Vec<HeaderName> = listed.collect();
     for name in doomed.into_iter().chain(listed) {
@@ -84,13 +87,18 @@ mod tests {
     fn fields_named_in_connection_are_removed() {
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("close, X-Foo"));
-        h.append(header::CONNECTION, HeaderValue::from_static(" x-bar ,"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-bar ,\tKeep-Alive"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-foo", HeaderValue::from_static("1"));
         h.insert("x-bar", HeaderValue::from_static("2"));
         h.insert("x-baz", HeaderValue::from_static("3"));
         strip_hop_by_hop(&mut h);
         assert!(h.get("x-foo").is_none());
         assert!(h.get("x-bar").is_none());
+        assert!(h.get("keep-alive").is_none());
         assert_eq!(h["x-baz"], "3");
         assert!(h.get(header::CONNECTION).is_none());
     }
