@@ -85,7 +85,7 @@ impl DecideStage {
             Some(GovernedBody::Create(spec)) => Some(spec),
             _ => None,
         };
-        let (decision, snapshot) = match self.authz.decide(&principal, action, spec).await {
+        let (mut decision, snapshot) = match self.authz.decide(&principal, action, spec).await {
             Ok(decided) => decided,
             Err(reason) => {
                 ctx.state().decided_by = Some(DecidedBy::Matrix);
@@ -104,7 +104,12 @@ impl DecideStage {
         let record = DecisionRecord {
             allow: decision.allow,
             rule_ids: vec![decision.rule.to_string()],
-            explanation: decision.explanation.clone(),
+            // A denial still needs its explanation for the error body; an allow does not.
+            explanation: if decision.allow {
+                std::mem::take(&mut decision.explanation)
+            } else {
+                decision.explanation.clone()
+            },
             target: decision.target.clone(),
             dry_run: Vec::new(),
             revision: Some(revision),
