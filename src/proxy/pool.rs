@@ -11,6 +11,7 @@
 //! upstream closed it while idle) is retried on another connection; idle connections expire.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
@@ -118,7 +119,7 @@ impl Pool {
         pool
     }
 
-    /// Sends `request` (origin-form or absolute URI) and returns the response head; the body
+    /// Sends `request` (its URI origin-form, `/path?query`) and returns the response head; the body
     /// streams from the connection.
     pub(super) async fn send(
         self: &Arc<Self>,
@@ -230,11 +231,7 @@ impl Pool {
                 .handshake(stream)
                 .await
                 .map_err(SendError::Http)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "upstream h2 connection ended");
-                }
-            });
+            drive(connection);
             *lock(&self.h2) = Some(sender.clone());
             Ok(Conn::H2(sender))
         } else {
@@ -242,37 +239,40 @@ impl Pool {
                 .handshake(stream)
                 .await
                 .map_err(SendError::Http)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "upstream connection ended");
-                }
-            });
+            drive(connection);
             Ok(Conn::H1(sender))
         }
     }
 
-    /// HTTP/1.1 wants origin-form and a `Host` header.
+    /// HTTP/1.1 sends the origin-form URI as it is, and wants a `Host` header.
     fn h1_form(&self, mut request: Request<Body>) -> Request<Body> {
-        if request.uri().authority().is_some() {
-            *request.uri_mut() = Uri::from(path_and_query(request.uri()));
-        }
         request.headers_mut().insert(HOST, self.host.clone());
         request
     }
 
-    /// h2 wants an absolute URI (`:scheme`, `:authority`) and no `Host`.
+    /// h2 wants an absolute URI (`:scheme`, `:authority`) and no `Host`. A request handed back
+    /// unsent by an HTTP/1.1 connection arrives here with its `Host` set.
     fn h2_form(&self, mut request: Request<Body>) -> Request<Body> {
-        if request.uri().authority().is_none() {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(self.scheme.clone());
-            parts.authority = Some(self.authority.clone());
-            parts.path_and_query = Some(path_and_query(request.uri()));
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *request.uri_mut() = uri;
-            }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
         }
         request.headers_mut().remove(HOST);
         request
+    }
+
+    /// The upstream authority (what `Host` or `:authority` becomes).
+    pub(super) fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     fn h1_response(
@@ -291,15 +291,18 @@ impl Pool {
     }
 }
 
+/// Runs a connection's I/O until it closes (its senders dropped, or the upstream hung up).
+fn drive(connection: impl Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream connection ended");
+        }
+    });
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded values stay consistent whatever a panicking holder did (push/pop/replace).
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn path_and_query(uri: &Uri) -> PathAndQuery {
-    uri.path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 fn host_header(scheme: &Scheme, authority: &Authority) -> HeaderValue {

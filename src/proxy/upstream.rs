@@ -21,7 +21,6 @@ use crate::tls::{self, TlsError};
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pool: Arc<Pool>,
-    authority: Authority,
     connect_timeout: Duration,
     request_timeout: Duration,
 }
@@ -51,11 +50,10 @@ impl Upstream {
             pool: Pool::new(
                 connector,
                 scheme,
-                authority.clone(),
+                authority,
                 config.idle_timeout,
                 config.max_idle_per_host,
             ),
-            authority,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
         })
@@ -63,7 +61,7 @@ impl Upstream {
 
     /// The upstream authority (what `Host` becomes).
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        self.pool.authority()
     }
 
     /// Sends a request (its URI origin-form, `/path?query`), waiting at most the request timeout
