@@ -41,6 +41,29 @@ const SIZES: [usize; 3] = [100, 10_000, 100_000];
 const ENVIRONMENTS: usize = 100;
 const CALLER: &str = "u-caller";
 
+/// Calls timed one by one for the percentile histograms.
+const CALLS: usize = 100_000;
+
+/// Times `CALLS` single calls of `f` and prints p50/p99/p99.9/max (criterion reports means).
+fn print_percentiles(label: &str, mut f: impl FnMut()) {
+    let mut ns: Vec<u64> = (0..CALLS)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    ns.sort_unstable();
+    let at = |q: f64| ns[((CALLS as f64 * q) as usize).min(CALLS - 1)];
+    println!(
+        "percentiles {label}: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns ({CALLS} calls)",
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        ns[CALLS - 1]
+    );
+}
+
 fn crn(rest: &str) -> String {
     format!("crn://confluent.cloud/organization={ORG}{rest}")
 }
@@ -206,7 +229,6 @@ fn bench_decide(c: &mut Criterion) {
 
 /// Times `CALLS` decisions one by one and prints p50/p99/p99.9/max in nanoseconds.
 fn report_percentiles() {
-    const CALLS: usize = 100_000;
     let principal = caller();
     for size in SIZES {
         let snap = snapshot(size);
@@ -214,44 +236,18 @@ fn report_percentiles() {
             for _ in 0..1_000 {
                 black_box(decide_create(&snap, &principal, &request));
             }
-            let mut ns: Vec<u64> = (0..CALLS)
-                .map(|_| {
-                    let start = Instant::now();
-                    black_box(decide_create(
-                        black_box(&snap),
-                        &principal,
-                        black_box(&request),
-                    ));
-                    start.elapsed().as_nanos() as u64
-                })
-                .collect();
-            ns.sort_unstable();
-            let at = |q: f64| ns[((CALLS as f64 * q) as usize).min(CALLS - 1)];
-            println!(
-                "percentiles decide_create/{name}/{size}: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns ({CALLS} calls)",
-                at(0.50),
-                at(0.99),
-                at(0.999),
-                ns[CALLS - 1]
-            );
+            print_percentiles(&format!("decide_create/{name}/{size}"), || {
+                black_box(decide_create(
+                    black_box(&snap),
+                    &principal,
+                    black_box(&request),
+                ));
+            });
         }
         let (cache, headers) = warmed_cache();
-        let mut ns: Vec<u64> = (0..CALLS)
-            .map(|_| {
-                let start = Instant::now();
-                black_box(full_decision(&cache, &headers, black_box(&snap)));
-                start.elapsed().as_nanos() as u64
-            })
-            .collect();
-        ns.sort_unstable();
-        let at = |q: f64| ns[((CALLS as f64 * q) as usize).min(CALLS - 1)];
-        println!(
-            "percentiles full_decision/allow_kafka_for_sa/{size}: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns ({CALLS} calls)",
-            at(0.50),
-            at(0.99),
-            at(0.999),
-            ns[CALLS - 1]
-        );
+        print_percentiles(&format!("full_decision/allow_kafka_for_sa/{size}"), || {
+            black_box(full_decision(&cache, &headers, black_box(&snap)));
+        });
     }
 }
 

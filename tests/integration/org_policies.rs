@@ -51,6 +51,11 @@ async fn call(
     within(10, support::send(&support::client(), request)).await
 }
 
+/// `POST /iam/v2/api-keys` with `body` as `who`.
+async fn create_as(gw: &keygate::Gateway, sim: &Sim, who: &str, body: &str) -> Collected {
+    call(gw, sim, who, Method::POST, "/iam/v2/api-keys", body).await
+}
+
 fn create(owner: &str, resource: Option<&str>, name: &str, description: &str) -> String {
     let resource = resource
         .map(|r| format!(r#","resource":{{"id":"{r}"}}"#))
@@ -146,7 +151,7 @@ async fn each_create_policy_allows_and_denies() {
         ),
     ];
     for (who, body, status, policy) in cases {
-        let response = call(&gw, &sim, who, Method::POST, "/iam/v2/api-keys", &body).await;
+        let response = create_as(&gw, &sim, who, &body).await;
         assert_eq!(response.status, status, "{who} {body}: {:?}", response.body);
         if let Some(policy) = policy {
             let error = response.error();
@@ -169,7 +174,7 @@ async fn every_matching_reason_is_listed() {
     let gw = gateway(&sim, true).await;
     // A user-owned prod key with a bad name and no ticket breaks three policies at once.
     let body = create("u-bob", Some("lkc-prod01"), "Bad Name", "none");
-    let response = call(&gw, &sim, "u-bob", Method::POST, "/iam/v2/api-keys", &body).await;
+    let response = create_as(&gw, &sim, "u-bob", &body).await;
     assert_eq!(response.status, 403);
     let ids = policy_ids(&response);
     for id in [
@@ -198,17 +203,7 @@ async fn service_account_key_limit_holds_even_in_a_burst() {
             &format!("payments-n{i}-dev"),
             "",
         );
-        statuses.push(
-            call(
-                &gw,
-                &sim,
-                "u-alice",
-                Method::POST,
-                "/iam/v2/api-keys",
-                &body,
-            )
-            .await,
-        );
+        statuses.push(create_as(&gw, &sim, "u-alice", &body).await);
     }
     let codes: Vec<u16> = statuses.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(codes, [202, 202, 403, 403]);
@@ -221,15 +216,7 @@ async fn unknown_key_count_is_a_dry_run_finding_that_allows_and_is_counted() {
     // Without keygate's own credential the owner's key count is unknown.
     let gw = gateway(&sim, false).await;
     let body = create("sa-orders", Some("lkc-dev01"), "orders-ingest-dev", "");
-    let response = call(
-        &gw,
-        &sim,
-        "u-alice",
-        Method::POST,
-        "/iam/v2/api-keys",
-        &body,
-    )
-    .await;
+    let response = create_as(&gw, &sim, "u-alice", &body).await;
     assert_eq!(response.status, 202);
     let text = support::metrics_text(&gw).await;
     assert!(
@@ -250,7 +237,7 @@ async fn protected_keys_cannot_be_deleted_or_untagged_except_by_the_platform_gro
         "orders-vault-dev",
         "[protected] OPS-9",
     );
-    let created = call(&gw, &sim, "u-bob", Method::POST, "/iam/v2/api-keys", &body).await;
+    let created = create_as(&gw, &sim, "u-bob", &body).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let id = created.json()["id"].as_str().unwrap().to_string();
     let path = format!("/iam/v2/api-keys/{id}");
@@ -274,7 +261,7 @@ async fn a_rename_must_follow_the_naming_convention_but_other_updates_need_not()
     let sim = Sim::start().await;
     let gw = gateway(&sim, true).await;
     let body = create("sa-orders", Some("lkc-dev01"), "orders-rename-dev", "");
-    let created = call(&gw, &sim, "u-bob", Method::POST, "/iam/v2/api-keys", &body).await;
+    let created = create_as(&gw, &sim, "u-bob", &body).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let id = created.json()["id"].as_str().unwrap().to_string();
     let path = format!("/iam/v2/api-keys/{id}");
@@ -343,15 +330,7 @@ async fn an_evaluation_error_denies_with_its_policy_id_and_is_counted() {
 
     // A create every shipped policy allows (u-alice, dev cluster, conventional name).
     let body = create("sa-orders", Some("lkc-dev01"), "orders-ingest-dev", "");
-    let denied = call(
-        &gw,
-        &sim,
-        "u-alice",
-        Method::POST,
-        "/iam/v2/api-keys",
-        &body,
-    )
-    .await;
+    let denied = create_as(&gw, &sim, "u-alice", &body).await;
     assert_eq!(denied.status, 403, "{:?}", denied.body);
     assert_eq!(policy_ids(&denied), ["overflow-check".to_string()]);
     let detail = denied.error()["detail"].as_str().unwrap().to_string();
