@@ -2,7 +2,7 @@
 //! the response head) is the request's `upstream` client span, whose context the upstream receives
 //! in `traceparent` when tracing is on.
 
-use http::header::{HeaderValue, HOST};
+use http::header::HeaderValue;
 use http::uri::PathAndQuery;
 use std::sync::Arc;
 
@@ -38,8 +38,7 @@ pub async fn forward(
     // keygate speaks HTTP/1.1 or h2 to the upstream as ALPN decides, whatever the caller used.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    // The pool sets the upstream's Host (HTTP/1.1) or :authority (h2).
-    parts.headers.remove(HOST);
+    // The pool replaces `Host` with the upstream's (HTTP/1.1) or removes it for `:authority` (h2).
     // Set after stripping, so a `Connection: x-request-id` cannot remove it.
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     let span = trace::upstream_span(&parts.method, upstream.authority());

@@ -9,46 +9,58 @@ use http::header::{self, HeaderMap, HeaderName};
 
 /// Whether `name` is hop-by-hop whatever `Connection` says (RFC 9110 §7.6.1, the legacy
 /// `Keep-Alive` / `Proxy-Connection` of RFC 7230 §A.1.2, and `Upgrade`, which keygate never
-/// tunnels).
+/// tunnels). One string match: the names are lower case, and a `match` on `&str` dispatches on
+/// the length before comparing bytes, so most names are rejected by their length alone.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// Removes hop-by-hop fields and every field listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One scan of the names (a handful, compared without hashing) finds what to remove; most
-    // messages carry none, or only `Connection: keep-alive`. Collected first: the map cannot be
-    // changed while it is borrowed.
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        if is_hop_by_hop(name) {
-            doomed.push(name.clone());
+    // Scan the names (a handful, compared without hashing); most messages carry no hop-by-hop
+    // field, or only `Connection: keep-alive`, so this usually ends after one or two scans with
+    // nothing allocated. Each pass removes one name, then looks again: the map cannot change
+    // while it is borrowed, and collecting the names first would allocate on every response.
+    loop {
+        let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() else {
+            return;
+        };
+        if name == header::CONNECTION {
+            remove_listed(headers);
         }
+        headers.remove(name);
     }
-    if doomed.is_empty() {
-        return;
-    }
-    // Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-    let listed = headers
+}
+
+/// Removes the fields named in `Connection` (RFC 9110 §7.6.1), but not `Connection` itself.
+fn remove_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|token| token.trim_matches(|c| c == ' ' || c == '\t'))
-        // `keep-alive`, the usual token, is a fixed hop-by-hop field: already in `doomed`.
-        .filter(|token| !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive"))
+        // `keep-alive` (the usual token) is a fixed hop-by-hop field, removed by the caller's
+        // scan; `close` names no field. Neither needs a lookup.
+        .filter(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case("keep-alive")
+                && !token.eq_ignore_ascii_case("close")
+        })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .filter(|name| headers.contains_key(name));
-    let listed: Vec<HeaderName> = listed.collect();
-    for name in doomed.into_iter().chain(listed) {
+        .collect();
+    for name in listed {
         headers.remove(name);
     }
 }

@@ -38,6 +38,8 @@ pub(super) enum SendError {
     Connect(Box<dyn StdError + Send + Sync>),
     /// HTTP handshake, writing the request or reading the response head.
     Http(hyper::Error),
+    /// No response head within the request timeout.
+    Timeout,
 }
 
 impl SendError {
@@ -46,18 +48,47 @@ impl SendError {
         match self {
             SendError::Connect(err) => err.as_ref(),
             SendError::Http(err) => err,
+            SendError::Timeout => &TimedOut,
         }
     }
 }
 
+/// The error behind [`SendError::Timeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("no response head within the request timeout")]
+struct TimedOut;
+
 /// A connection ready for one request.
 enum Conn {
-    H1(http1::SendRequest<Body>),
+    H1(H1),
     H2(http2::SendRequest<Body>),
 }
 
-struct Idle {
+/// An HTTP/1.1 connection and its request timer. The timer lives as long as the connection and is
+/// re-armed for each exchange: moving a registered tokio timer's deadline later is one atomic
+/// update, where a fresh `tokio::time::timeout` per request registers and deregisters a timer
+/// under the driver's lock and reads the clock twice more.
+struct H1 {
     sender: http1::SendRequest<Body>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl H1 {
+    fn new(sender: http1::SendRequest<Body>) -> H1 {
+        H1 {
+            sender,
+            timer: Box::pin(tokio::time::sleep_until(far_future())),
+        }
+    }
+}
+
+/// A deadline no exchange reaches, for a timer that is not armed yet.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+struct Idle {
+    conn: H1,
     since: Instant,
 }
 
@@ -74,6 +105,8 @@ pub(super) struct Pool {
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     idle_timeout: Duration,
     max_idle: usize,
+    /// The longest wait for a response head, connecting included.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Pool {
@@ -95,6 +128,7 @@ impl Pool {
         authority: Authority,
         idle_timeout: Duration,
         max_idle: usize,
+        request_timeout: Duration,
     ) -> Arc<Pool> {
         let target = Uri::builder()
             .scheme(scheme.clone())
@@ -112,6 +146,7 @@ impl Pool {
             h2: Mutex::new(None),
             idle_timeout,
             max_idle,
+            request_timeout,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(reap(Arc::downgrade(&pool)));
@@ -119,8 +154,8 @@ impl Pool {
         pool
     }
 
-    /// Sends `request` (its URI origin-form, `/path?query`) and returns the response head; the body
-    /// streams from the connection.
+    /// Sends `request` (its URI origin-form, `/path?query`) and returns the response head, waiting
+    /// at most the request timeout for it; the body streams from the connection.
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<Body>,
@@ -128,16 +163,46 @@ impl Pool {
         // The common case, kept small because every request's future embeds it: a pooled
         // HTTP/1.1 connection that is ready now. Everything else (h2, connecting, waiting for
         // readiness, retrying) takes the general path, boxed so its state stays out of line.
-        let mut sender = match self.checkout() {
-            Some(Conn::H1(sender)) if sender.is_ready() => sender,
-            first => return Box::pin(self.send_any(request, first)).await,
+        let mut conn = match self.checkout() {
+            Some(Conn::H1(conn)) if conn.sender.is_ready() => conn,
+            first => return self.send_general(request, first).await,
         };
-        match sender.try_send_request(self.h1_form(request)).await {
-            Ok(response) => Ok(self.h1_response(response, sender)),
-            Err(mut err) => match err.take_message() {
-                Some(unsent) => Box::pin(self.send_any(unsent, None)).await,
+        conn.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.request_timeout);
+        let H1 { sender, timer } = &mut conn;
+        let mut exchange = std::pin::pin!(sender.try_send_request(self.h1_form(request)));
+        let sent = std::future::poll_fn(|cx| {
+            if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(sent));
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match sent {
+            Some(Ok(response)) => Ok(self.h1_response(response, conn)),
+            Some(Err(mut err)) => match err.take_message() {
+                Some(unsent) => self.send_general(unsent, None).await,
                 None => Err(SendError::Http(err.into_error())),
             },
+            // The exchange is abandoned mid-way: the connection closes with `conn`.
+            None => Err(SendError::Timeout),
+        }
+    }
+
+    /// [`Pool::send_any`] under the request timeout, boxed.
+    async fn send_general(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        first: Option<Conn>,
+    ) -> Result<Response<Body>, SendError> {
+        let general = Box::pin(self.send_any(request, first));
+        match tokio::time::timeout(self.request_timeout, general).await {
+            Ok(sent) => sent,
+            Err(_) => Err(SendError::Timeout),
         }
     }
 
@@ -155,12 +220,12 @@ impl Pool {
                 None => (self.connect().await?, false),
             };
             let unsent = match conn {
-                Conn::H1(mut sender) => {
-                    if pooled && sender.ready().await.is_err() {
+                Conn::H1(mut conn) => {
+                    if pooled && conn.sender.ready().await.is_err() {
                         continue;
                     }
-                    match sender.try_send_request(self.h1_form(request)).await {
-                        Ok(response) => return Ok(self.h1_response(response, sender)),
+                    match conn.sender.try_send_request(self.h1_form(request)).await {
+                        Ok(response) => return Ok(self.h1_response(response, conn)),
                         Err(mut err) => match err.take_message() {
                             Some(unsent) if pooled => unsent,
                             _ => return Err(SendError::Http(err.into_error())),
@@ -197,22 +262,22 @@ impl Pool {
                 idle.clear();
                 break;
             }
-            if !entry.sender.is_closed() {
-                return Some(Conn::H1(entry.sender));
+            if !entry.conn.sender.is_closed() {
+                return Some(Conn::H1(entry.conn));
             }
         }
         None
     }
 
     /// Returns a connection whose exchange is complete to the idle stack.
-    fn put(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
+    fn put(&self, conn: H1) {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = lock(&self.idle);
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -240,7 +305,7 @@ impl Pool {
                 .await
                 .map_err(SendError::Http)?;
             drive(connection);
-            Ok(Conn::H1(sender))
+            Ok(Conn::H1(H1::new(sender)))
         }
     }
 
@@ -275,15 +340,11 @@ impl Pool {
         &self.authority
     }
 
-    fn h1_response(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        sender: http1::SendRequest<Body>,
-    ) -> Response<Body> {
+    fn h1_response(self: &Arc<Self>, response: Response<Incoming>, conn: H1) -> Response<Body> {
         response.map(|inner| {
             let mut body = UpstreamBody {
                 inner,
-                home: Some((Arc::clone(self), sender)),
+                home: Some((Arc::clone(self), conn)),
             };
             body.release_if_done();
             Body::Upstream(body)
@@ -332,14 +393,14 @@ async fn reap(pool: Weak<Pool>) {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let timeout = pool.idle_timeout;
-        lock(&pool.idle).retain(|e| e.since.elapsed() <= timeout && !e.sender.is_closed());
+        lock(&pool.idle).retain(|e| e.since.elapsed() <= timeout && !e.conn.sender.is_closed());
     }
 }
 
 /// An HTTP/1.1 response body that returns its connection to the pool once read to the end.
 pub struct UpstreamBody {
     inner: Incoming,
-    home: Option<(Arc<Pool>, http1::SendRequest<Body>)>,
+    home: Option<(Arc<Pool>, H1)>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -354,8 +415,8 @@ impl std::fmt::Debug for UpstreamBody {
 impl UpstreamBody {
     fn release_if_done(&mut self) {
         if http_body::Body::is_end_stream(&self.inner) {
-            if let Some((pool, sender)) = self.home.take() {
-                pool.put(sender);
+            if let Some((pool, conn)) = self.home.take() {
+                pool.put(conn);
             }
         }
     }
@@ -373,8 +434,8 @@ impl http_body::Body for UpstreamBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                if let Some((pool, sender)) = this.home.take() {
-                    pool.put(sender);
+                if let Some((pool, conn)) = this.home.take() {
+                    pool.put(conn);
                 }
             }
             Poll::Ready(Some(Ok(_))) => this.release_if_done(),

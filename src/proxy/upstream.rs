@@ -53,6 +53,7 @@ impl Upstream {
                 authority,
                 config.idle_timeout,
                 config.max_idle_per_host,
+                config.request_timeout,
             ),
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
@@ -67,10 +68,10 @@ impl Upstream {
     /// Sends a request (its URI origin-form, `/path?query`), waiting at most the request timeout
     /// for the response head. The response body streams from the upstream connection.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        match tokio::time::timeout(self.request_timeout, self.pool.send(request)).await {
-            Err(_) => Err(ProxyError::Timeout(self.request_timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(self.classify(&err)),
+        match self.pool.send(request).await {
+            Ok(response) => Ok(response),
+            Err(SendError::Timeout) => Err(ProxyError::Timeout(self.request_timeout)),
+            Err(err) => Err(self.classify(&err)),
         }
     }
 

@@ -8,6 +8,7 @@
 //! [`AuditSnapshot`] at scrape time, so `/metrics` is always exact and nothing polls.
 
 use std::sync::atomic::AtomicI64;
+use std::sync::OnceLock;
 
 use http::Method;
 use prometheus_client::collector::Collector;
@@ -22,6 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::audit::{FileStats, SinkStats};
+use crate::context::RouteClass;
 
 /// Latency buckets in seconds: from a cached decision (sub-millisecond) to a slow upstream.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -152,6 +154,52 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     /// The active policy-set revision (value 1, revision as label).
     pub revision: Family<RevisionLabels, Gauge<i64, AtomicI64>>,
+    /// Handles into `requests` and `latency` for the label sets nearly every request ends with.
+    hot: HotHandles,
+}
+
+/// Statuses whose request counters are kept as direct handles, per route class and method; any
+/// other status is counted through the family (a label hash and a map lookup).
+const HOT_STATUSES: [u16; 14] = [
+    200, 201, 202, 204, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504,
+];
+/// `MethodLabel` variants.
+const METHOD_LABELS: usize = 8;
+/// `RouteClass` variants.
+const ROUTE_CLASSES: usize = 2;
+
+/// Direct handles to the series a request's completion updates, filled on first use (so no
+/// series appears in `/metrics` before it has counted something). A handle shares its value with
+/// the family's series: a clone of a counter or histogram is another reference to the same one.
+/// Saves hashing the label set and locking the family's map on every request.
+struct HotHandles {
+    /// Indexed by route class, method and the status's place in `HOT_STATUSES`.
+    requests: Vec<OnceLock<Counter>>,
+    latency: [OnceLock<Histogram>; ROUTE_CLASSES],
+}
+
+impl HotHandles {
+    fn new() -> HotHandles {
+        HotHandles {
+            requests: (0..ROUTE_CLASSES * METHOD_LABELS * HOT_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            latency: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+}
+
+impl std::fmt::Debug for HotHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotHandles").finish_non_exhaustive()
+    }
+}
+
+fn route_index(route: RouteClass) -> usize {
+    match route {
+        RouteClass::Ungoverned => 0,
+        RouteClass::Governed => 1,
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -256,7 +304,50 @@ impl Metrics {
             upstream_ratelimited,
             ratelimit_keys,
             decisions,
+            hot: HotHandles::new(),
         }
+    }
+
+    /// Counts a completed request in `keygate_requests_total`.
+    pub fn count_request(&self, route: RouteClass, method: MethodLabel, status: u16) {
+        let Some(status_index) = HOT_STATUSES.iter().position(|s| *s == status) else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.as_str(),
+                    method,
+                    status,
+                })
+                .inc();
+            return;
+        };
+        let index = (route_index(route) * METHOD_LABELS + method as usize) * HOT_STATUSES.len()
+            + status_index;
+        let Some(slot) = self.hot.requests.get(index) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.as_str(),
+                    method,
+                    status,
+                })
+                .clone()
+        })
+        .inc();
+    }
+
+    /// Records a completed request's latency in `keygate_request_duration_seconds`.
+    pub fn observe_latency(&self, route: RouteClass, seconds: f64) {
+        self.hot.latency[route_index(route)]
+            .get_or_init(|| {
+                self.latency
+                    .get_or_create(&RouteLabels {
+                        route: route.as_str(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
     }
 
     /// Exports the audit trail's counters, read from `source` at every scrape.
@@ -419,6 +510,45 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_counts_and_latency_go_to_the_family_series_hot_or_not() {
+        let m = Metrics::new();
+        assert!(
+            !m.render().contains("keygate_requests_total{"),
+            "no series before a request"
+        );
+        for _ in 0..3 {
+            m.count_request(RouteClass::Ungoverned, MethodLabel::GET, 200);
+        }
+        m.count_request(RouteClass::Governed, MethodLabel::DELETE, 204);
+        // Not among the cached statuses: counted through the family.
+        m.count_request(RouteClass::Governed, MethodLabel::OTHER, 418);
+        m.count_request(RouteClass::Governed, MethodLabel::OTHER, 418);
+        m.observe_latency(RouteClass::Governed, 0.003);
+        m.observe_latency(RouteClass::Governed, 0.2);
+        let text = m.render();
+        for line in [
+            r#"keygate_requests_total{route="ungoverned",method="GET",status="200"} 3"#,
+            r#"keygate_requests_total{route="governed",method="DELETE",status="204"} 1"#,
+            r#"keygate_requests_total{route="governed",method="OTHER",status="418"} 2"#,
+            r#"keygate_request_duration_seconds_count{route="governed"} 2"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in {text}");
+        }
+        assert!(!text.contains(r#"keygate_request_duration_seconds_count{route="ungoverned"}"#));
+        // The same handle is reused: a cached series is still the family's.
+        m.count_request(RouteClass::Ungoverned, MethodLabel::GET, 200);
+        let family = m
+            .requests
+            .get_or_create(&RequestLabels {
+                route: "ungoverned",
+                method: MethodLabel::GET,
+                status: 200,
+            })
+            .get();
+        assert_eq!(family, 4);
+    }
 
     #[test]
     fn rendered_families_carry_their_labels() {

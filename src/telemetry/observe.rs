@@ -19,7 +19,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
 
-use super::metrics::{MethodLabel, RequestLabels, RouteLabels};
+use super::metrics::MethodLabel;
 use super::{Metrics, X_REQUEST_ID};
 use crate::body::Body;
 use crate::context::{PeerAddr, RequestContext};
@@ -95,8 +95,9 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         mark_sensitive(request.headers_mut());
+        // The upstream gets the id from the forwarder (set after hop-by-hop stripping), the caller
+        // with the response; the stages read it from the context.
         let id = request_id(request.headers());
-        request.headers_mut().insert(X_REQUEST_ID, id.clone());
         let peer = request
             .extensions()
             .get::<PeerAddr>()
@@ -140,11 +141,11 @@ where
 }
 
 fn mark_sensitive(headers: &mut HeaderMap) {
-    for name in &SENSITIVE_HEADERS {
-        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
-            }
+    // One pass over the fields, names compared without hashing (a lookup per sensitive name
+    // hashed four names on every request, most of them absent).
+    for (name, value) in headers.iter_mut() {
+        if SENSITIVE_HEADERS.contains(name) {
+            value.set_sensitive(true);
         }
     }
 }
@@ -213,17 +214,9 @@ impl Drop for Completion {
         super::trace::finish_server_span(&self.span, &self.ctx.method, &state, status);
         self.metrics.in_flight.dec();
         self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: MethodLabel::from(&self.ctx.method),
-                status,
-            })
-            .inc();
+            .count_request(state.route, MethodLabel::from(&self.ctx.method), status);
         self.metrics
-            .latency
-            .get_or_create(&RouteLabels { route })
-            .observe(elapsed.as_secs_f64());
+            .observe_latency(state.route, elapsed.as_secs_f64());
         let Some(access) = &self.access else {
             return;
         };

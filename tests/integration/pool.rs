@@ -138,3 +138,63 @@ async fn an_h2_upstream_is_one_shared_connection() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_request_timeout_is_rearmed_for_each_exchange_on_a_pooled_connection() {
+    // Each answer takes 60 % of the request timeout, three in a row on one connection: together
+    // they outlast one timeout, each alone does not. A timer left armed from an earlier exchange
+    // would cut the later ones off.
+    let config = support::config("http://127.0.0.1:1", "");
+    let delay = config.upstream.request_timeout.mul_f64(0.6);
+    let (up, accepted) = upstream::spawn_counted(None, move |_request| async move {
+        tokio::time::sleep(delay).await;
+        Response::new(Full::new(Bytes::from_static(b"slow")))
+    })
+    .await;
+    let gw = support::start(support::config(&format!("http://{up}"), "")).await;
+    for _ in 0..3 {
+        let response = within(10, support::get(&support::url(gw.local_addr(), "/x"))).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(&response.body[..], b"slow");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_that_stops_answering_is_504_within_the_request_timeout() {
+    let (up, accepted) = upstream::spawn_counted(None, |request: Request<_>| async move {
+        if request.uri().path() == "/hang" {
+            std::future::pending::<()>().await;
+        }
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    })
+    .await;
+    let config = support::config(&format!("http://{up}"), "");
+    let timeout = config.upstream.request_timeout;
+    let gw = support::start(config).await;
+    for _ in 0..2 {
+        let response = within(5, support::get(&support::url(gw.local_addr(), "/fast"))).await;
+        assert_eq!(response.status, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The pooled connection (its timer armed and re-armed by the exchanges above) now hangs.
+    let started = std::time::Instant::now();
+    let response = within(10, support::get(&support::url(gw.local_addr(), "/hang"))).await;
+    let took = started.elapsed();
+    assert_eq!(response.status, 504);
+    assert_eq!(response.error()["code"], "upstream_timeout");
+    assert!(took >= timeout, "answered before the timeout: {took:?}");
+    assert!(
+        took < timeout + std::time::Duration::from_secs(1),
+        "took {took:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the hang was on the pooled connection"
+    );
+    // The abandoned connection is not reused: the next request gets a new one.
+    let response = within(5, support::get(&support::url(gw.local_addr(), "/fast"))).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
