@@ -26,7 +26,8 @@ fn hex_byte(b: u8) -> [u8; 2] {
 /// restarts by the prefix; one system-RNG call per process, not per id. Written in place: this
 /// runs for most requests.
 pub(crate) fn unique_hex(counter: &AtomicU64) -> [u8; 32] {
-    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
+    // The prefix's hex is computed once; per id only the counter's 8 bytes are written.
+    static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
     let prefix = PREFIX.get_or_init(|| {
         let mut bytes = [0u8; 8];
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
@@ -41,12 +42,19 @@ pub(crate) fn unique_hex(counter: &AtomicU64) -> [u8; 32] {
             ctx.update(&std::process::id().to_le_bytes());
             bytes.copy_from_slice(&ctx.finish().as_ref()[..8]);
         }
-        bytes
+        let mut text = [0u8; 16];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&hex_byte(byte));
+        }
+        text
     });
-    let count = counter.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    let count = counter.fetch_add(1, Ordering::Relaxed);
     let mut text = [0u8; 32];
-    for (i, byte) in prefix.iter().chain(&count).enumerate() {
-        text[2 * i..2 * i + 2].copy_from_slice(&hex_byte(*byte));
+    text[..16].copy_from_slice(prefix);
+    for (i, digit) in text[16..].iter_mut().enumerate() {
+        // Nibble i of the counter, most significant first.
+        let nibble = (count >> (60 - 4 * i)) & 0x0f;
+        *digit = b"0123456789abcdef"[nibble as usize];
     }
     text
 }
@@ -70,5 +78,8 @@ mod tests {
         assert_eq!(a[..16], b[..16]);
         assert_eq!(&a[16..], b"0000000000000029");
         assert_eq!(&b[16..], b"000000000000002a");
+        let wide = AtomicU64::new(0x0123_4567_89ab_cdef);
+        assert_eq!(&unique_hex(&wide)[16..], b"0123456789abcdef");
+        assert_eq!(&unique_hex(&wide)[16..], b"0123456789abcdf0");
     }
 }

@@ -45,8 +45,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the fields named in `Connection` (RFC 9110 §7.6.1), but not `Connection` itself.
 fn remove_listed(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+    let values = headers.get_all(header::CONNECTION);
+    // What nearly every message says: nothing to look up.
+    let mut iter = values.iter();
+    if let (Some(only), None) = (iter.next(), iter.next()) {
+        let only = only.as_bytes();
+        if only.eq_ignore_ascii_case(b"keep-alive") || only.eq_ignore_ascii_case(b"close") {
+            return;
+        }
+    }
+    let listed: Vec<HeaderName> = values
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
