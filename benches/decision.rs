@@ -154,7 +154,7 @@ const CREATE_BODY: &[u8] = br#"{"spec":{"display_name":"orders-producer","descri
 
 /// The global allocator the `keygate` binary uses.
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The Basic credential of the cached caller and the cache holding it.
 fn warmed_cache() -> (IdentityCache, HeaderMap) {

@@ -22,7 +22,7 @@ use criterion::Criterion;
 
 /// The allocator the `keygate` binary uses.
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use keygate::policy::action::Action;
 use keygate::policy::org::{KeyResource, OrgInput, OrgPolicies, OrgPolicyConfig};
 use keygate::policy::principal::PrincipalKind;

@@ -1,14 +1,14 @@
 //! The `keygate` binary: everything lives in the library (`keygate::cli`).
 
-/// jemalloc instead of glibc's malloc: the request path allocates many small, short-lived
+/// mimalloc instead of glibc's malloc: the request path allocates many small, short-lived
 /// objects (headers, Cedar values, audit records), where glibc's arenas cost several percent of a
-/// request's CPU and lengthen the decision's tail (`malloc_consolidate`). Not mimalloc: its Rust
-/// binding asks for every block through `mi_malloc_aligned`, which in mimalloc 3 over-allocates
-/// any block above 1 KiB whose size is not a power of two (a request's future, hyper's buffers);
-/// jemalloc's binding takes the plain path for ordinary alignments, 1.7k instructions less per
-/// proxied request (callgrind, issue #2's closing note).
+/// request's CPU and lengthen the decision's tail (`malloc_consolidate`). Measured in the closing
+/// notes of the performance issues. (Its Rust binding asks for every block through
+/// `mi_malloc_aligned`, which over-allocates blocks above 1 KiB whose size is not a power of two;
+/// jemalloc avoids that, about 1.7k instructions per proxied request under callgrind, but needs
+/// `make` and a C build, and no difference showed in CPU time on the benchmark VM.)
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     keygate::cli::main()

@@ -350,7 +350,7 @@ async fn fifty_mib_bodies_stream_both_ways_with_flat_memory() {
     let base = format!("http://{addr}");
 
     // A first, smaller round brings the allocator's per-thread caches to their working size
-    // (jemalloc keeps freed buffers for reuse, which a fresh process has not yet grown).
+    // (mimalloc keeps freed buffers for reuse, which a fresh process has not yet grown).
     stream_both_ways(&base, 8 * 1024 * 1024).await;
     let baseline = keygate.peak_rss_kib();
     stream_both_ways(&base, TOTAL).await;
