@@ -48,3 +48,44 @@ impl ProxyError {
         }
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A future's output passed through `finish` when it is ready: what an `async` block that
+    /// awaits a future it captured would do, without keeping the captured future a second time
+    /// (an async block stores what it captures for its whole life, next to the future it awaits).
+    /// The forwarding path's futures are in every request's future, so their size is copied per
+    /// request.
+    pub struct Then<F, C> {
+        #[pin]
+        future: F,
+        finish: Option<C>,
+    }
+}
+
+impl<F, C> Then<F, C> {
+    /// `future`, then `finish` on its output.
+    pub fn new(future: F, finish: C) -> Self {
+        Then {
+            future,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl<F, C, T> std::future::Future for Then<F, C>
+where
+    F: std::future::Future,
+    C: FnOnce(F::Output) -> T,
+{
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let this = self.project();
+        let output = std::task::ready!(this.future.poll(cx));
+        match this.finish.take() {
+            Some(finish) => std::task::Poll::Ready(finish(output)),
+            // Polled again after completion: nothing more will come.
+            None => std::task::Poll::Pending,
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! failures.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,13 +67,18 @@ impl Upstream {
     }
 
     /// Sends a request (its URI origin-form, `/path?query`), waiting at most the request timeout
-    /// for the response head. The response body streams from the upstream connection.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        match self.pool.send(request).await {
+    /// for the response head. The response body streams from the upstream connection. (Not an
+    /// `async fn`, so that its future does not keep a second copy of the request; see
+    /// `Pool::send`.)
+    pub fn send(
+        &self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + Send + '_ {
+        super::Then::new(self.pool.send(request), move |sent| match sent {
             Ok(response) => Ok(response),
             Err(SendError::Timeout) => Err(ProxyError::Timeout(self.request_timeout)),
             Err(err) => Err(self.classify(&err)),
-        }
+        })
     }
 
     /// `GET path_and_query` with the given `Authorization`, body read up to `limit` bytes. For
