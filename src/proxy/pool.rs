@@ -412,6 +412,11 @@ impl Pool {
         request
     }
 
+    /// The longest wait for a response head.
+    pub(super) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The upstream authority (what `Host` or `:authority` becomes).
     pub(super) fn authority(&self) -> &Authority {
         &self.authority
@@ -490,11 +495,16 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Returns the connection to the pool (once).
+    fn release(&mut self) {
+        if let Some((pool, conn)) = self.home.take() {
+            pool.put(conn);
+        }
+    }
+
     fn release_if_done(&mut self) {
         if http_body::Body::is_end_stream(&self.inner) {
-            if let Some((pool, conn)) = self.home.take() {
-                pool.put(conn);
-            }
+            self.release();
         }
     }
 }
@@ -510,11 +520,7 @@ impl http_body::Body for UpstreamBody {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => {
-                if let Some((pool, conn)) = this.home.take() {
-                    pool.put(conn);
-                }
-            }
+            Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) => this.release_if_done(),
             // A broken body leaves the connection unusable: it closes with `home`.
             Poll::Ready(Some(Err(_))) => this.home = None,

@@ -23,7 +23,6 @@ use crate::tls::{self, TlsError};
 pub struct Upstream {
     pool: Arc<Pool>,
     connect_timeout: Duration,
-    request_timeout: Duration,
 }
 
 impl Upstream {
@@ -57,7 +56,6 @@ impl Upstream {
                 config.request_timeout,
             ),
             connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
         })
     }
 
@@ -76,7 +74,7 @@ impl Upstream {
     ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + Send + '_ {
         super::Then::new(self.pool.send(request), move |sent| match sent {
             Ok(response) => Ok(response),
-            Err(SendError::Timeout) => Err(ProxyError::Timeout(self.request_timeout)),
+            Err(SendError::Timeout) => Err(ProxyError::Timeout(self.pool.request_timeout())),
             Err(err) => Err(self.classify(&err)),
         })
     }

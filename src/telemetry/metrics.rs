@@ -310,31 +310,26 @@ impl Metrics {
 
     /// Counts a completed request in `keygate_requests_total`.
     pub fn count_request(&self, route: RouteClass, method: MethodLabel, status: u16) {
-        let Some(status_index) = HOT_STATUSES.iter().position(|s| *s == status) else {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    route: route.as_str(),
-                    method,
-                    status,
-                })
-                .inc();
-            return;
+        let labels = || RequestLabels {
+            route: route.as_str(),
+            method,
+            status,
         };
-        let index = (route_index(route) * METHOD_LABELS + method as usize) * HOT_STATUSES.len()
-            + status_index;
-        let Some(slot) = self.hot.requests.get(index) else {
-            return;
+        let hot = HOT_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|status_index| {
+                let method_index = route_index(route) * METHOD_LABELS + method as usize;
+                self.hot
+                    .requests
+                    .get(method_index * HOT_STATUSES.len() + status_index)
+            });
+        match hot {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
         };
-        slot.get_or_init(|| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    route: route.as_str(),
-                    method,
-                    status,
-                })
-                .clone()
-        })
-        .inc();
     }
 
     /// Records a completed request's latency in `keygate_request_duration_seconds`.

@@ -120,6 +120,19 @@ pub async fn send(
     }
 }
 
+/// `GET url`, expecting keygate's 504 for an upstream that did not answer: sent no sooner than
+/// `timeout` and well before a second one.
+pub async fn get_upstream_timeout(url: &str, timeout: Duration) -> Collected {
+    let started = std::time::Instant::now();
+    let response = within(10, get(url)).await;
+    let took = started.elapsed();
+    assert_eq!(response.status, 504);
+    assert_eq!(response.error()["code"], "upstream_timeout");
+    assert!(took >= timeout, "answered before the timeout: {took:?}");
+    assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
+    response
+}
+
 /// `GET url`.
 pub async fn get(url: &str) -> Collected {
     let request = Request::get(url).body(Full::default()).unwrap();
