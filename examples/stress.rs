@@ -792,23 +792,26 @@ async fn idle(args: &Args, target: &Target) {
     let before = target.rss_kib();
     let connections = open_idle_h1(target.addr, args.idle).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = target.rss_kib();
+    let fresh = target.rss_kib();
     let probe = Probe::start(target.addr, "/org/v2/environments");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let per = match (before, after) {
-        (Some(b), Some(a)) if !connections.is_empty() => {
-            format!(
-                "{:.1} KiB each",
-                (a.saturating_sub(b)) as f64 / connections.len() as f64
-            )
+    // Long enough for keygate to shed the buffers of idle connections.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let settled = target.rss_kib();
+    let open = connections.iter().filter(|s| still_open(s)).count();
+    let per = |after: Option<u64>, n: usize| match (before, after) {
+        (Some(b), Some(a)) if n > 0 => {
+            format!("{:.1} KiB each", a.saturating_sub(b) as f64 / n as f64)
         }
         _ => "n/a".into(),
     };
     println!(
-        "idle HTTP/1.1 keep-alive: {} open; RSS {} -> {} ({per}); {}",
+        "idle HTTP/1.1 keep-alive: {} opened; RSS {} -> {} after 0.5 s ({}), {} after 3 s with {open} still open ({}); {}",
         connections.len(),
         mib(before),
-        mib(after),
+        mib(fresh),
+        per(fresh, connections.len()),
+        mib(settled),
+        per(settled, open),
         probe.report().await
     );
     drop(connections);
@@ -821,7 +824,7 @@ async fn idle(args: &Args, target: &Target) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = target.rss_kib();
     let per = match (before, after) {
-        (Some(b), Some(a)) if h2.len() > 0 => format!(
+        (Some(b), Some(a)) if !h2.is_empty() => format!(
             "{:.1} KiB each",
             (a.saturating_sub(b)) as f64 / h2.len() as f64
         ),
@@ -833,6 +836,12 @@ async fn idle(args: &Args, target: &Target) {
         mib(before),
         mib(after)
     );
+}
+
+/// Whether keygate still holds `stream` open (nothing to read and no EOF).
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 async fn open_idle_h1(addr: SocketAddr, n: usize) -> Vec<TcpStream> {

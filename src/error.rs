@@ -166,13 +166,13 @@ impl GatewayError {
                 "upstream_protocol_error",
                 "Bad Gateway",
             ),
-            GatewayError::Upstream(ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_)) => {
-                parts(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "Gateway Timeout",
-                )
-            }
+            GatewayError::Upstream(
+                ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) | ProxyError::BodyTimeout(_),
+            ) => parts(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "Gateway Timeout",
+            ),
             GatewayError::Internal(_) => parts(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",

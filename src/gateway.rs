@@ -118,7 +118,12 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         Some(id) => EventSource::new(id),
         None => EventSource::from_hostname(),
     };
-    let audit = AuditContext::new(auditor.clone(), source, config.audit.ungoverned);
+    let audit = AuditContext::new(
+        auditor.clone(),
+        source,
+        config.audit.ungoverned,
+        config.upstream.body_timeout,
+    );
     let shared = Shared {
         upstream,
         metrics: metrics.clone(),

@@ -160,15 +160,13 @@ pub async fn serve<S, B>(
     let shared = Arc::new(conn::Shared::new(service, listener.tls.clone(), settings));
     let mut warned: Option<Instant> = None;
     loop {
-        if !connections.has_room() {
-            let evicted = connections.evict_one();
+        if !connections.has_room() && !connections.can_evict() {
             if warned.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
                 warned = Some(Instant::now());
                 tracing::warn!(
                     listener = %listener.local,
                     connections = connections.open(),
-                    evicted,
-                    "Listener full: not accepting until a connection closes; evicting waiting ones"
+                    "Listener full of busy connections: not accepting until one closes"
                 );
             }
             tokio::select! {
@@ -199,6 +197,17 @@ pub async fn serve<S, B>(
                 continue;
             }
         };
+        if connections.is_over()
+            && connections.evict_one(Some(slot.state()))
+            && warned.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL)
+        {
+            warned = Some(Instant::now());
+            tracing::warn!(
+                listener = %listener.local,
+                connections = connections.open(),
+                "Listener full: closing waiting connections to make room"
+            );
+        }
         // Small request/response exchanges: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
         tokio::spawn(conn::run(stream, peer, Arc::clone(&shared), slot));

@@ -405,7 +405,10 @@ async fn serve_h2<S, B, T>(
         TokioIo::new(ConnIo::new(io, prefix, Arc::clone(state))),
         ConnService::new(Arc::clone(shared), Arc::clone(state), peer),
     ));
+    // GOAWAY sent: for a drain the listener's grace period bounds the rest; for an idle or evicted
+    // connection, GOAWAY_GRACE does.
     let mut goaway = false;
+    let mut give_up = false;
     loop {
         tokio::select! {
             biased;
@@ -417,26 +420,34 @@ async fn serve_h2<S, B, T>(
             }
             () = state.notify.notified() => match state.close_request() {
                 CloseRequest::Force => return,
-                CloseRequest::Evict | CloseRequest::Drain if !goaway => {
+                CloseRequest::Evict if !goaway => {
+                    goaway = true;
+                    give_up = true;
+                    conn.as_mut().graceful_shutdown();
+                    deadline.as_mut().reset(Instant::now() + GOAWAY_GRACE);
+                }
+                CloseRequest::Drain if !goaway => {
                     goaway = true;
                     conn.as_mut().graceful_shutdown();
-                    if state.close_request() == CloseRequest::Evict {
-                        deadline.as_mut().reset(Instant::now() + GOAWAY_GRACE);
-                    }
                 }
                 _ => {}
             },
             () = deadline.as_mut() => {
-                if goaway {
+                if give_up {
                     tracing::debug!(peer = %peer, "Connection not closed in time after GOAWAY");
                     return;
                 }
                 let now = Instant::now();
                 match h2_due(state, settings, now) {
                     Some(at) => deadline.as_mut().reset(at),
+                    None if goaway => {
+                        give_up = true;
+                        deadline.as_mut().reset(now + GOAWAY_GRACE);
+                    }
                     None => {
                         tracing::debug!(peer = %peer, requests = state.requests(), "Connection deadline passed; GOAWAY");
                         goaway = true;
+                        give_up = true;
                         conn.as_mut().graceful_shutdown();
                         deadline.as_mut().reset(now + GOAWAY_GRACE);
                     }

@@ -1,11 +1,12 @@
 //! How many downstream connections a listener holds, and which one goes when it is full.
 //!
 //! Every accepted connection takes a [`Slot`] in its listener's [`Connections`]; the slot is given
-//! back when the connection's task ends. At `max_connections` the accept loop stops accepting and
-//! asks one waiting connection to close: first the oldest one that has not completed a request
-//! head yet (silent, slow, or just connected), else the oldest one with nothing in flight (an
-//! idle keep-alive connection, which HTTP lets a server close at any time). A connection with a
-//! request in flight is never evicted; when every connection is busy, the loop waits. So a flood
+//! back when the connection's task ends. At `max_connections` the accept loop accepts a new
+//! connection only to replace a waiting one, which it asks to close: first the oldest one that
+//! has not completed a request head yet (silent, slow, or just connected), else the oldest one
+//! with nothing in flight (an idle keep-alive connection, which HTTP lets a server close at any
+//! time). A connection with a request in flight is never evicted; when every connection is busy,
+//! the loop stops accepting until one closes (the kernel's backlog holds the newcomers). So a flood
 //! of connections neither fails every `accept` with "too many open files" nor locks out the
 //! well-behaved clients, and the admin listener, which has its own [`Connections`], keeps
 //! answering. Optionally, one source address may hold at most so many connections; beyond that
@@ -127,27 +128,50 @@ impl Connections {
         })
     }
 
-    /// Asks the connection that can best be spared to close (see the module doc); `false` when
-    /// every connection has a request in flight or was already asked.
-    pub(super) fn evict_one(&self) -> bool {
+    /// The connection that can best be spared (see the module doc), other than `except`; `None`
+    /// when every connection has a request in flight or was already asked to close.
+    fn victim(&self, except: Option<&Arc<ConnState>>) -> Option<Arc<ConnState>> {
+        let spared = |state: &Arc<ConnState>| except.is_some_and(|e| Arc::ptr_eq(e, state));
         {
             let mut fresh = lock(&self.fresh);
-            while let Some(entry) = fresh.pop_front() {
-                let Some(state) = entry.upgrade() else {
-                    continue;
-                };
-                if state.requests() > 0 {
-                    continue;
-                }
-                if state.is_evictable() && state.request_close(CloseRequest::Evict) {
-                    return true;
+            // Closed connections and those that completed a head leave from the front.
+            while let Some(front) = fresh.front() {
+                match front.upgrade() {
+                    Some(state) if state.requests() == 0 => break,
+                    _ => {
+                        fresh.pop_front();
+                    }
                 }
             }
+            let found = fresh
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|s| s.requests() == 0 && s.is_evictable() && !spared(s));
+            if found.is_some() {
+                return found;
+            }
         }
-        let all = lock(&self.all);
-        all.iter()
+        lock(&self.all)
+            .iter()
             .filter_map(Weak::upgrade)
-            .any(|state| state.is_evictable() && state.request_close(CloseRequest::Evict))
+            .find(|s| s.is_evictable() && !spared(s))
+    }
+
+    /// Whether a connection could be evicted to make room.
+    pub(super) fn can_evict(&self) -> bool {
+        self.victim(None).is_some()
+    }
+
+    /// Asks the connection that can best be spared, other than `except`, to close; `false` when
+    /// there is none.
+    pub(super) fn evict_one(&self, except: Option<&Arc<ConnState>>) -> bool {
+        self.victim(except)
+            .is_some_and(|state| state.request_close(CloseRequest::Evict))
+    }
+
+    /// Whether the listener holds more connections than its limit.
+    pub(super) fn is_over(&self) -> bool {
+        self.open() > self.max
     }
 
     /// Asks every connection to close (`Drain` or `Force`).
@@ -268,15 +292,19 @@ mod tests {
         let silent_old = connections.admit(LOCAL, Instant::now()).unwrap();
         let silent_new = connections.admit(LOCAL, Instant::now()).unwrap();
 
-        assert!(connections.evict_one());
+        assert!(connections.can_evict());
+        assert!(connections.evict_one(None));
         assert_eq!(silent_old.state().close_request(), CloseRequest::Evict);
         assert_eq!(silent_new.state().close_request(), CloseRequest::None);
-        assert!(connections.evict_one());
-        assert_eq!(silent_new.state().close_request(), CloseRequest::Evict);
-        // Then the idle keep-alive one, never the busy one.
-        assert!(connections.evict_one());
+        // The connection just accepted is spared.
+        assert!(connections.evict_one(Some(silent_new.state())));
+        assert_eq!(silent_new.state().close_request(), CloseRequest::None);
         assert_eq!(served.state().close_request(), CloseRequest::Evict);
-        assert!(!connections.evict_one());
+        assert!(connections.evict_one(None));
+        assert_eq!(silent_new.state().close_request(), CloseRequest::Evict);
+        // Never the busy one.
+        assert!(!connections.can_evict());
+        assert!(!connections.evict_one(None));
         assert_eq!(busy.state().close_request(), CloseRequest::None);
     }
 

@@ -19,6 +19,7 @@ mod dev;
 mod drain;
 mod forwarding;
 mod guard;
+mod hostile;
 mod identity;
 mod org_policies;
 mod otel;
