@@ -235,6 +235,16 @@ enum Due {
     At(Instant),
 }
 
+/// What woke an HTTP/1.1 connection's task.
+enum H1Event {
+    /// hyper's connection ended (or let go of an idle connection being parked).
+    Ended(hyper::Result<()>),
+    /// The listener asked the connection to close.
+    CloseRequested,
+    /// The timer fired.
+    Deadline,
+}
+
 /// The HTTP/1.1 deadlines at `now`; `served` requests were started before the current hyper
 /// connection was made (it may only be parked once it has completed one of its own).
 fn h1_due(
@@ -311,16 +321,51 @@ async fn serve_h1<S, B, T>(
             ConnService::new(Arc::clone(shared), Arc::clone(state), peer),
         ));
         let mut closing = false;
+        let mut seen = served;
+        let notified = state.notify.notified();
+        tokio::pin!(notified);
         let parked = loop {
-            tokio::select! {
-                biased;
-                result = &mut *conn => {
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(result) = Pin::new(&mut *conn).poll(cx) {
+                    return Poll::Ready(H1Event::Ended(result));
+                }
+                // A request started since the last look: the timer may be armed for a deadline
+                // far away (the first head's, the idle one); bring it close enough to notice the
+                // connection going idle. At most once per `park_after`, whatever the rate.
+                let requests = state.requests();
+                if requests != seen {
+                    seen = requests;
+                    let soon = state.idle_since() + 2 * shared.park_after;
+                    if deadline.deadline() > soon {
+                        deadline.as_mut().reset(soon);
+                    }
+                }
+                // A later head is arriving (slowly, or it would be a request by now): it has the
+                // header-read timeout, which may be sooner than the idle deadline.
+                if let Some(head) = state.head_since() {
+                    let due = head + settings.header_read_timeout;
+                    if deadline.deadline() > due {
+                        deadline.as_mut().reset(due);
+                    }
+                }
+                if notified.as_mut().poll(cx).is_ready() {
+                    notified.set(state.notify.notified());
+                    return Poll::Ready(H1Event::CloseRequested);
+                }
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(H1Event::Deadline);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                H1Event::Ended(result) => {
                     if let Err(err) = &result {
                         tracing::debug!(peer = %peer, error = %err, "Connection ended with an error");
                     }
                     break result.is_ok() && state.is_parking();
                 }
-                () = state.notify.notified() => match state.close_request() {
+                H1Event::CloseRequested => match state.close_request() {
                     CloseRequest::Force => return,
                     CloseRequest::Evict if state.in_flight() == 0 => return,
                     CloseRequest::Evict | CloseRequest::Drain if !closing => {
@@ -330,7 +375,7 @@ async fn serve_h1<S, B, T>(
                     }
                     _ => {}
                 },
-                () = deadline.as_mut() => {
+                H1Event::Deadline => {
                     let now = Instant::now();
                     match h1_due(state, settings, shared.park_after, served, now) {
                         Due::Expired => {
@@ -338,7 +383,9 @@ async fn serve_h1<S, B, T>(
                             return;
                         }
                         Due::At(at) => deadline.as_mut().reset(at),
-                        Due::Park if closing => deadline.as_mut().reset(now + settings.idle_timeout),
+                        Due::Park if closing => {
+                            deadline.as_mut().reset(now + settings.idle_timeout)
+                        }
                         Due::Park => {
                             state.set_parking(true);
                             Pin::new(&mut *conn).graceful_shutdown();
@@ -364,6 +411,7 @@ async fn serve_h1<S, B, T>(
             return;
         }
         state.set_parking(false);
+        tracing::trace!(peer = %peer, requests = state.requests(), "Connection parked");
         let parts = conn.into_parts();
         io = parts.io.into_inner().into_inner();
         prefix = parts.read_buf;
