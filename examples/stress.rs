@@ -87,6 +87,9 @@ struct Args {
     /// Idle h2c connections in `idle`.
     #[arg(long, default_value_t = 1000)]
     idle_h2: usize,
+    /// How long `idle` waits before measuring the settled RSS.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    settle: Duration,
     /// Concurrent creates (and streams) in `stalled-body`.
     #[arg(long, default_value_t = 100)]
     creates: usize,
@@ -102,15 +105,35 @@ struct Args {
     /// `listener.max_connections` of the keygate this harness starts (default: keygate's own).
     #[arg(long)]
     max_connections: Option<usize>,
+    /// `log.level` of the keygate this harness starts.
+    #[arg(long, default_value = "warn,keygate=info")]
+    log_level: String,
+    /// Append the started keygate's log lines to this file.
+    #[arg(long)]
+    keygate_log: Option<PathBuf>,
+    /// The path well-behaved and idle clients request (with `--addr`: one the upstream answers
+    /// with 200 without credentials).
+    #[arg(long, default_value = "/org/v2/environments")]
+    get_path: String,
     /// Write only the config fields a keygate from before the connection limits understands (to
     /// measure the old binary).
     #[arg(long)]
     legacy_config: bool,
 }
 
+/// What `--get-path` says.
+static GET_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn get_path() -> &'static str {
+    GET_PATH
+        .get()
+        .map_or("/org/v2/environments", String::as_str)
+}
+
 #[tokio::main(worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
+    let _ = GET_PATH.set(args.get_path.clone());
     let dir = tempfile::tempdir().unwrap();
     let upstream = if args.addr.is_none() {
         Some(spawn_upstream().await)
@@ -187,6 +210,17 @@ struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        // SIGTERM first (keygate drains and exits), SIGKILL if it is still there after 5 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -259,11 +293,12 @@ inventory = "policies/inventory.toml"
 file = "{audit}"
 file_mode = "blocking"
 [log]
-level = "warn,keygate=info"
+level = "{log_level}"
 access_log = false
 "#,
         directory = directory.display(),
         audit = audit.display(),
+        log_level = args.log_level,
     );
     let path = dir.join(format!("keygate-{name}.toml"));
     std::fs::write(&path, config).unwrap();
@@ -277,8 +312,19 @@ access_log = false
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", args.keygate.display()));
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut log_file = args.keygate_log.as_ref().map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+    });
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(file) = log_file.as_mut() {
+                use std::io::Write as _;
+                let _ = writeln!(file, "{line}");
+            }
             // A gone receiver only means nobody reads the log any more; keep draining the pipe.
             let _ = tx.send(line);
         }
@@ -633,7 +679,7 @@ fn close_report(name: &str, (closed, held, refused): &(Vec<Duration>, usize, usi
 // === scenarios ===
 
 async fn silent(args: &Args, target: &Target) {
-    let probe = Probe::start(target.addr, "/org/v2/environments");
+    let probe = Probe::start(target.addr, get_path());
     let rss = Arc::new(tokio::sync::Notify::new());
     let opened = Arc::new(AtomicU64::new(0));
     let n = args.hostile;
@@ -670,7 +716,7 @@ async fn silent(args: &Args, target: &Target) {
 }
 
 async fn slow_h1(args: &Args, target: &Target) {
-    let probe = Probe::start(target.addr, "/org/v2/environments");
+    let probe = Probe::start(target.addr, get_path());
     let result = hostile(
         target.addr,
         args.hostile,
@@ -707,7 +753,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const H2_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 
 async fn slow_h2(args: &Args, target: &Target) {
-    let probe = Probe::start(target.addr, "/org/v2/environments");
+    let probe = Probe::start(target.addr, get_path());
     let result = hostile(
         target.addr,
         args.hostile,
@@ -756,7 +802,7 @@ async fn slow_h2(args: &Args, target: &Target) {
 }
 
 async fn slow_tls(args: &Args, tls: &Target, plain: &Target) {
-    let probe = Probe::start(plain.addr, "/org/v2/environments");
+    let probe = Probe::start(plain.addr, get_path());
     // The record header and the start of a ClientHello; the rest never comes.
     const PARTIAL_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03];
     let result = hostile(
@@ -793,9 +839,9 @@ async fn idle(args: &Args, target: &Target) {
     let connections = open_idle_h1(target.addr, args.idle).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fresh = target.rss_kib();
-    let probe = Probe::start(target.addr, "/org/v2/environments");
+    let probe = Probe::start(target.addr, get_path());
     // Long enough for keygate to shed the buffers of idle connections.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(args.settle.saturating_sub(Duration::from_millis(500))).await;
     let settled = target.rss_kib();
     let open = connections.iter().filter(|s| still_open(s)).count();
     let per = |after: Option<u64>, n: usize| match (before, after) {
@@ -805,12 +851,13 @@ async fn idle(args: &Args, target: &Target) {
         _ => "n/a".into(),
     };
     println!(
-        "idle HTTP/1.1 keep-alive: {} opened; RSS {} -> {} after 0.5 s ({}), {} after 3 s with {open} still open ({}); {}",
+        "idle HTTP/1.1 keep-alive: {} opened; RSS {} -> {} after 0.5 s ({}), {} after {:?} with {open} still open ({}); {}",
         connections.len(),
         mib(before),
         mib(fresh),
         per(fresh, connections.len()),
         mib(settled),
+        args.settle,
         per(settled, open),
         probe.report().await
     );
@@ -852,7 +899,7 @@ async fn open_idle_h1(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         tasks.spawn(async move {
             let _permit = permit;
             let mut stream = TcpStream::connect(addr).await.ok()?;
-            match http1_get(&mut stream, "/org/v2/environments", true).await {
+            match http1_get(&mut stream, get_path(), true).await {
                 Ok(200) => Some(stream),
                 _ => None,
             }
@@ -901,7 +948,7 @@ async fn open_idle_h2(addr: SocketAddr, n: usize) -> JoinSet<()> {
             };
             let mut out = H2_PREFACE.to_vec();
             out.extend_from_slice(H2_SETTINGS);
-            out.extend_from_slice(&h2_get("/org/v2/environments"));
+            out.extend_from_slice(&h2_get(get_path()));
             if stream.write_all(&out).await.is_err() {
                 return;
             }
@@ -1079,7 +1126,7 @@ async fn create(addr: SocketAddr, id: &str, hang_up: Option<Duration>) -> std::i
 }
 
 async fn flood(target: &Target) {
-    let probe = Probe::start(target.addr, "/org/v2/environments");
+    let probe = Probe::start(target.addr, get_path());
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
@@ -1090,7 +1137,7 @@ async fn flood(target: &Target) {
                 return;
             };
             while !stop.load(Ordering::Relaxed) {
-                match http1_get(&mut stream, "/org/v2/environments", true).await {
+                match http1_get(&mut stream, get_path(), true).await {
                     Ok(200) => {
                         served.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1113,7 +1160,7 @@ async fn flood(target: &Target) {
 }
 
 async fn conn_flood(args: &Args, target: &Target) {
-    let probe = Probe::start(target.addr, "/org/v2/environments");
+    let probe = Probe::start(target.addr, get_path());
     let admin = target.admin.map(|admin| Probe::start(admin, "/healthz"));
     let result = hostile(
         target.addr,

@@ -120,29 +120,70 @@ pub(super) async fn run<S, B>(
             return;
         }
     }
+    // Boxed: the task's own future stays small for as long as the connection is silent, and the
+    // TLS state machine (a kilobyte or more) costs only TLS connections.
     match &shared.tls {
-        None => serve(stream, None, &shared, &state, peer, deadline.as_mut()).await,
+        None => {
+            Box::pin(serve(
+                stream,
+                None,
+                &shared,
+                &state,
+                peer,
+                deadline.as_mut(),
+            ))
+            .await
+        }
         Some(acceptor) => {
-            let stream = match until(acceptor.accept(stream), &state, deadline.as_mut()).await {
-                Some(Ok(stream)) => stream,
-                Some(Err(err)) => {
-                    tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                None => {
-                    tracing::debug!(peer = %peer, "TLS handshake not complete in time");
-                    return;
-                }
-            };
-            let alpn = stream
-                .get_ref()
-                .1
-                .alpn_protocol()
-                .map(|protocol| protocol == b"h2");
-            serve(stream, alpn, &shared, &state, peer, deadline.as_mut()).await;
+            Box::pin(serve_tls(
+                stream,
+                acceptor,
+                &shared,
+                &state,
+                peer,
+                deadline.as_mut(),
+            ))
+            .await;
         }
     }
     drop(slot);
+}
+
+/// The TLS handshake (under the connection's deadline), then HTTP as ALPN says.
+async fn serve_tls<S, B>(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    shared: &Arc<Shared<S>>,
+    state: &Arc<ConnState>,
+    peer: SocketAddr,
+    mut deadline: Pin<&mut Sleep>,
+) where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = match until(acceptor.accept(stream), state, deadline.as_mut()).await {
+        Some(Ok(stream)) => stream,
+        Some(Err(err)) => {
+            tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+            return;
+        }
+        None => {
+            tracing::debug!(peer = %peer, "TLS handshake not complete in time");
+            return;
+        }
+    };
+    let alpn = stream
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(|protocol| protocol == b"h2");
+    serve(stream, alpn, shared, state, peer, deadline).await;
 }
 
 /// `future`'s output, or `None` when the deadline passes or the listener asks the connection to
@@ -414,7 +455,12 @@ async fn serve_h1<S, B, T>(
         tracing::trace!(peer = %peer, requests = state.requests(), "Connection parked");
         let parts = conn.into_parts();
         io = parts.io.into_inner().into_inner();
-        prefix = parts.read_buf;
+        // An empty remainder would still hold hyper's whole read buffer.
+        prefix = if parts.read_buf.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&parts.read_buf)
+        };
         if !prefix.is_empty() {
             // The next request had started to arrive: serve it right away.
             continue;
@@ -689,6 +735,50 @@ mod tests {
         assert_eq!(
             h2_due(&state, &settings, idle + Duration::from_secs(59)),
             Some(idle + Duration::from_secs(60))
+        );
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    async fn accepted(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener.accept().await.unwrap().0, client)
+    }
+
+    /// Every idle connection holds its task's future (and, once it spoke, the boxed serving
+    /// future): they must stay small. (A kilobyte or two, where the TLS state machine alone is
+    /// more; the bounds leave room for compiler differences.)
+    #[tokio::test]
+    async fn connection_futures_stay_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let service = tower::service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::Empty))
+        });
+        let shared = Arc::new(Shared::new(service, None, ConnSettings::default()));
+        let connections = super::super::limit::Connections::new(10, None);
+        let (stream, _client) = accepted(&listener).await;
+        let peer = stream.peer_addr().unwrap();
+        let slot = connections.admit(peer.ip(), Instant::now()).unwrap();
+        let task = run(stream, peer, shared.clone(), slot);
+        assert!(
+            std::mem::size_of_val(&task) <= 1536,
+            "{}",
+            std::mem::size_of_val(&task)
+        );
+
+        let state = ConnState::new(Instant::now());
+        let mut deadline = Box::pin(tokio::time::sleep(Duration::from_secs(1)));
+        let (stream, _client) = accepted(&listener).await;
+        let serving = serve(stream, None, &shared, &state, peer, deadline.as_mut());
+        assert!(
+            std::mem::size_of_val(&serving) <= 2048,
+            "{}",
+            std::mem::size_of_val(&serving)
         );
     }
 }
