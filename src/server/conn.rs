@@ -453,14 +453,20 @@ async fn serve_h1<S, B, T>(
         }
         state.set_parking(false);
         tracing::trace!(peer = %peer, requests = state.requests(), "Connection parked");
-        let parts = conn.into_parts();
-        io = parts.io.into_inner().into_inner();
-        // An empty remainder would still hold hyper's whole read buffer.
-        prefix = if parts.read_buf.is_empty() {
+        let http1::Parts {
+            io: parked,
+            read_buf,
+            ..
+        } = conn.into_parts();
+        io = parked.into_inner().into_inner();
+        // The remainder shares hyper's whole read buffer (16 KiB after a keep-alive read): keep a
+        // copy of what is left, never the buffer.
+        prefix = if read_buf.is_empty() {
             Bytes::new()
         } else {
-            Bytes::copy_from_slice(&parts.read_buf)
+            Bytes::copy_from_slice(&read_buf)
         };
+        drop(read_buf);
         if !prefix.is_empty() {
             // The next request had started to arrive: serve it right away.
             continue;
