@@ -47,8 +47,9 @@ use crate::context::PeerAddr;
 
 /// How long an HTTP/1.1 connection stays idle with hyper's buffers before it is parked (at most
 /// a quarter of the idle timeout). Long enough that a client sending request after request
-/// never pays for a new hyper connection; short next to the usual keep-alive waits.
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
+/// never pays for a new hyper connection; short, so that a burst of connections going idle
+/// does not hold their buffers (some 30 KiB each) for long.
+pub const PARK_AFTER: Duration = Duration::from_millis(100);
 /// How long an HTTP/2 connection sent GOAWAY at its idle deadline (or on eviction) may take to
 /// close before it is dropped.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
@@ -296,7 +297,8 @@ fn h1_due(
     now: Instant,
 ) -> Due {
     if state.in_flight() > 0 {
-        return Due::At(now + park_after.min(settings.idle_timeout));
+        // The task looks again when the response has finished.
+        return Due::At(now + settings.idle_timeout);
     }
     let requests = state.requests();
     let head = state.head_since();
@@ -370,15 +372,15 @@ async fn serve_h1<S, B, T>(
                 if let Poll::Ready(result) = Pin::new(&mut *conn).poll(cx) {
                     return Poll::Ready(H1Event::Ended(result));
                 }
-                // A request started since the last look: the timer may be armed for a deadline
-                // far away (the first head's, the idle one); bring it close enough to notice the
-                // connection going idle. At most once per `park_after`, whatever the rate.
-                let requests = state.requests();
-                if requests != seen {
-                    seen = requests;
-                    let soon = state.idle_since() + 2 * shared.park_after;
-                    if deadline.deadline() > soon {
-                        deadline.as_mut().reset(soon);
+                // A response finished since the last look (they finish inside hyper's poll): the
+                // connection may park `park_after` from now, likely before the timer fires. During
+                // back-to-back requests the timer is already that close: no reset.
+                let ended = state.requests().wrapping_sub(state.in_flight());
+                if ended != seen {
+                    seen = ended;
+                    let park = state.idle_since() + shared.park_after;
+                    if deadline.deadline() > park {
+                        deadline.as_mut().reset(park);
                     }
                 }
                 // A later head is arriving (slowly, or it would be a request by now): it has the

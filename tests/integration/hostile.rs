@@ -248,7 +248,7 @@ async fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_later_head_dripped_after_a_request_has_the_header_read_timeout() {
-    // An idle timeout of 2 s parks an idle connection after 500 ms: the dripped head arrives on a
+    // An idle connection is parked after `keygate::server::PARK_AFTER`: the dripped head arrives on a
     // connection still served by hyper, and on one that was parked.
     let gw = gateway(|config| config.listener.idle_timeout = Duration::from_secs(2)).await;
     for pause in [Duration::ZERO, Duration::from_millis(1200)] {
@@ -295,7 +295,7 @@ async fn drip_second_head(addr: SocketAddr, pause: Duration) -> Duration {
 
 #[tokio::test]
 async fn keep_alive_connection_serves_requests_after_idling_and_pipelined() {
-    // An idle timeout of 2 s parks idle connections after 500 ms.
+    // Idle connections are parked after `keygate::server::PARK_AFTER` (well before 800 ms).
     let gw = gateway(|config| config.listener.idle_timeout = Duration::from_secs(2)).await;
     let mut stream = TcpStream::connect(gw.local_addr()).await.unwrap();
     assert_eq!(get_keep_alive(&mut stream, "/first").await.0, 200);
