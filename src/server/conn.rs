@@ -551,6 +551,12 @@ async fn serve_h2<S, B, T>(
                         goaway = true;
                         give_up = true;
                         conn.as_mut().graceful_shutdown();
+                        if state.requests() == 0 {
+                            // No request ever came: send the GOAWAY and close, without waiting for
+                            // the peer.
+                            let _ = poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
+                            return;
+                        }
                         deadline.as_mut().reset(now + GOAWAY_GRACE);
                     }
                 }
