@@ -61,6 +61,8 @@ pub struct ContextState {
     /// An allowed create passed the audit gate: it is forwarded (or about to be), so if the caller
     /// goes away the exchange is followed to its end for the audit record.
     pub forwarding: bool,
+    /// The downstream connection went away before the response was handed over.
+    pub client_gone: bool,
 }
 
 /// What the decision stages concluded, for the access log, audit and traces. No secrets.

@@ -164,7 +164,11 @@ fn event(
         });
     }
     record.policy_revision = decision.and_then(|d| d.revision.as_deref().cloned());
-    record.status = status.map(|s| s.as_u16());
+    // A caller that went away received nothing: the status keygate had is still what decided the
+    // result above.
+    record.status = status
+        .filter(|_| outcome != Some(Outcome::ClientGone))
+        .map(|s| s.as_u16());
     record.upstream_status = state.upstream_status.map(|s| s.as_u16());
     record.created_key_id = created_key_id;
     record.outcome = outcome;
@@ -372,13 +376,8 @@ impl Future for Exchange {
                         return Poll::Ready(response);
                     };
                     let path = std::mem::take(&mut this.path);
-                    this.phase = Phase::Recording(Box::pin(record(
-                        this.audit.clone(),
-                        ctx,
-                        path,
-                        response,
-                        false,
-                    )));
+                    this.phase =
+                        Phase::Recording(Box::pin(record(this.audit.clone(), ctx, path, response)));
                 }
                 Phase::Recording(recording) => {
                     let response = std::task::ready!(recording.as_mut().poll(cx));
@@ -404,6 +403,8 @@ impl Drop for Exchange {
         };
         let audit = self.audit.clone();
         let path = std::mem::take(&mut self.path);
+        // Read when the record is built, whichever phase the exchange was in.
+        ctx.state().client_gone = true;
         match phase {
             Phase::Done => {}
             // The record is being written: finish it.
@@ -417,7 +418,7 @@ impl Drop for Exchange {
                 tracing::debug!(request.id = %ctx.id_str(), "Caller gone; following the forwarded create to its end");
                 runtime.spawn(async move {
                     let Ok(response) = pipeline.await;
-                    record(audit, ctx, path, response, true).await;
+                    record(audit, ctx, path, response).await;
                 });
             }
             // Not forwarded: it never will be; record that the caller left.
@@ -429,32 +430,30 @@ impl Drop for Exchange {
     }
 }
 
-/// Records a finished exchange (`gone`: nobody receives `response`) and returns the response to
-/// send: the same one, a 504/502 for a create body that did not arrive, or a 503 when a durable
-/// record could not be written.
+/// Records a finished exchange and returns the response to send: the same one, a 504/502 for a
+/// create body that did not arrive, or a 503 when a durable record could not be written. When the
+/// caller went away (before or while this runs) nobody receives it, and the record says so.
 async fn record(
     audit: Arc<AuditContext>,
     ctx: Arc<RequestContext>,
     path: String,
     response: Response<Body>,
-    gone: bool,
 ) -> Response<Body> {
     let (route, action) = {
         let state = ctx.state();
         (state.route, state.action)
     };
-    let gone_outcome = gone.then_some(Outcome::ClientGone);
     if route != RouteClass::Governed {
         if audit.ungoverned {
-            let status = (!gone).then(|| response.status());
+            let gone = ctx.state().client_gone;
             audit.auditor.emit_nowait(&event(
                 &audit,
                 &ctx,
                 EventStage::ResponseComplete,
                 &path,
-                status,
+                Some(response.status()),
                 None,
-                gone_outcome,
+                gone.then_some(Outcome::ClientGone),
             ));
         }
         return response;
@@ -465,12 +464,14 @@ async fn record(
         } else {
             (response, None, None)
         };
+    let gone = ctx.state().client_gone;
+    let gone_outcome = gone.then_some(Outcome::ClientGone);
     let ev = event(
         &audit,
         &ctx,
         EventStage::ResponseComplete,
         &path,
-        (!gone).then(|| response.status()),
+        Some(response.status()),
         created_key_id,
         gone_outcome.or(outcome),
     );

@@ -652,6 +652,51 @@ async fn stalled_create_body_is_504_after_the_body_timeout_and_audited() {
 }
 
 #[tokio::test]
+async fn caller_gone_while_a_create_body_stalls_is_recorded_as_client_gone() {
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let up = channel_upstream(move |_request| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let (tx, body) = channel_body(Some(1000));
+            tokio::spawn(async move {
+                tx.send(Bytes::from(vec![b' '; 500])).await.unwrap();
+                let _ = arrived_tx.send(());
+                std::future::pending::<()>().await;
+            });
+            Response::builder().status(202).body(body).unwrap()
+        }
+    })
+    .await;
+    let g = governed(up, |config| {
+        config.upstream.body_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut stream = TcpStream::connect(g.gw.local_addr()).await.unwrap();
+    stream
+        .write_all(&create_request(&g.authorization, "gone-while-stalled"))
+        .await
+        .unwrap();
+    // The head and half the body are out: keygate is reading the rest when the caller leaves.
+    within(5, arrived.recv()).await.unwrap();
+    drop(stream);
+
+    let complete = crate::support::governed::audit_records(
+        &g.audit,
+        "gone-while-stalled",
+        "response_complete",
+    )
+    .await;
+    assert_eq!(complete.len(), 1);
+    let record = &complete[0];
+    assert_eq!(record["outcome"], "client_gone", "{record}");
+    assert_eq!(record["upstreamStatus"], 202);
+    assert!(record.get("status").is_none(), "{record}");
+    assert!(record.get("createdKeyId").is_none(), "{record}");
+    assert_eq!(record["decision"]["result"], "error", "{record}");
+    crate::support::audit::read_events(&g.audit);
+}
+
+#[tokio::test]
 async fn caller_gone_during_a_forwarded_create_is_audited_with_the_key_it_created() {
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
