@@ -334,10 +334,25 @@ async fn housekeeping(limiter: Arc<ArcSwap<RateLimiter>>, metrics: Arc<Metrics>)
     }
 }
 
+/// Connections the kernel completes and queues for a listener before keygate accepts them (capped
+/// by `net.core.somaxconn`): a burst, or a full listener pausing its accepts, queues here instead
+/// of being dropped and retried by the clients a second or more later.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let bound = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted keygate can bind while old connections linger.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bound().map_err(|source| StartError::Bind { addr, source })
 }
 
 impl Gateway {
