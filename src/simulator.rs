@@ -221,6 +221,7 @@ impl fmt::Debug for DemoKey {
 pub struct Simulator {
     org_id: String,
     public_base: RwLock<String>,
+    lenient_paths: std::sync::atomic::AtomicBool,
     store: Mutex<Store>,
     log: Mutex<VecDeque<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,
@@ -268,6 +269,7 @@ impl Simulator {
         Self {
             org_id: seed.org_id.clone(),
             public_base: RwLock::new(DEFAULT_PUBLIC_BASE.to_owned()),
+            lenient_paths: std::sync::atomic::AtomicBool::new(false),
             store: Mutex::new(store),
             log: Mutex::new(VecDeque::new()),
             faults: Mutex::new(Vec::new()),
@@ -288,6 +290,20 @@ impl Simulator {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *current = base.trim_end_matches('/').to_owned();
+    }
+
+    /// Makes the simulator route paths as leniently as any HTTP stack might (percent-decoded
+    /// until stable, overlong UTF-8 and full-width forms read as ASCII, dot segments resolved,
+    /// whitespace trimmed, any case): the upstream an attacker hopes for, to show that what keygate
+    /// refuses would otherwise have been acted on.
+    pub fn set_lenient_paths(&self, lenient: bool) {
+        self.lenient_paths
+            .store(lenient, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lenient_paths(&self) -> bool {
+        self.lenient_paths
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A snapshot of the request log, oldest first.

@@ -66,8 +66,6 @@ fn ordinary_and_lookalike_paths_are_ungoverned() {
         "/foo%2Fbar",
         "/a/./b",
         "/a//b",
-        "/iam/v2/api-keys-archive;x=1",
-        "/iam/v2/users/u-1/../service-accounts",
         "*",
         "https://api.confluent.cloud/org/v2/environments",
     ];
@@ -147,27 +145,37 @@ fn non_canonical_governed_paths_are_400() {
         ("//iam/v2/api-keys", "empty segment"),
         ("/a//../iam/v2/api-keys", "empty segment"),
         ("/iam/v2//../api-keys", "empty segment"),
-        ("/iam/v2/api-keys%2F..", "percent-encoded"),
-        ("/iam/v2/api-keys/%2e%2e", "percent-encoded"),
-        ("/iam/v2/api-keys/X%2FY", "percent-encoded"),
-        ("/iam/v2/%61pi-keys", "percent-encoded"),
-        ("/iam%2Fv2/api-keys", "percent-encoded"),
-        ("/iam/v2/api-keys/%252e%252e", "percent-encoded"),
-        ("/iam/v2/api%252Dkeys", "percent-encoded"),
-        ("/iam/v2/api-keys%00.json", "percent-encoded"),
-        ("/iam/v2/api-keys%3Fx=1", "percent-encoded"),
-        ("/iam/v2/api-keys/ABC%20", "percent-encoded"),
+        ("/iam/v2/api-keys%2F..", "percent-encod"),
+        ("/iam/v2/api-keys/%2e%2e", "percent-encod"),
+        ("/iam/v2/api-keys/X%2FY", "percent-encod"),
+        ("/iam/v2/%61pi-keys", "percent-encod"),
+        ("/iam%2Fv2/api-keys", "percent-encod"),
+        ("/iam/v2/api-keys/%252e%252e", "percent-encod"),
+        ("/iam/v2/api%252Dkeys", "percent-encod"),
+        ("/iam/v2/api-keys%00.json", "encoded whitespace or control"),
+        ("/iam/v2/api-keys%3Fx=1", "encoded `?`"),
+        ("/iam/v2/api-keys/ABC%20", "encoded whitespace"),
         ("/iam/v2/api-keys\\ABC", "backslash"),
         ("/iam\\v2\\api-keys", "backslash"),
-        ("/iam/v2/api-keys%5CABC", "percent-encoded"),
+        ("/iam/v2/api-keys%5CABC", "percent-encod"),
         ("/iam/v2/api-keys;x=1", "`;` parameters"),
         ("/iam/v2/api-keys/ABC;v=1", "`;` parameters"),
         ("/iam;x/v2/api-keys", "`;` parameters"),
         ("/iam/v2/api-keys/..;/x", "`;` parameters"),
         ("/iam/v2/api-keys/ABC/extra", "unexpected segment"),
-        ("/iam/v2/api-keys/ABC:secret", "key id has characters"),
-        ("/iam/v2/api-keys/ABC@x", "key id has characters"),
-        ("/iam/v2/api-keys/\u{c4}BC", "key id has characters"),
+        ("/iam/v2/api-keys/ABC:secret", "characters other than"),
+        ("/iam/v2/api-keys/ABC@x", "characters other than"),
+        ("/iam/v2/api-keys/\u{c4}BC", "characters other than"),
+        // Not aimed at the api-keys endpoints, but under `/iam/` and not plain.
+        ("/iam/v2/api-keys-archive;x=1", "`;` parameters"),
+        ("/iam/v2/users/u-1/../service-accounts", "dot segment"),
+        ("/iam/v2/role-bindings/rb-1:x", "characters other than"),
+        // The issue's examples: overlong forms and encoded whitespace.
+        ("/iam/v2%C0%AFapi-keys", "overlong UTF-8"),
+        ("/iam/v2%E0%80%AFapi-keys", "overlong UTF-8"),
+        ("/iam/v2/x/%C0%AE%C0%AE/api-keys", "overlong UTF-8"),
+        ("/iam/v2/api-keys%20", "encoded whitespace"),
+        ("/iam/v2/api-keys%09", "encoded whitespace"),
         (long_id.as_str(), "longer than 255"),
     ];
     for (path, reason) in cases {
@@ -188,10 +196,21 @@ fn non_canonical_path_message_names_the_path_and_the_rule() {
     let error = classify_get("/iam/v2/api-keys/").unwrap_err();
     assert_eq!(
         error.to_string(),
-        "path `/iam/v2/api-keys/` is not canonical: trailing `/` (requests to the api-keys \
-         endpoints must use the exact path)"
+        "path `/iam/v2/api-keys/` is not canonical: trailing `/`; send `/iam/v2/api-keys`"
     );
     assert_eq!(error.pointer(), None);
+    let error = classify_get("/iam/v2/api-keys%20").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "path `/iam/v2/api-keys%20` is not canonical: encoded whitespace or control character; \
+         send `/iam/v2/api-keys`"
+    );
+    let error = classify_get("/iam/v2/api-keys/a%2Cb").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "path `/iam/v2/api-keys/a%2Cb` is not canonical: percent-encoded characters; paths \
+         under `/iam/` must be plain: letters, digits, `-._~` and single `/` separators"
+    );
 }
 
 #[test]
@@ -1079,7 +1098,7 @@ fn get_and_delete_with_a_body_are_400() {
 #[test]
 fn every_error_maps_to_400_405_413_or_415() {
     let cases = [
-        (GuardError::non_canonical("/x", "r"), 400),
+        (GuardError::non_canonical("/x", "r", None), 400),
         (GuardError::InvalidTarget, 400),
         (GuardError::InvalidQuery { reason: "r" }, 400),
         (

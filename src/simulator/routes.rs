@@ -364,7 +364,11 @@ fn route(sim: &Simulator, parts: &Parts, read: &ReadBody) -> Result<Response<Sim
             org: sim.org_id(),
         },
     };
-    let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let lenient = sim.lenient_paths().then(|| lenient_segments(path));
+    let segs: Vec<&str> = match &lenient {
+        Some(segments) => segments.iter().map(String::as_str).collect(),
+        None => path.strip_prefix('/').unwrap_or(path).split('/').collect(),
+    };
     if read.failed {
         return Err(ApiError::bad_request("the request body could not be read"));
     }
@@ -507,6 +511,31 @@ impl Query {
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, bad escapes stay literal.
+/// The segments a lenient stack routes on: the reading of `keygate::guard::lenient` that is a
+/// governed path if there is one (else the first), with the fixed prefix segments lowercased.
+fn lenient_segments(path: &str) -> Vec<String> {
+    let model = crate::guard::lenient::read(path.as_bytes());
+    let prefix: [&[u8]; 3] = [b"iam", b"v2", b"api-keys"];
+    let reading = model
+        .readings
+        .iter()
+        .find(|r| r.len() >= 3 && r.iter().zip(prefix).all(|(s, p)| s.eq_ignore_ascii_case(p)))
+        .or(model.readings.first());
+    reading
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(at, segment)| {
+            let text = String::from_utf8_lossy(segment);
+            if at < 3 {
+                text.to_ascii_lowercase()
+            } else {
+                text.into_owned()
+            }
+        })
+        .collect()
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -16,6 +16,7 @@ mod crash;
 mod decisions;
 mod deploy;
 mod dev;
+mod differential;
 mod drain;
 mod forwarding;
 mod guard;
