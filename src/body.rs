@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::proxy::links::Rewriting;
 use crate::proxy::pool::UpstreamBody;
 
 /// A request or response body inside keygate.
@@ -26,6 +27,9 @@ pub enum Body {
     Incoming(Incoming),
     /// An upstream HTTP/1.1 response body; its connection returns to the pool once it is read.
     Upstream(UpstreamBody),
+    /// An upstream JSON body streamed with its links rewritten (boxed: rare, and it holds a
+    /// body of its own).
+    Rewrite(Box<Rewriting>),
 }
 
 impl Body {
@@ -59,6 +63,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(incoming) => Pin::new(incoming).poll_frame(cx),
             Body::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
+            Body::Rewrite(rewriting) => Pin::new(rewriting.as_mut()).poll_frame(cx),
         }
     }
 
@@ -68,6 +73,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Incoming(incoming) => incoming.is_end_stream(),
             Body::Upstream(upstream) => upstream.is_end_stream(),
+            Body::Rewrite(rewriting) => rewriting.is_end_stream(),
         }
     }
 
@@ -78,6 +84,7 @@ impl http_body::Body for Body {
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Incoming(incoming) => incoming.size_hint(),
             Body::Upstream(upstream) => upstream.size_hint(),
+            Body::Rewrite(rewriting) => rewriting.size_hint(),
         }
     }
 }

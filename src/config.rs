@@ -10,6 +10,8 @@
 pub mod raw;
 pub mod validate;
 
+pub use validate::origin;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -131,6 +133,9 @@ pub struct AuditFile {
 pub struct ListenerConfig {
     /// Address to bind (`127.0.0.1:0` picks a free port).
     pub address: SocketAddr,
+    /// The URL clients use to reach keygate (scheme and authority): upstream links in responses
+    /// are rewritten to it. Unset: to the scheme and `Host` each request arrived with.
+    pub public_url: Option<Uri>,
     /// TLS (PEM certificate chain and private key); plain TCP when absent.
     pub tls: Option<TlsFiles>,
     /// Time a connection may take to send a complete request head (slowloris guard).
@@ -165,6 +170,11 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// Whether absolute upstream links in responses are rewritten to keygate's own origin.
+    pub rewrite_links: bool,
+    /// The origins (`scheme://authority`) the upstream writes into its links; empty: the origin
+    /// of [`UpstreamConfig::url`].
+    pub link_origins: Vec<String>,
     /// keygate's own credential (`KEY:SECRET`), for role bindings, inventory and key counts.
     pub credential: Option<crate::redact::Secret>,
 }

@@ -1,9 +1,10 @@
 //! `keygate dev`: the simulator as upstream and keygate in front of it, in one command.
 //!
 //! Binds the simulator on a loopback ephemeral port, starts keygate with the embedded dev config
-//! (`dev/keygate.toml`) pointed at it, points the simulator's absolute links at keygate (so
-//! `metadata.next` and `Location` lead back through the gateway), and prints a banner with the
-//! demo credentials and curl commands that work as printed. Stops on SIGTERM/SIGINT.
+//! (`dev/keygate.toml`) pointed at it, and prints a banner with the demo credentials and curl
+//! commands that work as printed. Stops on SIGTERM/SIGINT. The simulator writes absolute links
+//! to its own address, as Confluent writes `https://api.confluent.cloud`, and keygate rewrites
+//! them to its own (`listener.public_url`), so dev mode behaves like production.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -82,13 +83,17 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     });
     config.listener.address = options.listen;
     config.admin.address = options.admin_listen;
+    // A fixed address is the public URL; with port 0 links follow each request's `Host`.
+    if options.listen.port() != 0 && !options.listen.ip().is_unspecified() {
+        config.listener.public_url = format!("http://{}", options.listen).parse().ok();
+    }
     config.upstream.url = format!("http://{sim_addr}")
         .parse()
         .map_err(|_| ConfigError::field("upstream.url", "invalid simulator address"))?;
     let telemetry = crate::telemetry::init_logging(&config.log, &config.telemetry)?;
     let gateway = crate::build(config).await?;
     let base = format!("http://{}", gateway.local_addr());
-    sim.set_public_base(&base);
+    sim.set_public_base(&format!("http://{sim_addr}"));
     println!("{}", banner(&sim, &base, gateway.admin_addr(), sim_addr));
     println!(
         "Audit trail: {} (check it with `keygate audit verify`)",

@@ -20,6 +20,7 @@ use crate::identity::cache::IdentityCache;
 use crate::identity::directory::Directory;
 use crate::identity::{Authenticator, Source};
 use crate::policy::runtime::{AuthzError, AuthzRuntime, UpstreamFetch};
+use crate::proxy::links::Links;
 use crate::proxy::Upstream;
 use crate::ratelimit::RateLimiter;
 use crate::reload::{ReloadError, Reloader, Revision, WATCH_INTERVAL};
@@ -128,6 +129,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         limiter: limiter.clone(),
         authz: authz.clone(),
         audit,
+        links: links(&config),
     };
     let settings = ConnSettings {
         header_read_timeout: config.listener.header_read_timeout,
@@ -197,6 +199,35 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         auditor,
         reloader,
     })
+}
+
+/// The link rewriter, or `None` when `upstream.rewrite_links` is off.
+fn links(config: &Config) -> Option<Arc<Links>> {
+    if !config.upstream.rewrite_links {
+        return None;
+    }
+    if config.listener.public_url.is_none() {
+        tracing::warn!(
+            "listener.public_url is not set: upstream links in responses are rewritten to the \
+             scheme and Host each request arrived with; set it to the URL clients use to reach \
+             keygate"
+        );
+    }
+    let scheme = if config.listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let origins = if config.upstream.link_origins.is_empty() {
+        vec![crate::config::origin(&config.upstream.url)]
+    } else {
+        config.upstream.link_origins.clone()
+    };
+    Some(Links::new(
+        &origins,
+        config.listener.public_url.as_ref(),
+        scheme,
+    ))
 }
 
 fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authenticator, StartError> {

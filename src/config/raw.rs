@@ -77,6 +77,7 @@ pub struct RawAudit {
 #[serde(deny_unknown_fields, default)]
 pub struct RawListener {
     pub address: Option<String>,
+    pub public_url: Option<String>,
     pub tls: Option<RawTls>,
     pub header_read_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
@@ -99,6 +100,8 @@ pub struct RawUpstream {
     pub request_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle_per_host: Option<usize>,
+    pub rewrite_links: Option<bool>,
+    pub link_origins: Option<Vec<String>>,
     pub credential: Option<RawCredential>,
 }
 

@@ -107,6 +107,39 @@ fn bad_values_name_their_field() {
 }
 
 #[test]
+fn link_rewriting_fields_are_validated() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert!(c.upstream.rewrite_links);
+    assert!(c.upstream.link_origins.is_empty());
+    assert!(c.listener.public_url.is_none());
+    let c = Config::from_toml(&with_minimal(
+        "[listener]\npublic_url = \"https://keygate.corp:8443\"\n[upstream]\nrewrite_links = false\nlink_origins = [\"https://API.confluent.cloud\"]\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listener.public_url.unwrap().to_string(),
+        "https://keygate.corp:8443/"
+    );
+    assert!(!c.upstream.rewrite_links);
+    assert_eq!(c.upstream.link_origins, ["https://api.confluent.cloud"]);
+    for bad in [
+        "[listener]\npublic_url = \"keygate.corp\"\n",
+        "[listener]\npublic_url = \"https://keygate.corp/prefix\"\n",
+        "[listener]\npublic_url = \"ftp://keygate.corp\"\n",
+    ] {
+        assert_eq!(field_of(bad), "listener.public_url", "{bad}");
+    }
+    assert_eq!(
+        field_of("[upstream]\nlink_origins = []\n"),
+        "upstream.link_origins"
+    );
+    assert_eq!(
+        field_of("[upstream]\nlink_origins = [\"https://x/y\"]\n"),
+        "upstream.link_origins"
+    );
+}
+
+#[test]
 fn error_line_names_file_and_field() {
     let err = ConfigError::field("upstream.url", "bad").in_file(Path::new("k.toml"));
     assert_eq!(err.to_string(), "k.toml: `upstream.url`: bad");

@@ -44,6 +44,12 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let listener = ListenerConfig {
         address: socket_addr("listener.address", raw.listener.address, DEFAULT_LISTEN)?,
+        public_url: raw
+            .listener
+            .public_url
+            .as_deref()
+            .map(|url| base_url("listener.public_url", url))
+            .transpose()?,
         tls: raw
             .listener
             .tls
@@ -80,9 +86,27 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     };
 
     let credential = credential(raw.upstream.credential.as_ref(), env)?;
+    let url = upstream_url(raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM))?;
+    let link_origins = match raw.upstream.link_origins {
+        Some(origins) if origins.is_empty() => {
+            return Err(ConfigError::field(
+                "upstream.link_origins",
+                "must name at least one origin (set `upstream.rewrite_links = false` to turn \
+                 rewriting off)",
+            ))
+        }
+        Some(origins) => origins
+            .iter()
+            .map(|o| base_url("upstream.link_origins", o).map(|uri| origin(&uri)))
+            .collect::<Result<_, _>>()?,
+        // The origin of `upstream.url`, whatever it is when keygate starts.
+        None => Vec::new(),
+    };
     let upstream = UpstreamConfig {
         credential,
-        url: upstream_url(raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM))?,
+        url,
+        rewrite_links: raw.upstream.rewrite_links.unwrap_or(true),
+        link_origins,
         ca_file: raw
             .upstream
             .ca_file
@@ -504,27 +528,39 @@ fn path(field: &str, value: &str) -> Result<PathBuf, ConfigError> {
 
 /// Validates an upstream base URL (`upstream.url`).
 pub fn upstream_url(text: &str) -> Result<Uri, ConfigError> {
-    const FIELD: &str = "upstream.url";
+    base_url("upstream.url", text)
+}
+
+/// `scheme://authority` of a base URL, lowercase.
+pub fn origin(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str())
+    )
+    .to_ascii_lowercase()
+}
+
+/// An `http(s)://authority` URL without path or query, for `field`.
+fn base_url(field: &'static str, text: &str) -> Result<Uri, ConfigError> {
     let uri: Uri = text
         .parse()
-        .map_err(|e| ConfigError::field(FIELD, format!("`{text}` is not a URL: {e}")))?;
+        .map_err(|e| ConfigError::field(field, format!("`{text}` is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("https") | Some("http") => {}
         _ => {
             return Err(ConfigError::field(
-                FIELD,
-                format!(
-                    "`{text}` must start with https:// (or http:// for a loopback test upstream)"
-                ),
+                field,
+                format!("`{text}` must start with https:// or http://"),
             ))
         }
     }
     if uri.authority().is_none() {
-        return Err(ConfigError::field(FIELD, format!("`{text}` has no host")));
+        return Err(ConfigError::field(field, format!("`{text}` has no host")));
     }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(ConfigError::field(
-            FIELD,
+            field,
             format!("`{text}` must be a base URL without a path or query"),
         ));
     }

@@ -1430,9 +1430,31 @@ fn support(call: &Call<'_>, rest: &[&str]) -> Result<Response<SimBody>, ApiError
                 .insert(CONTENT_LENGTH, HeaderValue::from(len));
             Ok(response)
         }
+        (&Method::GET, ["links"]) => {
+            // A JSON array of `count` absolute links to this simulator's own api-keys, streamed
+            // (tens of MiB if asked): what a proxy must rewrite without buffering.
+            let count = call
+                .query
+                .get("count")
+                .and_then(|c| c.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid_filter("count", "count must be a non-negative integer")
+                })?;
+            let item = format!("\"{}/iam/v2/api-keys/LINK0000000001\",", call.ctx.base);
+            let body = SimBody::repeat("[", &item, count, "0]");
+            let length = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            Ok(response)
+        }
         (_, ["requests" | "faults"]) => Err(ApiError::method_not_allowed("GET, POST, DELETE")),
         (_, ["echo"]) => Err(ApiError::method_not_allowed("POST")),
-        (_, ["blob"]) => Err(ApiError::method_not_allowed("GET")),
+        (_, ["blob" | "links"]) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found("unknown simulator endpoint")),
     }
 }

@@ -142,6 +142,8 @@ pub struct Metrics {
     pub ratelimited: Family<LimitLabels, Counter>,
     /// Upstream 429 answers passed through to callers.
     pub upstream_ratelimited: Counter,
+    /// JSON responses whose upstream links could not be rewritten (content-encoded bodies).
+    pub link_rewrite_skipped: Counter,
     /// Buckets held by the rate limiter.
     pub ratelimit_keys: Gauge<i64, AtomicI64>,
     /// Layer-1 decisions by action and result.
@@ -253,6 +255,12 @@ impl Metrics {
             "Upstream 429 answers passed through unchanged",
             upstream_ratelimited.clone(),
         );
+        let link_rewrite_skipped = Counter::default();
+        registry.register(
+            "link_rewrite_skipped",
+            "Upstream JSON responses whose links could not be rewritten (content-encoded)",
+            link_rewrite_skipped.clone(),
+        );
         let ratelimit_keys = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "ratelimit_keys",
@@ -302,6 +310,7 @@ impl Metrics {
             identity,
             ratelimited,
             upstream_ratelimited,
+            link_rewrite_skipped,
             ratelimit_keys,
             decisions,
             hot: HotHandles::new(),

@@ -53,6 +53,19 @@ fn dev_banner_curl_flow_works_as_printed() {
     let key: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(key["spec"]["owner"]["id"], "sa-orders");
     assert!(key["spec"]["secret"].as_str().unwrap().starts_with("cflt"));
+    // The simulator links to itself; keygate rewrites its links to the gateway's address.
+    let base =
+        &commands[0][commands[0].find("http://").unwrap()..commands[0].find("/iam/").unwrap()];
+    let self_link = key["metadata"]["self"].as_str().unwrap();
+    assert!(
+        self_link.starts_with(&format!("{base}/iam/v2/api-keys/")),
+        "{self_link} vs {base}"
+    );
+    let location = created
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_else(|| panic!("no location: {created}"));
+    assert_eq!(location.trim(), self_link);
 
     let listed = run(&commands[1]);
     assert_eq!(status(&listed), 200, "{listed}");

@@ -21,6 +21,7 @@ mod drain;
 mod forwarding;
 mod guard;
 mod identity;
+mod links;
 mod org_policies;
 mod otel;
 mod policy_cli;
