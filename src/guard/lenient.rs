@@ -51,36 +51,62 @@ pub struct Applied {
     pub dot_segment: bool,
 }
 
-/// The readings of one path.
+/// The readings of one path: segments as ranges of one decoded buffer (one allocation for the
+/// text, a few for the segment lists).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LenientPath {
-    /// Each distinct reading as its segments (letter case as found).
-    pub readings: Vec<Vec<Vec<u8>>>,
+    decoded: Vec<u8>,
+    readings: Vec<Vec<Segment>>,
     /// The rules that changed something.
     pub applied: Applied,
 }
 
+/// A segment as `start..end` of the decoded buffer.
+type Segment = (usize, usize);
+
 // === impl LenientPath ===
 
 impl LenientPath {
+    /// Each distinct reading, as its segments (letter case as found).
+    pub fn readings(&self) -> Vec<Vec<&[u8]>> {
+        self.readings.iter().map(|r| self.segments(r)).collect()
+    }
+
+    fn segments(&self, reading: &[Segment]) -> Vec<&[u8]> {
+        reading.iter().map(|&(s, e)| &self.decoded[s..e]).collect()
+    }
+
+    fn segment(&self, reading: &[Segment], at: usize) -> Option<&[u8]> {
+        reading.get(at).map(|&(s, e)| &self.decoded[s..e])
+    }
+
+    fn starts_with(&self, reading: &[Segment], prefix: &[&[u8]]) -> bool {
+        reading.len() >= prefix.len()
+            && prefix.iter().enumerate().all(|(at, p)| {
+                self.segment(reading, at)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(p))
+            })
+    }
+
     /// Whether any reading lies under `/iam/` (its first segment is `iam` in any case).
     pub fn under_iam(&self) -> bool {
-        self.readings
-            .iter()
-            .any(|r| r.first().is_some_and(|s| s.eq_ignore_ascii_case(b"iam")))
+        self.readings.iter().any(|r| self.starts_with(r, &[b"iam"]))
     }
 
     /// Whether any reading is `/iam/v2/api-keys` or below it.
     pub fn governed(&self) -> bool {
-        self.readings.iter().any(|r| is_governed(r))
+        self.readings.iter().any(|r| self.starts_with(r, &GOVERNED))
     }
 
     /// The canonical path a caller most likely meant, when one reading gives one: the governed
     /// collection or item path, or else the first reading under `/iam/` that is plain.
     pub fn suggestion(&self) -> Option<String> {
         if self.governed() {
-            return self.readings.iter().filter(|r| is_governed(r)).find_map(
-                |reading| match reading.as_slice() {
+            return self
+                .readings
+                .iter()
+                .filter(|r| self.starts_with(r, &GOVERNED))
+                .find_map(|reading| match self.segments(reading).as_slice() {
                     [_, _, _] => Some("/iam/v2/api-keys".to_owned()),
                     [_, _, _, id]
                         if !is_dot(id)
@@ -90,11 +116,11 @@ impl LenientPath {
                         Some(format!("/iam/v2/api-keys/{}", String::from_utf8_lossy(id)))
                     }
                     _ => None,
-                },
-            );
+                });
         }
         self.readings
             .iter()
+            .map(|r| self.segments(r))
             .find(|r| {
                 r.first().is_some_and(|s| s.eq_ignore_ascii_case(b"iam"))
                     && r.iter()
@@ -111,12 +137,8 @@ impl LenientPath {
     }
 }
 
-fn is_governed(reading: &[Vec<u8>]) -> bool {
-    reading.len() >= 3
-        && reading[0].eq_ignore_ascii_case(b"iam")
-        && reading[1].eq_ignore_ascii_case(b"v2")
-        && reading[2].eq_ignore_ascii_case(b"api-keys")
-}
+/// The governed prefix, as segments.
+const GOVERNED: [&[u8]; 3] = [b"iam", b"v2", b"api-keys"];
 
 /// RFC 3986 §2.3 unreserved characters.
 pub fn is_unreserved(byte: u8) -> bool {
@@ -147,46 +169,52 @@ pub fn read(path: &[u8]) -> LenientPath {
     }
 
     // 6: the whole path, and the path cut at the first decoded terminator.
-    let mut inputs: Vec<&[u8]> = vec![&decoded];
+    let mut ends = vec![decoded.len()];
     if let Some(end) = decoded.iter().position(|&b| matches!(b, b'?' | b'#' | 0)) {
         applied.terminator = true;
-        inputs.push(&decoded[..end]);
+        ends.push(end);
     }
 
-    let mut readings: Vec<Vec<Vec<u8>>> = Vec::new();
-    for input in inputs {
-        // 4 + 5: segments without params, trimmed.
-        let segments: Vec<&[u8]> = input
-            .split(|&b| b == b'/')
-            .map(|segment| {
-                let segment = match segment.iter().position(|&b| b == b';') {
-                    Some(at) => {
-                        applied.params = true;
-                        &segment[..at]
-                    }
-                    None => segment,
-                };
-                trim(segment)
-            })
-            .collect();
+    let mut readings: Vec<Vec<Segment>> = Vec::new();
+    for end in ends {
+        // 4 + 5: segments without params, trimmed, as ranges of `decoded`.
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut start = 0;
+        for piece in decoded[..end].split(|&b| b == b'/') {
+            let kept = match piece.iter().position(|&b| b == b';') {
+                Some(at) => {
+                    applied.params = true;
+                    &piece[..at]
+                }
+                None => piece,
+            };
+            let (lead, tail) = trim_bounds(kept);
+            segments.push((start + lead, start + tail));
+            start += piece.len() + 1;
+        }
+        let is_empty = |&(s, e): &Segment| s == e;
+        let is_dot_at = |&(s, e): &Segment| is_dot(&decoded[s..e]);
         // The piece before the first `/` is normally empty (and a non-empty one is a segment
         // too); an empty one after it, other than a trailing `/`, is a `//`.
         if let Some((_, inner)) = segments.split_last() {
-            applied.empty_segment |= inner.iter().skip(1).any(|s| s.is_empty());
+            applied.empty_segment |= inner.iter().skip(1).any(is_empty);
         }
-        applied.dot_segment |= segments.iter().any(|s| is_dot(s));
+        applied.dot_segment |= segments.iter().any(is_dot_at);
         // 7: three ways of dealing with empty and dot segments.
-        let collapsed: Vec<&[u8]> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
-        let mut rfc = resolve_dots(&segments);
-        rfc.retain(|s| !s.is_empty());
-        for reading in [resolve_dots(&collapsed), rfc, collapsed] {
-            let owned: Vec<Vec<u8>> = reading.into_iter().map(<[u8]>::to_vec).collect();
-            if !readings.contains(&owned) {
-                readings.push(owned);
+        let collapsed: Vec<Segment> = segments.iter().copied().filter(|s| !is_empty(s)).collect();
+        let mut rfc = resolve_dots(&decoded, &segments);
+        rfc.retain(|s| !is_empty(s));
+        for reading in [resolve_dots(&decoded, &collapsed), rfc, collapsed] {
+            if !readings.contains(&reading) {
+                readings.push(reading);
             }
         }
     }
-    LenientPath { readings, applied }
+    LenientPath {
+        decoded,
+        readings,
+        applied,
+    }
 }
 
 /// Rules 1 and 2: decodes `input` until nothing changes (every change shortens it, so this
@@ -220,31 +248,33 @@ pub fn decode(input: &[u8]) -> (Vec<u8>, Applied) {
 }
 
 /// Rule 5's trim, for one segment or name.
-pub fn trim(mut segment: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = segment {
-        if !is_blank(*first) {
-            break;
-        }
-        segment = rest;
-    }
-    while let [rest @ .., last] = segment {
-        if !is_blank(*last) {
-            break;
-        }
-        segment = rest;
-    }
-    segment
+pub fn trim(segment: &[u8]) -> &[u8] {
+    let (start, end) = trim_bounds(segment);
+    &segment[start..end]
 }
 
-fn resolve_dots<'a>(segments: &[&'a [u8]]) -> Vec<&'a [u8]> {
+/// Where `segment` starts and ends once blanks are trimmed from both sides.
+fn trim_bounds(segment: &[u8]) -> (usize, usize) {
+    let start = segment
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(segment.len());
+    let end = segment
+        .iter()
+        .rposition(|&b| !is_blank(b))
+        .map_or(start, |at| at + 1);
+    (start, end)
+}
+
+fn resolve_dots(decoded: &[u8], segments: &[Segment]) -> Vec<Segment> {
     let mut out = Vec::with_capacity(segments.len());
-    for &segment in segments {
-        match segment {
+    for &(s, e) in segments {
+        match &decoded[s..e] {
             b"." => {}
             b".." => {
                 out.pop();
             }
-            other => out.push(other),
+            _ => out.push((s, e)),
         }
     }
     out

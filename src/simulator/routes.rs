@@ -516,11 +516,11 @@ impl Query {
 fn lenient_segments(path: &str) -> Vec<String> {
     let model = crate::guard::lenient::read(path.as_bytes());
     let prefix: [&[u8]; 3] = [b"iam", b"v2", b"api-keys"];
-    let reading = model
-        .readings
+    let readings = model.readings();
+    let reading = readings
         .iter()
         .find(|r| r.len() >= 3 && r.iter().zip(prefix).all(|(s, p)| s.eq_ignore_ascii_case(p)))
-        .or(model.readings.first());
+        .or(readings.first());
     reading
         .into_iter()
         .flatten()

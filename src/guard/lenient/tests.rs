@@ -17,15 +17,8 @@ fn applied(path: &str) -> Applied {
 #[test]
 fn plain_paths_have_one_reading_as_written() {
     let model = read(b"/iam/v2/api-keys/ABC");
-    assert_eq!(
-        model.readings,
-        vec![vec![
-            b"iam".to_vec(),
-            b"v2".to_vec(),
-            b"api-keys".to_vec(),
-            b"ABC".to_vec()
-        ]]
-    );
+    let expected: [&[u8]; 4] = [b"iam", b"v2", b"api-keys", b"ABC"];
+    assert_eq!(model.readings(), vec![expected.to_vec()]);
     assert_eq!(model.applied, Applied::default());
     assert!(model.governed());
 }
