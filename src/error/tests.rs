@@ -72,3 +72,178 @@ async fn internal_error_maps_to_500() {
     assert!(headers.get(WWW_AUTHENTICATE).is_none());
     assert_eq!(member(&json)["status"], "500");
 }
+
+/// One value of every variant of the error table, with the fixed texts keygate fills in (and
+/// ids where a variant quotes one), so that a new variant must be added here to compile.
+fn every_error() -> Vec<GatewayError> {
+    use crate::guard::GuardError as G;
+    use crate::identity::IdentityError as I;
+    let guard = [
+        G::NonCanonicalPath {
+            path: "/iam/v2/api-keys/".into(),
+            reason: "a trailing `/`",
+        },
+        G::InvalidTarget,
+        G::InvalidQuery {
+            reason: "a parameter without a name",
+        },
+        G::Override {
+            location: "header",
+            name: "x-http-method-override",
+        },
+        G::MethodNotAllowed {
+            method: http::Method::PUT,
+            path: "/iam/v2/api-keys/{id}",
+            allow: "GET, PATCH, DELETE",
+        },
+        G::DuplicateAuthorization,
+        G::Framing {
+            reason: "both `Content-Length` and `Transfer-Encoding`",
+        },
+        G::UnsupportedMediaType {
+            reason: "no `Content-Type`",
+        },
+        G::UnsupportedContentEncoding,
+        G::PayloadTooLarge { limit: 65536 },
+        G::BodyRead,
+        G::Trailers,
+        G::InvalidUtf8 { offset: 3 },
+        G::UnexpectedBody {
+            method: http::Method::DELETE,
+        },
+        G::InvalidJson {
+            category: "syntax error",
+            line: 1,
+            column: 2,
+        },
+        G::DuplicateKey {
+            kind: "a duplicate key",
+            pointer: Some("/spec/owner".into()),
+            line: 1,
+            column: 9,
+        },
+        G::NotAnObject,
+        G::NonCanonicalMember {
+            pointer: "/spec/Owner".into(),
+            expected: "owner",
+        },
+        G::InvalidField {
+            pointer: "/spec/owner/id",
+            reason: "must be a non-empty string",
+        },
+        G::ImmutableField {
+            pointer: "/spec/owner",
+        },
+    ];
+    let identity = [
+        I::Missing,
+        I::Malformed("Basic credential is not base64"),
+        I::Malformed("Basic credential has no `:`"),
+        I::Malformed("expected the `Basic` scheme"),
+        I::UnsupportedScheme("Bearer"),
+        I::Rejected {
+            key_id: "DEMOALICE0000001".into(),
+        },
+        I::UnknownOwner {
+            key_id: "DEMOALICE0000001".into(),
+            owner: "op-12".into(),
+        },
+        I::UpstreamRateLimited(crate::identity::RateLimitHeaders::default()),
+        I::Unavailable("upstream answered 503".into()),
+    ];
+    let mut all: Vec<GatewayError> = guard.into_iter().map(GatewayError::from).collect();
+    all.extend(identity.into_iter().map(GatewayError::from));
+    all.extend([
+        GatewayError::Denied(Box::new(Denial {
+            explanation: "creating a Global key for sa-orders needs OrganizationAdmin or \
+                          ResourceOwner on sa-orders; you hold EnvironmentAdmin on env-prod01"
+                .into(),
+            rule_ids: vec!["matrix.deny.sa_global".into()],
+            pointer: Some("/spec/resource/id"),
+            by: DecidedBy::Matrix,
+        })),
+        GatewayError::RateLimited(RateLimited::sample("create-per-principal")),
+        GatewayError::AuthzUnavailable(
+            "authorization data (role bindings, inventory) has not been loaded yet".into(),
+        ),
+        GatewayError::AuditUnavailable(
+            "audit file sink is unhealthy after a write failure: no durable audit until restart"
+                .into(),
+        ),
+        ProxyError::Connect("connection refused".into()).into(),
+        ProxyError::Tls("invalid peer certificate: UnknownIssuer".into()).into(),
+        ProxyError::ConnectTimeout(Duration::from_secs(5)).into(),
+        ProxyError::Timeout(Duration::from_secs(30)).into(),
+        ProxyError::Protocol("connection closed before message completed".into()).into(),
+        GatewayError::Internal("governed request without a permit"),
+    ]);
+    // Exhaustive: a new variant fails to compile until it has a sample above.
+    for err in &all {
+        match err {
+            GatewayError::Guard(
+                G::NonCanonicalPath { .. }
+                | G::InvalidTarget
+                | G::InvalidQuery { .. }
+                | G::Override { .. }
+                | G::MethodNotAllowed { .. }
+                | G::DuplicateAuthorization
+                | G::Framing { .. }
+                | G::UnsupportedMediaType { .. }
+                | G::UnsupportedContentEncoding
+                | G::PayloadTooLarge { .. }
+                | G::BodyRead
+                | G::Trailers
+                | G::InvalidUtf8 { .. }
+                | G::UnexpectedBody { .. }
+                | G::InvalidJson { .. }
+                | G::DuplicateKey { .. }
+                | G::NotAnObject
+                | G::NonCanonicalMember { .. }
+                | G::InvalidField { .. }
+                | G::ImmutableField { .. },
+            )
+            | GatewayError::Identity(
+                I::Missing
+                | I::Malformed(_)
+                | I::UnsupportedScheme(_)
+                | I::Rejected { .. }
+                | I::UnknownOwner { .. }
+                | I::UpstreamRateLimited(_)
+                | I::Unavailable(_),
+            )
+            | GatewayError::Denied(_)
+            | GatewayError::RateLimited(_)
+            | GatewayError::AuthzUnavailable(_)
+            | GatewayError::AuditUnavailable(_)
+            | GatewayError::Upstream(_)
+            | GatewayError::Internal(_) => {}
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn the_redactor_leaves_every_fixed_message_of_the_error_table_intact() {
+    for err in every_error() {
+        let message = err.to_string();
+        assert_eq!(
+            err.detail(),
+            message,
+            "the redactor changed keygate's own text"
+        );
+        let (_, _, json) = render(err).await;
+        assert_eq!(json["errors"][0]["detail"], message.as_str());
+        assert!(!message.contains(crate::redact::REDACTED), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn the_missing_credential_help_shows_how_to_send_one() {
+    let (status, _, json) = render(IdentityError::Missing.into()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let detail = member(&json)["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("`Authorization: Basic base64(key:secret)`"),
+        "{detail}"
+    );
+}
