@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{config_dir, Config, ConfigError, Secrets};
 use crate::policy::runtime::{AuthzError, AuthzRuntime};
 use crate::ratelimit::RateLimiter;
 use crate::telemetry::metrics::{ResultLabels, RevisionLabels};
@@ -155,11 +155,15 @@ impl Reloader {
         }
         let outcome = async {
             let ratelimit = match &self.config_path {
+                // Only the rate limits are taken from the new file, so its credential is not
+                // read again; its relative paths mean what they meant at start-up.
                 Some(path) => Some(
-                    Config::from_toml(
+                    Config::parse(
                         &files
                             .text(path)
                             .map_err(|e| ConfigError::file(e.to_string()).in_file(path))?,
+                        config_dir(path),
+                        Secrets::Skip,
                     )
                     .map_err(|e| e.in_file(path))?
                     .ratelimit,
