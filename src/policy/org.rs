@@ -4,7 +4,7 @@
 //! directory, appends a schema fragment generated from the config (named regex patterns, named
 //! parameters), checks keygate's rules (only `forbid`, every policy has `@id` and `@reason`, ids
 //! are unique, `@mode` is `enforce` or `dry-run`), validates STRICTLY, and hashes it all into a
-//! revision. Problems come back as `file:line: message`. This happens once per load or reload,
+//! digest (one input of the policy revision, `policy::revision`). Problems come back as `file:line: message`. This happens once per load or reload,
 //! never per request; the result is immutable and `Send + Sync`, meant to sit behind an
 //! `ArcSwap`.
 //!
@@ -288,7 +288,7 @@ impl<'a> OrgInput<'a> {
 
 /// A loaded, validated organisational policy set. Immutable; reload by loading a new one.
 pub struct OrgPolicies {
-    revision: String,
+    digest: String,
     schema: Schema,
     /// The policy set per action (index: `request::action_index`), each holding keygate's permit
     /// and only the forbids whose action scope can match that action. Cedar evaluates every
@@ -306,7 +306,7 @@ pub struct OrgPolicies {
 impl std::fmt::Debug for OrgPolicies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrgPolicies")
-            .field("revision", &self.revision)
+            .field("digest", &self.digest)
             .field("policies", &self.meta.len())
             .finish_non_exhaustive()
     }
@@ -332,7 +332,7 @@ impl OrgPolicies {
             }]
         })?;
         Ok(OrgPolicies {
-            revision: loaded.revision,
+            digest: loaded.digest,
             schema: loaded.schema,
             by_action,
             meta: loaded.meta,
@@ -346,9 +346,10 @@ impl OrgPolicies {
     }
 
     /// SHA-256 (hex) of the schema, the policy files and the `[policy]` values that affect
-    /// decisions. Equal revisions decide equally; record it with every decision.
-    pub fn revision(&self) -> &str {
-        &self.revision
+    /// decisions: equal digests decide equally. Not shown on its own anywhere: it is one input of
+    /// the policy revision (`policy::revision`), the one id keygate reports.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The ids of all loaded policies, sorted.

@@ -1,6 +1,6 @@
 //! Loading an organisational policy set: read the schema and the `*.cedar` files, generate the
 //! config-dependent schema fragment, parse, check keygate's rules (forbid only, `@id`, `@reason`,
-//! `@mode`, unique ids), validate strictly, and hash everything into a revision.
+//! `@mode`, unique ids), validate strictly, and hash everything into a digest.
 //!
 //! Every problem is collected, so one `keygate check` run reports all of them as `file:line:
 //! message`. Cedar reports locations as byte spans (through `miette`); they are mapped to 1-based
@@ -41,7 +41,7 @@ pub(super) struct Loaded {
     pub(super) pattern_names: Vec<String>,
     pub(super) pattern_set: RegexSet,
     pub(super) params: RestrictedExpression,
-    pub(super) revision: String,
+    pub(super) digest: String,
 }
 
 /// A policy file as read from disk.
@@ -109,7 +109,7 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         }
     }
 
-    let revision = revision(schema_text.as_deref().unwrap_or(""), &files, cfg);
+    let digest = digest(schema_text.as_deref().unwrap_or(""), &files, cfg);
     Ok(Loaded {
         schema,
         policies,
@@ -117,7 +117,7 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         pattern_names,
         pattern_set,
         params,
-        revision,
+        digest,
     })
 }
 
@@ -640,7 +640,7 @@ pub(super) fn statement_starts(text: &str) -> Vec<usize> {
 
 /// SHA-256 (hex) of everything that determines decisions: the base schema, every policy file
 /// (by name and content), and the patterns, params, mode overrides and group mappings.
-fn revision(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> String {
+fn digest(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
     let mut field = |tag: &str, value: &[u8]| {
         ctx.update(tag.as_bytes());

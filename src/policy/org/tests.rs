@@ -180,7 +180,7 @@ when { !context.display_name_matches.naming };
 fn every_shipped_file_loads() {
     let p = shipped();
     assert_eq!(p.policy_ids(), SHIPPED_IDS);
-    assert_eq!(p.revision().len(), 64);
+    assert_eq!(p.digest().len(), 64);
     // Every .cedar file contributes, and the example config's override is in force.
     let files: Vec<_> = std::fs::read_dir(manifest_dir().join("policies"))
         .unwrap()
@@ -724,38 +724,35 @@ fn a_file_of_policy_errors_reports_them_all() {
     );
 }
 
-// --- revision --------------------------------------------------------------------------------
+// --- digest ----------------------------------------------------------------------------------
 
 #[test]
-fn revision_changes_when_a_file_or_the_config_changes() {
+fn digest_changes_when_a_file_or_the_config_changes() {
     let dir = scratch(&[("ok.cedar", OK_POLICY)]);
     let cfg = scratch_config(dir.path());
-    let first = OrgPolicies::load(&cfg).unwrap().revision().to_owned();
-    assert_eq!(OrgPolicies::load(&cfg).unwrap().revision(), first);
+    let first = OrgPolicies::load(&cfg).unwrap().digest().to_owned();
+    assert_eq!(OrgPolicies::load(&cfg).unwrap().digest(), first);
 
     std::fs::write(
         dir.path().join("ok.cedar"),
         OK_POLICY.replace("fine", "finer"),
     )
     .unwrap();
-    let edited = OrgPolicies::load(&cfg).unwrap().revision().to_owned();
+    let edited = OrgPolicies::load(&cfg).unwrap().digest().to_owned();
     assert_ne!(edited, first);
 
     let mut other_pattern = cfg.clone();
     other_pattern.patterns[0].1 = "^[a-z]+$".into();
-    assert_ne!(
-        OrgPolicies::load(&other_pattern).unwrap().revision(),
-        edited
-    );
+    assert_ne!(OrgPolicies::load(&other_pattern).unwrap().digest(), edited);
 
     let mut other_mode = cfg.clone();
     other_mode.modes.insert("ok".into(), Mode::DryRun);
-    assert_ne!(OrgPolicies::load(&other_mode).unwrap().revision(), edited);
+    assert_ne!(OrgPolicies::load(&other_mode).unwrap().digest(), edited);
 
     let schema = dir.path().join("keygate.cedarschema");
     let text = std::fs::read_to_string(&schema).unwrap();
     std::fs::write(&schema, format!("{text}\n// comment\n")).unwrap();
-    assert_ne!(OrgPolicies::load(&cfg).unwrap().revision(), edited);
+    assert_ne!(OrgPolicies::load(&cfg).unwrap().digest(), edited);
 }
 
 // --- policy tests and explain ----------------------------------------------------------------
@@ -838,6 +835,7 @@ fn explain_lists_every_finding_and_the_decision() {
             description: Some(""),
             ..prod(create())
         },
+        "rev",
     );
     assert!(!e.allowed());
     assert_eq!(
@@ -852,7 +850,7 @@ fn explain_lists_every_finding_and_the_decision() {
     assert_eq!(json["decision"], "deny");
     assert_eq!(json["would_deny"][0]["mode"], "dry-run");
 
-    let allowed = explain(&p, &create());
+    let allowed = explain(&p, &create(), "rev");
     assert!(allowed.allowed());
     assert!(allowed.render().contains("no forbid policy matched"));
 }
