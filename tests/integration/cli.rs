@@ -152,7 +152,8 @@ fn check_passes_a_servable_config_from_any_directory_without_secrets() {
 #[test]
 fn what_stops_serve_stops_check_and_serve_says_it_in_one_line_with_exit_78() {
     let garbage = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
-    let cases: [(&str, &dyn Fn(&Setup), &str); 7] = [
+    type Breaks<'a> = &'a dyn Fn(&Setup);
+    let cases: [(&str, Breaks, &str); 7] = [
         (
             "missing certificate",
             &|s| s.edit("cert = \"cert.pem\"", "cert = \"nope.pem\""),
