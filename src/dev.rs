@@ -253,7 +253,7 @@ mod tests {
         let loaded = crate::tools::preflight(&config).unwrap();
         assert_eq!(
             loaded.authz.org.unwrap().policy_ids().len(),
-            9,
+            10,
             "the example set"
         );
     }

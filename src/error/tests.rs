@@ -161,6 +161,7 @@ fn every_error() -> Vec<GatewayError> {
             rule_ids: vec!["matrix.deny.sa_global".into()],
             pointer: Some("/spec/resource/id"),
             by: DecidedBy::Matrix,
+            entries: Vec::new(),
         })),
         GatewayError::RateLimited(RateLimited::sample("create-per-principal")),
         GatewayError::AuthzUnavailable(
@@ -175,6 +176,23 @@ fn every_error() -> Vec<GatewayError> {
         ProxyError::ConnectTimeout(Duration::from_secs(5)).into(),
         ProxyError::Timeout(Duration::from_secs(30)).into(),
         ProxyError::Protocol("connection closed before message completed".into()).into(),
+        GatewayError::Denied(Box::new(Denial {
+            explanation: "denied by organisation policy: …".into(),
+            rule_ids: vec!["service-account-key-limit".into()],
+            pointer: None,
+            by: DecidedBy::Policy,
+            entries: vec![DenialEntry {
+                rule_id: "service-account-key-limit".into(),
+                detail: "service account sa-orders already has 3 API keys (limit 3)".into(),
+                pointer: Some("/spec/owner/id".into()),
+            }],
+        })),
+        GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+            "NOSUCHKEY0000001",
+            StatusCode::NOT_FOUND,
+            &http::HeaderMap::new(),
+            Bytes::from_static(br#"{"errors":[{"status":"404","title":"Not Found"}]}"#),
+        ))),
         GatewayError::Internal("governed request without a permit"),
     ]);
     // Exhaustive: a new variant fails to compile until it has a sample above.
@@ -216,6 +234,7 @@ fn every_error() -> Vec<GatewayError> {
             | GatewayError::AuthzUnavailable(_)
             | GatewayError::AuditUnavailable(_)
             | GatewayError::Upstream(_)
+            | GatewayError::LookupRefused(_)
             | GatewayError::Internal(_) => {}
         }
     }
@@ -231,9 +250,20 @@ async fn the_redactor_leaves_every_fixed_message_of_the_error_table_intact() {
             message,
             "the redactor changed keygate's own text"
         );
-        let (_, _, json) = render(err).await;
-        assert_eq!(json["errors"][0]["detail"], message.as_str());
         assert!(!message.contains(crate::redact::REDACTED), "{message}");
+        let shown: Vec<String> = match &err {
+            // One member per denying policy, each with its own detail.
+            GatewayError::Denied(d) if !d.entries.is_empty() => {
+                d.entries.iter().map(|e| e.detail.clone()).collect()
+            }
+            // The upstream's own answer, not keygate's text.
+            GatewayError::LookupRefused(_) => Vec::new(),
+            _ => vec![message.clone()],
+        };
+        let (_, _, json) = render(err).await;
+        for (i, text) in shown.iter().enumerate() {
+            assert_eq!(json["errors"][i]["detail"], text.as_str());
+        }
     }
 }
 
@@ -245,5 +275,63 @@ async fn the_missing_credential_help_shows_how_to_send_one() {
     assert!(
         detail.contains("`Authorization: Basic base64(key:secret)`"),
         "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn each_denying_policy_is_its_own_error_member_with_its_pointer() {
+    let entry = |id: &str, detail: &str, pointer: Option<&str>| DenialEntry {
+        rule_id: id.into(),
+        detail: detail.into(),
+        pointer: pointer.map(str::to_owned),
+    };
+    let err = GatewayError::Denied(Box::new(Denial {
+        explanation: "denied by organisation policy: a (p1); b (p2)".into(),
+        rule_ids: vec!["p1".into(), "p2".into()],
+        pointer: None,
+        by: DecidedBy::Policy,
+        entries: vec![
+            entry("p1", "a", Some("/spec/display_name")),
+            entry("p2", "b", None),
+        ],
+    }));
+    let (status, _, json) = render(err).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{json}");
+    assert_eq!(errors[0]["detail"], "a");
+    assert_eq!(errors[0]["source"]["pointer"], "/spec/display_name");
+    assert_eq!(errors[0]["meta"]["rule_ids"], serde_json::json!(["p1"]));
+    assert_eq!(errors[1]["detail"], "b");
+    assert!(errors[1].get("source").is_none(), "{json}");
+    assert_eq!(errors[1]["meta"]["rule_ids"], serde_json::json!(["p2"]));
+    for e in errors {
+        assert_eq!(e["id"], "req-1");
+        assert_eq!(e["status"], "403");
+        assert_eq!(e["code"], "user_unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_lookup_is_passed_through_as_the_upstream_sent_it() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-request-id", HeaderValue::from_static("upstream-id"));
+    let body = br#"{"errors":[{"id":"u1","status":"404","title":"Not Found"}]}"#;
+    let err = GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+        "NOSUCHKEY0000001",
+        StatusCode::NOT_FOUND,
+        &headers,
+        Bytes::from_static(body),
+    )));
+    assert_eq!(err.decided_by(), Some(DecidedBy::Upstream));
+    assert!(err.to_string().contains("404"));
+    let (status, headers, json) = render(err).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers[CONTENT_TYPE], "application/json");
+    assert!(headers.get(WWW_AUTHENTICATE).is_none());
+    assert_eq!(
+        json,
+        serde_json::from_slice::<serde_json::Value>(body).unwrap()
     );
 }

@@ -21,6 +21,7 @@
 mod config;
 pub mod explain;
 mod load;
+mod reason;
 mod request;
 pub mod testing;
 
@@ -91,10 +92,14 @@ pub enum LoadError {
 pub struct Finding {
     /// The policy's `@id`.
     pub id: String,
-    /// The policy's `@reason`; for an evaluation error, what failed.
+    /// The policy's `@reason` with the request's values filled in; for an evaluation error,
+    /// what failed.
     pub reason: String,
     /// The mode the policy was in.
     pub mode: Mode,
+    /// The policy's `@pointer`: the request body field at fault (a JSON pointer), if it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 /// The outcome of layer 2 for one request.
@@ -203,6 +208,8 @@ pub struct OrgInput<'a> {
 struct PolicyMeta {
     id: String,
     reason: String,
+    template: reason::ReasonTemplate,
+    pointer: Option<String>,
     mode: Mode,
     file: PathBuf,
     file_index: usize,
@@ -210,11 +217,12 @@ struct PolicyMeta {
 }
 
 impl PolicyMeta {
-    fn finding(&self) -> Finding {
+    fn finding(&self, input: &OrgInput<'_>) -> Finding {
         Finding {
             id: self.id.clone(),
-            reason: self.reason.clone(),
+            reason: self.template.render(input),
             mode: self.mode,
+            pointer: self.pointer.clone(),
         }
     }
 }
@@ -294,6 +302,8 @@ pub struct OrgPolicies {
     /// and only the forbids whose action scope can match that action. Cedar evaluates every
     /// policy of a set, so this keeps, say, delete rules off the create path.
     by_action: [PolicySet; 5],
+    /// Per action (same index): whether any organisation policy can apply to it.
+    governs: [bool; 5],
     meta: HashMap<PolicyId, PolicyMeta>,
     authorizer: Authorizer,
     pattern_names: Vec<String>,
@@ -331,7 +341,14 @@ impl OrgPolicies {
                 message: format!("internal: {message}"),
             }]
         })?;
+        let governs = std::array::from_fn(|i| {
+            by_action.get(i).is_some_and(|set| {
+                set.policies()
+                    .any(|p| AsRef::<str>::as_ref(p.id()) != KEYGATE_PERMIT_ID)
+            })
+        });
         Ok(OrgPolicies {
+            governs,
             digest: loaded.digest,
             schema: loaded.schema,
             by_action,
@@ -352,6 +369,12 @@ impl OrgPolicies {
         &self.digest
     }
 
+    /// Whether any loaded policy can apply to `action`: when none can, keygate has nothing to
+    /// look up or evaluate for it.
+    pub fn governs(&self, action: Action) -> bool {
+        self.governs[request::action_index(action)]
+    }
+
     /// The ids of all loaded policies, sorted.
     pub fn policy_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self.meta.values().map(|m| m.id.as_str()).collect();
@@ -364,7 +387,7 @@ impl OrgPolicies {
         self.meta.get(&PolicyId::new(id)).map(|m| m.mode)
     }
 
-    /// The `@reason` of a policy, or `None` for an unknown id.
+    /// The `@reason` of a policy as written (placeholders unfilled), or `None` for an unknown id.
     pub fn reason(&self, id: &str) -> Option<&str> {
         self.meta.get(&PolicyId::new(id)).map(|m| m.reason.as_str())
     }
@@ -385,6 +408,7 @@ impl OrgPolicies {
                         id: INPUT_ERROR_ID.to_owned(),
                         reason: format!("the request cannot be evaluated: {message}"),
                         mode: Mode::Enforce,
+                        pointer: None,
                     }],
                     ..OrgDecision::default()
                 }
@@ -398,8 +422,8 @@ impl OrgPolicies {
         for id in diagnostics.reason() {
             if let Some(meta) = self.meta.get(id) {
                 match meta.mode {
-                    Mode::Enforce => decision.denied.push(meta.finding()),
-                    Mode::DryRun => decision.would_deny.push(meta.finding()),
+                    Mode::Enforce => decision.denied.push(meta.finding(input)),
+                    Mode::DryRun => decision.would_deny.push(meta.finding(input)),
                 }
             }
         }
@@ -413,6 +437,7 @@ impl OrgPolicies {
                 id,
                 reason: format!("policy evaluation failed, so the request is denied: {e}"),
                 mode,
+                pointer: None,
             });
         }
         decision.denied.sort_by(|a, b| a.id.cmp(&b.id));

@@ -19,6 +19,7 @@ use regex::RegexSet;
 use ring::digest;
 
 use super::config::{OrgPolicyConfig, ParamValue};
+use super::reason::ReasonTemplate;
 use super::{LoadError, Mode, PolicyMeta, KEYGATE_PERMIT_ID, RESERVED_ID_PREFIX};
 
 /// File extension of policy files.
@@ -27,7 +28,7 @@ const POLICY_EXTENSION: &str = "cedar";
 const MAX_POLICY_ID_LEN: usize = 100;
 /// The annotations keygate understands. Anything else is rejected, so that a typo such as
 /// `@mod("dry-run")` cannot silently leave a policy enforcing.
-const KNOWN_ANNOTATIONS: [&str; 4] = ["id", "reason", "mode", "description"];
+const KNOWN_ANNOTATIONS: [&str; 5] = ["id", "reason", "mode", "description", "pointer"];
 /// Cedar's reserved words, which cannot be attribute names written as `a.b`.
 const CEDAR_RESERVED: [&str; 9] = [
     "true", "false", "if", "then", "else", "in", "is", "like", "has",
@@ -68,7 +69,14 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
     let mut policies = PolicySet::new();
     let mut meta: HashMap<PolicyId, PolicyMeta> = HashMap::new();
     for (index, file) in files.iter().enumerate() {
-        parse_file(index, file, &mut policies, &mut meta, &mut errors);
+        parse_file(
+            index,
+            file,
+            &cfg.params,
+            &mut policies,
+            &mut meta,
+            &mut errors,
+        );
     }
 
     let mut overrides: Vec<(&String, &Mode)> = cfg.modes.iter().collect();
@@ -328,6 +336,7 @@ fn build_schema(
 fn parse_file(
     index: usize,
     file: &SourceFile,
+    params: &[(String, ParamValue)],
     policies: &mut PolicySet,
     meta: &mut HashMap<PolicyId, PolicyMeta>,
     errors: &mut Vec<LoadError>,
@@ -386,7 +395,7 @@ fn parse_file(
                 errors.push(error(
                     line,
                     format!(
-                        "unknown annotation `@{key}`: expected @id, @reason, @mode or @description"
+                        "unknown annotation `@{key}`: expected @id, @reason, @mode, @pointer or @description"
                     ),
                 ));
             }
@@ -428,6 +437,26 @@ fn parse_file(
                 None
             }
         };
+        let template = reason.and_then(|r| match ReasonTemplate::parse(r, params) {
+            Ok(template) => Some(template),
+            Err(message) => {
+                errors.push(error(line, message));
+                None
+            }
+        });
+        let pointer = match policy.annotation("pointer") {
+            None => Some(None),
+            Some(p) if is_body_pointer(p) => Some(Some(p.to_owned())),
+            Some(p) => {
+                errors.push(error(
+                    line,
+                    format!(
+                        "invalid `@pointer(\"{p}\")`: expected a JSON pointer into the request body, such as \"/spec/display_name\""
+                    ),
+                ));
+                None
+            }
+        };
         let mode = match policy.annotation("mode") {
             None => Some(Mode::Enforce),
             Some(m) => match Mode::parse(m) {
@@ -441,7 +470,9 @@ fn parse_file(
                 }
             },
         };
-        let (Some(id), Some(reason), Some(mode)) = (id, reason, mode) else {
+        let (Some(id), Some(reason), Some(template), Some(pointer), Some(mode)) =
+            (id, reason, template, pointer, mode)
+        else {
             continue;
         };
         let policy_id = PolicyId::new(id);
@@ -468,6 +499,8 @@ fn parse_file(
             PolicyMeta {
                 id: id.to_owned(),
                 reason: reason.to_owned(),
+                template,
+                pointer,
                 mode,
                 file: file.path.clone(),
                 file_index: index,
@@ -475,6 +508,15 @@ fn parse_file(
             },
         );
     }
+}
+
+/// A JSON pointer (RFC 6901) into a request body: `/spec/…`, plain member names.
+fn is_body_pointer(pointer: &str) -> bool {
+    pointer.len() <= 200
+        && pointer.starts_with("/spec")
+        && pointer.split('/').skip(1).all(|seg| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 fn is_policy_id(id: &str) -> bool {

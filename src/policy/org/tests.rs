@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use super::load::statement_starts;
 use super::*;
 
-const SHIPPED_IDS: [&str; 9] = [
+const SHIPPED_IDS: [&str; 10] = [
     "display-name-convention",
     "display-name-convention-on-update",
     "no-user-keys-in-prod",
     "org-keys-platform-only",
     "prod-ticket-reference",
     "protected-key-delete",
+    "protected-key-delete-unknown",
     "protected-key-untag",
     "service-account-key-count-unknown",
     "service-account-key-limit",
@@ -112,7 +113,13 @@ fn assert_policy(p: &OrgPolicies, id: &str, allow: &OrgInput<'_>, deny: &OrgInpu
     let d = p.evaluate(deny);
     assert!(!d.allowed, "{id}: expected deny, got {d:?}");
     assert_eq!(ids(&d.denied), [id], "{d:?}");
-    assert_eq!(d.denied[0].reason, p.reason(id).unwrap());
+    // The reason, with every placeholder filled in.
+    let reason = &d.denied[0].reason;
+    assert!(
+        !reason.is_empty() && !reason.contains(['{', '}']),
+        "{reason}"
+    );
+    assert!(p.reason(id).is_some());
     assert!(d.errors.is_empty(), "{d:?}");
 }
 
@@ -324,6 +331,13 @@ fn service_account_key_limit_allows_and_denies() {
         ..create()
     };
     assert_policy(&p, "service-account-key-limit", &allow, &deny);
+    // The reason carries the request's values, not a parameter name.
+    let denied = p.evaluate(&deny);
+    assert_eq!(
+        denied.denied[0].reason,
+        "service account sa-orders already has 3 API keys (limit 3); delete an unused key first"
+    );
+    assert_eq!(denied.denied[0].pointer.as_deref(), Some("/spec/owner/id"));
     let huge = OrgInput {
         owner_key_count: Some(u64::MAX),
         ..create()
@@ -344,7 +358,15 @@ fn protected_key_delete_allows_and_denies() {
         target_key: None,
         ..allow
     };
-    assert_eq!(ids(&p.evaluate(&unknown).denied), ["protected-key-delete"]);
+    // A key keygate could not read is refused too, but not called protected.
+    let refused = p.evaluate(&unknown);
+    assert_eq!(ids(&refused.denied), ["protected-key-delete-unknown"]);
+    assert!(
+        !refused.denied[0]
+            .reason
+            .contains("is tagged [protected] in its description"),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -603,6 +625,47 @@ fn missing_id_is_a_load_error_at_its_line() {
 }
 
 #[test]
+fn reason_placeholders_are_filled_in_and_a_wrong_one_is_a_load_error() {
+    let policy = r#"
+@id("named")
+@reason("{{literal}} {principal} wants {display_name} for {owner} in {environment}; group {params.platform_group}")
+@pointer("/spec/display_name")
+forbid (principal, action == Action::"CreateApiKey", resource)
+when { !context.display_name_matches.naming };
+"#;
+    let dir = scratch(&[("named.cedar", policy)]);
+    let p = OrgPolicies::load(&scratch_config(dir.path())).unwrap();
+    let input = OrgInput {
+        display_name: Some("Bad Name"),
+        ..create()
+    };
+    let d = p.evaluate(&input);
+    assert_eq!(ids(&d.denied), ["named"]);
+    assert_eq!(
+        d.denied[0].reason,
+        "{literal} u-erin wants Bad Name for sa-orders in env-dev01; group platform"
+    );
+    assert_eq!(d.denied[0].pointer.as_deref(), Some("/spec/display_name"));
+
+    for (reason, needle) in [
+        ("{ownr}", "unknown placeholder `{ownr}`"),
+        ("{params.nope}", "`nope` is not in [policy.params]"),
+        ("a { b", "unclosed `{`"),
+        ("a } b", "lone `}`"),
+    ] {
+        let bad =
+            format!("@id(\"bad\")\n@reason(\"{reason}\")\nforbid (principal, action, resource);\n");
+        assert_one_error_at(&[("bad.cedar", &bad)], "DIR/bad.cedar:1", needle);
+    }
+    let bad = "@id(\"bad\")\n@reason(\"x\")\n@pointer(\"spec.owner\")\nforbid (principal, action, resource);\n";
+    assert_one_error_at(
+        &[("bad.cedar", bad)],
+        "DIR/bad.cedar:1",
+        "invalid `@pointer",
+    );
+}
+
+#[test]
 fn missing_reason_is_a_load_error_at_its_line() {
     let policy = "@id(\"noreason\")\nforbid (principal, action, resource);\n";
     assert_one_error_at(&[("h.cedar", policy)], "DIR/h.cedar:1", "no `@reason");
@@ -844,7 +907,9 @@ fn explain_lists_every_finding_and_the_decision() {
     );
     let text = e.render();
     assert!(text.contains("DENY"), "{text}");
-    assert!(text.contains("denied by no-user-keys-in-prod: keys in a production"));
+    assert!(text.contains(
+        "denied by no-user-keys-in-prod: keys in the production environment env-prod01 must be owned by a service account, not by the user account u-erin"
+    ));
     assert!(text.contains("would deny (dry-run) display-name-convention: "));
     let json = serde_json::to_value(&e).unwrap();
     assert_eq!(json["decision"], "deny");
