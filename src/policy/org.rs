@@ -67,13 +67,15 @@ pub enum LoadError {
         /// What went wrong.
         message: String,
     },
-    /// A problem at a line of a policy or schema file.
-    #[error("{}:{line}: {message}", path.display())]
+    /// A problem at a line (and column, where known) of a policy or schema file.
+    #[error("{}:{line}:{}{message}", path.display(), column.map(|c| format!("{c}: ")).unwrap_or_else(|| " ".into()))]
     Source {
         /// The file.
         path: PathBuf,
         /// 1-based line.
         line: usize,
+        /// 1-based column (in characters), when the problem has a precise position.
+        column: Option<usize>,
         /// What is wrong there.
         message: String,
     },
