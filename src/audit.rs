@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use chain::{run_verify_cli, verify, VerifyReport};
+pub use chain::{run_verify_cli, verify, verify_anchored, VerifyReport};
 pub use event::{
     method_name, AuditEvent, AuditRecord, AuthMethod, DecidedBy, DecisionInfo, DecisionResult,
     EventSource, EventType, HttpInfo, PrincipalInfo, PrincipalKind, Stage, Target,

@@ -99,11 +99,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         .credential
         .as_ref()
         .and_then(|c| UpstreamFetch::new(upstream.clone(), c));
-    let authz = Arc::new(AuthzRuntime::new(
-        config.authz.clone(),
-        config.policy.clone(),
-        fetch,
-    ));
+    let authz = Arc::new(
+        AuthzRuntime::new(config.authz.clone(), config.policy.clone(), fetch)
+            .with_rate_limits(config.ratelimit.canonical()),
+    );
     if let Err(err) = authz.refresh().await {
         if !authz.refreshes_from_upstream() {
             return Err(err.into());
@@ -137,16 +136,13 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.listener.shutdown_grace,
     };
     let admin = AdminState::new(metrics.clone());
-    admin.set_revision(reloader.revision_handle());
     {
         let authz = authz.clone();
-        admin.add_check(Box::new(move || {
-            if authz.is_loaded() {
-                Ok(())
-            } else {
-                Err("authorization data not loaded".into())
-            }
-        }));
+        admin.set_revision(Box::new(move || authz.revision()));
+    }
+    {
+        let authz = authz.clone();
+        admin.add_check(Box::new(move || authz.readiness()));
         let auditor = auditor.clone();
         admin.add_check(Box::new(move || {
             if auditor.is_healthy() {
@@ -159,7 +155,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let (trigger, shutdown) = server::shutdown_pair();
     let mut background = JoinSet::new();
     if authz.refreshes_from_upstream() {
-        background.spawn(refresh_loop(authz.clone()));
+        background.spawn(refresh_loop(authz.clone(), reloader.clone()));
     }
     background.spawn(housekeeping(limiter, metrics.clone()));
     background.spawn(reloader.clone().watch(WATCH_INTERVAL));
@@ -281,7 +277,7 @@ const INITIAL_LOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(2
 /// How often idle rate-limit buckets are dropped.
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn refresh_loop(authz: Arc<AuthzRuntime>) {
+async fn refresh_loop(authz: Arc<AuthzRuntime>, reloader: Arc<Reloader>) {
     let interval = authz.refresh_interval();
     loop {
         let wait = if authz.is_loaded() {
@@ -291,7 +287,11 @@ async fn refresh_loop(authz: Arc<AuthzRuntime>) {
         };
         tokio::time::sleep(wait).await;
         match authz.refresh().await {
-            Ok(()) => tracing::debug!("Authorization data refreshed"),
+            Ok(()) => {
+                // The first successful load (or files changed on disk) can change the revision.
+                reloader.publish();
+                tracing::debug!("Authorization data refreshed");
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "Authorization data refresh failed; keeping the previous data")
             }

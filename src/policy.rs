@@ -15,6 +15,7 @@ pub mod matrix;
 pub mod org;
 pub mod principal;
 pub mod rbac;
+pub mod revision;
 pub mod runtime;
 pub mod snapshot;
 pub mod source;

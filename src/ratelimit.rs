@@ -241,6 +241,18 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
+    /// A refusal by `limit_id`, for tests of how refusals are rendered.
+    #[cfg(test)]
+    pub(crate) fn sample(limit_id: &str) -> RateLimited {
+        RateLimited {
+            limit_id: Arc::from(limit_id),
+            retry_after: Duration::from_secs(7),
+            limit: 10,
+            remaining: 0,
+            reset: Duration::from_secs(60),
+        }
+    }
+
     /// The id of the refusing limit (for the 429 body, the metric label and the audit event).
     pub fn limit_id(&self) -> &str {
         &self.limit_id

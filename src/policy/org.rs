@@ -4,7 +4,7 @@
 //! directory, appends a schema fragment generated from the config (named regex patterns, named
 //! parameters), checks keygate's rules (only `forbid`, every policy has `@id` and `@reason`, ids
 //! are unique, `@mode` is `enforce` or `dry-run`), validates STRICTLY, and hashes it all into a
-//! revision. Problems come back as `file:line: message`. This happens once per load or reload,
+//! digest (one input of the policy revision, `policy::revision`). Problems come back as `file:line: message`. This happens once per load or reload,
 //! never per request; the result is immutable and `Send + Sync`, meant to sit behind an
 //! `ArcSwap`.
 //!
@@ -21,6 +21,7 @@
 mod config;
 pub mod explain;
 mod load;
+mod reason;
 mod request;
 pub mod testing;
 
@@ -66,13 +67,15 @@ pub enum LoadError {
         /// What went wrong.
         message: String,
     },
-    /// A problem at a line of a policy or schema file.
-    #[error("{}:{line}: {message}", path.display())]
+    /// A problem at a line (and column, where known) of a policy or schema file.
+    #[error("{}:{line}:{}{message}", path.display(), column.map(|c| format!("{c}: ")).unwrap_or_else(|| " ".into()))]
     Source {
         /// The file.
         path: PathBuf,
         /// 1-based line.
         line: usize,
+        /// 1-based column (in characters), when the problem has a precise position.
+        column: Option<usize>,
         /// What is wrong there.
         message: String,
     },
@@ -91,10 +94,14 @@ pub enum LoadError {
 pub struct Finding {
     /// The policy's `@id`.
     pub id: String,
-    /// The policy's `@reason`; for an evaluation error, what failed.
+    /// The policy's `@reason` with the request's values filled in; for an evaluation error,
+    /// what failed.
     pub reason: String,
     /// The mode the policy was in.
     pub mode: Mode,
+    /// The policy's `@pointer`: the request body field at fault (a JSON pointer), if it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 /// The outcome of layer 2 for one request.
@@ -203,6 +210,8 @@ pub struct OrgInput<'a> {
 struct PolicyMeta {
     id: String,
     reason: String,
+    template: reason::ReasonTemplate,
+    pointer: Option<String>,
     mode: Mode,
     file: PathBuf,
     file_index: usize,
@@ -210,11 +219,12 @@ struct PolicyMeta {
 }
 
 impl PolicyMeta {
-    fn finding(&self) -> Finding {
+    fn finding(&self, input: &OrgInput<'_>) -> Finding {
         Finding {
             id: self.id.clone(),
-            reason: self.reason.clone(),
+            reason: self.template.render(input),
             mode: self.mode,
+            pointer: self.pointer.clone(),
         }
     }
 }
@@ -288,12 +298,14 @@ impl<'a> OrgInput<'a> {
 
 /// A loaded, validated organisational policy set. Immutable; reload by loading a new one.
 pub struct OrgPolicies {
-    revision: String,
+    digest: String,
     schema: Schema,
     /// The policy set per action (index: `request::action_index`), each holding keygate's permit
     /// and only the forbids whose action scope can match that action. Cedar evaluates every
     /// policy of a set, so this keeps, say, delete rules off the create path.
     by_action: [PolicySet; 5],
+    /// Per action (same index): whether any organisation policy can apply to it.
+    governs: [bool; 5],
     meta: HashMap<PolicyId, PolicyMeta>,
     authorizer: Authorizer,
     pattern_names: Vec<String>,
@@ -306,7 +318,7 @@ pub struct OrgPolicies {
 impl std::fmt::Debug for OrgPolicies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrgPolicies")
-            .field("revision", &self.revision)
+            .field("digest", &self.digest)
             .field("policies", &self.meta.len())
             .finish_non_exhaustive()
     }
@@ -331,8 +343,15 @@ impl OrgPolicies {
                 message: format!("internal: {message}"),
             }]
         })?;
+        let governs = std::array::from_fn(|i| {
+            by_action.get(i).is_some_and(|set| {
+                set.policies()
+                    .any(|p| AsRef::<str>::as_ref(p.id()) != KEYGATE_PERMIT_ID)
+            })
+        });
         Ok(OrgPolicies {
-            revision: loaded.revision,
+            governs,
+            digest: loaded.digest,
             schema: loaded.schema,
             by_action,
             meta: loaded.meta,
@@ -346,9 +365,16 @@ impl OrgPolicies {
     }
 
     /// SHA-256 (hex) of the schema, the policy files and the `[policy]` values that affect
-    /// decisions. Equal revisions decide equally; record it with every decision.
-    pub fn revision(&self) -> &str {
-        &self.revision
+    /// decisions: equal digests decide equally. Not shown on its own anywhere: it is one input of
+    /// the policy revision (`policy::revision`), the one id keygate reports.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Whether any loaded policy can apply to `action`: when none can, keygate has nothing to
+    /// look up or evaluate for it.
+    pub fn governs(&self, action: Action) -> bool {
+        self.governs[request::action_index(action)]
     }
 
     /// The ids of all loaded policies, sorted.
@@ -363,7 +389,7 @@ impl OrgPolicies {
         self.meta.get(&PolicyId::new(id)).map(|m| m.mode)
     }
 
-    /// The `@reason` of a policy, or `None` for an unknown id.
+    /// The `@reason` of a policy as written (placeholders unfilled), or `None` for an unknown id.
     pub fn reason(&self, id: &str) -> Option<&str> {
         self.meta.get(&PolicyId::new(id)).map(|m| m.reason.as_str())
     }
@@ -384,6 +410,7 @@ impl OrgPolicies {
                         id: INPUT_ERROR_ID.to_owned(),
                         reason: format!("the request cannot be evaluated: {message}"),
                         mode: Mode::Enforce,
+                        pointer: None,
                     }],
                     ..OrgDecision::default()
                 }
@@ -397,8 +424,8 @@ impl OrgPolicies {
         for id in diagnostics.reason() {
             if let Some(meta) = self.meta.get(id) {
                 match meta.mode {
-                    Mode::Enforce => decision.denied.push(meta.finding()),
-                    Mode::DryRun => decision.would_deny.push(meta.finding()),
+                    Mode::Enforce => decision.denied.push(meta.finding(input)),
+                    Mode::DryRun => decision.would_deny.push(meta.finding(input)),
                 }
             }
         }
@@ -412,6 +439,7 @@ impl OrgPolicies {
                 id,
                 reason: format!("policy evaluation failed, so the request is denied: {e}"),
                 mode,
+                pointer: None,
             });
         }
         decision.denied.sort_by(|a, b| a.id.cmp(&b.id));

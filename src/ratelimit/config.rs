@@ -118,9 +118,18 @@ pub struct RawQuota {
 #[derive(Debug, Clone, Default)]
 pub struct RateLimitConfig {
     pub(super) limits: Vec<LimitSpec>,
+    /// The limits as written, in a stable text form (empty without limits): an input of the
+    /// policy revision.
+    canonical: Arc<str>,
 }
 
 impl RateLimitConfig {
+    /// The limits as configured, in a stable text form (the same file gives the same text, in
+    /// every process); empty when there are none. Hashed into the policy revision.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
     /// Parses and validates a `[ratelimit]` table given as TOML text (without the header), for
     /// tests, benchmarks and `keygate check`.
     pub fn from_toml(text: &str) -> Result<RateLimitConfig, RateLimitError> {
@@ -231,6 +240,11 @@ impl TryFrom<RawRateLimitConfig> for RateLimitConfig {
                 max: MAX_LIMITS,
             });
         }
+        let canonical: Arc<str> = if raw.limits.is_empty() {
+            Arc::from("")
+        } else {
+            Arc::from(format!("{:?}", raw.limits))
+        };
         let mut limits: Vec<LimitSpec> = Vec::with_capacity(raw.limits.len());
         for (index, raw) in raw.limits.into_iter().enumerate() {
             let spec = limit(index, raw)?;
@@ -241,7 +255,7 @@ impl TryFrom<RawRateLimitConfig> for RateLimitConfig {
             }
             limits.push(spec);
         }
-        Ok(RateLimitConfig { limits })
+        Ok(RateLimitConfig { limits, canonical })
     }
 }
 

@@ -4,8 +4,12 @@
 //! Every answer carries `X-Request-Id`; successes also carry `X-RateLimit-*`; every error is
 //! `{"errors":[{id,status,code,title,detail,source?}]}` (reference §3). Handlers validate inputs
 //! the way the real API does (422 `invalid_configuration` with a `source.pointer`, 400 for
-//! unreadable JSON and bad filters) but never apply Confluent's RBAC: any live Cloud or Global
-//! key may do anything. Paths are matched exactly as received, without decoding or normalising.
+//! unreadable JSON and bad filters). Of Confluent's RBAC they apply the rules for existing API
+//! keys (reference §7): a key can be read, changed, deleted and listed by its owner, an
+//! OrganizationAdmin or a ResourceOwner on its service account, and a key the caller may not
+//! manage is 403 (list: left out). Everything else — creates included, which keygate's matrix
+//! decides — any live Cloud or Global key may do. Paths are matched exactly as received, without
+//! decoding or normalising.
 
 // `ApiError` carries a `serde_json::Value` body, which grows when a dependency turns on
 // serde_json's `preserve_order`; these are per-request error paths of a test simulator, where a
@@ -345,6 +349,8 @@ fn with_location(mut response: Response<SimBody>, location: &str) -> Response<Si
 /// Everything a handler needs about one request.
 struct Call<'a> {
     sim: &'a Simulator,
+    /// Who the credential belongs to (the owner of the API key it authenticated with).
+    caller: String,
     method: &'a Method,
     query: Query,
     body: &'a ReadBody,
@@ -354,8 +360,9 @@ struct Call<'a> {
 fn route(sim: &Simulator, parts: &Parts, read: &ReadBody) -> Result<Response<SimBody>, ApiError> {
     let path = parts.uri.path();
     let base = sim.public_base();
-    let call = Call {
+    let mut call = Call {
         sim,
+        caller: String::new(),
         method: &parts.method,
         query: Query::parse(parts.uri.query()),
         body: read,
@@ -375,7 +382,7 @@ fn route(sim: &Simulator, parts: &Parts, read: &ReadBody) -> Result<Response<Sim
     if let ["_simulator", rest @ ..] = segs.as_slice() {
         return support(&call, rest);
     }
-    authenticate(sim, &parts.headers)?;
+    call.caller = authenticate(sim, &parts.headers)?;
     if read.truncated {
         return Err(ApiError::too_large());
     }
@@ -458,9 +465,10 @@ fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
     }
 }
 
-/// Checks `Authorization: Basic base64(key:secret)` against the live Cloud and Global keys.
-/// Anything else (no header, two headers, Bearer, a resource-scoped key) is 401.
-fn authenticate(sim: &Simulator, headers: &http::HeaderMap) -> Result<(), ApiError> {
+/// Checks `Authorization: Basic base64(key:secret)` against the live Cloud and Global keys and
+/// returns the caller (the key's owner). Anything else (no header, two headers, Bearer, a
+/// resource-scoped key) is 401.
+fn authenticate(sim: &Simulator, headers: &http::HeaderMap) -> Result<String, ApiError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::unauthenticated());
@@ -476,10 +484,10 @@ fn authenticate(sim: &Simulator, headers: &http::HeaderMap) -> Result<(), ApiErr
     let (key, secret) = credentials
         .split_once(':')
         .ok_or_else(ApiError::unauthenticated)?;
-    if sim.store().authenticates(key, secret) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthenticated())
+    let store = sim.store();
+    match store.key_owner(key) {
+        Some(owner) if store.authenticates(key, secret) => Ok(owner.to_owned()),
+        _ => Err(ApiError::unauthenticated()),
     }
 }
 
@@ -751,6 +759,7 @@ fn list_api_keys(call: &Call<'_>) -> Result<Response<SimBody>, ApiError> {
         .values()
         .filter(|k| owner.is_none_or(|o| k.owner == o))
         .filter(|k| resource.is_none_or(|r| k.resource.id() == r))
+        .filter(|k| store.may_manage_key(&call.caller, k, call.ctx.org))
         .map(|k| (k.id.as_str(), k))
         .collect();
     Listing {
@@ -851,12 +860,27 @@ fn create_api_key(call: &Call<'_>) -> Result<Response<SimBody>, ApiError> {
     ))
 }
 
-fn get_api_key(call: &Call<'_>, id: &str) -> Result<Response<SimBody>, ApiError> {
-    let store = call.sim.store();
+/// A key the caller may manage (reference §7); 404 when it does not exist, 403 when the caller
+/// may not touch it.
+fn managed_key<'s>(
+    call: &Call<'_>,
+    store: &'s super::store::Store,
+    id: &str,
+) -> Result<&'s ApiKey, ApiError> {
     let key = store
         .api_keys
         .get(id)
         .ok_or_else(|| missing("API key", id))?;
+    if store.may_manage_key(&call.caller, key, call.ctx.org) {
+        Ok(key)
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+fn get_api_key(call: &Call<'_>, id: &str) -> Result<Response<SimBody>, ApiError> {
+    let store = call.sim.store();
+    let key = managed_key(call, &store, id)?;
     Ok(json_response(
         StatusCode::OK,
         &render::api_key(&call.ctx, key, None),
@@ -885,6 +909,7 @@ fn patch_api_key(call: &Call<'_>, id: &str) -> Result<Response<SimBody>, ApiErro
     let display_name = opt_str(spec, "display_name", "/spec/display_name")?;
     let description = opt_str(spec, "description", "/spec/description")?;
     let mut store = call.sim.store();
+    managed_key(call, &store, id)?;
     let key = store
         .api_keys
         .get_mut(id)
@@ -903,7 +928,9 @@ fn patch_api_key(call: &Call<'_>, id: &str) -> Result<Response<SimBody>, ApiErro
 }
 
 fn delete_api_key(call: &Call<'_>, id: &str) -> Result<Response<SimBody>, ApiError> {
-    match call.sim.store().api_keys.remove(id) {
+    let mut store = call.sim.store();
+    managed_key(call, &store, id)?;
+    match store.api_keys.remove(id) {
         Some(_) => Ok(empty_response(StatusCode::NO_CONTENT)),
         None => Err(missing("API key", id)),
     }

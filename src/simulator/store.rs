@@ -4,7 +4,9 @@
 //! The store holds data and the invariants between objects (a key's owner and resource exist,
 //! deleting an identity deletes its keys and bindings). It keeps a digest of every API key
 //! secret, never the secret itself. It knows nothing about HTTP or JSON (see `routes.rs` and
-//! `render.rs`) and does not enforce Confluent's RBAC: keygate is what is under test.
+//! `render.rs`). Of Confluent's RBAC it knows who may read, change and delete an API key
+//! ([`Store::may_manage_key`]), so that a demo shows keygate narrowing what Confluent itself
+//! allows; creates are left to keygate's matrix, which is what is under test.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -322,6 +324,37 @@ impl Store {
                 false
             }
         }
+    }
+
+    /// The owner of a live API key (who a request authenticated with it is).
+    pub(crate) fn key_owner(&self, key_id: &str) -> Option<&str> {
+        self.api_keys.get(key_id).map(|k| k.owner.as_str())
+    }
+
+    /// Confluent's rule for reading, changing and deleting an API key (and so for seeing it in a
+    /// list): its owner may, an OrganizationAdmin may, and so may a ResourceOwner on the service
+    /// account that owns it. Nobody else — not an EnvironmentAdmin, not a DeveloperRead user.
+    pub(crate) fn may_manage_key(&self, caller: &str, key: &ApiKey, org: &str) -> bool {
+        if key.owner == caller {
+            return true;
+        }
+        let principal = format!("User:{caller}");
+        let org_crn = format!("crn://confluent.cloud/organization={org}");
+        let owner_crn = format!("{org_crn}/service-account={}", key.owner);
+        let covers = |pattern: &str, crn: &str| match pattern.strip_suffix('*') {
+            Some(prefix) => crn.starts_with(prefix),
+            None => pattern == crn,
+        };
+        self.role_bindings.values().any(|rb| {
+            rb.principal == principal
+                && match rb.role_name.as_str() {
+                    "OrganizationAdmin" => rb.crn_pattern == org_crn,
+                    "ResourceOwner" => {
+                        key.owner.starts_with("sa-") && covers(&rb.crn_pattern, &owner_crn)
+                    }
+                    _ => false,
+                }
+        })
     }
 
     /// Deletes a user or service account together with its keys, the role bindings it holds

@@ -736,6 +736,99 @@ async fn delete_is_204_empty_then_404() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn existing_keys_follow_confluents_rbac_for_read_update_delete_and_list() {
+    let h = Harness::start().await;
+    let (dave, bob, alice) = (h.auth("u-dave"), h.auth("u-bob"), h.auth("u-alice"));
+    let orders = "/iam/v2/api-keys/DEMOORDERS000001";
+    let payments = "/iam/v2/api-keys/DEMOPAYMENTS0001";
+    let patch = json!({ "spec": { "description": "changed" } });
+
+    // DeveloperRead: no say over another account's key, whatever the method.
+    for (method, body) in [
+        (Method::GET, None),
+        (Method::PATCH, Some(patch.clone())),
+        (Method::DELETE, None),
+    ] {
+        let r = h.send(method.clone(), orders, Some(&dave), body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method}");
+        assert_eq!(r.error()["code"], "forbidden_access");
+    }
+    // Its own key it may read; a key that does not exist is still 404.
+    let own = format!("/iam/v2/api-keys/{}", h.demo("u-dave").key_id);
+    assert_eq!(
+        h.send(Method::GET, &own, Some(&dave), None).await.status,
+        StatusCode::OK
+    );
+    let none = "/iam/v2/api-keys/NOSUCHKEY0000001";
+    assert_eq!(
+        h.send(Method::GET, none, Some(&dave), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // ResourceOwner on sa-orders: that account's keys, not sa-payments'.
+    assert_eq!(
+        h.send(Method::GET, orders, Some(&bob), None).await.status,
+        StatusCode::OK
+    );
+    let r = h
+        .send(Method::PATCH, orders, Some(&bob), Some(patch.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        h.send(Method::GET, payments, Some(&bob), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // A list shows what the caller may manage.
+    let listed = |r: Reply| -> Vec<String> {
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mine = listed(
+        h.send(
+            Method::GET,
+            "/iam/v2/api-keys?page_size=100",
+            Some(&dave),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(mine, [h.demo("u-dave").key_id]);
+    let bobs = listed(
+        h.send(
+            Method::GET,
+            "/iam/v2/api-keys?page_size=100",
+            Some(&bob),
+            None,
+        )
+        .await,
+    );
+    assert!(bobs.contains(&"DEMOORDERS000001".to_owned()), "{bobs:?}");
+    assert!(!bobs.contains(&"DEMOPAYMENTS0001".to_owned()), "{bobs:?}");
+    let all = listed(
+        h.send(
+            Method::GET,
+            "/iam/v2/api-keys?page_size=100",
+            Some(&alice),
+            None,
+        )
+        .await,
+    );
+    assert!(all.len() > bobs.len() && all.contains(&"DEMOPAYMENTS0001".to_owned()));
+
+    // OrganizationAdmin: anything.
+    let r = h.send(Method::DELETE, payments, Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = h.send(Method::DELETE, orders, Some(&bob), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    h.stop().await;
+}
+
 // === Authentication ===
 
 #[tokio::test]

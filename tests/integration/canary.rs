@@ -155,7 +155,7 @@ ungoverned = true
 instance_id = "canary"
 "#,
             upstream = sim.url(),
-            authz = support::FILE_AUTHZ,
+            authz = support::file_authz_for_file(),
             audit = audit_path.display(),
         ),
     )

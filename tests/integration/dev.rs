@@ -25,14 +25,20 @@ fn status(curl_i_output: &str) -> u16 {
 }
 
 #[test]
-fn dev_banner_curl_flow_works_as_printed() {
-    let keygate = binary::spawn(&[
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+fn dev_banner_curl_flow_works_as_printed_from_any_directory() {
+    // Not the repository root: everything `keygate dev` needs is in the binary.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let keygate = binary::spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .current_dir(elsewhere.path()),
+    );
     binary::wait_line(&keygate.stdout, "Try it");
     let commands: Vec<String> = (0..3)
         .map(|_| {
@@ -73,4 +79,8 @@ fn dev_banner_curl_flow_works_as_printed() {
 
     let deleted = run(&commands[2]);
     assert_eq!(status(&deleted), 204, "{deleted}");
+
+    // The embedded policy set was written out, not read from the working directory.
+    let ready = binary::wait_line(&keygate.stdout, "Policies:");
+    assert!(ready.contains("keygate-dev-"), "{ready}");
 }

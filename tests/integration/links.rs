@@ -234,7 +234,7 @@ async fn fifty_mib_of_json_links_are_rewritten_as_they_stream_with_flat_memory()
         format!(
             "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[log]\naccess_log = false\n{}",
             sim.url(),
-            support::FILE_AUTHZ,
+            support::file_authz_for_file(),
         ),
     )
     .unwrap();

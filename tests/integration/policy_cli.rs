@@ -164,3 +164,298 @@ fn explain_prints_the_matrix_rule_every_finding_and_the_decision() {
     );
     assert!(out.contains("not evaluated"), "{out}");
 }
+
+/// The value after `policy revision: ` in tool output.
+fn printed_revision(out: &str) -> String {
+    let revision = out
+        .lines()
+        .find_map(|l| l.strip_prefix("policy revision: "))
+        .unwrap_or_else(|| panic!("no policy revision in {out}"))
+        .to_owned();
+    assert_eq!(revision.len(), 64, "{revision}");
+    assert!(
+        revision.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{revision}"
+    );
+    revision
+}
+
+#[tokio::test]
+async fn check_explain_readyz_metrics_and_audit_show_one_revision() {
+    let sim = crate::support::sim::Sim::start().await;
+    let (dir, config) = setup();
+    let audit = dir.path().join("audit.jsonl");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[audit]\nfile = \"{}\"\n",
+        sim.url(),
+        audit.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+
+    let (code, out) = keygate(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let revision = printed_revision(&out);
+
+    let good = r#"{"spec":{"display_name":"orders-ingest-prod","description":"OPS-1","owner":{"id":"sa-orders"},"resource":{"id":"lkc-prod01"}}}"#;
+    let (code, out) = explain(&config, "u-bob", good, false);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(printed_revision(&out), revision);
+    let (_, out) = explain(&config, "u-bob", good, true);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["revision"], revision.as_str());
+
+    let gw = crate::support::start(keygate::config::Config::load(&config).unwrap()).await;
+    assert_eq!(gw.revision().as_str(), revision);
+    let ready = crate::support::get(&crate::support::url(gw.admin_addr(), "/readyz")).await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains(&format!("policy revision: {revision}\n")),
+        "{:?}",
+        ready.body
+    );
+    let metrics = crate::support::metrics_text(&gw).await;
+    assert!(
+        metrics.contains(&format!(
+            "keygate_policy_revision_info{{revision=\"{revision}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    let created = crate::support::governed::send(crate::support::governed::request(
+        "POST",
+        gw.local_addr(),
+        crate::support::governed::API_KEYS,
+        Some(&sim.basic("u-bob")),
+        good.as_bytes().to_vec(),
+    ))
+    .await;
+    assert_eq!(created.status, 202);
+    gw.shutdown();
+    gw.wait().await;
+    let trail = std::fs::read_to_string(&audit).unwrap();
+    let mut seen = 0;
+    for line in trail.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(r) = event["data"]["policyRevision"].as_str() {
+            assert_eq!(r, revision, "{line}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "request_received and response_complete: {trail}");
+
+    // The trail, anchored to the final hash its verify printed.
+    let (code, out) = keygate(&["audit", "verify", audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let hash = out
+        .split("final hash ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .unwrap()
+        .to_owned();
+    let (code, out) = keygate(&[
+        "audit",
+        "verify",
+        audit.to_str().unwrap(),
+        "--expect-hash",
+        &hash,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = keygate(&[
+        "audit",
+        "verify",
+        audit.to_str().unwrap(),
+        "--expect-hash",
+        &"ab".repeat(32),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not anchored"), "{out}");
+}
+
+fn explain_args(config: &str, body: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "explain",
+        "--config",
+        config,
+        "--as",
+        "u-bob",
+        "--body",
+        body.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    keygate(&args)
+}
+
+#[test]
+fn explain_with_the_dev_config_decides_offline_and_exits_0_1_or_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"spec":{"display_name":"orders-ingest-prod","description":"OPS-1","owner":{"id":"sa-orders"},"resource":{"id":"lkc-prod01"}}}"#,
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"spec":{"display_name":"Bad","owner":{"id":"sa-orders"},"resource":{"id":"lkc-prod01"}}}"#,
+    )
+    .unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"spec":"#).unwrap();
+
+    // The dev config syncs bindings and inventory from the upstream (its URL is a placeholder):
+    // explain says what it needs instead of trying to connect, and that is an error, not a deny.
+    let (code, out) = explain_args("dev/keygate.toml", &good, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--bindings FILE"), "{out}");
+    assert!(!out.contains("127.0.0.1:0"), "{out}");
+
+    let files = [
+        "--bindings",
+        "policies/role-bindings.toml",
+        "--inventory",
+        "policies/inventory.toml",
+    ];
+    let (code, out) = explain_args("dev/keygate.toml", &good, &files);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("decision: ALLOW"), "{out}");
+    let revision = printed_revision(&out);
+    let (code, out) = explain_args("dev/keygate.toml", &bad, &files);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("decision: DENY"), "{out}");
+    let (code, out) = explain_args("dev/keygate.toml", &broken, &files);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("invalid request"), "{out}");
+    let (code, out) = explain_args("no/such/keygate.toml", &good, &files);
+    assert_eq!(code, 2, "{out}");
+
+    // A known key count reaches the policies: sa-orders at its limit of 3 is denied.
+    let (code, out) = explain_args(
+        "dev/keygate.toml",
+        &good,
+        &[files.as_slice(), &["--owner-key-count", "3"]].concat(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("service-account-key-limit"), "{out}");
+
+    // The dev config checks without its credential, with the revision explain printed.
+    let (code, out) = keygate(&["check", "--config", "dev/keygate.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("not read"), "{out}");
+    assert_eq!(printed_revision(&out), revision);
+}
+
+/// `keygate ARGS…` off the async runtime (the simulator it talks to runs on it), with `env` set
+/// and `KEYGATE_UPSTREAM_CREDENTIAL` removed unless given.
+async fn keygate_env(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keygate"));
+        command
+            .args(&args)
+            .env_remove("KEYGATE_UPSTREAM_CREDENTIAL");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_kubernetes_config_checks_without_secrets_and_connect_tests_the_credential() {
+    let sim = crate::support::sim::Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = std::fs::canonicalize("policies").unwrap();
+    // The shipped file, with its organisation filled in and its absolute paths moved to where
+    // this machine has the files.
+    let shipped = std::fs::read_to_string("deploy/kubernetes/keygate.toml").unwrap();
+    let write = |org: &str| {
+        let text = shipped
+            .replace("<your-confluent-organisation-id>", org)
+            .replace("/etc/keygate/policies", policies.to_str().unwrap())
+            .replace("/var/lib/keygate", dir.path().to_str().unwrap())
+            .replace("https://api.confluent.cloud", &sim.url());
+        let path = dir.path().join("keygate.toml");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let config = write(crate::support::ORG_ID);
+    let check = |extra: &[&str]| {
+        let mut args = vec!["check".to_owned(), "--config".to_owned(), config.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    // No credential in the environment: check validates that one is configured, and passes.
+    let (code, out) = keygate_env(check(&[]), vec![]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("configured (environment variable `KEYGATE_UPSTREAM_CREDENTIAL`; not read"),
+        "{out}"
+    );
+    assert!(sim.received("/").is_empty(), "check contacted the upstream");
+
+    // --connect reads it and fetches bindings and inventory with it.
+    let (code, out) = keygate_env(check(&["--connect"]), vec![]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("upstream.credential.env"), "{out}");
+    let own = sim.key("sa-keygate");
+    let credential = format!("{}:{}", own.key_id, own.secret);
+    let with_credential = vec![("KEYGATE_UPSTREAM_CREDENTIAL", credential.clone())];
+    let (code, out) = keygate_env(check(&["--connect"]), with_credential.clone()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("accepted keygate's credential"), "{out}");
+    assert!(out.contains("role bindings: "), "{out}");
+    assert!(!out.contains(&own.secret), "{out}");
+    let wrong = vec![(
+        "KEYGATE_UPSTREAM_CREDENTIAL",
+        format!("{}:nope", own.key_id),
+    )];
+    let (code, out) = keygate_env(check(&["--connect"]), wrong).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("status 401"), "{out}");
+
+    // A wrong organisation: `my-org` is not even an id; a real id of another organisation has
+    // no role bindings, which --connect reports, and a serving keygate is not ready and logs why.
+    write("my-org");
+    let (code, out) = keygate_env(check(&[]), vec![]).await;
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains("authz.org_id") && out.contains("UUID"),
+        "{out}"
+    );
+    let other = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4";
+    write(other);
+    let (code, out) = keygate_env(check(&["--connect"]), with_credential.clone()).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no role binding for organisation"), "{out}");
+
+    let keygate = crate::support::binary::spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "serve",
+                "--config",
+                &config,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .env("KEYGATE_UPSTREAM_CREDENTIAL", &credential),
+    );
+    let line = tokio::task::spawn_blocking(move || {
+        let line = keygate.wait_stderr("No role bindings");
+        drop(keygate);
+        line
+    })
+    .await
+    .unwrap();
+    assert!(
+        line.contains("authz.org_id") && line.contains(other),
+        "{line}"
+    );
+}

@@ -348,7 +348,7 @@ async fn fifty_mib_bodies_stream_both_ways_with_flat_memory() {
         format!(
             "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[log]\naccess_log = false\n{}",
             sim.url(),
-            support::FILE_AUTHZ,
+            support::file_authz_for_file(),
         ),
     )
     .unwrap();

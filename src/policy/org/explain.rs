@@ -15,7 +15,7 @@ use super::{Finding, Mode, OrgInput, OrgPolicies};
 pub struct Explanation {
     /// `"allow"` or `"deny"`.
     pub decision: &'static str,
-    /// The policy set's revision.
+    /// The policy revision (`policy::revision`) the decision was made with.
     pub revision: String,
     /// Enforced forbids that matched.
     pub denied: Vec<Finding>,
@@ -33,11 +33,7 @@ impl Explanation {
 
     /// A multi-line, human-readable account.
     pub fn render(&self) -> String {
-        let short = self.revision.get(..12).unwrap_or(&self.revision);
-        let mut out = format!(
-            "organisation policies (revision {short}): {}\n",
-            self.decision.to_uppercase()
-        );
+        let mut out = format!("organisation policies: {}\n", self.decision.to_uppercase());
         if self.denied.is_empty() && self.would_deny.is_empty() && self.errors.is_empty() {
             out.push_str("  no forbid policy matched\n");
         }
@@ -58,12 +54,12 @@ impl Explanation {
     }
 }
 
-/// Evaluates `input` and explains the outcome.
-pub fn explain(policies: &OrgPolicies, input: &OrgInput<'_>) -> Explanation {
+/// Evaluates `input` and explains the outcome; `revision` is the policy revision in force.
+pub fn explain(policies: &OrgPolicies, input: &OrgInput<'_>, revision: &str) -> Explanation {
     let d = policies.evaluate(input);
     Explanation {
         decision: if d.allowed { "allow" } else { "deny" },
-        revision: policies.revision().to_owned(),
+        revision: revision.to_owned(),
         denied: d.denied,
         would_deny: d.would_deny,
         errors: d.errors,

@@ -1,6 +1,6 @@
 //! Loading an organisational policy set: read the schema and the `*.cedar` files, generate the
 //! config-dependent schema fragment, parse, check keygate's rules (forbid only, `@id`, `@reason`,
-//! `@mode`, unique ids), validate strictly, and hash everything into a revision.
+//! `@mode`, unique ids), validate strictly, and hash everything into a digest.
 //!
 //! Every problem is collected, so one `keygate check` run reports all of them as `file:line:
 //! message`. Cedar reports locations as byte spans (through `miette`); they are mapped to 1-based
@@ -19,6 +19,7 @@ use regex::RegexSet;
 use ring::digest;
 
 use super::config::{OrgPolicyConfig, ParamValue};
+use super::reason::ReasonTemplate;
 use super::{LoadError, Mode, PolicyMeta, KEYGATE_PERMIT_ID, RESERVED_ID_PREFIX};
 
 /// File extension of policy files.
@@ -27,7 +28,7 @@ const POLICY_EXTENSION: &str = "cedar";
 const MAX_POLICY_ID_LEN: usize = 100;
 /// The annotations keygate understands. Anything else is rejected, so that a typo such as
 /// `@mod("dry-run")` cannot silently leave a policy enforcing.
-const KNOWN_ANNOTATIONS: [&str; 4] = ["id", "reason", "mode", "description"];
+const KNOWN_ANNOTATIONS: [&str; 5] = ["id", "reason", "mode", "description", "pointer"];
 /// Cedar's reserved words, which cannot be attribute names written as `a.b`.
 const CEDAR_RESERVED: [&str; 9] = [
     "true", "false", "if", "then", "else", "in", "is", "like", "has",
@@ -41,7 +42,7 @@ pub(super) struct Loaded {
     pub(super) pattern_names: Vec<String>,
     pub(super) pattern_set: RegexSet,
     pub(super) params: RestrictedExpression,
-    pub(super) revision: String,
+    pub(super) digest: String,
 }
 
 /// A policy file as read from disk.
@@ -68,7 +69,14 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
     let mut policies = PolicySet::new();
     let mut meta: HashMap<PolicyId, PolicyMeta> = HashMap::new();
     for (index, file) in files.iter().enumerate() {
-        parse_file(index, file, &mut policies, &mut meta, &mut errors);
+        parse_file(
+            index,
+            file,
+            &cfg.params,
+            &mut policies,
+            &mut meta,
+            &mut errors,
+        );
     }
 
     let mut overrides: Vec<(&String, &Mode)> = cfg.modes.iter().collect();
@@ -109,7 +117,7 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         }
     }
 
-    let revision = revision(schema_text.as_deref().unwrap_or(""), &files, cfg);
+    let digest = digest(schema_text.as_deref().unwrap_or(""), &files, cfg);
     Ok(Loaded {
         schema,
         policies,
@@ -117,7 +125,7 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         pattern_names,
         pattern_set,
         params,
-        revision,
+        digest,
     })
 }
 
@@ -308,6 +316,7 @@ fn build_schema(
                 Some(offset) if offset < generated_from => errors.push(LoadError::Source {
                     path: path.to_path_buf(),
                     line: line_of(base, offset),
+                    column: Some(column_of(base, offset)),
                     message,
                 }),
                 Some(_) => errors.push(LoadError::Config {
@@ -328,6 +337,7 @@ fn build_schema(
 fn parse_file(
     index: usize,
     file: &SourceFile,
+    params: &[(String, ParamValue)],
     policies: &mut PolicySet,
     meta: &mut HashMap<PolicyId, PolicyMeta>,
     errors: &mut Vec<LoadError>,
@@ -336,10 +346,21 @@ fn parse_file(
         Ok(set) => set,
         Err(errs) => {
             for e in errs.iter() {
+                let offset = first_offset(e);
+                let (offset, message) = match offset.and_then(|o| missing_semicolon(&file.text, o))
+                {
+                    Some(end) => (
+                        Some(end),
+                        "missing `;` at the end of this policy (every policy ends with `;`)"
+                            .to_owned(),
+                    ),
+                    None => (offset, diagnostic_message(e)),
+                };
                 errors.push(LoadError::Source {
                     path: file.path.clone(),
-                    line: first_offset(e).map_or(1, |o| line_of(&file.text, o)),
-                    message: diagnostic_message(e),
+                    line: offset.map_or(1, |o| line_of(&file.text, o)),
+                    column: offset.map(|o| column_of(&file.text, o)),
+                    message,
                 });
             }
             return;
@@ -357,6 +378,7 @@ fn parse_file(
     let error = |line: usize, message: String| LoadError::Source {
         path: file.path.clone(),
         line,
+        column: None,
         message,
     };
 
@@ -386,7 +408,7 @@ fn parse_file(
                 errors.push(error(
                     line,
                     format!(
-                        "unknown annotation `@{key}`: expected @id, @reason, @mode or @description"
+                        "unknown annotation `@{key}`: expected @id, @reason, @mode, @pointer or @description"
                     ),
                 ));
             }
@@ -428,6 +450,26 @@ fn parse_file(
                 None
             }
         };
+        let template = reason.and_then(|r| match ReasonTemplate::parse(r, params) {
+            Ok(template) => Some(template),
+            Err(message) => {
+                errors.push(error(line, message));
+                None
+            }
+        });
+        let pointer = match policy.annotation("pointer") {
+            None => Some(None),
+            Some(p) if is_body_pointer(p) => Some(Some(p.to_owned())),
+            Some(p) => {
+                errors.push(error(
+                    line,
+                    format!(
+                        "invalid `@pointer(\"{p}\")`: expected a JSON pointer into the request body, such as \"/spec/display_name\""
+                    ),
+                ));
+                None
+            }
+        };
         let mode = match policy.annotation("mode") {
             None => Some(Mode::Enforce),
             Some(m) => match Mode::parse(m) {
@@ -441,7 +483,9 @@ fn parse_file(
                 }
             },
         };
-        let (Some(id), Some(reason), Some(mode)) = (id, reason, mode) else {
+        let (Some(id), Some(reason), Some(template), Some(pointer), Some(mode)) =
+            (id, reason, template, pointer, mode)
+        else {
             continue;
         };
         let policy_id = PolicyId::new(id);
@@ -468,6 +512,8 @@ fn parse_file(
             PolicyMeta {
                 id: id.to_owned(),
                 reason: reason.to_owned(),
+                template,
+                pointer,
                 mode,
                 file: file.path.clone(),
                 file_index: index,
@@ -475,6 +521,15 @@ fn parse_file(
             },
         );
     }
+}
+
+/// A JSON pointer (RFC 6901) into a request body: `/spec/…`, plain member names.
+fn is_body_pointer(pointer: &str) -> bool {
+    pointer.len() <= 200
+        && pointer.starts_with("/spec")
+        && pointer.split('/').skip(1).all(|seg| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 fn is_policy_id(id: &str) -> bool {
@@ -495,15 +550,17 @@ fn validate(
 ) {
     let validator = Validator::new(schema.clone());
     let result = validator.validate(policies, ValidationMode::Strict);
-    let mut found: Vec<(usize, usize, String)> = Vec::new();
+    // (file, line, column, message)
+    let mut found: Vec<(usize, usize, Option<usize>, String)> = Vec::new();
     let mut locate = |id: &PolicyId, diag: &dyn Diagnostic, message: String| {
         let Some(m) = meta.get(id) else {
             return;
         };
-        let line = first_offset(diag)
-            .and_then(|o| files.get(m.file_index).map(|f| line_of(&f.text, o)))
-            .unwrap_or(m.line);
-        found.push((m.file_index, line, message));
+        let file = files.get(m.file_index);
+        let position = first_offset(diag)
+            .and_then(|o| file.map(|f| (line_of(&f.text, o), Some(column_of(&f.text, o)))));
+        let (line, column) = position.unwrap_or((m.line, None));
+        found.push((m.file_index, line, column, message));
     };
     for e in result.validation_errors() {
         locate(e.policy_id(), e, diagnostic_message(e));
@@ -517,50 +574,156 @@ fn validate(
             locate(w.policy_id(), w, diagnostic_message(w));
         }
     }
-    // The validator checks a policy once per action it may apply to; report each problem once.
-    let mut merged: BTreeMap<(usize, usize, String), (String, Vec<String>)> = BTreeMap::new();
-    for (file_index, line, message) in found {
-        let (without, action) = split_action(&message);
+    // The validator checks a policy once per action and per principal type it may apply to, so
+    // one typo comes back several times, differing only in the action, the entity type or the
+    // suggestion: report each problem once.
+    let mut merged: BTreeMap<(usize, usize, String), Merged> = BTreeMap::new();
+    for (file_index, line, column, message) in found {
+        let parts = MessageParts::split(&message);
         let entry = merged
-            .entry((file_index, line, without))
-            .or_insert_with(|| (message, Vec::new()));
-        entry.1.extend(action);
+            .entry((file_index, line, parts.stem.clone()))
+            .or_insert_with(|| Merged {
+                column,
+                copies: 0,
+                original: message.clone(),
+                parts: MessageParts {
+                    stem: parts.stem.clone(),
+                    ..MessageParts::default()
+                },
+            });
+        entry.column = match (entry.column, column) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        entry.copies += 1;
+        entry.parts.actions.extend(parts.actions);
+        entry.parts.entity_types.extend(parts.entity_types);
+        entry.parts.suggestions.extend(parts.suggestions);
     }
-    for ((file_index, line, without), (original, mut actions)) in merged {
-        actions.sort();
-        actions.dedup();
-        let message = if actions.len() > 1 {
-            format!("{without} (for actions {})", actions.join(", "))
+    for ((file_index, line, _), mut m) in merged {
+        let message = if m.copies == 1 {
+            m.original
         } else {
-            original
+            m.parts.render()
         };
         if let Some(f) = files.get(file_index) {
             errors.push(LoadError::Source {
                 path: f.path.clone(),
                 line,
+                column: m.column,
                 message,
             });
         }
     }
 }
 
+/// Validation problems found at one place with one stem.
+struct Merged {
+    column: Option<usize>,
+    copies: usize,
+    original: String,
+    parts: MessageParts,
+}
+
+/// A validator message taken apart: what varies between the copies of one problem.
+#[derive(Default)]
+struct MessageParts {
+    /// The message without them; [`ENTITY_MARK`] where the entity type was, [`ACTION_MARK`]
+    /// where the action was.
+    stem: String,
+    actions: Vec<String>,
+    entity_types: Vec<String>,
+    suggestions: Vec<String>,
+}
+
+/// Stands in a stem for the entity type it was about.
+const ENTITY_MARK: char = '\u{1}';
+/// Stands in a stem for the action it was about.
+const ACTION_MARK: char = '\u{2}';
+/// How Cedar names the entity type an attribute was looked up on.
+const ENTITY_MARKER: &str = " on entity type `";
+/// How a suggestion appears at the end of a message.
+const SUGGESTION_MARKER: &str = " (did you mean `";
+
+impl MessageParts {
+    fn split(message: &str) -> MessageParts {
+        let mut parts = MessageParts::default();
+        let mut stem = message.to_owned();
+        if let Some((before, name, after)) = cut(&stem, ACTION_MARKER, "\"") {
+            parts.actions.push(name.to_owned());
+            stem = format!("{before}{ACTION_MARK}{after}");
+        }
+        if let Some((before, name, after)) = cut(&stem, ENTITY_MARKER, "`") {
+            parts.entity_types.push(name.to_owned());
+            stem = format!("{before}{ENTITY_MARK}{after}");
+        }
+        if let Some((before, name, after)) = cut(&stem, SUGGESTION_MARKER, "`?)") {
+            parts.suggestions.push(name.to_owned());
+            stem = format!("{before}{after}");
+        }
+        parts.stem = stem;
+        parts
+    }
+
+    /// One message for every copy.
+    fn render(&mut self) -> String {
+        for list in [
+            &mut self.actions,
+            &mut self.entity_types,
+            &mut self.suggestions,
+        ] {
+            list.sort();
+            list.dedup();
+        }
+        let quoted = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let entity = match self.entity_types.as_slice() {
+            [] => String::new(),
+            [one] => format!("{ENTITY_MARKER}{one}`"),
+            many => format!(" on entity types {}", quoted(many)),
+        };
+        let mut message = self.stem.replace(ENTITY_MARK, &entity);
+        match self.suggestions.as_slice() {
+            [] => {}
+            [one] => {
+                let _ = write!(message, "{SUGGESTION_MARKER}{one}`?)");
+            }
+            many => {
+                let _ = write!(message, " (did you mean one of {}?)", quoted(many));
+            }
+        }
+        match self.actions.as_slice() {
+            [one] => message = message.replace(ACTION_MARK, &format!("{ACTION_MARKER}{one}\"")),
+            many => {
+                message = message.replace(ACTION_MARK, "");
+                if !many.is_empty() {
+                    let _ = write!(message, " (for actions {})", many.join(", "));
+                }
+            }
+        }
+        message
+    }
+}
+
+/// `(before, inside, after)` of the first `open…close` in `s`.
+fn cut<'a>(s: &'a str, open: &str, close: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let start = s.find(open)?;
+    let inside_start = start + open.len();
+    let len = s.get(inside_start..)?.find(close)?;
+    Some((
+        s.get(..start)?,
+        s.get(inside_start..inside_start + len)?,
+        s.get(inside_start + len + close.len()..)?,
+    ))
+}
+
 /// Marker Cedar puts before the action a validation message is about.
 const ACTION_MARKER: &str = " for Action::\"";
-
-/// Splits ` for Action::"X"` out of a validator message: (message without it, X).
-fn split_action(message: &str) -> (String, Option<String>) {
-    let Some(start) = message.find(ACTION_MARKER) else {
-        return (message.to_owned(), None);
-    };
-    let name_start = start + ACTION_MARKER.len();
-    let Some(len) = message.get(name_start..).and_then(|rest| rest.find('"')) else {
-        return (message.to_owned(), None);
-    };
-    let action = message.get(name_start..name_start + len).map(str::to_owned);
-    let mut without = message.get(..start).unwrap_or_default().to_owned();
-    without.push_str(message.get(name_start + len + 1..).unwrap_or_default());
-    (without, action)
-}
 
 /// Cedar's message plus its help text, on one line.
 fn diagnostic_message(diag: &dyn Diagnostic) -> String {
@@ -586,6 +749,77 @@ fn first_offset(diag: &dyn Diagnostic) -> Option<usize> {
     }
     diag.related()
         .and_then(|mut related| related.find_map(first_offset))
+}
+
+/// 1-based column, in characters, of a byte offset.
+pub(super) fn column_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    let line_start = text
+        .as_bytes()
+        .get(..end)
+        .and_then(|b| b.iter().rposition(|&c| c == b'\n'))
+        .map_or(0, |p| p + 1);
+    text.get(line_start..end)
+        .map_or(1, |t| t.chars().count() + 1)
+}
+
+/// When Cedar reports a parse error at the `@` of the next policy's first annotation (or at the
+/// end of the file) because the policy before it has no closing `;`, the offset just after that
+/// policy's last character, where the `;` belongs.
+fn missing_semicolon(text: &str, offset: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let at_next_policy = bytes.get(offset) == Some(&b'@');
+    let at_end = text
+        .get(offset..)
+        .is_some_and(|rest| rest.trim().is_empty());
+    if !at_next_policy && !at_end {
+        return None;
+    }
+    // The last significant byte before `offset`, skipping whitespace and `//` comments.
+    let before = text.get(..offset)?;
+    let mut last = None;
+    for line in before.lines() {
+        let code = match line.find("//") {
+            Some(comment) if !in_string(line, comment) => &line[..comment],
+            _ => line,
+        };
+        if !code.trim().is_empty() {
+            let line_start = line.as_ptr() as usize - before.as_ptr() as usize;
+            last = Some(line_start + code.trim_end().len());
+        }
+    }
+    let end = last?;
+    // After a complete policy (`;`) the error is something else; after an annotation's `)` the
+    // policy is missing altogether, not its `;`.
+    match bytes.get(end.checked_sub(1)?) {
+        Some(b'}') => Some(end),
+        Some(b')') if !annotation_line(before, end) => Some(end),
+        _ => None,
+    }
+}
+
+/// Whether the code line ending at byte `end` of `text` is an annotation (`@name(…)`).
+fn annotation_line(text: &str, end: usize) -> bool {
+    let start = text
+        .get(..end)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |p| p + 1);
+    text.get(start..end)
+        .is_some_and(|l| l.trim_start().starts_with('@'))
+}
+
+/// Whether byte `at` of `line` is inside a string literal.
+fn in_string(line: &str, at: usize) -> bool {
+    let mut inside = false;
+    let mut escaped = false;
+    for b in line.as_bytes().iter().take(at) {
+        match b {
+            b'\\' if inside => escaped = !escaped,
+            b'"' if !escaped => inside = !inside,
+            _ => escaped = false,
+        }
+    }
+    inside
 }
 
 /// 1-based line of a byte offset.
@@ -640,7 +874,7 @@ pub(super) fn statement_starts(text: &str) -> Vec<usize> {
 
 /// SHA-256 (hex) of everything that determines decisions: the base schema, every policy file
 /// (by name and content), and the patterns, params, mode overrides and group mappings.
-fn revision(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> String {
+fn digest(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
     let mut field = |tag: &str, value: &[u8]| {
         ctx.update(tag.as_bytes());

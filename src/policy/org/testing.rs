@@ -136,8 +136,6 @@ pub struct CaseOutcome {
 /// The result of a policy test run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TestReport {
-    /// The revision of the policy set under test.
-    pub revision: String,
     /// Every case, in file and case order.
     pub cases: Vec<CaseOutcome>,
     /// Policy ids no passing case expects (coverage gaps), sorted.
@@ -193,7 +191,6 @@ impl TestReport {
 /// Runs every `*.toml` case file in `dir` (sorted by name) against `policies`.
 pub fn run_policy_tests(policies: &OrgPolicies, dir: &Path) -> TestReport {
     let mut report = TestReport {
-        revision: policies.revision().to_owned(),
         cases: Vec::new(),
         uncovered: Vec::new(),
         file_errors: Vec::new(),

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use super::load::statement_starts;
 use super::*;
 
-const SHIPPED_IDS: [&str; 9] = [
+const SHIPPED_IDS: [&str; 10] = [
     "display-name-convention",
     "display-name-convention-on-update",
     "no-user-keys-in-prod",
     "org-keys-platform-only",
     "prod-ticket-reference",
     "protected-key-delete",
+    "protected-key-delete-unknown",
     "protected-key-untag",
     "service-account-key-count-unknown",
     "service-account-key-limit",
@@ -112,7 +113,13 @@ fn assert_policy(p: &OrgPolicies, id: &str, allow: &OrgInput<'_>, deny: &OrgInpu
     let d = p.evaluate(deny);
     assert!(!d.allowed, "{id}: expected deny, got {d:?}");
     assert_eq!(ids(&d.denied), [id], "{d:?}");
-    assert_eq!(d.denied[0].reason, p.reason(id).unwrap());
+    // The reason, with every placeholder filled in.
+    let reason = &d.denied[0].reason;
+    assert!(
+        !reason.is_empty() && !reason.contains(['{', '}']),
+        "{reason}"
+    );
+    assert!(p.reason(id).is_some());
     assert!(d.errors.is_empty(), "{d:?}");
 }
 
@@ -157,12 +164,23 @@ fn load_errors(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<String>) {
     (dir, errors)
 }
 
+/// Whether `error` is at `location` (`file:line`), with or without a column after it.
+fn is_at(error: &str, location: &str) -> bool {
+    error.strip_prefix(location).is_some_and(|rest| {
+        rest.starts_with(": ")
+            || rest.strip_prefix(':').is_some_and(|r| {
+                let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+                digits > 0 && r[digits..].starts_with(": ")
+            })
+    })
+}
+
 fn assert_one_error_at(files: &[(&str, &str)], location: &str, needle: &str) {
     let (_dir, errors) = load_errors(files);
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with(&format!("{location}: ")) && e.contains(needle)),
+            .any(|e| is_at(e, location) && e.contains(needle)),
         "expected an error at {location} containing {needle:?}, got {errors:#?}"
     );
 }
@@ -180,7 +198,7 @@ when { !context.display_name_matches.naming };
 fn every_shipped_file_loads() {
     let p = shipped();
     assert_eq!(p.policy_ids(), SHIPPED_IDS);
-    assert_eq!(p.revision().len(), 64);
+    assert_eq!(p.digest().len(), 64);
     // Every .cedar file contributes, and the example config's override is in force.
     let files: Vec<_> = std::fs::read_dir(manifest_dir().join("policies"))
         .unwrap()
@@ -324,6 +342,13 @@ fn service_account_key_limit_allows_and_denies() {
         ..create()
     };
     assert_policy(&p, "service-account-key-limit", &allow, &deny);
+    // The reason carries the request's values, not a parameter name.
+    let denied = p.evaluate(&deny);
+    assert_eq!(
+        denied.denied[0].reason,
+        "service account sa-orders already has 3 API keys (limit 3); delete an unused key first"
+    );
+    assert_eq!(denied.denied[0].pointer.as_deref(), Some("/spec/owner/id"));
     let huge = OrgInput {
         owner_key_count: Some(u64::MAX),
         ..create()
@@ -344,7 +369,15 @@ fn protected_key_delete_allows_and_denies() {
         target_key: None,
         ..allow
     };
-    assert_eq!(ids(&p.evaluate(&unknown).denied), ["protected-key-delete"]);
+    // A key keygate could not read is refused too, but not called protected.
+    let refused = p.evaluate(&unknown);
+    assert_eq!(ids(&refused.denied), ["protected-key-delete-unknown"]);
+    assert!(
+        !refused.denied[0]
+            .reason
+            .contains("is tagged [protected] in its description"),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -603,6 +636,47 @@ fn missing_id_is_a_load_error_at_its_line() {
 }
 
 #[test]
+fn reason_placeholders_are_filled_in_and_a_wrong_one_is_a_load_error() {
+    let policy = r#"
+@id("named")
+@reason("{{literal}} {principal} wants {display_name} for {owner} in {environment}; group {params.platform_group}")
+@pointer("/spec/display_name")
+forbid (principal, action == Action::"CreateApiKey", resource)
+when { !context.display_name_matches.naming };
+"#;
+    let dir = scratch(&[("named.cedar", policy)]);
+    let p = OrgPolicies::load(&scratch_config(dir.path())).unwrap();
+    let input = OrgInput {
+        display_name: Some("Bad Name"),
+        ..create()
+    };
+    let d = p.evaluate(&input);
+    assert_eq!(ids(&d.denied), ["named"]);
+    assert_eq!(
+        d.denied[0].reason,
+        "{literal} u-erin wants Bad Name for sa-orders in env-dev01; group platform"
+    );
+    assert_eq!(d.denied[0].pointer.as_deref(), Some("/spec/display_name"));
+
+    for (reason, needle) in [
+        ("{ownr}", "unknown placeholder `{ownr}`"),
+        ("{params.nope}", "`nope` is not in [policy.params]"),
+        ("a { b", "unclosed `{`"),
+        ("a } b", "lone `}`"),
+    ] {
+        let bad =
+            format!("@id(\"bad\")\n@reason(\"{reason}\")\nforbid (principal, action, resource);\n");
+        assert_one_error_at(&[("bad.cedar", &bad)], "DIR/bad.cedar:1", needle);
+    }
+    let bad = "@id(\"bad\")\n@reason(\"x\")\n@pointer(\"spec.owner\")\nforbid (principal, action, resource);\n";
+    assert_one_error_at(
+        &[("bad.cedar", bad)],
+        "DIR/bad.cedar:1",
+        "invalid `@pointer",
+    );
+}
+
+#[test]
 fn missing_reason_is_a_load_error_at_its_line() {
     let policy = "@id(\"noreason\")\nforbid (principal, action, resource);\n";
     assert_one_error_at(&[("h.cedar", policy)], "DIR/h.cedar:1", "no `@reason");
@@ -641,9 +715,52 @@ fn syntax_error_is_a_load_error_at_its_line() {
     let policy = format!("{OK_POLICY}\n@id(\"s\")\n@reason(\"r\")\nforbid (principal, action, resource)\nwhen {{ context. }};\n");
     let (_dir, errors) = load_errors(&[("j.cedar", &policy)]);
     assert!(
-        errors.iter().any(|e| e.starts_with("DIR/j.cedar:10: ")),
+        errors.iter().any(|e| is_at(e, "DIR/j.cedar:10")),
         "{errors:#?}"
     );
+}
+
+#[test]
+fn a_missing_semicolon_is_reported_where_it_belongs() {
+    // Cedar itself stumbles over the next policy's `@`; the `;` belongs after the `}`.
+    let policy = "@id(\"one\")\n@reason(\"r\")\nforbid (principal, action == Action::\"CreateApiKey\", resource)\nwhen { context.display_name == \"x\" }\n\n// the next one\n@id(\"two\")\n@reason(\"r\")\nforbid (principal, action == Action::\"DeleteApiKey\", resource);\n";
+    let (_dir, errors) = load_errors(&[("n.cedar", policy)]);
+    assert_eq!(
+        errors,
+        ["DIR/n.cedar:4:37: missing `;` at the end of this policy (every policy ends with `;`)"]
+    );
+    // At the end of the file, and after a scope without a condition.
+    let last = "@id(\"one\")\n@reason(\"r\")\nforbid (principal, action, resource)\n  \n";
+    let (_dir, errors) = load_errors(&[("o.cedar", last)]);
+    assert_eq!(
+        errors,
+        ["DIR/o.cedar:3:37: missing `;` at the end of this policy (every policy ends with `;`)"]
+    );
+}
+
+#[test]
+fn one_typo_is_one_error() {
+    // Checked once per principal type and once per action, but reported once, with the
+    // suggestion.
+    for (body, says) in [
+        ("principal.grups.contains(\"a\")", "did you mean `groups`?"),
+        ("context.display_nmae == \"x\"", "display_name"),
+        ("context.matrix.rul == \"x\"", "did you mean `rule`?"),
+    ] {
+        for scope in [
+            "action == Action::\"CreateApiKey\"",
+            "action in [Action::\"CreateApiKey\", Action::\"UpdateApiKey\"]",
+            "action",
+        ] {
+            let policy = format!(
+                "@id(\"t\")\n@reason(\"r\")\nforbid (principal, {scope}, resource)\nwhen {{ {body} }};\n"
+            );
+            let (_dir, errors) = load_errors(&[("t.cedar", &policy)]);
+            assert_eq!(errors.len(), 1, "{scope} / {body}: {errors:#?}");
+            assert!(is_at(&errors[0], "DIR/t.cedar:4"), "{errors:#?}");
+            assert!(errors[0].contains(says), "{errors:#?}");
+        }
+    }
 }
 
 #[test]
@@ -687,7 +804,7 @@ fn schema_errors_point_into_the_schema_file() {
     let errors = OrgPolicies::load(&scratch_config(dir.path())).unwrap_err();
     let rendered = render_errors(&errors);
     assert!(
-        rendered.contains(&format!("keygate.cedarschema:{line}: ")),
+        rendered.contains(&format!("keygate.cedarschema:{line}:")),
         "{rendered}"
     );
 }
@@ -718,44 +835,41 @@ fn a_file_of_policy_errors_reports_them_all() {
             "DIR/a.cedar:5: policy has no `@id(\"…\")` annotation",
             "DIR/a.cedar:5: policy has no `@reason(\"…\")` annotation (the reason is shown to the \
              denied caller)",
-            "DIR/b.cedar:3: for policy `b`, attribute `tiem` in context not found (did you mean \
+            "DIR/b.cedar:3:45: for policy `b`, attribute `tiem` in context not found (did you mean \
              `time`?) (for actions CreateApiKey, DeleteApiKey, GetApiKey, ListApiKeys, UpdateApiKey)",
         ]
     );
 }
 
-// --- revision --------------------------------------------------------------------------------
+// --- digest ----------------------------------------------------------------------------------
 
 #[test]
-fn revision_changes_when_a_file_or_the_config_changes() {
+fn digest_changes_when_a_file_or_the_config_changes() {
     let dir = scratch(&[("ok.cedar", OK_POLICY)]);
     let cfg = scratch_config(dir.path());
-    let first = OrgPolicies::load(&cfg).unwrap().revision().to_owned();
-    assert_eq!(OrgPolicies::load(&cfg).unwrap().revision(), first);
+    let first = OrgPolicies::load(&cfg).unwrap().digest().to_owned();
+    assert_eq!(OrgPolicies::load(&cfg).unwrap().digest(), first);
 
     std::fs::write(
         dir.path().join("ok.cedar"),
         OK_POLICY.replace("fine", "finer"),
     )
     .unwrap();
-    let edited = OrgPolicies::load(&cfg).unwrap().revision().to_owned();
+    let edited = OrgPolicies::load(&cfg).unwrap().digest().to_owned();
     assert_ne!(edited, first);
 
     let mut other_pattern = cfg.clone();
     other_pattern.patterns[0].1 = "^[a-z]+$".into();
-    assert_ne!(
-        OrgPolicies::load(&other_pattern).unwrap().revision(),
-        edited
-    );
+    assert_ne!(OrgPolicies::load(&other_pattern).unwrap().digest(), edited);
 
     let mut other_mode = cfg.clone();
     other_mode.modes.insert("ok".into(), Mode::DryRun);
-    assert_ne!(OrgPolicies::load(&other_mode).unwrap().revision(), edited);
+    assert_ne!(OrgPolicies::load(&other_mode).unwrap().digest(), edited);
 
     let schema = dir.path().join("keygate.cedarschema");
     let text = std::fs::read_to_string(&schema).unwrap();
     std::fs::write(&schema, format!("{text}\n// comment\n")).unwrap();
-    assert_ne!(OrgPolicies::load(&cfg).unwrap().revision(), edited);
+    assert_ne!(OrgPolicies::load(&cfg).unwrap().digest(), edited);
 }
 
 // --- policy tests and explain ----------------------------------------------------------------
@@ -838,6 +952,7 @@ fn explain_lists_every_finding_and_the_decision() {
             description: Some(""),
             ..prod(create())
         },
+        "rev",
     );
     assert!(!e.allowed());
     assert_eq!(
@@ -846,13 +961,15 @@ fn explain_lists_every_finding_and_the_decision() {
     );
     let text = e.render();
     assert!(text.contains("DENY"), "{text}");
-    assert!(text.contains("denied by no-user-keys-in-prod: keys in a production"));
+    assert!(text.contains(
+        "denied by no-user-keys-in-prod: keys in the production environment env-prod01 must be owned by a service account, not by the user account u-erin"
+    ));
     assert!(text.contains("would deny (dry-run) display-name-convention: "));
     let json = serde_json::to_value(&e).unwrap();
     assert_eq!(json["decision"], "deny");
     assert_eq!(json["would_deny"][0]["mode"], "dry-run");
 
-    let allowed = explain(&p, &create());
+    let allowed = explain(&p, &create(), "rev");
     assert!(allowed.allowed());
     assert!(allowed.render().contains("no forbid policy matched"));
 }
@@ -909,7 +1026,7 @@ fn an_unknown_entity_type_is_one_error_not_a_cascade() {
     let (_dir, errors) = load_errors(&[("m.cedar", policy)]);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(
-        errors[0].starts_with("DIR/m.cedar:3: ") && errors[0].contains("did you mean `User`"),
+        is_at(&errors[0], "DIR/m.cedar:3") && errors[0].contains("did you mean `User`"),
         "{errors:#?}"
     );
 }
