@@ -180,3 +180,6 @@ fn check_content_encoding(headers: &HeaderMap) -> Result<(), GuardError> {
 fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
 }
+
+#[cfg(test)]
+mod tests;

@@ -326,3 +326,6 @@ impl<'de> Visitor<'de> for KeySeed {
         Ok(Cow::Owned(value))
     }
 }
+
+#[cfg(test)]
+mod tests;

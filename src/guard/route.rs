@@ -281,3 +281,6 @@ fn check_query(query: &str) -> Result<(), GuardError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -258,3 +258,6 @@ fn optional_string<'v>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

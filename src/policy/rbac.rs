@@ -630,3 +630,6 @@ impl fmt::Display for Shown<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
