@@ -101,10 +101,11 @@ const EXAMPLE_ORG: &str = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c";
 fn example() -> AuthzSnapshot {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let org = OrgId::parse(EXAMPLE_ORG).unwrap();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     AuthzSnapshot::new(
-        Arc::new(Matrix::load(&dir.join("matrix.toml")).unwrap()),
-        Arc::new(BindingIndex::load(&dir.join("role-bindings.toml"), &org).unwrap()),
-        Arc::new(Inventory::load(&dir.join("inventory.toml")).unwrap()),
+        Arc::new(Matrix::from_toml_str(&read("matrix.toml")).unwrap()),
+        Arc::new(BindingIndex::from_toml_str(&read("role-bindings.toml"), &org).unwrap()),
+        Arc::new(Inventory::from_toml_str(&read("inventory.toml")).unwrap()),
         Instant::now(),
     )
 }
@@ -132,12 +133,9 @@ fn every_shipped_policy_file_loads() {
     assert_eq!(snap.bindings().len(), 9);
     assert_eq!(snap.inventory().cluster_count(), 6);
     let wrong_org = OrgId::parse(ORG).unwrap();
-    let err = BindingIndex::load(&dir.join("role-bindings.toml"), &wrong_org).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("role-bindings.toml: role_bindings[0]"),
-        "{err}"
-    );
+    let text = std::fs::read_to_string(dir.join("role-bindings.toml")).unwrap();
+    let err = BindingIndex::from_toml_str(&text, &wrong_org).unwrap_err();
+    assert!(err.to_string().contains("role_bindings[0]"), "{err}");
 }
 
 #[test]

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::body::blob_byte;
 use super::secret::{self, Minter};
-use super::store::{civil_for_test, now};
+use super::store::now;
 use super::{serve, DemoKey, Fault, Seed, Simulator};
 
 pub(crate) const ORG: &str = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c";
@@ -366,9 +366,6 @@ fn secret_digest_matches_only_its_secret_and_debug_hides_it() {
 
 #[test]
 fn timestamps_use_confluent_format() {
-    assert_eq!(civil_for_test(0), (1970, 1, 1));
-    assert_eq!(civil_for_test(20_148), (2025, 3, 1));
-    assert_eq!(civil_for_test(11_016), (2000, 2, 29));
     let t = now();
     assert_eq!(t.len(), "2025-03-01T10:00:00.000000Z".len(), "{t}");
     assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
