@@ -6,7 +6,7 @@
 //! decision. A refusal is a [`RateLimited`], which `error.rs` maps to 429 with the headers from
 //! [`RateLimited::headers`].
 //!
-//! Deliberately not here: sharing limits between replicas (Redis, DESIGN.md §6), metrics
+//! Deliberately not here: sharing limits between replicas (Redis, docs/architecture.md §6), metrics
 //! registration (the lead owns the registry; this module exposes [`RateLimited::limit_id`] and
 //! [`RateLimiter::key_count`]), and the periodic timer that calls
 //! [`RateLimiter::housekeeping`]. Nothing here sees a credential: a principal is an id.
@@ -48,7 +48,7 @@
 //! governor state snapshot is taken: the allow path stays the cheapest middleware);
 //! `X-RateLimit-Reset` is the relative number of seconds until that bucket is full again;
 //! `Retry-After` the whole seconds until the request would be allowed. Both round up and are at
-//! least 1, as in Confluent's responses (reference §3).
+//! least 1, as in Confluent's responses (docs/confluent-api.md §3).
 //!
 //! # Memory
 //!

@@ -13,7 +13,7 @@
 //! is numeric order) and `keygateprevhash` (SHA-256 hex of the previous record's line); other sinks
 //! send events without them (see `audit/chain.rs`).
 //!
-//! `data` mirrors Confluent's own audit field names where one exists (reference §9: `methodName`,
+//! `data` mirrors Confluent's own audit field names where one exists (docs/confluent-api.md §9: `methodName`,
 //! `requestId`, `clientAddress`, camelCase throughout) so the two trails correlate.
 //!
 //! What this deliberately does not hold: credentials, request or response bodies, secrets of
@@ -150,7 +150,7 @@ impl fmt::Display for EventType {
     }
 }
 
-/// Confluent's `methodName` for a governed action (reference §9: third-party parsers see
+/// Confluent's `methodName` for a governed action (docs/confluent-api.md §9: third-party parsers see
 /// `CreateAPIKey` for key creation), for [`AuditRecord::method_name`].
 pub fn method_name(action: Action) -> &'static str {
     match action {
@@ -258,7 +258,7 @@ pub struct PrincipalInfo {
     pub key_id: Option<String>,
 }
 
-/// Kind of Confluent identity (reference §4 prefixes).
+/// Kind of Confluent identity (docs/confluent-api.md §4 prefixes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {

@@ -1,4 +1,4 @@
-//! Confluent's RBAC creation matrix (reference §7) as data: which role may create API keys for
+//! Confluent's RBAC creation matrix (docs/confluent-api.md §7) as data: which role may create API keys for
 //! which resource type, loaded from `policies/matrix.toml`.
 //!
 //! Each cell is `no`, `yes` or `scoped` ("Yes (env)"/"Yes (cluster)" in the reference). A role
@@ -57,7 +57,7 @@ pub enum MatrixError {
     Empty,
 }
 
-/// The resource type of an API key (reference §2.3), one column of the matrix.
+/// The resource type of an API key (docs/confluent-api.md §2.3), one column of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
     /// Resource-management (Cloud) key; org level.

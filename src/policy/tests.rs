@@ -1,5 +1,5 @@
 //! Layer-1 decision tests: the creation matrix exhaustively against a hand-written copy of
-//! reference §7, explanations, edge cases, the shipped `policies/` files, and the upstream source
+//! docs/confluent-api.md §7, explanations, edge cases, the shipped `policies/` files, and the upstream source
 //! with canned Confluent pages.
 
 use std::sync::Arc;

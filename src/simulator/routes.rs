@@ -2,10 +2,10 @@
 //! plain `match` on method and path segments, and answer in Confluent's shapes.
 //!
 //! Every answer carries `X-Request-Id`; successes also carry `X-RateLimit-*`; every error is
-//! `{"errors":[{id,status,code,title,detail,source?}]}` (reference §3). Handlers validate inputs
+//! `{"errors":[{id,status,code,title,detail,source?}]}` (docs/confluent-api.md §3). Handlers validate inputs
 //! the way the real API does (422 `invalid_configuration` with a `source.pointer`, 400 for
 //! unreadable JSON and bad filters). Of Confluent's RBAC they apply the rules for existing API
-//! keys (reference §7): a key can be read, changed, deleted and listed by its owner, an
+//! keys (docs/confluent-api.md §7): a key can be read, changed, deleted and listed by its owner, an
 //! OrganizationAdmin or a ResourceOwner on its service account, and a key the caller may not
 //! manage is 403 (list: left out). Everything else — creates included, which keygate's matrix
 //! decides — any live Cloud or Global key may do. Paths are matched exactly as received, without
@@ -60,11 +60,11 @@ use support::*;
 const API_BODY_LIMIT: usize = 1024 * 1024;
 /// Request bodies up to this size are kept in the request log.
 pub(crate) const LOG_BODY_LIMIT: usize = 64 * 1024;
-/// `page_size` when the caller gives none (reference §2.5).
+/// `page_size` when the caller gives none (docs/confluent-api.md §2.5).
 const DEFAULT_PAGE_SIZE: usize = 10;
-/// Largest accepted `page_size` (reference §2.5).
+/// Largest accepted `page_size` (docs/confluent-api.md §2.5).
 const MAX_PAGE_SIZE: usize = 100;
-/// Page tokens are opaque strings of at most this length (reference §2.5).
+/// Page tokens are opaque strings of at most this length (docs/confluent-api.md §2.5).
 const MAX_PAGE_TOKEN_LEN: usize = 255;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -72,7 +72,7 @@ const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
-/// The `WWW-Authenticate` value Confluent sends with a 401 (reference §3).
+/// The `WWW-Authenticate` value Confluent sends with a 401 (docs/confluent-api.md §3).
 const INVALID_KEY_CHALLENGE: &str =
     r#"Basic error="invalid_key", error_description="The API Key is invalid""#;
 

@@ -84,7 +84,7 @@ pub(crate) struct ApiKey {
     pub(crate) updated_at: String,
 }
 
-/// What an API key is scoped to (reference §2.3).
+/// What an API key is scoped to (docs/confluent-api.md §2.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum KeyResource {
     Cloud,
@@ -136,7 +136,7 @@ impl KeyResource {
         }
     }
 
-    /// Whether a key with this scope may call the management API (reference §5).
+    /// Whether a key with this scope may call the management API (docs/confluent-api.md §5).
     pub(crate) fn can_manage(&self) -> bool {
         matches!(self, KeyResource::Cloud | KeyResource::Global)
     }
@@ -358,7 +358,7 @@ impl Store {
     }
 
     /// Deletes a user or service account together with its keys, the role bindings it holds
-    /// and the role bindings on it (reference §8). Returns whether it existed.
+    /// and the role bindings on it (docs/confluent-api.md §8). Returns whether it existed.
     pub(crate) fn delete_identity(&mut self, id: &str, own_crn: &str) -> bool {
         let existed = self.users.remove(id).is_some() || self.service_accounts.remove(id).is_some();
         if existed {

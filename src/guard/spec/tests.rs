@@ -26,7 +26,7 @@ fn create(
 fn real_client_create_bodies_are_accepted() {
     let cases = [
         (
-            "reference §2.1 example",
+            "docs/confluent-api.md §2.1 example",
             r#"{"spec":{"display_name":"orders-producer","description":"Kafka access for the orders service","owner":{"id":"sa-1a2b3c"},"resource":{"id":"lkc-9x8y7z"}}}"#,
             create(
                 "sa-1a2b3c",

@@ -13,7 +13,7 @@ use crate::policy::{decide, decide_create, AuthzData, AuthzSnapshot};
 
 // === the creation matrix, exhaustively ===
 
-/// A cell of reference §7 as printed there.
+/// A cell of docs/confluent-api.md §7 as printed there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cell {
     /// "Yes"

@@ -113,7 +113,7 @@ pub(super) fn create_api_key(call: &Call<'_>) -> Result<Response<SimBody>, ApiEr
     ))
 }
 
-/// A key the caller may manage (reference §7); 404 when it does not exist, 403 when the caller
+/// A key the caller may manage (docs/confluent-api.md §7); 404 when it does not exist, 403 when the caller
 /// may not touch it.
 pub(super) fn managed_key<'s>(
     call: &Call<'_>,
@@ -144,7 +144,7 @@ pub(super) fn missing(what: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("{what} `{id}` was not found"))
 }
 
-/// PATCH: only `spec.display_name` and `spec.description` may change (reference §2.6).
+/// PATCH: only `spec.display_name` and `spec.description` may change (docs/confluent-api.md §2.6).
 pub(super) fn patch_api_key(call: &Call<'_>, id: &str) -> Result<Response<SimBody>, ApiError> {
     let doc = parse_object(call.body)?;
     let empty = serde_json::Map::new();

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// A Confluent-shaped error answer (reference §3).
+/// A Confluent-shaped error answer (docs/confluent-api.md §3).
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,

@@ -19,7 +19,7 @@ pub(super) fn list_service_accounts(call: &Call<'_>) -> Result<Response<SimBody>
 }
 
 /// POST, optionally with `?assigned_resource_owner=<principal id>`, which atomically grants
-/// that principal ResourceOwner on the new account (reference §6).
+/// that principal ResourceOwner on the new account (docs/confluent-api.md §6).
 pub(super) fn create_service_account(call: &Call<'_>) -> Result<Response<SimBody>, ApiError> {
     let doc = parse_object(call.body)?;
     let display_name = req_str(&doc, "display_name", "/display_name")?;

@@ -87,7 +87,7 @@ pub(super) fn get_role_binding(call: &Call<'_>, id: &str) -> Result<Response<Sim
     ))
 }
 
-/// DELETE answers 200 with the deleted binding (reference §1).
+/// DELETE answers 200 with the deleted binding (docs/confluent-api.md §1).
 pub(super) fn delete_role_binding(
     call: &Call<'_>,
     id: &str,
