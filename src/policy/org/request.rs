@@ -10,12 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use cedar_policy::{
-    ActionConstraint, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
-    Request, RestrictedExpression, Schema,
+    ActionConstraint, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
+    RestrictedExpression, Schema,
 };
 use regex::RegexSet;
 
-use super::{OrgInput, OrgPolicies, TargetKey};
+use super::{OrgInput, OrgPolicies, TargetKey, TeamSet};
 use crate::policy::action::Action;
 use crate::policy::principal::PrincipalKind;
 
@@ -61,38 +61,43 @@ impl Vocabulary {
         self.actions[action_index(a)].clone()
     }
 
-    /// Splits `all` into one set per action (indexed by [`action_index`]): a policy goes into
-    /// the set of every action its action scope can match. A scope naming anything but the five
-    /// actions (an action group of a customised schema) is kept in every set, so the split never
-    /// drops a policy that could apply.
-    pub(crate) fn partition(&self, all: &PolicySet) -> Result<[PolicySet; 5], String> {
-        let mut sets: [PolicySet; 5] = Default::default();
-        for policy in all.policies() {
-            let known = |uid: &EntityUid| self.actions.iter().position(|a| a == uid);
-            let targets: Vec<usize> = match policy.action_constraint() {
-                ActionConstraint::Any => (0..5).collect(),
-                ActionConstraint::Eq(uid) => {
-                    known(&uid).map_or_else(|| (0..5).collect(), |i| vec![i])
-                }
-                ActionConstraint::In(uids) => {
-                    let found: Option<Vec<usize>> = uids.iter().map(known).collect();
-                    found.unwrap_or_else(|| (0..5).collect())
-                }
-            };
-            for i in targets {
-                if let Some(set) = sets.get_mut(i) {
-                    set.add(policy.clone()).map_err(|e| e.to_string())?;
-                }
+    /// The actions (indexes into [`ACTIONS`]) an action scope can match. A scope naming anything
+    /// but the five actions (an action group of a customised schema) can match every action, so
+    /// splitting a set per action never drops a policy that could apply.
+    pub(crate) fn actions_of(&self, constraint: &ActionConstraint) -> Vec<usize> {
+        let known = |uid: &EntityUid| self.actions.iter().position(|a| a == uid);
+        let all = || (0..ACTIONS.len()).collect();
+        match constraint {
+            ActionConstraint::Any => all(),
+            ActionConstraint::Eq(uid) => known(uid).map_or_else(all, |i| vec![i]),
+            ActionConstraint::In(uids) => {
+                let found: Option<Vec<usize>> = uids.iter().map(known).collect();
+                found.unwrap_or_else(all)
             }
         }
-        Ok(sets)
     }
 
-    fn principal_type(&self, kind: PrincipalKind) -> EntityTypeName {
+    /// The principal kind of an entity type, if it is one of keygate's three.
+    pub(crate) fn principal_kind(&self, type_name: &EntityTypeName) -> Option<PrincipalKind> {
+        [
+            PrincipalKind::User,
+            PrincipalKind::ServiceAccount,
+            PrincipalKind::IdentityPool,
+        ]
+        .into_iter()
+        .find(|k| self.principal_type(*k) == type_name)
+    }
+
+    /// Whether `uid` is an `ApiKey`.
+    pub(crate) fn is_api_key(&self, uid: &EntityUid) -> bool {
+        uid.type_name() == &self.api_key
+    }
+
+    fn principal_type(&self, kind: PrincipalKind) -> &EntityTypeName {
         match kind {
-            PrincipalKind::User => self.user.clone(),
-            PrincipalKind::ServiceAccount => self.service_account.clone(),
-            PrincipalKind::IdentityPool => self.identity_pool.clone(),
+            PrincipalKind::User => &self.user,
+            PrincipalKind::ServiceAccount => &self.service_account,
+            PrincipalKind::IdentityPool => &self.identity_pool,
         }
     }
 }
@@ -134,7 +139,16 @@ fn record<const N: usize>(
         .map_err(|e| e.to_string())
 }
 
-/// Index of an action in `Vocabulary::actions` and `OrgPolicies::by_action`.
+/// The governed actions, in the order of [`action_index`].
+pub(crate) const ACTIONS: [Action; 5] = [
+    Action::CreateApiKey,
+    Action::ListApiKeys,
+    Action::GetApiKey,
+    Action::UpdateApiKey,
+    Action::DeleteApiKey,
+];
+
+/// Index of an action in [`ACTIONS`] and every per-action array.
 pub(crate) fn action_index(a: Action) -> usize {
     match a {
         Action::CreateApiKey => 0,
@@ -154,16 +168,47 @@ fn owner(id: &str) -> Result<RestrictedExpression, String> {
     record([("id", string(id)), ("kind", string(kind_of(id)))])
 }
 
-/// The `PatternMatches` record for one text.
-fn matches(names: &[String], set: &RegexSet, text: &str) -> Result<RestrictedExpression, String> {
+/// The `PatternMatches` record for one text: the platform's patterns and those of the team sets
+/// that apply (their names never collide).
+fn matches(
+    names: &[String],
+    set: &RegexSet,
+    teams: &[&TeamSet],
+    text: &str,
+) -> Result<RestrictedExpression, String> {
     let hits = set.matches(text);
-    RestrictedExpression::new_record(
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), RestrictedExpression::new_bool(hits.matched(i)))),
-    )
-    .map_err(|e| e.to_string())
+    let platform = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), RestrictedExpression::new_bool(hits.matched(i))));
+    if teams.iter().all(|t| t.pattern_set.is_none()) {
+        return RestrictedExpression::new_record(platform).map_err(|e| e.to_string());
+    }
+    let mut fields: Vec<(String, RestrictedExpression)> = platform.collect();
+    for team in teams {
+        if let Some(set) = &team.pattern_set {
+            let hits = set.matches(text);
+            fields.extend(
+                team.pattern_names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), RestrictedExpression::new_bool(hits.matched(i)))),
+            );
+        }
+    }
+    RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
+}
+
+/// The resource entity's id: `new` for a create, `*` for a list, else the key id.
+pub(crate) fn resource_id<'a>(input: &OrgInput<'a>) -> &'a str {
+    match input.action {
+        Action::CreateApiKey => NEW_KEY_ID,
+        Action::ListApiKeys => ALL_KEYS_ID,
+        Action::GetApiKey | Action::UpdateApiKey | Action::DeleteApiKey => input
+            .key_id
+            .or(input.target_key.as_ref().map(|k| k.id))
+            .unwrap_or_default(),
+    }
 }
 
 fn known_key(key: &TargetKey<'_>) -> Result<RestrictedExpression, String> {
@@ -182,40 +227,40 @@ fn known_key(key: &TargetKey<'_>) -> Result<RestrictedExpression, String> {
 }
 
 impl OrgPolicies {
-    /// The Cedar request and entities for `input`. An error means the input cannot be expressed
-    /// in the schema (e.g. a create without an owner): the caller denies.
-    pub(crate) fn build_request(
+    /// The Cedar request and entities for `input`, whose groups (identity's and config's) are
+    /// `groups`, for the platform set and the team sets `teams`. An error means the input cannot
+    /// be expressed in the schema (e.g. a create without an owner): the caller denies.
+    pub(super) fn build_request(
         &self,
         input: &OrgInput<'_>,
+        groups: &[&str],
+        teams: &[&TeamSet],
     ) -> Result<(Request, Entities), String> {
-        self.build(input, None)
+        self.build(input, groups, teams, None)
     }
 
-    /// Like `build_request`, but checks the request and entities against the schema (what the
-    /// hot path trusts this module to get right).
+    /// Like `build_request` for the platform set alone, but checks the request and entities
+    /// against the schema (what the hot path trusts this module to get right).
     #[cfg(test)]
     pub(crate) fn build_request_checked(&self, input: &OrgInput<'_>) -> Result<(), String> {
-        self.build(input, Some(&self.schema)).map(|_| ())
+        let groups = self.groups_of(input);
+        self.build(input, &groups, &[], Some(&self.schema))
+            .map(|_| ())
     }
 
     fn build(
         &self,
         input: &OrgInput<'_>,
+        groups: &[&str],
+        teams: &[&TeamSet],
         schema: Option<&Schema>,
     ) -> Result<(Request, Entities), String> {
         let v = &self.vocabulary;
         let principal_uid = EntityUid::from_type_name_and_id(
-            v.principal_type(input.principal_kind),
+            v.principal_type(input.principal_kind).clone(),
             EntityId::new(input.principal_id),
         );
-        let extra = self
-            .groups
-            .get(input.principal_id)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        // Cedar sets are sets: duplicates (a group from both sources, a role bound twice) fold.
-        let groups =
-            RestrictedExpression::new_set(input.groups.iter().chain(extra).map(|g| string(g)));
+        let groups = RestrictedExpression::new_set(groups.iter().map(|g| string(g)));
         let roles = RestrictedExpression::new_set(input.bindings.iter().map(|b| string(b.role)));
         let bindings = input
             .bindings
@@ -242,19 +287,12 @@ impl OrgPolicies {
         )
         .map_err(|e| e.to_string())?;
 
-        let key_id = match input.action {
-            Action::CreateApiKey => NEW_KEY_ID,
-            Action::ListApiKeys => ALL_KEYS_ID,
-            Action::GetApiKey | Action::UpdateApiKey | Action::DeleteApiKey => input
-                .key_id
-                .or(input.target_key.as_ref().map(|k| k.id))
-                .unwrap_or_default(),
-        };
         let resource_uid =
-            EntityUid::from_type_name_and_id(v.api_key.clone(), EntityId::new(key_id));
+            EntityUid::from_type_name_and_id(v.api_key.clone(), EntityId::new(resource_id(input)));
         let resource = Entity::new_no_attrs(resource_uid.clone(), HashSet::new());
 
-        let context = Context::from_pairs(self.context_pairs(input)?).map_err(|e| e.to_string())?;
+        let context =
+            Context::from_pairs(self.context_pairs(input, teams)?).map_err(|e| e.to_string())?;
         let request = Request::new(
             principal_uid,
             v.action(input.action),
@@ -268,9 +306,38 @@ impl OrgPolicies {
         Ok((request, entities))
     }
 
+    /// `context.params`: the platform's, plus those of the team sets that apply.
+    fn params(&self, teams: &[&TeamSet]) -> Result<RestrictedExpression, String> {
+        let mut with_params = teams.iter().filter(|t| t.params_record.is_some());
+        match (with_params.next(), with_params.next()) {
+            (None, _) => Ok(self.params.clone()),
+            (Some(team), None) => Ok(team
+                .params_record
+                .clone()
+                .unwrap_or_else(|| self.params.clone())),
+            (Some(_), Some(_)) => {
+                let all: Vec<(String, super::ParamValue)> = self
+                    .param_values
+                    .iter()
+                    .chain(teams.iter().flat_map(|t| &t.params))
+                    .cloned()
+                    .collect();
+                let mut errors = Vec::new();
+                super::load::params_expression(&all, &mut errors).ok_or_else(|| {
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+            }
+        }
+    }
+
     fn context_pairs(
         &self,
         input: &OrgInput<'_>,
+        teams: &[&TeamSet],
     ) -> Result<Vec<(String, RestrictedExpression)>, String> {
         let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(14);
         let mut put = |k: &str, v: RestrictedExpression| pairs.push((k.to_owned(), v));
@@ -289,7 +356,7 @@ impl OrgPolicies {
                 ("rule", string(input.matrix_rule)),
             ])?,
         );
-        put("params", self.params.clone());
+        put("params", self.params(teams)?);
 
         let resource = |required: bool| -> Result<Option<RestrictedExpression>, String> {
             let Some(r) = &input.resource else {
@@ -329,8 +396,14 @@ impl OrgPolicies {
                 let description = input.description.unwrap_or_default();
                 put("display_name", string(display_name));
                 put("description", string(description));
-                put("display_name_matches", matches(names, set, display_name)?);
-                put("description_matches", matches(names, set, description)?);
+                put(
+                    "display_name_matches",
+                    matches(names, set, teams, display_name)?,
+                );
+                put(
+                    "description_matches",
+                    matches(names, set, teams, description)?,
+                );
                 if let Some(n) = input.owner_key_count {
                     put(
                         "owner_key_count",
@@ -349,11 +422,11 @@ impl OrgPolicies {
             Action::UpdateApiKey => {
                 if let Some(d) = input.display_name {
                     put("display_name", string(d));
-                    put("display_name_matches", matches(names, set, d)?);
+                    put("display_name_matches", matches(names, set, teams, d)?);
                 }
                 if let Some(d) = input.description {
                     put("description", string(d));
-                    put("description_matches", matches(names, set, d)?);
+                    put("description_matches", matches(names, set, teams, d)?);
                 }
                 if let Some(k) = &input.target_key {
                     put("target_key", known_key(k)?);
