@@ -240,9 +240,10 @@ fn check_connect(config: &mut Config) -> usize {
     }
 }
 
-/// `keygate policy test [DIR] [--config FILE]`: the `[policy]` section comes from `--config`, or
-/// from `DIR/policy.example.toml` when there is one, else defaults.
-pub fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
+/// `keygate policy test [DIR] [--config FILE] [--team NAME]`: the `[policy]` section comes from
+/// `--config`, or from `DIR/policy.example.toml` when there is one, else defaults. Every set is
+/// loaded; with `team`, only that set's tests run (`platform` for the platform set's).
+pub fn policy_test(dir: &Path, config: Option<&Path>, team: Option<&str>) -> ExitCode {
     let policy = match config {
         Some(path) => match Config::load_without_secrets(path) {
             Ok(c) => match c.policy {
@@ -293,7 +294,27 @@ pub fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
             }
             false
         }
-        Ok(policies) => test_policies(&policy, &policies) == 0,
+        Ok(policies) => match team {
+            None => test_policies(&policy, &policies) == 0,
+            Some(team) => {
+                let mut report = run_all_policy_tests(&policies, &policy.tests_dir());
+                report.sets.retain(|s| s.set == team);
+                if report.sets.is_empty() {
+                    println!("no team `{team}` is loaded (teams: {})", {
+                        let names: Vec<&str> = policies.teams().iter().map(|t| t.name).collect();
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    });
+                    false
+                } else {
+                    print!("{}", report.render());
+                    report.passed()
+                }
+            }
+        },
     };
     if passed {
         ExitCode::SUCCESS

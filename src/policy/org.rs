@@ -1044,4 +1044,6 @@ impl OrgDecision {
 }
 
 #[cfg(test)]
+mod team_tests;
+#[cfg(test)]
 mod tests;

@@ -91,7 +91,18 @@ impl Scope {
         mut groups: impl Iterator<Item = &'a str>,
     ) -> Option<Via> {
         if let Some(o) = owner {
-            if let Some(p) = self.service_accounts.iter().find(|p| p.covers(o)) {
+            // The reason named is the id itself if listed, else the shortest matching pattern.
+            let exact = self
+                .service_accounts
+                .iter()
+                .find(|p| matches!(p, OwnerPattern::Exact(_)) && p.covers(o));
+            let pattern = || {
+                self.service_accounts
+                    .iter()
+                    .filter(|p| matches!(p, OwnerPattern::Prefix(_)) && p.covers(o))
+                    .min_by_key(|p| p.text().len())
+            };
+            if let Some(p) = exact.or_else(pattern) {
                 return Some(Via::ServiceAccount(Arc::from(p.text())));
             }
         }
