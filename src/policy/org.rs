@@ -40,9 +40,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cedar_policy::{
-    AuthorizationError, Authorizer, PolicyId, PolicySet, Response, RestrictedExpression, Schema,
-};
+#[cfg(test)]
+use cedar_policy::AuthorizationError;
+use cedar_policy::{PolicyId, PolicySet, Schema};
+use cedar_policy_core::ast::Value;
+use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::extensions::Extensions;
 use regex::RegexSet;
 use serde::Serialize;
 
@@ -377,27 +380,96 @@ pub struct TeamInfo<'a> {
 /// One compiled set: its index and what keygate knows about its policies.
 struct CompiledSet {
     index: index::SetIndex,
-    meta: HashMap<PolicyId, PolicyMeta>,
+    /// Per policy, in the order of `index.policies()`.
+    meta: Vec<PolicyMeta>,
+    /// Policy id as reported → position.
+    by_id: HashMap<String, usize>,
 }
 
 impl CompiledSet {
     fn new(
         policies: &PolicySet,
-        meta: HashMap<PolicyId, PolicyMeta>,
+        mut meta: HashMap<PolicyId, PolicyMeta>,
         vocabulary: &request::Vocabulary,
     ) -> Result<CompiledSet, String> {
-        Ok(CompiledSet {
-            index: index::SetIndex::new(policies, vocabulary)?,
-            meta,
-        })
+        let ordered: Vec<&cedar_policy::Policy> = policies.policies().collect();
+        let index = index::SetIndex::new(ordered.iter().copied(), vocabulary)?;
+        let meta: Vec<PolicyMeta> = ordered
+            .iter()
+            .map(|p| {
+                meta.remove(p.id())
+                    .ok_or_else(|| format!("internal: no metadata for policy `{}`", p.id()))
+            })
+            .collect::<Result<_, _>>()?;
+        let by_id = meta
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        Ok(CompiledSet { index, meta, by_id })
     }
 
-    /// Adds the findings of one Cedar answer about this set's policies to `decision`.
-    fn record(&self, decision: &mut OrgDecision, input: &OrgInput<'_>, response: &Response) {
+    fn meta_of(&self, id: &str) -> Option<&PolicyMeta> {
+        self.by_id.get(id).and_then(|i| self.meta.get(*i))
+    }
+
+    /// Adds what one policy's evaluation found to `decision`.
+    fn record(
+        &self,
+        decision: &mut OrgDecision,
+        input: &OrgInput<'_>,
+        policy: usize,
+        outcome: index::Outcome,
+    ) {
+        let (Some(meta), Some(compiled)) =
+            (self.meta.get(policy), self.index.policies().get(policy))
+        else {
+            return;
+        };
+        let failure = match outcome {
+            index::Outcome::Satisfied => {
+                match meta.mode {
+                    Mode::Enforce => decision.denied.push(meta.finding(input)),
+                    Mode::DryRun => decision.would_deny.push(meta.finding(input)),
+                }
+                return;
+            }
+            // Worded as `cedar-policy`'s authorizer words it.
+            index::Outcome::Failed(error) => cedar_policy::AuthorizationError::from(
+                cedar_policy::authorization_errors::PolicyEvaluationError::from(
+                    cedar_policy_core::authorizer::AuthorizationError::PolicyEvaluationError {
+                        id: compiled.id.clone(),
+                        error,
+                    },
+                ),
+            )
+            .to_string(),
+            index::Outcome::NotBoolean => format!(
+                "error while evaluating policy `{}`: the condition is not a boolean",
+                meta.id
+            ),
+        };
+        decision.errors.push(Finding {
+            id: meta.id.clone(),
+            reason: format!("policy evaluation failed, so the request is denied: {failure}"),
+            mode: meta.mode,
+            pointer: None,
+            team: meta.team_name(),
+        });
+    }
+
+    /// Adds the findings of `cedar-policy`'s authorizer over this set to `decision`: the
+    /// reference the sliced evaluation is tested against.
+    #[cfg(test)]
+    fn record_response(
+        &self,
+        decision: &mut OrgDecision,
+        input: &OrgInput<'_>,
+        response: &cedar_policy::Response,
+    ) {
         let diagnostics = response.diagnostics();
-        // The reason set holds the forbids that matched (the sets hold no permit).
         for id in diagnostics.reason() {
-            if let Some(meta) = self.meta.get(id) {
+            if let Some(meta) = self.meta_of(id.as_ref()) {
                 match meta.mode {
                     Mode::Enforce => decision.denied.push(meta.finding(input)),
                     Mode::DryRun => decision.would_deny.push(meta.finding(input)),
@@ -406,13 +478,13 @@ impl CompiledSet {
         }
         for error in diagnostics.errors() {
             let AuthorizationError::PolicyEvaluationError(e) = error;
-            let (id, mode, team) = match self.meta.get(e.policy_id()) {
+            let (id, mode, team) = match self.meta_of(e.policy_id().as_ref()) {
                 Some(meta) => (meta.id.clone(), meta.mode, meta.team_name()),
                 None => (e.policy_id().to_string(), Mode::Enforce, None),
             };
             decision.errors.push(Finding {
                 id,
-                reason: format!("policy evaluation failed, so the request is denied: {e}"),
+                reason: format!("policy evaluation failed, so the request is denied: {error}"),
                 mode,
                 pointer: None,
                 team,
@@ -431,7 +503,7 @@ struct TeamSet {
     /// The team's own parameters.
     params: Vec<(String, ParamValue)>,
     /// The platform's and the team's parameters as one record, when the team has any.
-    params_record: Option<RestrictedExpression>,
+    params_value: Option<Value>,
     sources: load::TeamSources,
     digest: String,
     /// The platform's compile key this set was compiled against.
@@ -449,10 +521,10 @@ pub struct OrgPolicies {
     scopes: team::ScopeIndex,
     /// Per action (index: `request::action_index`): whether any policy of any set can apply.
     governs: [bool; 5],
-    authorizer: Authorizer,
     pattern_names: Vec<String>,
     pattern_set: RegexSet,
-    params: RestrictedExpression,
+    /// `context.params`, built once.
+    params: Value,
     param_values: Vec<(String, ParamValue)>,
     groups: HashMap<String, Vec<String>>,
     vocabulary: request::Vocabulary,
@@ -601,10 +673,9 @@ impl OrgPolicies {
             scopes: team::ScopeIndex::new(teams.iter().map(|t| &t.scope)),
             teams,
             governs,
-            authorizer: Authorizer::new(),
             pattern_names: platform.pattern_names,
             pattern_set: platform.pattern_set,
-            params: platform.params,
+            params: request::params_value(&cfg.params),
             param_values: cfg.params.clone(),
             groups: cfg.groups.clone(),
             vocabulary,
@@ -661,8 +732,9 @@ impl OrgPolicies {
             set,
             pattern_names: compiled.pattern_names,
             pattern_set: compiled.pattern_set,
-            params: compiled.values.params,
-            params_record: compiled.params,
+            params: compiled.values.params.clone(),
+            params_value: (!compiled.values.params.is_empty())
+                .then(|| request::params_value(cfg.params.iter().chain(&compiled.values.params))),
             digest: compiled.digest,
             compile_key: platform.compile_key.clone(),
             sources,
@@ -775,8 +847,8 @@ impl OrgPolicies {
         let mut ids: Vec<&str> = self
             .platform
             .meta
-            .values()
-            .chain(self.teams.iter().flat_map(|t| t.set.meta.values()))
+            .iter()
+            .chain(self.teams.iter().flat_map(|t| t.set.meta.iter()))
             .map(|m| m.id.as_str())
             .collect();
         ids.sort_unstable();
@@ -792,7 +864,7 @@ impl OrgPolicies {
         };
         let mut ids: Vec<&str> = meta
             .into_iter()
-            .flat_map(|m| m.values().map(|m| m.id.as_str()))
+            .flat_map(|m| m.iter().map(|m| m.id.as_str()))
             .collect();
         ids.sort_unstable();
         ids
@@ -817,11 +889,10 @@ impl OrgPolicies {
     }
 
     fn meta_of(&self, id: &str) -> Option<&PolicyMeta> {
-        let meta = match id.split_once('/') {
-            Some((team, _)) => &self.team(team)?.set.meta,
-            None => &self.platform.meta,
-        };
-        meta.get(&PolicyId::new(id))
+        match id.split_once('/') {
+            Some((team, _)) => self.team(team)?.set.meta_of(id),
+            None => self.platform.meta_of(id),
+        }
     }
 
     /// The mode a policy is in after config overrides, or `None` for an unknown id.
@@ -910,7 +981,7 @@ impl OrgPolicies {
                 })
             })
             .collect();
-        let (request, entities) = match self.build_request(input, groups, &sets) {
+        let built = match self.build_request(input, groups, &sets) {
             Ok(built) => built,
             Err(message) => {
                 return OrgDecision {
@@ -932,19 +1003,19 @@ impl OrgPolicies {
             teams: matches,
             ..OrgDecision::default()
         };
+        // One evaluator for the request, shared by every set that applies.
+        let evaluator = Evaluator::new(built.request, &built.entities, Extensions::all_available());
         let compiled = platform
             .then_some(&self.platform)
             .into_iter()
             .chain(sets.iter().map(|t| &t.set));
         for set in compiled {
             set.index.evaluate(
-                &self.authorizer,
+                &evaluator,
                 input.action,
                 &keys,
                 groups,
-                &request,
-                &entities,
-                |response| set.record(&mut decision, input, &response),
+                |policy, outcome| set.record(&mut decision, input, policy, outcome),
             );
         }
         decision.finish();
@@ -981,14 +1052,16 @@ impl OrgPolicies {
                 .collect(),
             ..OrgDecision::default()
         };
-        let Ok((request, entities)) = self.build_request(input, &groups, &sets) else {
+        let Ok(built) = self.build_request(input, &groups, &sets) else {
             return self.decide(input, &groups, true, &teams);
         };
+        let request = cedar_policy::Request::from(built.request);
+        let entities = cedar_policy::Entities::from(built.entities);
+        let authorizer = cedar_policy::Authorizer::new();
         for set in std::iter::once(&self.platform).chain(sets.iter().map(|t| &t.set)) {
             let response =
-                set.index
-                    .evaluate_whole(&self.authorizer, input.action, &request, &entities);
-            set.record(&mut decision, input, &response);
+                authorizer.is_authorized(&request, set.index.whole(input.action), &entities);
+            set.record_response(&mut decision, input, &response);
         }
         decision.finish();
         decision

@@ -13,7 +13,8 @@
 //! - everything else goes to the bucket that is always evaluated.
 //!
 //! A request then evaluates its action's "always" bucket plus the buckets its own values select
-//! (hash lookups). Skipping a policy is only correct when evaluating it would have given `false`
+//! (hash lookups), each policy with one evaluator for the request (`cedar-policy-core`'s, which
+//! `cedar-policy`'s authorizer runs per policy too), its condition built once at load. Skipping a policy is only correct when evaluating it would have given `false`
 //! *without an error*, since an error is reported (and denies). Cedar evaluates `principal &&
 //! action && resource && when₁ && …` left to right and stops at the first `false`, and a scope
 //! test never errors, so a policy whose scope does not match is `false`; and a `when` whose
@@ -28,10 +29,11 @@
 
 use std::collections::HashMap;
 
-use cedar_policy::{
-    Authorizer, Entities, Policy, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
-    Response,
-};
+#[cfg(test)]
+use cedar_policy::PolicySet;
+use cedar_policy::{Policy, PrincipalConstraint, ResourceConstraint};
+use cedar_policy_core::ast::{self, Literal, ValueKind};
+use cedar_policy_core::evaluator::{EvaluationError, Evaluator};
 use serde_json::Value;
 
 use super::request::{action_index, Vocabulary};
@@ -170,56 +172,85 @@ fn kind_index(kind: PrincipalKind) -> usize {
     }
 }
 
-/// One action's buckets.
+/// A policy ready to evaluate: its id and its whole condition (scope and clauses), built once.
+pub(crate) struct CompiledPolicy {
+    pub(crate) id: ast::PolicyID,
+    condition: ast::Expr,
+    slots: ast::SlotEnv,
+}
+
+/// How one policy evaluated.
+pub(crate) enum Outcome {
+    /// It matched.
+    Satisfied,
+    /// Its evaluation failed.
+    Failed(EvaluationError),
+    /// It evaluated to something other than a boolean (cannot happen: a condition is a
+    /// conjunction); treated as a failure.
+    NotBoolean,
+}
+
+impl CompiledPolicy {
+    fn new(policy: &Policy) -> CompiledPolicy {
+        let policy: &ast::Policy = policy.as_ref();
+        CompiledPolicy {
+            id: policy.id().clone(),
+            condition: policy.condition(),
+            slots: policy.env().clone(),
+        }
+    }
+
+    /// What `cedar-policy`'s authorizer does for each policy: interpret the condition; `None`
+    /// when it is false.
+    fn evaluate(&self, evaluator: &Evaluator<'_>) -> Option<Outcome> {
+        match evaluator.interpret(&self.condition, &self.slots) {
+            Ok(value) => match value.value {
+                ValueKind::Lit(Literal::Bool(true)) => Some(Outcome::Satisfied),
+                ValueKind::Lit(Literal::Bool(false)) => None,
+                _ => Some(Outcome::NotBoolean),
+            },
+            Err(e) => Some(Outcome::Failed(e)),
+        }
+    }
+}
+
+/// One action's buckets: indexes into the set's policies.
 #[derive(Default)]
 struct ActionIndex {
-    always: Option<PolicySet>,
-    principal: [HashMap<Box<str>, PolicySet>; 3],
-    principal_kind: [Option<PolicySet>; 3],
-    key: HashMap<Box<str>, PolicySet>,
-    owner: HashMap<Box<str>, PolicySet>,
-    no_owner: Option<PolicySet>,
-    environment: HashMap<Box<str>, PolicySet>,
-    no_resource: Option<PolicySet>,
-    no_environment: Option<PolicySet>,
-    group: HashMap<Box<str>, PolicySet>,
+    always: Vec<u32>,
+    principal: [HashMap<Box<str>, Vec<u32>>; 3],
+    principal_kind: [Vec<u32>; 3],
+    key: HashMap<Box<str>, Vec<u32>>,
+    owner: HashMap<Box<str>, Vec<u32>>,
+    no_owner: Vec<u32>,
+    environment: HashMap<Box<str>, Vec<u32>>,
+    no_resource: Vec<u32>,
+    no_environment: Vec<u32>,
+    group: HashMap<Box<str>, Vec<u32>>,
     /// Policies of this action.
     len: usize,
 }
 
-fn add(set: &mut Option<PolicySet>, policy: &Policy) -> Result<(), String> {
-    set.get_or_insert_with(PolicySet::new)
-        .add(policy.clone())
-        .map_err(|e| e.to_string())
-}
-
-fn add_to(
-    map: &mut HashMap<Box<str>, PolicySet>,
-    key: &str,
-    policy: &Policy,
-) -> Result<(), String> {
-    map.entry(key.into())
-        .or_default()
-        .add(policy.clone())
-        .map_err(|e| e.to_string())
+fn add_to(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, policy: u32) {
+    map.entry(key.into()).or_default().push(policy);
 }
 
 impl ActionIndex {
-    fn insert(&mut self, slot: &Slot, policy: &Policy) -> Result<(), String> {
+    fn insert(&mut self, slot: &Slot, policy: u32) {
         self.len += 1;
         match slot {
-            Slot::Always => add(&mut self.always, policy),
+            Slot::Always => self.always.push(policy),
             Slot::Principal(kind, id) => add_to(&mut self.principal[kind_index(*kind)], id, policy),
-            Slot::PrincipalKind(kind) => add(&mut self.principal_kind[kind_index(*kind)], policy),
+            Slot::PrincipalKind(kind) => self.principal_kind[kind_index(*kind)].push(policy),
             Slot::Key(id) => add_to(&mut self.key, id, policy),
             Slot::Owner {
                 value,
                 when_no_owner,
             } => {
                 if *when_no_owner {
-                    add(&mut self.no_owner, policy)?;
+                    self.no_owner.push(policy);
                 }
-                add_to(&mut self.owner, value, policy)
+                add_to(&mut self.owner, value, policy);
             }
             Slot::Environment {
                 value,
@@ -227,12 +258,12 @@ impl ActionIndex {
                 when_no_environment,
             } => {
                 if *when_no_resource {
-                    add(&mut self.no_resource, policy)?;
+                    self.no_resource.push(policy);
                 }
                 if *when_no_environment {
-                    add(&mut self.no_environment, policy)?;
+                    self.no_environment.push(policy);
                 }
-                add_to(&mut self.environment, value, policy)
+                add_to(&mut self.environment, value, policy);
             }
             Slot::Group(group) => add_to(&mut self.group, group, policy),
         }
@@ -240,46 +271,51 @@ impl ActionIndex {
 
     /// Calls `f` with every bucket `keys` selects; each policy is in at most one of them (the
     /// "missing" buckets and the value buckets of one path exclude each other).
-    fn each<'s>(&'s self, keys: &Keys<'_>, groups: &[&str], mut f: impl FnMut(&'s PolicySet)) {
+    fn each<'s>(&'s self, keys: &Keys<'_>, groups: &[&str], mut f: impl FnMut(&'s [u32])) {
         let kind = kind_index(keys.principal_kind);
-        let by_value = |map: &'s HashMap<Box<str>, PolicySet>, at: At<'_>| match at {
-            At::Value(v) => map.get(v),
+        let by_value = |map: &'s HashMap<Box<str>, Vec<u32>>, at: At<'_>| match at {
+            At::Value(v) => map.get(v).map(Vec::as_slice),
             At::Missing(_) => None,
         };
         let singles = [
-            self.always.as_ref(),
-            self.principal[kind].get(keys.principal_id),
-            self.principal_kind[kind].as_ref(),
-            self.key.get(keys.key_id),
+            Some(self.always.as_slice()),
+            self.principal[kind]
+                .get(keys.principal_id)
+                .map(Vec::as_slice),
+            Some(self.principal_kind[kind].as_slice()),
+            self.key.get(keys.key_id).map(Vec::as_slice),
             by_value(&self.owner, keys.owner),
             match keys.owner {
                 At::Value(_) => None,
-                At::Missing(_) => self.no_owner.as_ref(),
+                At::Missing(_) => Some(self.no_owner.as_slice()),
             },
             by_value(&self.environment, keys.environment),
             match keys.environment {
                 At::Value(_) => None,
-                At::Missing(0) => self.no_resource.as_ref(),
-                At::Missing(_) => self.no_environment.as_ref(),
+                At::Missing(0) => Some(self.no_resource.as_slice()),
+                At::Missing(_) => Some(self.no_environment.as_slice()),
             },
         ];
-        for set in singles.into_iter().flatten() {
-            f(set);
+        for bucket in singles.into_iter().flatten() {
+            if !bucket.is_empty() {
+                f(bucket);
+            }
         }
         if !self.group.is_empty() {
             for g in groups {
-                if let Some(set) = self.group.get(*g) {
-                    f(set);
+                if let Some(bucket) = self.group.get(*g) {
+                    f(bucket);
                 }
             }
         }
     }
 }
 
-/// A policy set split per action and sliced into buckets.
+/// A policy set, split per action and sliced into buckets.
 pub(crate) struct SetIndex {
+    policies: Vec<CompiledPolicy>,
     by_action: [ActionIndex; 5],
-    /// The whole set per action, for the tests that compare against it.
+    /// The whole set per action, for the tests that compare against `cedar-policy`'s authorizer.
     #[cfg(test)]
     whole: [PolicySet; 5],
 }
@@ -287,27 +323,31 @@ pub(crate) struct SetIndex {
 impl std::fmt::Debug for SetIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SetIndex")
-            .field(
-                "policies",
-                &self.by_action.iter().map(|a| a.len).collect::<Vec<_>>(),
-            )
+            .field("policies", &self.policies.len())
             .finish_non_exhaustive()
     }
 }
 
 impl SetIndex {
-    /// Indexes every policy of `all`, in the set of every action its action scope can match. A
-    /// scope naming anything but the five actions (an action group of a customised schema) is
-    /// kept for every action, so the split never drops a policy that could apply.
-    pub(crate) fn new(all: &PolicySet, vocabulary: &Vocabulary) -> Result<SetIndex, String> {
+    /// Indexes every policy of `all`, in the order given (the order of [`SetIndex::policies`]),
+    /// in the buckets of every action its action scope can match. A scope naming anything but
+    /// the five actions (an action group of a customised schema) is kept for every action, so the
+    /// split never drops a policy that could apply.
+    pub(crate) fn new<'p>(
+        all: impl Iterator<Item = &'p Policy>,
+        vocabulary: &Vocabulary,
+    ) -> Result<SetIndex, String> {
         let mut by_action: [ActionIndex; 5] = Default::default();
+        let mut policies = Vec::new();
         #[cfg(test)]
         let mut whole: [PolicySet; 5] = Default::default();
-        for policy in all.policies() {
+        for policy in all {
             let slot = slot_of(policy, vocabulary);
+            let index = u32::try_from(policies.len()).map_err(|e| e.to_string())?;
+            policies.push(CompiledPolicy::new(policy));
             for i in vocabulary.actions_of(&policy.action_constraint()) {
-                if let Some(index) = by_action.get_mut(i) {
-                    index.insert(&slot, policy)?;
+                if let Some(action) = by_action.get_mut(i) {
+                    action.insert(&slot, index);
                 }
                 #[cfg(test)]
                 if let Some(set) = whole.get_mut(i) {
@@ -316,10 +356,16 @@ impl SetIndex {
             }
         }
         Ok(SetIndex {
+            policies,
             by_action,
             #[cfg(test)]
             whole,
         })
+    }
+
+    /// The set's policies, in load order.
+    pub(crate) fn policies(&self) -> &[CompiledPolicy] {
+        &self.policies
     }
 
     /// Whether any policy can apply to the action at `index` (see `request::action_index`).
@@ -327,40 +373,36 @@ impl SetIndex {
         self.by_action.get(action).is_some_and(|a| a.len > 0)
     }
 
-    /// Evaluates the buckets that `keys` and `groups` select for `action`, passing each answer
-    /// to `f`.
+    /// Evaluates the policies that `keys` and `groups` select for `action`, passing the index of
+    /// each one that matched or failed, and how, to `f`.
     pub(crate) fn evaluate(
         &self,
-        authorizer: &Authorizer,
+        evaluator: &Evaluator<'_>,
         action: crate::policy::action::Action,
         keys: &Keys<'_>,
         groups: &[&str],
-        request: &Request,
-        entities: &Entities,
-        mut f: impl FnMut(Response),
+        mut f: impl FnMut(usize, Outcome),
     ) {
         let Some(index) = self.by_action.get(action_index(action)) else {
             return;
         };
-        index.each(keys, groups, |set| {
-            f(authorizer.is_authorized(request, set, entities));
+        index.each(keys, groups, |bucket| {
+            for &i in bucket {
+                let i = i as usize;
+                if let Some(outcome) = self.policies.get(i).and_then(|p| p.evaluate(evaluator)) {
+                    f(i, outcome);
+                }
+            }
         });
     }
 
-    /// Evaluates the whole set of `action`: what the slicing must be equal to.
+    /// The whole set of `action`: what the slicing must agree with.
     #[cfg(test)]
-    pub(crate) fn evaluate_whole(
-        &self,
-        authorizer: &Authorizer,
-        action: crate::policy::action::Action,
-        request: &Request,
-        entities: &Entities,
-    ) -> Response {
-        authorizer.is_authorized(request, &self.whole[action_index(action)], entities)
+    pub(crate) fn whole(&self, action: crate::policy::action::Action) -> &PolicySet {
+        &self.whole[action_index(action)]
     }
 
-    /// How many policies of `action` the request described by `keys` evaluates (for tests and
-    /// the benchmark's sanity checks).
+    /// How many policies of `action` the request described by `keys` evaluates.
     #[cfg(test)]
     pub(crate) fn evaluated(
         &self,
@@ -370,7 +412,7 @@ impl SetIndex {
     ) -> usize {
         let mut n = 0;
         if let Some(index) = self.by_action.get(action_index(action)) {
-            index.each(keys, groups, |set| n += set.policies().count());
+            index.each(keys, groups, |bucket| n += bucket.len());
         }
         n
     }

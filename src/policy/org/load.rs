@@ -13,9 +13,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{
-    Effect, Policy, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode, Validator,
-};
+use cedar_policy::{Effect, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 
 use super::team::{self, Scope, TeamValues, SCOPE_FILE, TEAM_FILE};
 use miette::Diagnostic;
@@ -47,7 +45,6 @@ pub(super) struct Platform {
     pub(super) meta: HashMap<PolicyId, PolicyMeta>,
     pub(super) pattern_names: Vec<String>,
     pub(super) pattern_set: RegexSet,
-    pub(super) params: RestrictedExpression,
     pub(super) digest: String,
     /// Hash of what a team set is compiled against (schema, patterns, params, modes): a team
     /// whose files did not change need not be compiled again while it stays the same.
@@ -77,8 +74,6 @@ pub(super) struct CompiledTeam {
     pub(super) values: TeamValues,
     pub(super) pattern_names: Vec<String>,
     pub(super) pattern_set: Option<RegexSet>,
-    /// The platform's and the team's parameters as one record, when the team has any.
-    pub(super) params: Option<RestrictedExpression>,
     pub(super) policies: PolicySet,
     pub(super) meta: HashMap<PolicyId, PolicyMeta>,
     pub(super) digest: String,
@@ -91,7 +86,6 @@ pub(super) fn load_platform(cfg: &OrgPolicyConfig) -> Result<Platform, Vec<LoadE
     let (pattern_names, pattern_set) =
         compile_patterns(&cfg.patterns, "policy.patterns", &mut errors);
     check_params(&cfg.params, &mut errors);
-    let params = params_expression(&cfg.params, &mut errors);
 
     let schema_path = cfg.schema_path();
     let schema_text = read(&schema_path, &mut errors);
@@ -136,12 +130,11 @@ pub(super) fn load_platform(cfg: &OrgPolicyConfig) -> Result<Platform, Vec<LoadE
         validate(validator, &policies, &meta, &files, &mut errors);
     }
 
-    let (Some(schema), Some(schema_text), Some(validator), Some(pattern_set), Some(params), true) = (
+    let (Some(schema), Some(schema_text), Some(validator), Some(pattern_set), true) = (
         schema,
         schema_text,
         validator,
         pattern_set,
-        params,
         errors.is_empty(),
     ) else {
         return Err(errors);
@@ -157,7 +150,6 @@ pub(super) fn load_platform(cfg: &OrgPolicyConfig) -> Result<Platform, Vec<LoadE
         meta,
         pattern_names,
         pattern_set,
-        params,
         digest,
         compile_key,
     })
@@ -263,11 +255,7 @@ pub(super) fn compile_team(
     };
     let all_params: Vec<(String, ParamValue)> =
         cfg.params.iter().chain(&values.params).cloned().collect();
-    let params = if values.params.is_empty() {
-        Some(None)
-    } else {
-        params_expression(&all_params, &mut errors).map(Some)
-    };
+    check_params(&values.params, &mut errors);
 
     // The platform schema, or one with the team's patterns and parameters added.
     let own_validator = if values.patterns.is_empty() && values.params.is_empty() {
@@ -335,9 +323,7 @@ pub(super) fn compile_team(
         ),
         (None, false) => {}
     }
-    let (Some(scope), Some(pattern_set), Some(params), true) =
-        (scope, pattern_set, params, errors.is_empty())
-    else {
+    let (Some(scope), Some(pattern_set), true) = (scope, pattern_set, errors.is_empty()) else {
         return Err(errors);
     };
     Ok(CompiledTeam {
@@ -346,7 +332,6 @@ pub(super) fn compile_team(
         values,
         pattern_names,
         pattern_set,
-        params,
         policies,
         meta,
     })
@@ -466,38 +451,6 @@ fn check_params(params: &[(String, ParamValue)], errors: &mut Vec<LoadError>) {
                 key: format!("policy.params.{name}"),
                 message: format!("parameter `{name}` is configured twice"),
             });
-        }
-    }
-}
-
-/// The `context.params` record, built once per load.
-pub(super) fn params_expression(
-    params: &[(String, ParamValue)],
-    errors: &mut Vec<LoadError>,
-) -> Option<RestrictedExpression> {
-    let fields = params.iter().map(|(name, value)| {
-        let v = match value {
-            ParamValue::String(s) => RestrictedExpression::new_string(s.clone()),
-            ParamValue::Long(n) => RestrictedExpression::new_long(*n),
-            ParamValue::Bool(b) => RestrictedExpression::new_bool(*b),
-            ParamValue::StringSet(v) => RestrictedExpression::new_set(
-                v.iter()
-                    .map(|s| RestrictedExpression::new_string(s.clone())),
-            ),
-            ParamValue::LongSet(v) => {
-                RestrictedExpression::new_set(v.iter().map(|n| RestrictedExpression::new_long(*n)))
-            }
-        };
-        (name.clone(), v)
-    });
-    match RestrictedExpression::new_record(fields) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            errors.push(LoadError::Config {
-                key: "policy.params".into(),
-                message: e.to_string(),
-            });
-            None
         }
     }
 }
