@@ -158,7 +158,11 @@ async fn a_teams_forbid_denies_only_inside_its_scope_and_the_403_and_audit_name_
     let decision = &events[0]["decision"];
     assert_eq!(decision["result"], "deny", "{decision}");
     assert_eq!(decision["decidedBy"], "policy");
-    assert_eq!(decision["ruleIds"], serde_json::json!(["orders/naming"]));
+    // The matrix rule that allowed, then the team's policy that denied.
+    assert_eq!(
+        decision["ruleIds"],
+        serde_json::json!(["matrix.sa.organization_admin", "orders/naming"])
+    );
     assert!(
         decision["explanation"]
             .as_str()
