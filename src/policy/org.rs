@@ -439,7 +439,7 @@ impl CompiledSet {
                 cedar_policy::authorization_errors::PolicyEvaluationError::from(
                     cedar_policy_core::authorizer::AuthorizationError::PolicyEvaluationError {
                         id: compiled.id.clone(),
-                        error,
+                        error: *error,
                     },
                 ),
             )

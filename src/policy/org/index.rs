@@ -184,7 +184,7 @@ pub(crate) enum Outcome {
     /// It matched.
     Satisfied,
     /// Its evaluation failed.
-    Failed(EvaluationError),
+    Failed(Box<EvaluationError>),
     /// It evaluated to something other than a boolean (cannot happen: a condition is a
     /// conjunction); treated as a failure.
     NotBoolean,
@@ -209,7 +209,7 @@ impl CompiledPolicy {
                 ValueKind::Lit(Literal::Bool(false)) => None,
                 _ => Some(Outcome::NotBoolean),
             },
-            Err(e) => Some(Outcome::Failed(e)),
+            Err(e) => Some(Outcome::Failed(Box::new(e))),
         }
     }
 }
@@ -545,9 +545,7 @@ fn guards_on(tests: &[&Value], path: Path<'_>) -> Option<Guards> {
     let mut levels = Vec::with_capacity(tests.len());
     for test in tests {
         let (var, attrs) = has_test(test)?;
-        let Some((tested, below)) = attrs.split_last() else {
-            return None;
-        };
+        let (tested, below) = attrs.split_last()?;
         if below.is_empty() {
             // `var has attr` never errors (the variable always exists).
             let level = (var == path.var && path.attrs.first() == Some(tested)).then_some(0);

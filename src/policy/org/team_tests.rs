@@ -1066,7 +1066,8 @@ fn compare_sliced_and_whole(seed: u64, sets: usize, per_set: usize) -> (usize, u
             if dir.path().join("teams").exists() {
                 std::fs::remove_dir_all(dir.path().join("teams")).unwrap();
             }
-            let team_files: Vec<(&str, &str, Option<&str>, Vec<(&str, &str)>)> = teams
+            type Files<'a> = Vec<(&'a str, &'a str)>;
+            let team_files: Vec<(&str, &str, Option<&str>, Files<'_>)> = teams
                 .iter()
                 .map(|(n, s, v, p)| {
                     (
