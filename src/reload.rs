@@ -4,7 +4,10 @@
 //! Triggered by SIGHUP or by a change of any watched file (polled by content, so a Kubernetes
 //! ConfigMap's atomic symlink swap is seen like any edit). The new set is loaded and validated
 //! completely off the request path, then swapped in at once; an invalid set is rejected with a log
-//! line and a metric, and the old one stays in force. The active set's revision
+//! line and a metric, and the old one stays in force. Team policy sets (`policy::org::team`) are
+//! isolated from each other: a team whose files do not load keeps its last good set while the rest
+//! of the reload goes through, and each team's outcome is logged and counted
+//! (`keygate_reloads_total{team,result}`). The active set's revision
 //! (`policy::revision`, computed when the set is loaded) is exposed at `/metrics` and `/readyz`
 //! and attached to every decision.
 //!
