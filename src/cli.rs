@@ -160,6 +160,10 @@ enum PolicyCommand {
         /// Take the `[policy]` section from this config (default: `DIR/policy.example.toml`).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Run only this set's tests: a team's name, or `platform` (everything is still loaded
+        /// and checked).
+        #[arg(long)]
+        team: Option<String>,
     },
 }
 
@@ -238,8 +242,8 @@ pub fn main() -> ExitCode {
             })
         }
         Command::Policy {
-            command: PolicyCommand::Test { dir, config },
-        } => crate::tools::policy_test(&dir, config.as_deref()),
+            command: PolicyCommand::Test { dir, config, team },
+        } => crate::tools::policy_test(&dir, config.as_deref(), team.as_deref()),
         Command::Audit {
             command: AuditCommand::Verify { file, expect_hash },
         } => ExitCode::from(

@@ -4,7 +4,10 @@
 //! Triggered by SIGHUP or by a change of any watched file (polled by content, so a Kubernetes
 //! ConfigMap's atomic symlink swap is seen like any edit). The new set is loaded and validated
 //! completely off the request path, then swapped in at once; an invalid set is rejected with a log
-//! line and a metric, and the old one stays in force. The active set's revision
+//! line and a metric, and the old one stays in force. Team policy sets (`policy::org::team`) are
+//! isolated from each other: a team whose files do not load keeps its last good set while the rest
+//! of the reload goes through, and each team's outcome is logged and counted
+//! (`keygate_reloads_total{team,result}`). The active set's revision
 //! (`policy::revision`, computed when the set is loaded) is exposed at `/metrics` and `/readyz`
 //! and attached to every decision.
 //!
@@ -17,9 +20,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config::{config_dir, Config, ConfigError, Secrets};
+use crate::policy::org::{TeamResult, PLATFORM_SET};
 use crate::policy::runtime::{AuthzError, AuthzRuntime};
 use crate::ratelimit::RateLimiter;
-use crate::telemetry::metrics::{ResultLabels, RevisionLabels};
+use crate::telemetry::metrics::{ReloadLabels, RevisionLabels};
 use crate::telemetry::Metrics;
 
 /// How often watched files are checked for changes (a change is loaded after two equal polls).
@@ -187,23 +191,61 @@ impl Reloader {
                 self.authz.install_with_rate_limits(snapshot, &rate_limits);
                 *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
                 self.publish();
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "ok" })
-                    .inc();
+                self.count(PLATFORM_SET, "ok");
                 let revision = self.revision();
+                self.report_teams(&revision);
                 tracing::info!(policy.revision = %revision, "Policy set reloaded");
                 Ok(Some(revision))
             }
             Err(err) => {
                 // Remember the broken content so the watcher does not retry it every tick.
                 *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "rejected" })
-                    .inc();
+                self.count(PLATFORM_SET, "rejected");
                 tracing::error!(error = %err, policy.revision = %self.revision(), "Reload rejected; the previous policy set stays in force");
                 Err(err)
+            }
+        }
+    }
+
+    fn count(&self, team: &str, result: &'static str) {
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels {
+                team: team.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts and logs what the reload in force did with each team's set: a team whose files were
+    /// rejected keeps its last good set (or has none), and says why.
+    fn report_teams(&self, revision: &Revision) {
+        let Some(snapshot) = self.authz.snapshot() else {
+            return;
+        };
+        let Some(org) = snapshot.org_policies() else {
+            return;
+        };
+        for outcome in org.team_outcomes() {
+            self.count(&outcome.team, outcome.result.label());
+            let (kept, errors) = match &outcome.result {
+                TeamResult::Loaded => continue,
+                TeamResult::Removed => {
+                    tracing::info!(team = %outcome.team, policy.revision = %revision, "Team policy set removed");
+                    continue;
+                }
+                TeamResult::KeptLastGood(errors) => (true, errors),
+                TeamResult::NotLoaded(errors) => (false, errors),
+            };
+            let error = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if kept {
+                tracing::error!(team = %outcome.team, error = %error, policy.revision = %revision, "Team policy set rejected; the team's last good set stays in force");
+            } else {
+                tracing::error!(team = %outcome.team, error = %error, policy.revision = %revision, "Team policy set rejected; the team has no set in force");
             }
         }
     }

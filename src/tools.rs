@@ -16,7 +16,7 @@ pub use explain::{explain, ExplainRequest};
 pub use preflight::{preflight, Problem};
 
 use crate::config::{Config, DataSource, ProcessEnv, EX_CONFIG};
-use crate::policy::org::{run_policy_tests, OrgPolicies, OrgPolicyConfig};
+use crate::policy::org::{run_all_policy_tests, OrgPolicies, OrgPolicyConfig};
 
 /// `keygate check --config FILE [--connect]`: loads everything `serve` loads (without binding a
 /// port, contacting anything or reading keygate's credential), runs the policy tests, and prints
@@ -137,13 +137,27 @@ fn report(config: &Config, loaded: &preflight::Loaded) -> usize {
     problems
 }
 
-/// Runs a loaded set's policy tests and prints the report; returns 1 when they fail.
+/// Runs the policy tests of the platform set and of every team set, and prints the report per
+/// set and in total; returns 1 when any fail.
 fn test_policies(config: &OrgPolicyConfig, policies: &OrgPolicies) -> usize {
+    let teams = policies.teams();
     println!(
-        "organisation policies: {} loaded",
-        policies.policy_ids().len()
+        "organisation policies: {} loaded ({} in the platform set, {} in {} team sets)",
+        policies.policy_ids().len(),
+        policies.set_policy_ids(None).len(),
+        teams.iter().map(|t| t.policies).sum::<usize>(),
+        teams.len()
     );
-    let report = run_policy_tests(policies, &config.tests_dir());
+    for team in &teams {
+        println!(
+            "team `{}`: {} policies ({}); scope: {}",
+            team.name,
+            team.policies,
+            team.dir.display(),
+            team.scope
+        );
+    }
+    let report = run_all_policy_tests(policies, &config.tests_dir());
     print!("{}", report.render());
     usize::from(!report.passed())
 }
@@ -226,9 +240,10 @@ fn check_connect(config: &mut Config) -> usize {
     }
 }
 
-/// `keygate policy test [DIR] [--config FILE]`: the `[policy]` section comes from `--config`, or
-/// from `DIR/policy.example.toml` when there is one, else defaults.
-pub fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
+/// `keygate policy test [DIR] [--config FILE] [--team NAME]`: the `[policy]` section comes from
+/// `--config`, or from `DIR/policy.example.toml` when there is one, else defaults. Every set is
+/// loaded; with `team`, only that set's tests run (`platform` for the platform set's).
+pub fn policy_test(dir: &Path, config: Option<&Path>, team: Option<&str>) -> ExitCode {
     let policy = match config {
         Some(path) => match Config::load_without_secrets(path) {
             Ok(c) => match c.policy {
@@ -251,6 +266,15 @@ pub fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
             };
             match loaded {
                 Ok(mut p) => {
+                    // The example's paths are written for a config beside the policy directory:
+                    // a teams directory inside it moves with it.
+                    if let Some(rel) = p
+                        .teams_dir
+                        .as_deref()
+                        .and_then(|t| t.strip_prefix(&p.dir).ok())
+                    {
+                        p.teams_dir = Some(dir.join(rel));
+                    }
                     p.dir = dir.to_path_buf();
                     p
                 }
@@ -270,7 +294,27 @@ pub fn policy_test(dir: &Path, config: Option<&Path>) -> ExitCode {
             }
             false
         }
-        Ok(policies) => test_policies(&policy, &policies) == 0,
+        Ok(policies) => match team {
+            None => test_policies(&policy, &policies) == 0,
+            Some(team) => {
+                let mut report = run_all_policy_tests(&policies, &policy.tests_dir());
+                report.sets.retain(|s| s.set == team);
+                if report.sets.is_empty() {
+                    println!("no team `{team}` is loaded (teams: {})", {
+                        let names: Vec<&str> = policies.teams().iter().map(|t| t.name).collect();
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    });
+                    false
+                } else {
+                    print!("{}", report.render());
+                    report.passed()
+                }
+            }
+        },
     };
     if passed {
         ExitCode::SUCCESS

@@ -310,8 +310,14 @@ impl AuthzRuntime {
             },
             _ => None,
         };
+        // While a set is in force, a team's broken files keep that team's last good set.
+        let previous = self.snapshot();
+        let previous = previous.as_ref().and_then(|s| s.org_policies());
         let org = match &self.org {
-            Some(cfg) => match super::org::OrgPolicies::load(cfg) {
+            Some(cfg) => match previous.map_or_else(
+                || super::org::OrgPolicies::load(cfg),
+                |previous| super::org::OrgPolicies::reload(cfg, previous),
+            ) {
                 Ok(policies) => Some(Some(Arc::new(policies))),
                 Err(errors) => {
                     for e in errors {
@@ -373,19 +379,13 @@ impl AuthzRuntime {
         .with_revision(files.revision))
     }
 
-    /// The files this data is loaded from (matrix, and bindings/inventory when file-sourced).
+    /// The files this data is loaded from (matrix, policy files, team sets' files, and
+    /// bindings/inventory when file-sourced).
     pub fn files(&self) -> Vec<std::path::PathBuf> {
         let mut files = vec![self.config.matrix.clone()];
         if let Some(org) = &self.org {
             files.push(org.schema_path());
-            if let Ok(entries) = std::fs::read_dir(&org.dir) {
-                let mut cedar: Vec<_> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-                    .collect();
-                cedar.sort();
-                files.extend(cedar);
-            }
+            files.extend(org.policy_files());
         }
         for source in [&self.config.bindings, &self.config.inventory] {
             if let DataSource::File(path) = source {

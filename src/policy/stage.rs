@@ -190,7 +190,7 @@ impl DecideStage {
                     .iter()
                     .map(|f| DenialEntry {
                         rule_id: f.id.clone(),
-                        detail: format!("denied by organisation policy `{}`: {}", f.id, f.reason),
+                        detail: format!("denied by {}: {}", f.source(), f.reason),
                         pointer: f.pointer.clone(),
                     })
                     .collect();
@@ -198,7 +198,10 @@ impl DecideStage {
                     "denied by organisation policy: {}",
                     findings
                         .iter()
-                        .map(|f| format!("{} ({})", f.reason, f.id))
+                        .map(|f| match &f.team {
+                            None => format!("{} ({})", f.reason, f.id),
+                            Some(team) => format!("{} ({}, team `{team}`)", f.reason, f.id),
+                        })
                         .collect::<Vec<_>>()
                         .join("; ")
                 );

@@ -108,6 +108,17 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+/// Labels of `keygate_reloads_total`: per team set (`platform` for the whole reload: config,
+/// matrix, bindings, inventory and the platform policies) and outcome (`ok`, `rejected`,
+/// `removed`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `platform`, or a team's name.
+    pub team: String,
+    /// The outcome.
+    pub result: &'static str,
+}
+
 /// Labels of per-policy counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -152,8 +163,8 @@ pub struct Metrics {
     pub would_deny: Family<PolicyLabels, Counter>,
     /// Policy evaluation errors (each denies when the policy enforces), by policy id.
     pub policy_errors: Family<PolicyLabels, Counter>,
-    /// Reloads by result (`ok`, `rejected`).
-    pub reloads: Family<ResultLabels, Counter>,
+    /// Reloads by team set and result (`ok`, `rejected`, `removed`).
+    pub reloads: Family<ReloadLabels, Counter>,
     /// The active policy-set revision (value 1, revision as label).
     pub revision: Family<RevisionLabels, Gauge<i64, AtomicI64>>,
     /// Handles into `requests` and `latency` for the label sets nearly every request ends with.
@@ -273,10 +284,10 @@ impl Metrics {
             "Layer-1 (RBAC matrix) decisions by action and result",
             decisions.clone(),
         );
-        let reloads = Family::<ResultLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "reloads",
-            "Policy-set reloads by result (ok, rejected)",
+            "Policy-set reloads by team set (platform: the whole set) and result (ok, rejected, removed)",
             reloads.clone(),
         );
         let revision = Family::<RevisionLabels, Gauge<i64, AtomicI64>>::default();

@@ -72,6 +72,10 @@ impl Setup {
             .replace(
                 "dir = \"policies\"",
                 &format!("dir = \"{}\"", policies.display()),
+            )
+            .replace(
+                "teams_dir = \"policies/teams\"",
+                &format!("teams_dir = \"{}/teams\"", policies.display()),
             );
         // Relative paths: they resolve against this file's directory, wherever keygate runs.
         let text = format!(

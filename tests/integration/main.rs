@@ -29,5 +29,6 @@ mod pool;
 mod python_client;
 mod ratelimit;
 mod reload;
+mod teams;
 mod tls;
 mod transparency;

@@ -403,10 +403,15 @@ async fn a_request_a_policy_denies_is_logged_once_as_denied() {
             "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n{}{}",
             sim.url(),
             support::file_authz_for_file(),
-            policy_section().replace(
-                "dir = \"policies\"",
-                &format!("dir = \"{}\"", policies.display())
-            ),
+            policy_section()
+                .replace(
+                    "dir = \"policies\"",
+                    &format!("dir = \"{}\"", policies.display())
+                )
+                .replace(
+                    "teams_dir = \"policies/teams\"",
+                    &format!("teams_dir = \"{}/teams\"", policies.display())
+                ),
         ),
     )
     .unwrap();

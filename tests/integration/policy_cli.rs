@@ -13,7 +13,20 @@ fn keygate(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// A copy of the shipped policies in a temp dir, and a config using it.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, target).unwrap();
+        }
+    }
+}
+
+/// A copy of the shipped policies (and the example teams) in a temp dir, and a config using it.
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
@@ -32,6 +45,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
         )
         .unwrap();
     }
+    copy_tree(Path::new("policies/teams"), &policies.join("teams"));
     let example = std::fs::read_to_string("policies/policy.example.toml")
         .unwrap()
         .replace(
@@ -163,6 +177,108 @@ fn explain_prints_the_matrix_rule_every_finding_and_the_decision() {
         "{out}"
     );
     assert!(out.contains("not evaluated"), "{out}");
+}
+
+#[test]
+fn check_and_policy_test_report_every_team_set_and_the_total() {
+    let (dir, config) = setup();
+    let config = config.to_str().unwrap();
+    let (code, out) = keygate(&["check", "--config", config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("organisation policies: 17 loaded (10 in the platform set, 7 in 2 team sets)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("team `checkout`: 4 policies")
+            && out.contains("scope: service accounts sa-checkout, sa-checkout-*"),
+        "{out}"
+    );
+    assert!(out.contains("== team `analytics` (3 policies"), "{out}");
+    assert!(out.contains("TOTAL PASS: 3 sets"), "{out}");
+
+    // A wrong expectation in checkout's tests fails checkout's set and the total, not analytics'.
+    let policies = dir.path().join("policies");
+    let cases = policies.join("teams/checkout/tests/checkout.toml");
+    let text = std::fs::read_to_string(&cases).unwrap();
+    std::fs::write(
+        &cases,
+        text.replacen("expect = \"allow\"", "expect = \"deny\"", 1),
+    )
+    .unwrap();
+    let (code, out) = keygate(&["check", "--config", config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("TOTAL FAIL: 3 sets") && out.contains("(failing: checkout)"),
+        "{out}"
+    );
+    let dir_arg = policies.to_str().unwrap();
+    let (code, out) = keygate(&["policy", "test", dir_arg, "--team", "analytics"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("checkout.toml"), "{out}");
+    let (code, out) = keygate(&["policy", "test", dir_arg, "--team", "checkout"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  ") && out.contains("expected deny, got allow"),
+        "{out}"
+    );
+
+    // Coverage is per team: dropping analytics' only ticket case leaves `analytics/ticket`
+    // uncovered.
+    std::fs::write(&cases, text).unwrap();
+    let analytics = policies.join("teams/analytics/tests/analytics.toml");
+    let cases = std::fs::read_to_string(&analytics).unwrap();
+    let kept: Vec<&str> = cases
+        .split("[[case]]")
+        .filter(|c| !c.contains("\"ticket\""))
+        .collect();
+    std::fs::write(&analytics, kept.join("[[case]]")).unwrap();
+    let (code, out) = keygate(&["policy", "test", dir_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("UNCOVERED policy `analytics/ticket`"), "{out}");
+    assert!(out.contains("(failing: analytics)"), "{out}");
+
+    // A team's broken file is a load error at its line, like any policy file's.
+    let rules = policies.join("teams/analytics/rules.cedar");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(
+        &rules,
+        text.replace(
+            "context.resource.environment ==",
+            "context.resource.enviroment ==",
+        ),
+    )
+    .unwrap();
+    let (code, out) = keygate(&["check", "--config", config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("teams/analytics/rules.cedar:2"), "{out}");
+    assert!(out.contains("enviroment"), "{out}");
+}
+
+#[test]
+fn explain_shows_which_sets_applied_and_why() {
+    let (_dir, config) = setup();
+    let body = r#"{"spec":{"display_name":"web-session-dev","description":"OPS-1","owner":{"id":"sa-checkout-web"},"resource":{"id":"lkc-dev01"}}}"#;
+    let (code, out) = explain(&config, "u-alice", body, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("sets applied: platform (every request); team `checkout` (the owner is one of its service accounts (`sa-checkout-*`))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("denied by checkout/naming (team `checkout`): checkout keys are named"),
+        "{out}"
+    );
+    assert!(
+        out.contains("denied by checkout/ticket (team `checkout`)"),
+        "{out}"
+    );
+    let (code, out) = explain(&config, "u-alice", body, true);
+    assert_eq!(code, 1, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["policies"]["teams"][0]["team"], "checkout");
+    assert_eq!(json["policies"]["teams"][0]["matched"], "sa-checkout-*");
+    assert_eq!(json["policies"]["denied"][0]["team"], "checkout");
 }
 
 /// The value after `policy revision: ` in tool output.

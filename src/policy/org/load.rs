@@ -1,6 +1,8 @@
 //! Loading an organisational policy set: read the schema and the `*.cedar` files, generate the
 //! config-dependent schema fragment, parse, check keygate's rules (forbid only, `@id`, `@reason`,
-//! `@mode`, unique ids), validate strictly, and hash everything into a digest.
+//! `@mode`, unique ids), validate strictly, and hash everything into a digest. The platform set
+//! ([`load_platform`]) comes first; each team's set ([`read_team`], [`compile_team`]) is then
+//! validated against the platform's schema plus the team's own patterns and parameters.
 //!
 //! Every problem is collected, so one `keygate check` run reports all of them as `file:line:
 //! message`. Cedar reports locations as byte spans (through `miette`); they are mapped to 1-based
@@ -11,16 +13,16 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{
-    Effect, Policy, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode, Validator,
-};
+use cedar_policy::{Effect, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+
+use super::team::{self, Scope, TeamValues, SCOPE_FILE, TEAM_FILE};
 use miette::Diagnostic;
 use regex::RegexSet;
 use ring::digest;
 
 use super::config::{OrgPolicyConfig, ParamValue};
 use super::reason::ReasonTemplate;
-use super::{LoadError, Mode, PolicyMeta, KEYGATE_PERMIT_ID, RESERVED_ID_PREFIX};
+use super::{LoadError, Mode, PolicyMeta, RESERVED_ID_PREFIX};
 
 /// File extension of policy files.
 const POLICY_EXTENSION: &str = "cedar";
@@ -34,30 +36,56 @@ const CEDAR_RESERVED: [&str; 9] = [
     "true", "false", "if", "then", "else", "in", "is", "like", "has",
 ];
 
-/// Everything a load produces, before it is wrapped into `OrgPolicies`.
-pub(super) struct Loaded {
+/// The platform set as loaded, and what team sets are compiled against.
+pub(super) struct Platform {
     pub(super) schema: Schema,
+    pub(super) schema_text: String,
+    pub(super) validator: Validator,
     pub(super) policies: PolicySet,
     pub(super) meta: HashMap<PolicyId, PolicyMeta>,
     pub(super) pattern_names: Vec<String>,
     pub(super) pattern_set: RegexSet,
-    pub(super) params: RestrictedExpression,
     pub(super) digest: String,
+    /// Hash of what a team set is compiled against (schema, patterns, params, modes): a team
+    /// whose files did not change need not be compiled again while it stays the same.
+    pub(super) compile_key: String,
 }
 
 /// A policy file as read from disk.
-struct SourceFile {
-    path: PathBuf,
-    text: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SourceFile {
+    pub(super) path: PathBuf,
+    pub(super) text: String,
 }
 
-/// Loads and validates the set described by `cfg`.
-pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
+/// Everything a team's set is made of, as read from its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TeamSources {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) scope_text: String,
+    pub(super) team_text: Option<String>,
+    pub(super) files: Vec<SourceFile>,
+}
+
+/// A team's set, compiled.
+pub(super) struct CompiledTeam {
+    pub(super) scope: Scope,
+    pub(super) values: TeamValues,
+    pub(super) pattern_names: Vec<String>,
+    pub(super) pattern_set: Option<RegexSet>,
+    pub(super) policies: PolicySet,
+    pub(super) meta: HashMap<PolicyId, PolicyMeta>,
+    pub(super) digest: String,
+}
+
+/// Loads and validates the platform set described by `cfg`.
+pub(super) fn load_platform(cfg: &OrgPolicyConfig) -> Result<Platform, Vec<LoadError>> {
     let mut errors = Vec::new();
 
-    let (pattern_names, pattern_set) = compile_patterns(&cfg.patterns, &mut errors);
+    let (pattern_names, pattern_set) =
+        compile_patterns(&cfg.patterns, "policy.patterns", &mut errors);
     check_params(&cfg.params, &mut errors);
-    let params = params_expression(&cfg.params, &mut errors);
 
     let schema_path = cfg.schema_path();
     let schema_text = read(&schema_path, &mut errors);
@@ -72,6 +100,7 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         parse_file(
             index,
             file,
+            None,
             &cfg.params,
             &mut policies,
             &mut meta,
@@ -79,7 +108,12 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         );
     }
 
-    let mut overrides: Vec<(&String, &Mode)> = cfg.modes.iter().collect();
+    // Overrides of team policies (`team/id`) are applied by the team's load.
+    let mut overrides: Vec<(&String, &Mode)> = cfg
+        .modes
+        .iter()
+        .filter(|(id, _)| !id.contains('/'))
+        .collect();
     overrides.sort_by(|a, b| a.0.cmp(b.0));
     for (id, mode) in overrides {
         match meta.get_mut(&PolicyId::new(id)) {
@@ -91,41 +125,215 @@ pub(super) fn load(cfg: &OrgPolicyConfig) -> Result<Loaded, Vec<LoadError>> {
         }
     }
 
-    if let Some(schema) = &schema {
-        validate(schema, &policies, &meta, &files, &mut errors);
+    let validator = schema.as_ref().map(|schema| Validator::new(schema.clone()));
+    if let Some(validator) = &validator {
+        validate(validator, &policies, &meta, &files, &mut errors);
     }
 
-    let (Some(schema), Some(pattern_set), Some(params), true) =
-        (schema, pattern_set, params, errors.is_empty())
-    else {
+    let (Some(schema), Some(schema_text), Some(validator), Some(pattern_set), true) = (
+        schema,
+        schema_text,
+        validator,
+        pattern_set,
+        errors.is_empty(),
+    ) else {
         return Err(errors);
     };
 
-    match Policy::parse(
-        Some(PolicyId::new(KEYGATE_PERMIT_ID)),
-        "permit (principal, action, resource);",
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|p| policies.add(p).map_err(|e| e.to_string()))
-    {
-        Ok(()) => {}
-        Err(message) => {
-            return Err(vec![LoadError::Config {
-                key: "policy".into(),
-                message: format!("internal: cannot add keygate's permit: {message}"),
-            }])
-        }
-    }
-
-    let digest = digest(schema_text.as_deref().unwrap_or(""), &files, cfg);
-    Ok(Loaded {
+    let digest = digest(&schema_text, &files, cfg);
+    let compile_key = compile_key(&schema_text, cfg);
+    Ok(Platform {
         schema,
+        schema_text,
+        validator,
         policies,
         meta,
         pattern_names,
         pattern_set,
-        params,
         digest,
+        compile_key,
+    })
+}
+
+/// The team directories of `teams_dir`: every subdirectory whose name does not start with `.`,
+/// sorted by name.
+pub(super) fn team_dirs(teams_dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
+    let entries = std::fs::read_dir(teams_dir).map_err(|e| LoadError::Io {
+        path: teams_dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut dirs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            (!name.starts_with('.')).then_some((name, p))
+        })
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The files of the team directory `dir` (whose name is the team's).
+pub(super) fn read_team(name: &str, dir: &Path) -> Result<TeamSources, Vec<LoadError>> {
+    let mut errors = Vec::new();
+    if !team::is_team_name(name) {
+        errors.push(LoadError::Io {
+            path: dir.to_path_buf(),
+            message: format!(
+                "`{name}` cannot name a team: use a lowercase letter, then lowercase letters, digits and `-` (at most 50), and not `{}`",
+                team::PLATFORM_SET
+            ),
+        });
+    }
+    let scope_path = dir.join(SCOPE_FILE);
+    let scope_text = match std::fs::read_to_string(&scope_path) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            errors.push(LoadError::Io {
+                path: scope_path,
+                message: format!(
+                    "{e}: every directory of the teams directory is a team's set and needs a `{SCOPE_FILE}` saying whose requests it governs"
+                ),
+            });
+            None
+        }
+    };
+    let team_path = dir.join(TEAM_FILE);
+    let team_text = match std::fs::read_to_string(&team_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            errors.push(LoadError::Io {
+                path: team_path,
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    let files = read_policy_files(dir, &mut errors);
+    match scope_text {
+        Some(scope_text) if errors.is_empty() => Ok(TeamSources {
+            name: name.to_owned(),
+            dir: dir.to_path_buf(),
+            scope_text,
+            team_text,
+            files,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Compiles a team's set against the platform: its scope, its own patterns and parameters, and
+/// its policies, validated against the platform schema with those added. Policy ids become
+/// `<team>/<id>`.
+pub(super) fn compile_team(
+    sources: &TeamSources,
+    platform: &Platform,
+    cfg: &OrgPolicyConfig,
+) -> Result<CompiledTeam, Vec<LoadError>> {
+    let name = sources.name.as_str();
+    let mut errors = Vec::new();
+    let scope = team::parse_scope(&sources.dir.join(SCOPE_FILE), &sources.scope_text)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    let team_path = sources.dir.join(TEAM_FILE);
+    let values = match &sources.team_text {
+        Some(text) => team::parse_team_file(&team_path, text, name)
+            .map_err(|e| errors.extend(e))
+            .ok(),
+        None => Some(TeamValues::default()),
+    }
+    .unwrap_or_default();
+    let key = |kind: &str| format!("{}:{kind}", team_path.display());
+    let (pattern_names, pattern_set) = if values.patterns.is_empty() {
+        (Vec::new(), Some(None))
+    } else {
+        let (names, set) = compile_patterns(&values.patterns, &key("patterns"), &mut errors);
+        (names, set.map(Some))
+    };
+    let all_params: Vec<(String, ParamValue)> =
+        cfg.params.iter().chain(&values.params).cloned().collect();
+    check_params(&values.params, &mut errors);
+
+    // The platform schema, or one with the team's patterns and parameters added.
+    let own_validator = if values.patterns.is_empty() && values.params.is_empty() {
+        None
+    } else {
+        let all_names: Vec<String> = platform
+            .pattern_names
+            .iter()
+            .chain(&pattern_names)
+            .cloned()
+            .collect();
+        build_schema(
+            &cfg.schema_path(),
+            &platform.schema_text,
+            &all_names,
+            &all_params,
+            &mut errors,
+        )
+        .map(Validator::new)
+    };
+
+    let mut policies = PolicySet::new();
+    let mut meta: HashMap<PolicyId, PolicyMeta> = HashMap::new();
+    for (index, file) in sources.files.iter().enumerate() {
+        parse_file(
+            index,
+            file,
+            Some(name),
+            &all_params,
+            &mut policies,
+            &mut meta,
+            &mut errors,
+        );
+    }
+    let prefix = format!("{name}/");
+    let mut overrides: Vec<(&String, &Mode)> = cfg
+        .modes
+        .iter()
+        .filter(|(id, _)| id.starts_with(&prefix))
+        .collect();
+    overrides.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, mode) in overrides {
+        match meta.get_mut(&PolicyId::new(id)) {
+            Some(m) => m.mode = *mode,
+            None => errors.push(LoadError::Config {
+                key: format!("policy.modes.{id}"),
+                message: format!(
+                    "team `{name}` has no policy with the id `{}`",
+                    &id[prefix.len()..]
+                ),
+            }),
+        }
+    }
+    match (
+        &own_validator,
+        values.patterns.is_empty() && values.params.is_empty(),
+    ) {
+        (Some(validator), _) => validate(validator, &policies, &meta, &sources.files, &mut errors),
+        (None, true) => validate(
+            &platform.validator,
+            &policies,
+            &meta,
+            &sources.files,
+            &mut errors,
+        ),
+        (None, false) => {}
+    }
+    let (Some(scope), Some(pattern_set), true) = (scope, pattern_set, errors.is_empty()) else {
+        return Err(errors);
+    };
+    Ok(CompiledTeam {
+        scope,
+        digest: team_digest(sources),
+        values,
+        pattern_names,
+        pattern_set,
+        policies,
+        meta,
     })
 }
 
@@ -179,12 +387,13 @@ fn is_identifier(name: &str) -> bool {
 
 fn compile_patterns(
     patterns: &[(String, String)],
+    config_key: &str,
     errors: &mut Vec<LoadError>,
 ) -> (Vec<String>, Option<RegexSet>) {
     let mut names = Vec::with_capacity(patterns.len());
     let mut ok = true;
     for (name, pattern) in patterns {
-        let key = format!("policy.patterns.{name}");
+        let key = format!("{config_key}.{name}");
         if !is_identifier(name) {
             ok = false;
             errors.push(LoadError::Config {
@@ -219,7 +428,7 @@ fn compile_patterns(
         Ok(set) => (names, Some(set)),
         Err(e) => {
             errors.push(LoadError::Config {
-                key: "policy.patterns".into(),
+                key: config_key.into(),
                 message: format!("cannot compile the patterns: {}", one_line(&e.to_string())),
             });
             (names, None)
@@ -242,38 +451,6 @@ fn check_params(params: &[(String, ParamValue)], errors: &mut Vec<LoadError>) {
                 key: format!("policy.params.{name}"),
                 message: format!("parameter `{name}` is configured twice"),
             });
-        }
-    }
-}
-
-/// The `context.params` record, built once per load.
-fn params_expression(
-    params: &[(String, ParamValue)],
-    errors: &mut Vec<LoadError>,
-) -> Option<RestrictedExpression> {
-    let fields = params.iter().map(|(name, value)| {
-        let v = match value {
-            ParamValue::String(s) => RestrictedExpression::new_string(s.clone()),
-            ParamValue::Long(n) => RestrictedExpression::new_long(*n),
-            ParamValue::Bool(b) => RestrictedExpression::new_bool(*b),
-            ParamValue::StringSet(v) => RestrictedExpression::new_set(
-                v.iter()
-                    .map(|s| RestrictedExpression::new_string(s.clone())),
-            ),
-            ParamValue::LongSet(v) => {
-                RestrictedExpression::new_set(v.iter().map(|n| RestrictedExpression::new_long(*n)))
-            }
-        };
-        (name.clone(), v)
-    });
-    match RestrictedExpression::new_record(fields) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            errors.push(LoadError::Config {
-                key: "policy.params".into(),
-                message: e.to_string(),
-            });
-            None
         }
     }
 }
@@ -333,10 +510,12 @@ fn build_schema(
     }
 }
 
-/// Parses one file and moves its policies, renamed to their `@id`, into `policies`.
+/// Parses one file and moves its policies, renamed to their `@id` (`<team>/<id>` in a team's
+/// set), into `policies`.
 fn parse_file(
     index: usize,
     file: &SourceFile,
+    team: Option<&str>,
     params: &[(String, ParamValue)],
     policies: &mut PolicySet,
     meta: &mut HashMap<PolicyId, PolicyMeta>,
@@ -488,7 +667,11 @@ fn parse_file(
         else {
             continue;
         };
-        let policy_id = PolicyId::new(id);
+        let qualified = match team {
+            Some(team) => format!("{team}/{id}"),
+            None => id.to_owned(),
+        };
+        let policy_id = PolicyId::new(&qualified);
         if let Some(first) = meta.get(&policy_id) {
             errors.push(error(
                 line,
@@ -510,7 +693,8 @@ fn parse_file(
         meta.insert(
             policy_id,
             PolicyMeta {
-                id: id.to_owned(),
+                id: qualified,
+                team: team.map(Into::into),
                 reason: reason.to_owned(),
                 template,
                 pointer,
@@ -542,13 +726,12 @@ fn is_policy_id(id: &str) -> bool {
 
 /// Strict validation; every error and warning becomes a `file:line` load error.
 fn validate(
-    schema: &Schema,
+    validator: &Validator,
     policies: &PolicySet,
     meta: &HashMap<PolicyId, PolicyMeta>,
     files: &[SourceFile],
     errors: &mut Vec<LoadError>,
 ) {
-    let validator = Validator::new(schema.clone());
     let result = validator.validate(policies, ValidationMode::Strict);
     // (file, line, column, message)
     let mut found: Vec<(usize, usize, Option<usize>, String)> = Vec::new();
@@ -872,6 +1055,85 @@ pub(super) fn statement_starts(text: &str) -> Vec<usize> {
     starts
 }
 
+/// SHA-256 (hex) of a team's files: the scope, the team file and every policy file (by name and
+/// content).
+fn team_digest(sources: &TeamSources) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut field = |tag: &str, value: &[u8]| {
+        ctx.update(tag.as_bytes());
+        ctx.update(&(value.len() as u64).to_be_bytes());
+        ctx.update(value);
+    };
+    field("team", sources.name.as_bytes());
+    field("scope", sources.scope_text.as_bytes());
+    if let Some(text) = &sources.team_text {
+        field("values", text.as_bytes());
+    }
+    for f in &sources.files {
+        let name = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        field("file", name.as_bytes());
+        field("text", f.text.as_bytes());
+    }
+    hex(ctx.finish())
+}
+
+/// SHA-256 (hex) of what team sets are compiled against: the base schema, the patterns, the
+/// params and the mode overrides.
+fn compile_key(schema_text: &str, cfg: &OrgPolicyConfig) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut field = |tag: &str, value: &[u8]| {
+        ctx.update(tag.as_bytes());
+        ctx.update(&(value.len() as u64).to_be_bytes());
+        ctx.update(value);
+    };
+    field("schema", schema_text.as_bytes());
+    for (name, pattern) in &cfg.patterns {
+        field("pattern", name.as_bytes());
+        field("regex", pattern.as_bytes());
+    }
+    for (name, value) in &cfg.params {
+        field("param", name.as_bytes());
+        field("value", value.canonical().as_bytes());
+    }
+    let modes: BTreeMap<_, _> = cfg.modes.iter().collect();
+    for (id, mode) in modes {
+        field("mode", id.as_bytes());
+        field("is", mode.as_str().as_bytes());
+    }
+    hex(ctx.finish())
+}
+
+/// SHA-256 (hex) of the platform digest and every team's (by name): the digest of the whole
+/// organisation policy set.
+pub(super) fn combined_digest<'a>(
+    platform: &str,
+    teams: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"platform=");
+    ctx.update(platform.as_bytes());
+    for (name, digest) in teams {
+        ctx.update(b";team=");
+        ctx.update(name.as_bytes());
+        ctx.update(b":");
+        ctx.update(digest.as_bytes());
+    }
+    hex(ctx.finish())
+}
+
+fn hex(hash: digest::Digest) -> String {
+    hash.as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// SHA-256 (hex) of everything that determines decisions: the base schema, every policy file
 /// (by name and content), and the patterns, params, mode overrides and group mappings.
 fn digest(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> String {
@@ -911,11 +1173,5 @@ fn digest(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> Str
             field("group", g.as_bytes());
         }
     }
-    let hash = ctx.finish();
-    hash.as_ref()
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex(ctx.finish())
 }
