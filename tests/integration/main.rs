@@ -29,5 +29,6 @@ mod pool;
 mod python_client;
 mod ratelimit;
 mod reload;
+mod shared_limits;
 mod tls;
 mod transparency;
