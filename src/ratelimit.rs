@@ -437,13 +437,13 @@ impl<C: Clock + Clone> RateLimiter<C> {
             self.clock.clone(),
             self.store.clone(),
             |spec| {
-            self.limits
-                .iter()
-                .find(|old| {
-                    old.spec.id == spec.id
-                        && old.spec.kind == spec.kind
-                        && old.spec.quota == spec.quota
-                })
+                self.limits
+                    .iter()
+                    .find(|old| {
+                        old.spec.id == spec.id
+                            && old.spec.kind == spec.kind
+                            && old.spec.quota == spec.quota
+                    })
                     .map(|old| Arc::clone(&old.buckets))
             },
         )

@@ -67,13 +67,14 @@ async fn upstream_connect_timeout_maps_to_504() {
 
 #[tokio::test]
 async fn unavailable_shared_rate_limit_maps_to_503_with_retry_after() {
-    let (status, headers, json) = render(
-        crate::ratelimit::SharedUnavailable::sample("creates-per-principal").into(),
-    )
-    .await;
+    let (status, headers, json) =
+        render(crate::ratelimit::SharedUnavailable::sample("creates-per-principal").into()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers[http::header::RETRY_AFTER], "1");
-    assert!(headers.get("x-ratelimit-limit").is_none(), "no limit was exceeded");
+    assert!(
+        headers.get("x-ratelimit-limit").is_none(),
+        "no limit was exceeded"
+    );
     let m = member(&json);
     assert_eq!(m["status"], "503");
     assert_eq!(m["code"], "ratelimit_unavailable");

@@ -379,7 +379,10 @@ fn limit(
         }),
     };
     let quota = quota(&id, raw.quota)?;
-    let shared = match (raw.shared.or(store.map(SharedConfig::all)), raw.on_unavailable) {
+    let shared = match (
+        raw.shared.or(store.map(SharedConfig::all)),
+        raw.on_unavailable,
+    ) {
         (Some(true), mode) => {
             if store.is_none() {
                 return Err(RateLimitError::SharedWithoutStore { id: err_id() });

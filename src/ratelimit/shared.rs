@@ -97,11 +97,8 @@ impl SharedLimit {
         let interval_us = micros(spec.quota.replenish_interval()).max(1);
         let burst = spec.burst();
         SharedLimit {
-            stem: format!(
-                "{}{}:{interval_us}x{burst}:",
-                store.inner.key_stem, spec.id
-            )
-            .into_boxed_str(),
+            stem: format!("{}{}:{interval_us}x{burst}:", store.inner.key_stem, spec.id)
+                .into_boxed_str(),
             interval_us,
             burst,
         }
@@ -346,12 +343,10 @@ impl SharedStore {
     pub(super) async fn check(&self, batch: Batch<'_>) -> Result<Verdict, SharedError> {
         let timeout = self.inner.config.command_timeout;
         let mut connection = self.connection()?;
-        let reply: Vec<i64> = tokio::time::timeout(
-            timeout,
-            batch.invocation.invoke_async(&mut connection),
-        )
-        .await
-        .map_err(|_| SharedError::Timeout(timeout))??;
+        let reply: Vec<i64> =
+            tokio::time::timeout(timeout, batch.invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| SharedError::Timeout(timeout))??;
         match reply[..] {
             [1] => Ok(Verdict::Allowed),
             [0, position, wait, reset] => {

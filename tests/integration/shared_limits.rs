@@ -11,6 +11,7 @@ use http::Request;
 use http_body_util::Full;
 use keygate::Gateway;
 
+use crate::support::binary;
 use crate::support::governed::{metric, poll_until};
 use crate::support::redis::{DelayRelay, RedisServer};
 use crate::support::sim::Sim;
@@ -58,9 +59,11 @@ async fn list(gw: &Gateway, auth: &str) -> Collected {
 /// Waits until the gauge says `up` (the start-up probe runs in the background).
 async fn wait_up(gw: &Gateway, up: bool) {
     let want = if up { 1.0 } else { 0.0 };
-    poll_until(Duration::from_secs(10), "keygate_ratelimit_shared_up", || async {
-        (metric(gw.admin_addr(), UP).await == want).then_some(())
-    })
+    poll_until(
+        Duration::from_secs(10),
+        "keygate_ratelimit_shared_up",
+        || async { (metric(gw.admin_addr(), UP).await == want).then_some(()) },
+    )
     .await;
 }
 
@@ -120,7 +123,10 @@ quota = { per = "1h", requests = 15 }
             assert_limited(&response, "creates", 10);
         }
     }
-    assert_eq!(passed, 10, "10 creates per hour for alice across both instances");
+    assert_eq!(
+        passed, 10,
+        "10 creates per hour for alice across both instances"
+    );
 
     // The global budget (15) holds across both too: bob gets the 5 that are left.
     let bob = sim.basic("u-bob");
@@ -144,7 +150,11 @@ quota = { per = "1h", requests = 15 }
 
     // One round trip per governed request: one EVALSHA each, allowed or refused.
     assert_eq!(redis.calls("evalsha") - evalsha_before, 22);
-    assert_eq!(redis.calls("eval"), 0, "the script is never sent whole per request");
+    assert_eq!(
+        redis.calls("eval"),
+        0,
+        "the script is never sent whole per request"
+    );
     let text = support::metrics_text(&a).await;
     assert!(text.contains("keygate_ratelimit_shared_up 1"), "{text}");
 }
@@ -284,7 +294,11 @@ on_unavailable = "deny"
     }
     // A failure would have been a 503 (deny); the count ran on across the flush.
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 200, 429, 429]);
-    assert_eq!(redis.calls("script|load") - loads_before, 1, "loaded once again");
+    assert_eq!(
+        redis.calls("script|load") - loads_before,
+        1,
+        "loaded once again"
+    );
     assert_eq!(metric(gw.admin_addr(), UP).await, 1.0);
 }
 
@@ -553,4 +567,183 @@ on_unavailable = "deny"
     let untrusted = start(&sim, &limits(url, "")).await;
     wait_up(&untrusted, false).await;
     assert_eq!(list(&untrusted, &alice).await.status, 503);
+}
+
+/// A config file for the real binary, with `[ratelimit]` from [`shared`].
+fn config_file(dir: &std::path::Path, upstream: &str, ratelimit: &str) -> std::path::PathBuf {
+    let file = dir.join("keygate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[listener]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
+[upstream]
+url = "{upstream}"
+{}
+{ratelimit}
+"#,
+            support::file_authz_for_file()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+const ONE_SHARED_LIMIT: &str = r#"
+[[ratelimit.limits]]
+id = "lists"
+key = "principal"
+quota = { per = "1h", requests = 100 }
+shared = true
+"#;
+
+#[tokio::test]
+async fn one_log_line_per_state_change_however_many_requests_fall_back() {
+    let mut redis = RedisServer::start();
+    let sim = Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(
+        dir.path(),
+        &sim.url(),
+        &shared(&redis.url(), ONE_SHARED_LIMIT),
+    );
+    let mut keygate = binary::spawn(&["serve", "--config", file.to_str().unwrap()]);
+    let (listener, admin) = keygate.serve_addresses();
+    // The start-up probe may log before the addresses: wait on the gauge, count lines at the end.
+    poll_until(Duration::from_secs(10), "shared store up", || async {
+        (metric(admin, UP).await == 1.0).then_some(())
+    })
+    .await;
+    let alice = sim.basic("u-alice");
+    let get = |auth: String| async move {
+        let request = Request::get(format!("http://{listener}/iam/v2/api-keys"))
+            .header("authorization", auth)
+            .body(Full::default())
+            .unwrap();
+        within(10, support::send(&support::client(), request))
+            .await
+            .status
+    };
+    assert_eq!(get(alice.clone()).await, 200);
+
+    redis.kill();
+    for _ in 0..10 {
+        assert_eq!(get(alice.clone()).await, 200, "local fallback");
+    }
+    keygate.wait_stderr("Shared rate limits unavailable");
+    redis.restart();
+    keygate.wait_stderr("Shared rate limits available again");
+    for _ in 0..3 {
+        assert_eq!(get(alice.clone()).await, 200);
+    }
+    keygate.terminate();
+    let (_, _, stderr) = keygate.finish();
+    let count = |needle: &str| stderr.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("Shared rate limits connected"), 1, "{stderr:#?}");
+    assert_eq!(count("Shared rate limits unavailable"), 1, "{stderr:#?}");
+    assert_eq!(
+        count("Shared rate limits available again"),
+        1,
+        "{stderr:#?}"
+    );
+    let down = stderr
+        .iter()
+        .find(|l| l.contains("Shared rate limits unavailable"))
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(down).unwrap();
+    assert_eq!(line["level"], "WARN", "{line}");
+}
+
+/// `keygate check [--connect]` on a config with `[ratelimit.shared]`: (exit code, stdout).
+fn check(file: &std::path::Path, connect: bool, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    command
+        .arg("check")
+        .arg("--config")
+        .arg(file)
+        .envs(env.iter().copied());
+    if connect {
+        command.arg("--connect");
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_validates_the_section_and_connect_pings_redis_and_loads_the_script() {
+    let mut redis = RedisServer::start_with(&["--requirepass", "check-canary-pw"]);
+    let sim = Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = format!(
+        "{}password = {{ env = \"CHECK_REDIS_PASSWORD\" }}\n",
+        shared(&redis.url(), "")
+    ) + ONE_SHARED_LIMIT;
+    let file = config_file(dir.path(), &sim.url(), &limits);
+
+    // Without --connect: validated, nothing contacted, the password not even needed.
+    let (code, out) = check(&file, false, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("shared rate limits: lists in redis://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("environment variable `CHECK_REDIS_PASSWORD`"),
+        "{out}"
+    );
+
+    let env = [("CHECK_REDIS_PASSWORD", "check-canary-pw")];
+    let (code, out) = check(&file, true, &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("answered and loaded the limit script"),
+        "{out}"
+    );
+    let mut connection = redis::Client::open(format!(
+        "redis://:check-canary-pw@127.0.0.1:{}",
+        redis.port()
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let loaded: Vec<bool> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(redis::Script::new(include_str!("../../src/ratelimit/shared/gcra.lua")).get_hash())
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(loaded, [true]);
+
+    let (code, out) = check(&file, true, &[("CHECK_REDIS_PASSWORD", "wrong")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        !out.contains("wrong\n") && !out.contains("check-canary-pw"),
+        "{out}"
+    );
+    let (code, out) = check(&file, true, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("`CHECK_REDIS_PASSWORD` is not set"), "{out}");
+
+    redis.kill();
+    let (code, out) = check(&file, true, &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("shared rate limits: redis://127.0.0.1:"),
+        "{out}"
+    );
+
+    // A broken section stops check like serve: one line naming the field, exit 78.
+    let broken = config_file(
+        dir.path(),
+        &sim.url(),
+        &format!("{}{ONE_SHARED_LIMIT}", shared("http://127.0.0.1:1", "")),
+    );
+    let (code, out) = check(&broken, false, &[]);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains("`ratelimit.shared.url`"), "{out}");
 }

@@ -373,8 +373,8 @@ impl SharedConfig {
     pub(in crate::ratelimit) fn client(&self) -> Result<redis::Client, redis::RedisError> {
         use redis::IntoConnectionInfo;
         let scheme = if self.tls { "rediss" } else { "redis" };
-        let info = format!("{scheme}://{}:{}/{}", self.host, self.port, self.db)
-            .into_connection_info()?;
+        let info =
+            format!("{scheme}://{}:{}/{}", self.host, self.port, self.db).into_connection_info()?;
         let mut settings = redis::RedisConnectionInfo::default().set_db(self.db);
         if let Some(username) = &self.username {
             settings = settings.set_username(username.expose());
@@ -422,7 +422,10 @@ fn read_secret(
             .var(name)
             .ok_or_else(|| invalid(field, format!("environment variable `{name}` is not set")))?,
         SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-            invalid(field, format!("cannot read `{}`: {}", path.display(), e.kind()))
+            invalid(
+                field,
+                format!("cannot read `{}`: {}", path.display(), e.kind()),
+            )
         })?,
     };
     let value = value.trim();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::Secrets;
-use crate::ratelimit::{RateLimitConfig, RateLimiter, Rejected, RawRateLimitConfig};
+use crate::ratelimit::{RateLimitConfig, RateLimiter, RawRateLimitConfig, Rejected};
 
 fn parse(text: &str) -> Result<RateLimitConfig, RateLimitError> {
     RateLimitConfig::from_toml(text)
@@ -82,7 +82,10 @@ shared = true
 on_unavailable = "maybe"
 "#,
     );
-    assert!(unknown.contains("unknown on_unavailable `maybe`"), "{unknown}");
+    assert!(
+        unknown.contains("unknown on_unavailable `maybe`"),
+        "{unknown}"
+    );
 }
 
 #[test]
@@ -141,9 +144,15 @@ fn url_must_be_redis_without_credentials_or_query() {
     }
     let message = error("[shared]\nurl = \"redis://keygate:hunter2@cache:6379\"\n");
     assert!(message.contains("credentials in the URL"), "{message}");
-    assert!(!message.contains("hunter2"), "the password was echoed: {message}");
+    assert!(
+        !message.contains("hunter2"),
+        "the password was echoed: {message}"
+    );
     let missing = error("[shared]\nall = true\n");
-    assert!(missing.contains("`ratelimit.shared.url`: required"), "{missing}");
+    assert!(
+        missing.contains("`ratelimit.shared.url`: required"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -215,9 +224,8 @@ password = { env = "REDIS_PASSWORD" }
         Some("from-a-file")
     );
 
-    let both = error(
-        "[shared]\nurl = \"redis://cache\"\npassword = { env = \"A\", file = \"b\" }\n",
-    );
+    let both =
+        error("[shared]\nurl = \"redis://cache\"\npassword = { env = \"A\", file = \"b\" }\n");
     assert!(both.contains("either `env` or `file`"), "{both}");
     let username_only = error("[shared]\nurl = \"redis://cache\"\nusername = { env = \"A\" }\n");
     assert!(username_only.contains("needs a"), "{username_only}");
@@ -286,7 +294,10 @@ quota = { per = "1s", requests = 50 }
     assert_eq!(key(1, &mapped, None), key(1, &v4, None));
     let v6a = Subject::Address("2001:db8:1:2::1".parse().unwrap());
     let v6b = Subject::Address("2001:db8:1:2:ffff::9".parse().unwrap());
-    assert_eq!(key(1, &v6a, None), "{kg}:per-caller:8571429x2:a6:20010db800010002");
+    assert_eq!(
+        key(1, &v6a, None),
+        "{kg}:per-caller:8571429x2:a6:20010db800010002"
+    );
     assert_eq!(key(1, &v6a, None), key(1, &v6b, None));
 }
 
@@ -348,7 +359,10 @@ on_unavailable = "deny"
     assert!(!store.is_usable(), "the circuit did not open");
     assert_eq!(store.up_gauge().get(), 0);
     // ...after which the local bucket decides: 2 per hour, one already spent.
-    assert_eq!(limiter.admit(&alice(), Some(Action::ListApiKeys)).await, Ok(()));
+    assert_eq!(
+        limiter.admit(&alice(), Some(Action::ListApiKeys)).await,
+        Ok(())
+    );
     let refused = limiter
         .admit(&alice(), Some(Action::ListApiKeys))
         .await
@@ -356,7 +370,10 @@ on_unavailable = "deny"
     assert!(matches!(&refused, Rejected::Limited(r) if r.limit_id() == "local-fallback"));
 
     for _ in 0..5 {
-        assert_eq!(limiter.admit(&alice(), Some(Action::GetApiKey)).await, Ok(()));
+        assert_eq!(
+            limiter.admit(&alice(), Some(Action::GetApiKey)).await,
+            Ok(())
+        );
     }
     let denied = limiter
         .admit(&alice(), Some(Action::CreateApiKey))
@@ -365,7 +382,11 @@ on_unavailable = "deny"
     match denied {
         Rejected::Unavailable(u) => {
             assert_eq!(u.limit_id(), "deny-fallback");
-            assert_eq!(u.retry_after_secs(), 3600, "Retry-After is the probe interval");
+            assert_eq!(
+                u.retry_after_secs(),
+                3600,
+                "Retry-After is the probe interval"
+            );
         }
         other => panic!("expected 503, got {other:?}"),
     }
@@ -424,7 +445,10 @@ quota = { per = "1h", requests = 1 }
         Err(Rejected::Limited(_))
     ));
     let store = limiter.shared_store().unwrap();
-    assert!(store.is_usable() && !store.is_up(), "the store was contacted");
+    assert!(
+        store.is_usable() && !store.is_up(),
+        "the store was contacted"
+    );
 }
 
 #[tokio::test]

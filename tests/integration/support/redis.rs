@@ -207,10 +207,9 @@ impl DelayRelay {
                     };
                     let (mut down_read, mut down_write) = downstream.into_split();
                     let (mut up_read, mut up_write) = upstream.into_split();
-                    let requests =
-                        tokio::spawn(
-                            async move { tokio::io::copy(&mut down_read, &mut up_write).await },
-                        );
+                    let requests = tokio::spawn(async move {
+                        tokio::io::copy(&mut down_read, &mut up_write).await
+                    });
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
                         let n = match up_read.read(&mut buf).await {
