@@ -1,6 +1,10 @@
 //! The rate-limit stage: after identity (so governed traffic is keyed by the verified principal),
 //! before the decision (so a runaway caller is stopped before it costs decisions or upstream
 //! lookups). Ungoverned traffic is keyed by source address: its credential is not verified.
+//!
+//! With shared limits configured, a request they apply to waits for one Redis round trip (at most
+//! `ratelimit.shared.command_timeout`); a shared limit that fails closed while Redis is
+//! unavailable ends the request with a 503, a refusal by any limit with a 429.
 
 use std::sync::Arc;
 
