@@ -8,7 +8,7 @@
 //! cargo run --release --example shared_ratelimit -- redis://127.0.0.1:6379 200000 [TASKS]
 //! ```
 //!
-//! It measures the limiter alone (no HTTP); `../shared/bench` with
+//! It measures the limiter alone (no HTTP); `bench/` with
 //! `benches/keygate-bench-shared-limits.toml` measures the whole request path.
 
 use std::sync::Arc;

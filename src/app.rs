@@ -1,4 +1,4 @@
-//! The ONE place that composes the request pipeline (DESIGN.md §1). Order lives here.
+//! The ONE place that composes the request pipeline (docs/architecture.md §1). Order lives here.
 //!
 //! Outermost first (`ServiceBuilder`'s first `.layer()` is the outermost):
 //! 1. observe — marks credentials sensitive before anything can log them, accepts or mints the

@@ -35,7 +35,7 @@ pub use event::{
 pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
 pub use sink::stdout::StdoutSink;
 pub use sink::webhook::{WebhookConfig, WebhookSink};
-pub use sink::{EncodedEvent, Sink, SinkStats};
+pub use sink::{EncodedEvent, Queue, Sink, SinkStats};
 
 /// Everything that can go wrong while auditing. Messages never contain event contents.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -113,13 +113,14 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         .unwrap_or_default();
     let env = HashMap::from([(DEV_CREDENTIAL_VAR.to_string(), own)]);
     let mut config = Config::from_toml_with_env(DEV_CONFIG, &env)?;
-    let dir = std::env::temp_dir().join(format!("keygate-dev-{}", std::process::id()));
-    let policies = write_policy_files(&dir.join("policies")).map_err(|source| DevError::Files {
-        dir: dir.clone(),
-        source,
-    })?;
+    let dir = DevDir(std::env::temp_dir().join(format!("keygate-dev-{}", std::process::id())));
+    let policies =
+        write_policy_files(&dir.0.join("policies")).map_err(|source| DevError::Files {
+            dir: dir.0.clone(),
+            source,
+        })?;
     use_policy_files(&mut config, &policies);
-    let audit_path = dir.join("audit.jsonl");
+    let audit_path = dir.0.join("audit.jsonl");
     config.audit.file = Some(AuditFile {
         path: audit_path.clone(),
         mode: FileMode::Blocking,
@@ -147,12 +148,26 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         "Policies:    {} (copies of the shipped set; edit them there and keygate reloads them)",
         policies.display()
     );
+    println!(
+        "Both are removed when keygate dev stops: {}",
+        dir.0.display()
+    );
 
     gateway.run_until_signal().await;
     telemetry.shutdown().await;
     let _ = stop_sim.send(());
     let _ = sim_task.await;
     Ok(())
+}
+
+/// The directory of one `keygate dev` run (policy copies and the demo's audit trail), removed
+/// when the run ends, however it ends short of being killed.
+struct DevDir(std::path::PathBuf);
+
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Writes the embedded matrix, schema and policies into `dir` (created), returning it.

@@ -2,7 +2,7 @@
 //!
 //! Every module has its own error enum; [`GatewayError`] gathers them and [`GatewayError::parts`]
 //! is an exhaustive `match` (no `_` arm) that decides status, Confluent error `code`, `title` and
-//! extra headers. Bodies always use Confluent's shape (reference §3) so the CLI, Terraform and the
+//! extra headers. Bodies always use Confluent's shape (docs/confluent-api.md §3) so the CLI, Terraform and the
 //! SDKs print them: `{"errors":[{"id","status","code","title","detail","source"?}]}`, with the
 //! request id as `id`. Policy denials are 4xx, never 5xx/429, which clients retry.
 //!

@@ -1,6 +1,6 @@
 //! keygate: a policy-enforcing reverse proxy in front of the Confluent Cloud REST API.
 //!
-//! Every request flows through one pipeline (composed in [`app`], DESIGN.md §1):
+//! Every request flows through one pipeline (composed in [`app`], docs/architecture.md §1):
 //!
 //! ```text
 //! downstream ─TLS?─► server ─► observe ─► rescue ─► guard ─► identity ─► decide ─► rate limit ─► forward ─► upstream

@@ -61,7 +61,7 @@
 //! governor state snapshot is taken: the allow path stays the cheapest middleware);
 //! `X-RateLimit-Reset` is the relative number of seconds until that bucket is full again;
 //! `Retry-After` the whole seconds until the request would be allowed. Both round up and are at
-//! least 1, as in Confluent's responses (reference §3).
+//! least 1, as in Confluent's responses (docs/confluent-api.md §3).
 //!
 //! # Memory
 //!

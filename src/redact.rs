@@ -4,7 +4,7 @@
 //! `Debug`, `Display` or log line can print it; reading it is an explicit [`Secret::expose`].
 //! [`redact_text`] scrubs strings we did not write ourselves (dependency error messages, anything a
 //! careless caller put into an audit explanation) and [`redact_json_secrets`] scrubs JSON documents
-//! (create responses, STS replies) before they are logged or audited (DESIGN.md §8, reference §5).
+//! (create responses, STS replies) before they are logged or audited (docs/architecture.md §8, docs/confluent-api.md §5).
 //!
 //! What this deliberately does not do: mark HTTP headers sensitive (that is the outermost layer's
 //! job, with `HeaderValue::set_sensitive`), zeroize memory, or recognise pre-2025 secrets that have
@@ -23,14 +23,14 @@ use serde::{Deserialize, Deserializer};
 /// What a masked value is replaced with, everywhere.
 pub const REDACTED: &str = "**REDACTED**";
 
-/// The prefix of every Confluent secret issued since 30 July 2025 (reference §5).
+/// The prefix of every Confluent secret issued since 30 July 2025 (docs/confluent-api.md §5).
 const CFLT_PREFIX: &[u8] = b"cflt";
 
-/// Characters after `cflt` in a Confluent secret: 60 of them, from `A–Za–z0–9+/` (reference §5).
+/// Characters after `cflt` in a Confluent secret: 60 of them, from `A–Za–z0–9+/` (docs/confluent-api.md §5).
 const CFLT_BODY_LEN: usize = 60;
 
 /// JSON member names whose values are credentials, compared ASCII-case-insensitively
-/// (reference §5: `spec.secret` — covered by `secret` at any depth — STS `subject_token` and
+/// (docs/confluent-api.md §5: `spec.secret` — covered by `secret` at any depth — STS `subject_token` and
 /// `access_token`; the others are the usual OAuth and form names).
 const SECRET_MEMBERS: &[&str] = &[
     "secret",

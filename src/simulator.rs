@@ -5,7 +5,7 @@
 //! `/iam/v2/role-bindings`, `/iam/v2/service-accounts`, `/iam/v2/users`), the inventory endpoints
 //! keygate syncs from (`/org/v2/environments`, `/cmk/v2/clusters`, `/srcm/v3/clusters`,
 //! `/ksqldbcm/v2/clusters`), with the shapes, ids, status codes, error bodies and headers of
-//! `reference/confluent-iam-v2.md`. Every path outside `/_simulator/` requires
+//! `docs/confluent-api.md`. Every path outside `/_simulator/` requires
 //! `Authorization: Basic` with a live Cloud or Global key of the store (anything else is 401 with
 //! `WWW-Authenticate`); only then is an unknown path 404 and a wrong method 405.
 //!
@@ -381,7 +381,7 @@ impl Simulator {
     }
 
     /// Counts a successful request in the informational rate window; returns the values of
-    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (relative seconds, reference §3).
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (relative seconds, docs/confluent-api.md §3).
     fn rate_tick(&self) -> (u64, u64, u64) {
         let mut window = lock(&self.rate);
         let now = Instant::now();

@@ -23,7 +23,7 @@ const COLLECTION: &str = "/iam/v2/api-keys";
 /// The prefix of an item path (`/iam/v2/api-keys/{id}`).
 const ITEM_PREFIX: &str = "/iam/v2/api-keys/";
 
-/// Longest key id accepted in a path: reference §4 says ids are opaque strings of at most 255
+/// Longest key id accepted in a path: docs/confluent-api.md §4 says ids are opaque strings of at most 255
 /// characters, so anything longer is not an id the upstream could have issued.
 const MAX_KEY_ID_LEN: usize = 255;
 
@@ -281,3 +281,6 @@ fn check_query(query: &str) -> Result<(), GuardError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

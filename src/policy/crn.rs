@@ -1,5 +1,5 @@
 //! Confluent Resource Names: the organisation id, role-binding CRN patterns, resource paths, and
-//! whether a pattern covers a resource (reference §6).
+//! whether a pattern covers a resource (docs/confluent-api.md §6).
 //!
 //! Patterns are parsed into `key=value` segments once, when bindings are loaded; the request path
 //! only compares segments (no regex, no allocation). A pattern covers a resource when it equals the

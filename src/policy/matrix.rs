@@ -1,4 +1,4 @@
-//! Confluent's RBAC creation matrix (reference §7) as data: which role may create API keys for
+//! Confluent's RBAC creation matrix (docs/confluent-api.md §7) as data: which role may create API keys for
 //! which resource type, loaded from `policies/matrix.toml`.
 //!
 //! Each cell is `no`, `yes` or `scoped` ("Yes (env)"/"Yes (cluster)" in the reference). A role
@@ -12,22 +12,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 /// Why a matrix file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The file is not valid TOML for the matrix schema.
     #[error("invalid matrix: {0}")]
     Toml(#[from] toml::de::Error),
@@ -65,18 +55,9 @@ pub enum MatrixError {
     /// The file defines no roles.
     #[error("the matrix defines no roles")]
     Empty,
-    /// Wraps another error with the file it came from.
-    #[error("{path}: {source}")]
-    InFile {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong in it.
-        #[source]
-        source: Box<MatrixError>,
-    },
 }
 
-/// The resource type of an API key (reference §2.3), one column of the matrix.
+/// The resource type of an API key (docs/confluent-api.md §2.3), one column of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
     /// Resource-management (Cloud) key; org level.
@@ -313,18 +294,6 @@ impl Matrix {
             resource_roles,
             owner_roles,
             sa_global: sa_global.into_boxed_slice(),
-        })
-    }
-
-    /// Reads, parses and validates a matrix file.
-    pub fn load(path: &Path) -> Result<Self, MatrixError> {
-        let text = std::fs::read_to_string(path).map_err(|source| MatrixError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_str(&text).map_err(|e| MatrixError::InFile {
-            path: path.to_owned(),
-            source: Box::new(e),
         })
     }
 

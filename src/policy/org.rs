@@ -1,4 +1,4 @@
-//! Layer 2 of the decision: the organisation's own Cedar `forbid` policies (DESIGN.md §5).
+//! Layer 2 of the decision: the organisation's own Cedar `forbid` policies (docs/architecture.md §5).
 //!
 //! [`OrgPolicies::load`] reads `keygate.cedarschema` and every `*.cedar` file of the policy
 //! directory, appends a schema fragment generated from the config (named regex patterns, named

@@ -1,4 +1,4 @@
-//! Layer 1 of the decision (DESIGN.md §5): Confluent's RBAC creation matrix applied to a create
+//! Layer 1 of the decision (docs/architecture.md §5): Confluent's RBAC creation matrix applied to a create
 //! request, using the caller's role bindings and the resource inventory.
 //!
 //! For a create with owner O and resource R of type T:
@@ -630,3 +630,6 @@ impl fmt::Display for Shown<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

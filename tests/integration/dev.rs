@@ -28,7 +28,7 @@ fn status(curl_i_output: &str) -> u16 {
 fn dev_banner_curl_flow_works_as_printed_from_any_directory() {
     // Not the repository root: everything `keygate dev` needs is in the binary.
     let elsewhere = tempfile::tempdir().unwrap();
-    let keygate = binary::spawn_with(
+    let mut keygate = binary::spawn_with(
         Command::new(env!("CARGO_BIN_EXE_keygate"))
             .args([
                 "dev",
@@ -80,7 +80,15 @@ fn dev_banner_curl_flow_works_as_printed_from_any_directory() {
     let deleted = run(&commands[2]);
     assert_eq!(status(&deleted), 204, "{deleted}");
 
-    // The embedded policy set was written out, not read from the working directory.
+    // The embedded policy set was written out, not read from the working directory, and the
+    // run's directory is gone once keygate dev stops.
     let ready = binary::wait_line(&keygate.stdout, "Policies:");
     assert!(ready.contains("keygate-dev-"), "{ready}");
+    let removed = binary::wait_line(&keygate.stdout, "removed when keygate dev stops");
+    let dir = std::path::PathBuf::from(removed.rsplit(": ").next().unwrap().trim());
+    assert!(dir.join("audit.jsonl").exists(), "{}", dir.display());
+    keygate.terminate();
+    let (status, _, _) = keygate.finish();
+    assert!(status.success(), "{status}");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

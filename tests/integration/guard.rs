@@ -1,4 +1,4 @@
-//! The request guard through real HTTP (DESIGN.md §2): every rejection class is answered by
+//! The request guard through real HTTP (docs/architecture.md §2): every rejection class is answered by
 //! keygate in Confluent's error shape, and nothing at all reaches the upstream — not the request,
 //! not even an identity lookup, because the guard runs before identity. Known-good bodies from
 //! real clients pass and reach the upstream byte for byte. Framing that hyper's client will not

@@ -1,4 +1,4 @@
-//! Identity on governed routes through real HTTP (DESIGN.md §3): Basic credentials are verified by
+//! Identity on governed routes through real HTTP (docs/architecture.md §3): Basic credentials are verified by
 //! the upstream with the presented credential, cached by an HMAC of the whole credential (so a
 //! wrong secret for a cached key id is looked up again and refused), concurrent misses share one
 //! lookup, Bearer is refused on governed routes but untouched elsewhere, and an unreachable
