@@ -71,7 +71,8 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Also read keygate's credential and fetch the role bindings and inventory with it.
+        /// Also read keygate's credential and fetch the role bindings and inventory with it, and
+        /// read the Redis password, PING the shared rate-limit store and load its script.
         #[arg(long)]
         connect: bool,
     },

@@ -29,7 +29,7 @@ use crate::context::RequestContext;
 use crate::guard::GuardError;
 use crate::identity::IdentityError;
 use crate::proxy::ProxyError;
-use crate::ratelimit::RateLimited;
+use crate::ratelimit::{RateLimited, SharedUnavailable};
 use crate::stage::StageFuture;
 
 /// Everything that can stop a request inside keygate.
@@ -47,6 +47,9 @@ pub enum GatewayError {
     /// A rate limit refused the request.
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    /// A shared rate limit configured to fail closed could not be checked (Redis unavailable).
+    #[error(transparent)]
+    RateLimitUnavailable(#[from] SharedUnavailable),
     /// Authorization data is missing or too stale to decide on: fail closed.
     #[error("cannot decide right now: {0}")]
     AuthzUnavailable(String),
@@ -200,6 +203,11 @@ impl GatewayError {
                 "rate_limit_exceeded",
                 "Too Many Requests",
             ),
+            GatewayError::RateLimitUnavailable(_) => parts(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ratelimit_unavailable",
+                "Service Unavailable",
+            ),
             GatewayError::AuthzUnavailable(_) => parts(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "authorization_unavailable",
@@ -254,7 +262,9 @@ impl GatewayError {
             GatewayError::Guard(_) => Some(DecidedBy::Guard),
             GatewayError::Identity(_) => Some(DecidedBy::Identity),
             GatewayError::Denied(d) => Some(d.by),
-            GatewayError::RateLimited(_) => Some(DecidedBy::RateLimit),
+            GatewayError::RateLimited(_) | GatewayError::RateLimitUnavailable(_) => {
+                Some(DecidedBy::RateLimit)
+            }
             GatewayError::AuthzUnavailable(_) => Some(DecidedBy::Matrix),
             GatewayError::AuditUnavailable(_) => Some(DecidedBy::Audit),
             GatewayError::Upstream(_) | GatewayError::LookupRefused(_) => Some(DecidedBy::Upstream),
@@ -327,6 +337,9 @@ impl GatewayError {
         let meta = match self {
             GatewayError::Denied(d) => Some(serde_json::json!({ "rule_ids": d.rule_ids })),
             GatewayError::RateLimited(r) => Some(serde_json::json!({ "limit_id": r.limit_id() })),
+            GatewayError::RateLimitUnavailable(u) => {
+                Some(serde_json::json!({ "limit_id": u.limit_id() }))
+            }
             _ => None,
         };
         let mut response = error_response(
@@ -355,6 +368,12 @@ impl GatewayError {
                 for (name, value) in r.headers() {
                     headers.insert(name, value);
                 }
+            }
+            GatewayError::RateLimitUnavailable(u) => {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(u.retry_after_secs()),
+                );
             }
             GatewayError::Identity(IdentityError::UpstreamRateLimited(upstream)) => {
                 for (name, value) in upstream.iter() {

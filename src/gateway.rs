@@ -112,6 +112,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     }
     let auditor = Arc::new(auditor(&config.audit)?);
     metrics.register_audit(audit_snapshot(auditor.clone()));
+    let shared_store = limiter.load().shared_store().cloned();
+    if let Some(store) = &shared_store {
+        metrics.register_ratelimit_shared(store.up_gauge());
+    }
     let metrics = Arc::new(metrics);
     let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let source = match &config.audit.instance_id {
@@ -158,6 +162,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         background.spawn(refresh_loop(authz.clone(), reloader.clone()));
     }
     background.spawn(housekeeping(limiter, metrics.clone()));
+    if let Some(store) = shared_store {
+        // Probes Redis now and after every failure; /readyz does not depend on it.
+        background.spawn(store.run());
+    }
     background.spawn(reloader.clone().watch(WATCH_INTERVAL));
     // Registered here, before `build` returns, so a SIGHUP never meets the default disposition
     // (terminate) once keygate is up: `systemctl reload` must not stop it.

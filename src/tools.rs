@@ -4,7 +4,9 @@
 //! otherwise.
 //!
 //! `check` and `explain` never read secrets and never contact anything, so a CI pipeline can run
-//! them with nothing but the repository; `check --connect` is the one opt-in exception.
+//! them with nothing but the repository; `check --connect` is the one opt-in exception (it reads
+//! keygate's credential and the Redis password, asks the upstream, and PINGs the shared
+//! rate-limit store and loads its script).
 
 mod explain;
 pub mod preflight;
@@ -48,6 +50,7 @@ pub fn check(path: &Path, connect: bool) -> ExitCode {
     }
     if connect {
         problems += check_connect(&mut config);
+        problems += check_shared_connect(&mut config);
     }
     if let Some(loaded) = &loaded {
         println!("policy revision: {}", loaded.authz.revision);
@@ -130,11 +133,62 @@ fn report(config: &Config, loaded: &preflight::Loaded) -> usize {
         }
         None => println!("keygate's credential: none configured"),
     }
+    report_shared(config);
     match (&config.policy, &authz.org) {
         (Some(cfg), Some(policies)) => problems += test_policies(cfg, policies),
         _ => println!("organisation policies: none configured"),
     }
     problems
+}
+
+/// Prints where shared rate limits live (the section was validated with the config).
+fn report_shared(config: &Config) {
+    let Some(shared) = config.ratelimit.shared() else {
+        return;
+    };
+    let ids: Vec<&str> = config.ratelimit.shared_limit_ids().collect();
+    let password = match shared.password_source() {
+        Some(source) => format!("password from {source}, not read; `--connect` tests it"),
+        None => "no password".to_string(),
+    };
+    if ids.is_empty() {
+        println!(
+            "shared rate limits: none of the limits is shared ({}; {password})",
+            shared.url()
+        );
+    } else {
+        println!(
+            "shared rate limits: {} in {} ({password})",
+            ids.join(", "),
+            shared.url()
+        );
+    }
+}
+
+/// `check --connect` for `[ratelimit.shared]`: reads its credentials, connects, PINGs and loads
+/// the limit script. Returns the number of problems.
+fn check_shared_connect(config: &mut Config) -> usize {
+    let Some(shared) = config.ratelimit.shared_mut() else {
+        return 0;
+    };
+    if let Err(err) = shared.read_credentials(&ProcessEnv) {
+        println!("{err}");
+        return 1;
+    }
+    let url = shared.url().to_string();
+    crate::tls::install_provider();
+    let store = crate::ratelimit::SharedStore::new(shared);
+    match block_on(store.probe()) {
+        Some(Ok(())) => {
+            println!("shared rate limits: {url} answered and loaded the limit script");
+            0
+        }
+        Some(Err(err)) => {
+            println!("shared rate limits: {url}: {err}");
+            1
+        }
+        None => 1,
+    }
 }
 
 /// Runs the policy tests of the platform set and of every team set, and prints the report per

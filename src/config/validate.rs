@@ -202,8 +202,13 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
             }
         }
     }
-    let ratelimit = crate::ratelimit::RateLimitConfig::try_from(raw.ratelimit)
-        .map_err(|e| ConfigError::file(e.to_string()))?;
+    let ratelimit = crate::ratelimit::RateLimitConfig::validate(raw.ratelimit, base, secrets)
+        .map_err(|e| match e {
+            crate::ratelimit::RateLimitError::Field { field, message } => {
+                ConfigError::field(field, message)
+            }
+            e => ConfigError::file(e.to_string()),
+        })?;
     let audit = audit(raw.audit, base)?;
     // Relative paths are relative to the config file's directory, like every other path here.
     let policy = raw

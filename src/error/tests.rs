@@ -66,6 +66,25 @@ async fn upstream_connect_timeout_maps_to_504() {
 }
 
 #[tokio::test]
+async fn unavailable_shared_rate_limit_maps_to_503_with_retry_after() {
+    let (status, headers, json) =
+        render(crate::ratelimit::SharedUnavailable::sample("creates-per-principal").into()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[http::header::RETRY_AFTER], "1");
+    assert!(
+        headers.get("x-ratelimit-limit").is_none(),
+        "no limit was exceeded"
+    );
+    let m = member(&json);
+    assert_eq!(m["status"], "503");
+    assert_eq!(m["code"], "ratelimit_unavailable");
+    assert_eq!(m["meta"]["limit_id"], "creates-per-principal");
+    let detail = m["detail"].as_str().unwrap();
+    assert!(detail.contains("`creates-per-principal`"), "{detail}");
+    assert!(detail.contains("unavailable"), "{detail}");
+}
+
+#[tokio::test]
 async fn internal_error_maps_to_500() {
     let (status, headers, json) = render(GatewayError::Internal("no permit")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -170,6 +189,9 @@ fn every_error() -> Vec<GatewayError> {
             entries: Vec::new(),
         })),
         GatewayError::RateLimited(RateLimited::sample("create-per-principal")),
+        GatewayError::RateLimitUnavailable(crate::ratelimit::SharedUnavailable::sample(
+            "create-per-principal",
+        )),
         GatewayError::AuthzUnavailable(
             "authorization data (role bindings, inventory) has not been loaded yet".into(),
         ),
@@ -237,6 +259,7 @@ fn every_error() -> Vec<GatewayError> {
             )
             | GatewayError::Denied(_)
             | GatewayError::RateLimited(_)
+            | GatewayError::RateLimitUnavailable(_)
             | GatewayError::AuthzUnavailable(_)
             | GatewayError::AuditUnavailable(_)
             | GatewayError::Upstream(_)

@@ -328,6 +328,17 @@ impl Metrics {
         }
     }
 
+    /// Registers `keygate_ratelimit_shared_up` (1 while the shared rate-limit store answers, 0
+    /// while its limits fall back), when shared limits are configured.
+    pub fn register_ratelimit_shared(&mut self, up: Gauge<i64, AtomicI64>) {
+        self.registry.register(
+            "ratelimit_shared_up",
+            "Whether the shared rate-limit store (Redis) answers: 1 yes, 0 no (shared limits \
+             apply their on_unavailable)",
+            up,
+        );
+    }
+
     /// Counts a completed request in `keygate_requests_total`.
     pub fn count_request(&self, route: RouteClass, method: MethodLabel, status: u16) {
         let labels = || RequestLabels {

@@ -29,6 +29,7 @@ mod pool;
 mod python_client;
 mod ratelimit;
 mod reload;
+mod shared_limits;
 mod teams;
 mod tls;
 mod transparency;
