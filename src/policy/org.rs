@@ -1117,6 +1117,4 @@ impl OrgDecision {
 }
 
 #[cfg(test)]
-mod team_tests;
-#[cfg(test)]
 mod tests;

@@ -282,3 +282,6 @@ impl RawOrgPolicyConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,3 +82,6 @@ pub fn explain(policies: &OrgPolicies, input: &OrgInput<'_>, revision: &str) -> 
         errors: d.errors,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1175,3 +1175,6 @@ fn digest(schema_text: &str, files: &[SourceFile], cfg: &OrgPolicyConfig) -> Str
     }
     hex(ctx.finish())
 }
+
+#[cfg(test)]
+mod tests;

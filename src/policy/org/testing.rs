@@ -490,3 +490,6 @@ fn verdict(e: Expect) -> &'static str {
         Expect::Deny => "deny",
     }
 }
+
+#[cfg(test)]
+mod tests;
