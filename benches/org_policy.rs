@@ -27,9 +27,9 @@ use criterion::Criterion;
 /// The allocator the `keygate` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use keygate::policy::action::Action;
+use keygate::model::Action;
+use keygate::model::PrincipalKind;
 use keygate::policy::org::{KeyResource, OrgInput, OrgPolicies, OrgPolicyConfig};
-use keygate::policy::principal::PrincipalKind;
 
 /// Individually timed evaluations per scenario in the percentile pass.
 const TIMED_EVALUATIONS: usize = 10_000;

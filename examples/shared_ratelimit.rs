@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate::policy::action::Action;
+use keygate::model::Action;
 use keygate::ratelimit::{RateLimitConfig, RateLimiter, Subject};
 
 /// Concurrent callers by default: enough to fill the multiplexed connection's pipeline.

@@ -23,11 +23,11 @@ use http::{Request, Response, StatusCode};
 use serde::Serialize;
 use tower::{Layer, Service};
 
-use crate::audit::DecidedBy;
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::guard::GuardError;
 use crate::identity::IdentityError;
+use crate::model::DecidedBy;
 use crate::proxy::ProxyError;
 use crate::ratelimit::{RateLimited, SharedUnavailable};
 use crate::stage::StageFuture;

@@ -27,7 +27,7 @@ use http::{Method, StatusCode};
 
 pub use body::read_body;
 pub use headers::{check_headers, declared_content_length};
-pub use route::{classify, classify_target, GovernedRoute, Route};
+pub use route::{classify, classify_target, Route};
 pub use spec::{parse_body, parse_create, parse_update, GovernedBody};
 
 /// The longest path quoted in an error message; longer paths are cut (with `…`), so one request

@@ -22,7 +22,7 @@ use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
-use crate::policy::principal::Principal;
+use crate::model::Principal;
 
 /// Longest API key id keygate accepts (real ids are 16 characters; the reference allows growth).
 const MAX_KEY_ID_LEN: usize = 64;

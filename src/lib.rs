@@ -30,6 +30,7 @@ pub mod error;
 pub mod guard;
 mod id;
 pub mod identity;
+pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;

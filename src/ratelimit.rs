@@ -87,7 +87,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use self::key::{BucketMap, KeyHasher, Mode, PeekStore, Probe, GLOBAL_KEY};
 use self::shared::{OnUnavailable, SharedLimit, Verdict};
 pub use self::shared::{SharedStore, SharedUnavailable};
-use crate::policy::action::Action;
+use crate::model::Action;
 
 use self::config::LimitSpec;
 pub use self::config::{

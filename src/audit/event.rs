@@ -29,7 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::DecidedBy;
 
 /// CloudEvents version of every event (CloudEvents 1.0 §3.1.1 `specversion`).
 pub const SPEC_VERSION: &str = "1.0";
@@ -358,26 +359,6 @@ pub enum DecisionResult {
     Deny,
     /// Refused because something failed (fail closed).
     Error,
-}
-
-/// The pipeline stage that produced a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecidedBy {
-    /// The request guard (framing, path, body).
-    Guard,
-    /// Identity (401).
-    Identity,
-    /// Confluent's RBAC creation matrix.
-    Matrix,
-    /// An organisational policy.
-    Policy,
-    /// The rate limiter (429).
-    RateLimit,
-    /// The upstream (its status decided).
-    Upstream,
-    /// The audit trail itself (no durable audit, no action).
-    Audit,
 }
 
 // === impl AuditEvent ===

@@ -15,7 +15,8 @@ use http::{Method, Uri};
 
 use super::lenient::{self, is_unreserved, LenientPath};
 use super::GuardError;
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::GovernedRoute;
 
 /// The governed collection path, byte for byte.
 const COLLECTION: &str = "/iam/v2/api-keys";
@@ -48,16 +49,6 @@ pub enum Route {
     Ungoverned,
     /// A canonical request to one of the five governed method/path combinations.
     Governed(GovernedRoute),
-}
-
-/// A canonical governed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GovernedRoute {
-    /// What the request does.
-    pub action: Action,
-    /// The `{id}` of `/iam/v2/api-keys/{id}` (unreserved characters only), `None` for the
-    /// collection.
-    pub key_id: Option<String>,
 }
 
 /// Classifies a request by method and URI (as parsed by hyper).

@@ -13,7 +13,7 @@ use http::Method;
 
 use super::json::{self, fold_eq, Value};
 use super::GuardError;
-use crate::policy::action::{Action, CreateSpec, ResourceSpec, UpdateSpec};
+use crate::model::{Action, CreateSpec, ResourceSpec, UpdateSpec};
 
 /// Members of the ApiKey object itself.
 const API_KEY_MEMBERS: &[&str] = &["api_version", "kind", "id", "metadata", "spec"];

@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{IdentityError, Lookup};
-use crate::policy::principal::Principal;
+use crate::model::Principal;
 
 /// HMAC-SHA256 tag of a credential.
 type CredentialTag = [u8; 32];
@@ -197,7 +197,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::policy::principal::AuthMethod;
+    use crate::model::AuthMethod;
 
     fn principal(id: &str) -> Arc<Principal> {
         Arc::new(

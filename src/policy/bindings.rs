@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::crn::{CrnError, CrnPattern, OrgId};
-use super::principal::GROUP_PREFIX;
+use crate::model::GROUP_PREFIX;
 
 /// Binding principals are written `User:<id>`; older contract versions also used `Group:<id>`.
 const PRINCIPAL_PREFIXES: [&str; 2] = ["User:", "Group:"];

@@ -11,8 +11,8 @@
 //! This module only loads and answers lookups; it does not see bindings or requests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
+use crate::model::ResourceType;
 use serde::Deserialize;
 
 /// Why a matrix file was rejected.
@@ -57,84 +57,8 @@ pub enum MatrixError {
     Empty,
 }
 
-/// The resource type of an API key (docs/confluent-api.md §2.3), one column of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    /// Resource-management (Cloud) key; org level.
-    Cloud,
-    /// `lkc-…`
-    Kafka,
-    /// `lsrc-…`
-    SchemaRegistry,
-    /// `<cloud>.<region>` in an environment.
-    Flink,
-    /// `tableflow`; org level.
-    Tableflow,
-    /// `lksqlc-…`
-    KsqlDb,
-    /// `global`; org level.
-    Global,
-}
-
 /// Column names as written in `matrix.toml`, for error messages.
 const RESOURCE_TYPE_NAMES: &str = "Cloud, Kafka, SchemaRegistry, Flink, Tableflow, KsqlDb, Global";
-
-impl ResourceType {
-    /// Every resource type, in the reference's column order.
-    pub const ALL: [ResourceType; 7] = [
-        ResourceType::Cloud,
-        ResourceType::Kafka,
-        ResourceType::SchemaRegistry,
-        ResourceType::Flink,
-        ResourceType::Tableflow,
-        ResourceType::KsqlDb,
-        ResourceType::Global,
-    ];
-
-    /// The column name in `matrix.toml`, also the stable name in audit events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceType::Cloud => "Cloud",
-            ResourceType::Kafka => "Kafka",
-            ResourceType::SchemaRegistry => "SchemaRegistry",
-            ResourceType::Flink => "Flink",
-            ResourceType::Tableflow => "Tableflow",
-            ResourceType::KsqlDb => "KsqlDb",
-            ResourceType::Global => "Global",
-        }
-    }
-
-    /// The name a developer knows, for explanations.
-    pub fn label(self) -> &'static str {
-        match self {
-            ResourceType::SchemaRegistry => "Schema Registry",
-            ResourceType::KsqlDb => "ksqlDB",
-            other => other.as_str(),
-        }
-    }
-
-    /// Cloud, Global and Tableflow keys belong to the organisation, not to a cluster.
-    pub fn is_org_level(self) -> bool {
-        matches!(
-            self,
-            ResourceType::Cloud | ResourceType::Global | ResourceType::Tableflow
-        )
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-}
-
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One cell of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -57,10 +57,10 @@ pub use explain::{explain, Explanation};
 pub use team::{TeamMatch, Via, PLATFORM_SET};
 pub use testing::{run_all_policy_tests, run_policy_tests, SuiteReport, TestReport};
 
-use crate::policy::action::{Action, CreateSpec, UpdateSpec};
+use crate::model::{Action, CreateSpec, UpdateSpec};
+use crate::model::{Principal, PrincipalKind};
 use crate::policy::bindings::RoleBinding as Binding;
 use crate::policy::decision::Decision;
-use crate::policy::principal::{Principal, PrincipalKind};
 
 /// Ids with this prefix are keygate's own; organisation policies cannot use them.
 const RESERVED_ID_PREFIX: &str = "keygate.";

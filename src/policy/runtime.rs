@@ -11,15 +11,15 @@ use std::time::Instant;
 
 use http::{HeaderValue, StatusCode};
 
-use super::action::{Action, CreateSpec};
 use super::bindings::BindingIndex;
 use super::inventory::Inventory;
 use super::matrix::Matrix;
-use super::principal::Principal;
 use super::revision::{revision, Revision, RevisionInputs};
 use super::source::{fetch_bindings, fetch_inventory, Fetch, FetchError, FetchFuture};
 use super::{decide, AuthzData, AuthzSnapshot, Decision};
 use crate::config::{AuthzConfig, DataSource};
+use crate::model::Principal;
+use crate::model::{Action, CreateSpec};
 use crate::proxy::Upstream;
 use crate::redact::Secret;
 

@@ -9,16 +9,17 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::action::{Action, CreateSpec};
 use super::org::{Mode, OrgInput, RoleBinding as OrgBinding, TargetKey};
-use super::principal::Principal;
 use super::runtime::AuthzRuntime;
 use super::Permit;
-use crate::audit::DecidedBy;
 use crate::body::Body;
 use crate::context::{DecisionRecord, RequestContext};
 use crate::error::{Denial, DenialEntry, GatewayError, UpstreamAnswer};
-use crate::guard::{GovernedBody, GovernedRoute};
+use crate::guard::GovernedBody;
+use crate::model::DecidedBy;
+use crate::model::GovernedRoute;
+use crate::model::Principal;
+use crate::model::{Action, CreateSpec};
 use crate::proxy::Upstream;
 use crate::stage::Stage;
 use crate::telemetry::metrics::{DecisionLabels, PolicyLabels};

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::action::{CreateSpec, ResourceSpec};
 use super::bindings::{BindingIndex, BindingIndexBuilder};
 use super::crn::OrgId;
 use super::inventory::Inventory;
 use super::matrix::Matrix;
-use super::principal::{AuthMethod, Principal};
 use super::{decide_create, AuthzData, AuthzSnapshot};
+use crate::model::{AuthMethod, Principal};
+use crate::model::{CreateSpec, ResourceSpec};
 
 pub(super) const ORG: &str = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4";
 pub(super) const CALLER: &str = "u-caller";

@@ -19,7 +19,7 @@ use super::{ProxyError, Then, Upstream};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::guard::GovernedRoute;
+use crate::model::GovernedRoute;
 use crate::policy::Permit;
 use crate::stage::Chain;
 use crate::telemetry::metrics::KindLabels;

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use super::shared::{OnUnavailable, RawSharedConfig, SharedConfig};
 use super::{KeyKind, RateLimitError};
 use crate::config::Secrets;
-use crate::policy::action::Action;
+use crate::model::Action;
 
 /// Upper bound on the number of limits in one config.
 ///

@@ -47,7 +47,7 @@ pub use self::config::{OnUnavailable, RawSecretRef, RawSharedConfig, SecretSourc
 
 use super::config::LimitSpec;
 use super::{RateLimitError, Subject};
-use crate::policy::action::Action;
+use crate::model::Action;
 
 /// The GCRA script; see the comment at its top.
 const GCRA: &str = include_str!("shared/gcra.lua");

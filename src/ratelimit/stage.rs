@@ -15,7 +15,7 @@ use super::{RateLimiter, Rejected, Subject};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::guard::GovernedRoute;
+use crate::model::GovernedRoute;
 use crate::stage::Stage;
 use crate::telemetry::metrics::LimitLabels;
 use crate::telemetry::Metrics;

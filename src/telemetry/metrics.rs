@@ -23,7 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::audit::{FileStats, SinkStats};
-use crate::context::RouteClass;
+use crate::model::RouteClass;
 
 /// Latency buckets in seconds: from a cached decision (sub-millisecond) to a slow upstream.
 const LATENCY_BUCKETS: [f64; 15] = [

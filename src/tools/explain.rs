@@ -60,8 +60,8 @@ fn error(message: impl std::fmt::Display) -> ExitCode {
 /// `keygate explain` (see the module doc).
 pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     use crate::guard::{classify_target, parse_body, GovernedBody, Route};
+    use crate::model::{AuthMethod, Principal};
     use crate::policy::org::{self, OrgInput, RoleBinding};
-    use crate::policy::principal::{AuthMethod, Principal};
 
     let config = match Config::load_without_secrets(request.config) {
         Ok(config) => config,

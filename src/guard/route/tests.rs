@@ -3,9 +3,10 @@
 use http::{Method, StatusCode};
 
 use crate::guard::*;
-use crate::policy::action::Action;
+use crate::model::Action;
 
 use crate::guard::tests::*;
+use crate::model::GovernedRoute;
 
 #[test]
 fn ordinary_and_lookalike_paths_are_ungoverned() {

@@ -3,7 +3,7 @@
 use http::StatusCode;
 
 use crate::guard::*;
-use crate::policy::action::{Action, CreateSpec, ResourceSpec, UpdateSpec};
+use crate::model::{Action, CreateSpec, ResourceSpec, UpdateSpec};
 
 fn create(
     owner: &str,

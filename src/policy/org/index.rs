@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use super::request::{action_index, Vocabulary};
 use super::OrgInput;
-use crate::policy::principal::PrincipalKind;
+use crate::model::PrincipalKind;
 
 /// `context.owner.id`.
 const OWNER_PATH: Path<'static> = Path {
@@ -146,7 +146,7 @@ impl<'a> Keys<'a> {
     /// indexed paths. INVARIANT: mirrors `request.rs` (which attributes exist per action); the
     /// property test would catch a difference.
     pub(crate) fn of(input: &OrgInput<'a>, key_id: &'a str) -> Keys<'a> {
-        use crate::policy::action::Action;
+        use crate::model::Action;
         let (owner, resource) = match input.action {
             Action::CreateApiKey | Action::ListApiKeys => (input.owner_id, input.resource),
             Action::GetApiKey | Action::UpdateApiKey | Action::DeleteApiKey => (None, None),
@@ -378,7 +378,7 @@ impl SetIndex {
     pub(crate) fn evaluate(
         &self,
         evaluator: &Evaluator<'_>,
-        action: crate::policy::action::Action,
+        action: crate::model::Action,
         keys: &Keys<'_>,
         groups: &[&str],
         mut f: impl FnMut(usize, Outcome),
@@ -398,7 +398,7 @@ impl SetIndex {
 
     /// The whole set of `action`: what the slicing must agree with.
     #[cfg(test)]
-    pub(crate) fn whole(&self, action: crate::policy::action::Action) -> &PolicySet {
+    pub(crate) fn whole(&self, action: crate::model::Action) -> &PolicySet {
         &self.whole[action_index(action)]
     }
 
@@ -406,7 +406,7 @@ impl SetIndex {
     #[cfg(test)]
     pub(crate) fn evaluated(
         &self,
-        action: crate::policy::action::Action,
+        action: crate::model::Action,
         keys: &Keys<'_>,
         groups: &[&str],
     ) -> usize {

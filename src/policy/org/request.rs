@@ -22,8 +22,8 @@ use regex::RegexSet;
 
 use super::config::ParamValue;
 use super::{OrgInput, OrgPolicies, TargetKey, TeamSet};
-use crate::policy::action::Action;
-use crate::policy::principal::PrincipalKind;
+use crate::model::Action;
+use crate::model::PrincipalKind;
 
 /// Entity id of the resource of a create request: the key does not exist yet.
 pub(crate) const NEW_KEY_ID: &str = "new";

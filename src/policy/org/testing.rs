@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{KeyResource, OrgInput, OrgPolicies, RoleBinding, TargetKey};
-use crate::policy::action::Action;
-use crate::policy::principal::PrincipalKind;
+use crate::model::Action;
+use crate::model::PrincipalKind;
 
 /// Request time used when a case gives none (2025-01-01T00:00:00Z): tests must not depend on
 /// the clock.

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::ResourceType;
 use crate::policy::bindings::{BindingIndex, BindingIndexBuilder};
 use crate::policy::decision::{pointer, rule};
 use crate::policy::inventory::Inventory;
-use crate::policy::matrix::{Grant, Matrix, ResourceType};
+use crate::policy::matrix::{Grant, Matrix};
 use crate::policy::tests::*;
 use crate::policy::{decide, decide_create, AuthzData, AuthzSnapshot};
 
