@@ -1,7 +1,7 @@
 //! The config file as written: serde structs that mirror the TOML, unknown fields rejected.
 //!
 //! Only syntax and shape are checked here; meaning (addresses, durations, URLs, files) is checked in
-//! [`super::validate`].
+//! the `validate` module.
 
 use serde::Deserialize;
 

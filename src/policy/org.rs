@@ -29,6 +29,7 @@ mod config;
 pub mod explain;
 mod index;
 mod load;
+mod position;
 mod reason;
 mod request;
 pub mod team;
@@ -713,7 +714,7 @@ impl OrgPolicies {
                     .filter(|n| cfg.params.iter().any(|(p, _)| &p == n)),
             )
             .map(|n| LoadError::Io {
-                path: sources.dir.join(team::TEAM_FILE),
+                path: sources.dir.join(config::TEAM_FILE),
                 message: format!("`{n}` is already a platform pattern or parameter"),
             })
             .collect();
@@ -753,7 +754,7 @@ impl OrgPolicies {
     ) {
         let overlap = |t: &TeamSet, other: &str, what: &str| {
             LoadError::Io {
-            path: t.sources.dir.join(team::SCOPE_FILE),
+            path: t.sources.dir.join(config::SCOPE_FILE),
             message: format!(
                 "the scope of team `{}` overlaps team `{other}`'s: both claim {what}. Every set whose scope covers a request decides it, so an overlap must be deliberate: add `allow_overlap_with = [\"{other}\"]` to one of the two scopes",
                 t.name

@@ -24,7 +24,7 @@ use std::time::Duration;
 use governor::Quota;
 use serde::Deserialize;
 
-use super::shared::{OnUnavailable, RawSharedConfig, SharedConfig};
+use super::shared::config::{OnUnavailable, RawSharedConfig, SharedConfig};
 use super::{KeyKind, RateLimitError};
 use crate::config::Secrets;
 use crate::model::Action;
@@ -387,7 +387,7 @@ fn limit(
             if store.is_none() {
                 return Err(RateLimitError::SharedWithoutStore { id: err_id() });
             }
-            super::shared::check_quota(&id, &quota)?;
+            super::shared::config::check_quota(&id, &quota)?;
             Some(match mode.as_deref() {
                 None | Some("local") => OnUnavailable::Local,
                 Some("deny") => OnUnavailable::Deny,

@@ -31,7 +31,7 @@
 //! Nothing here sees a credential of a caller; the store's own password stays inside the `redis`
 //! client (whose `Debug` masks it) and is never logged.
 
-mod config;
+pub(crate) mod config;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -46,7 +46,7 @@ use tokio::sync::Notify;
 pub use self::config::{OnUnavailable, RawSecretRef, RawSharedConfig, SecretSource, SharedConfig};
 
 use super::config::LimitSpec;
-use super::{RateLimitError, Subject};
+use super::Subject;
 use crate::model::Action;
 
 /// The GCRA script; see the comment at its top.
@@ -55,26 +55,6 @@ const GCRA: &str = include_str!("shared/gcra.lua");
 /// Largest value a Lua number (a double) holds exactly, in microseconds (about 285 years): a
 /// shared limit's refill time must stay below it.
 const MAX_EXACT_MICROS: u64 = 1 << 53;
-
-/// Checks that `quota` can be kept in Redis exactly: at least one microsecond per request (the
-/// script counts microseconds) and a refill time a Lua number holds exactly.
-pub(super) fn check_quota(id: &str, quota: &governor::Quota) -> Result<(), RateLimitError> {
-    let interval = quota.replenish_interval();
-    if interval < Duration::from_micros(1) {
-        return Err(RateLimitError::NotShareable {
-            id: id.to_owned(),
-            reason: "more than one request per microsecond",
-        });
-    }
-    let refill = micros(interval).saturating_mul(u64::from(quota.burst_size().get()));
-    if refill >= MAX_EXACT_MICROS {
-        return Err(RateLimitError::NotShareable {
-            id: id.to_owned(),
-            reason: "its bucket takes centuries to refill",
-        });
-    }
-    Ok(())
-}
 
 /// Whole microseconds, rounded up (so a shared limit is never looser than its local twin).
 fn micros(d: Duration) -> u64 {

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::LoadError;
 
+/// The file that makes a directory a team set.
+pub const SCOPE_FILE: &str = "scope.toml";
+/// The team's own patterns and parameters (optional).
+pub const TEAM_FILE: &str = "team.toml";
+
 /// Default policy directory, relative to the config file: where the example set ships.
 pub const DEFAULT_POLICY_DIR: &str = "policies";
 /// Default base schema file name inside the policy directory.
@@ -193,8 +198,8 @@ impl OrgPolicyConfig {
                 .unwrap_or_default();
             dirs.sort();
             for dir in dirs {
-                files.push(dir.join(super::team::SCOPE_FILE));
-                files.push(dir.join(super::team::TEAM_FILE));
+                files.push(dir.join(SCOPE_FILE));
+                files.push(dir.join(TEAM_FILE));
                 files.extend(listed(&dir, "cedar"));
             }
         }

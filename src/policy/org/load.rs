@@ -15,12 +15,13 @@ use std::str::FromStr;
 
 use cedar_policy::{Effect, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 
-use super::team::{self, Scope, TeamValues, SCOPE_FILE, TEAM_FILE};
+use super::team::{self, Scope, TeamValues};
 use miette::Diagnostic;
 use regex::RegexSet;
 use ring::digest;
 
-use super::config::{OrgPolicyConfig, ParamValue};
+use super::config::{OrgPolicyConfig, ParamValue, SCOPE_FILE, TEAM_FILE};
+use super::position::{column_of, line_of};
 use super::reason::ReasonTemplate;
 use super::{LoadError, Mode, PolicyMeta, RESERVED_ID_PREFIX};
 
@@ -934,18 +935,6 @@ fn first_offset(diag: &dyn Diagnostic) -> Option<usize> {
         .and_then(|mut related| related.find_map(first_offset))
 }
 
-/// 1-based column, in characters, of a byte offset.
-pub(super) fn column_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    let line_start = text
-        .as_bytes()
-        .get(..end)
-        .and_then(|b| b.iter().rposition(|&c| c == b'\n'))
-        .map_or(0, |p| p + 1);
-    text.get(line_start..end)
-        .map_or(1, |t| t.chars().count() + 1)
-}
-
 /// When Cedar reports a parse error at the `@` of the next policy's first annotation (or at the
 /// end of the file) because the policy before it has no closing `;`, the offset just after that
 /// policy's last character, where the `;` belongs.
@@ -1003,15 +992,6 @@ fn in_string(line: &str, at: usize) -> bool {
         }
     }
     inside
-}
-
-/// 1-based line of a byte offset.
-pub(super) fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()
-        .get(..end)
-        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
-        + 1
 }
 
 /// Byte offsets where each top-level statement (policy) of a Cedar file begins: the first

@@ -40,10 +40,6 @@ use super::LoadError;
 /// The name of the set in the policy directory itself, which applies to every request. No team
 /// can be called that.
 pub const PLATFORM_SET: &str = "platform";
-/// The file that makes a directory a team set.
-pub const SCOPE_FILE: &str = "scope.toml";
-/// The team's own patterns and parameters (optional).
-pub const TEAM_FILE: &str = "team.toml";
 /// Longest team name: names are metric labels.
 const MAX_TEAM_NAME_LEN: usize = 50;
 
@@ -247,8 +243,10 @@ pub(crate) fn value_prefix(team: &str) -> String {
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> LoadError {
     LoadError::Source {
         path: path.to_path_buf(),
-        line: e.span().map_or(1, |s| super::load::line_of(text, s.start)),
-        column: e.span().map(|s| super::load::column_of(text, s.start)),
+        line: e
+            .span()
+            .map_or(1, |s| super::position::line_of(text, s.start)),
+        column: e.span().map(|s| super::position::column_of(text, s.start)),
         message: e.message().to_owned(),
     }
 }

@@ -338,7 +338,9 @@ pub fn run_set_tests(policies: &OrgPolicies, team: Option<&str>, dir: &Path) -> 
         let file: CaseFile = match toml::from_str(&text) {
             Ok(f) => f,
             Err(e) => {
-                let line = e.span().map_or(1, |s| super::load::line_of(&text, s.start));
+                let line = e
+                    .span()
+                    .map_or(1, |s| super::position::line_of(&text, s.start));
                 report
                     .file_errors
                     .push(format!("{}:{line}: {}", path.display(), e.message()));

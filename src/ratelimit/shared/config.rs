@@ -474,3 +474,23 @@ fn duration(
     }
     Ok(d)
 }
+
+/// Checks that `quota` can be kept in Redis exactly: at least one microsecond per request (the
+/// script counts microseconds) and a refill time a Lua number holds exactly.
+pub(crate) fn check_quota(id: &str, quota: &governor::Quota) -> Result<(), RateLimitError> {
+    let interval = quota.replenish_interval();
+    if interval < Duration::from_micros(1) {
+        return Err(RateLimitError::NotShareable {
+            id: id.to_owned(),
+            reason: "more than one request per microsecond",
+        });
+    }
+    let refill = super::micros(interval).saturating_mul(u64::from(quota.burst_size().get()));
+    if refill >= super::MAX_EXACT_MICROS {
+        return Err(RateLimitError::NotShareable {
+            id: id.to_owned(),
+            reason: "its bucket takes centuries to refill",
+        });
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::Secrets;
+use crate::ratelimit::RateLimitError;
 use crate::ratelimit::{RateLimitConfig, RateLimiter, RawRateLimitConfig, Rejected};
 
 fn parse(text: &str) -> Result<RateLimitConfig, RateLimitError> {
