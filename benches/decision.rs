@@ -28,12 +28,12 @@ use criterion::{criterion_group, BenchmarkId, Criterion};
 use keygate::guard::parse_create;
 use keygate::identity::cache::IdentityCache;
 use keygate::identity::{parse_basic, Lookup};
-use keygate::policy::action::{CreateSpec, ResourceSpec};
+use keygate::model::{AuthMethod, Principal};
+use keygate::model::{CreateSpec, ResourceSpec};
 use keygate::policy::bindings::BindingIndexBuilder;
 use keygate::policy::crn::OrgId;
 use keygate::policy::inventory::InventoryBuilder;
 use keygate::policy::matrix::Matrix;
-use keygate::policy::principal::{AuthMethod, Principal};
 use keygate::policy::{decide_create, AuthzSnapshot};
 
 const ORG: &str = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4";

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use criterion::Criterion;
-use keygate::policy::action::Action;
+use keygate::model::Action;
 use keygate::ratelimit::{RateLimitConfig, RateLimiter, Subject};
 
 /// Callers already in every map.

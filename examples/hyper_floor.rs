@@ -2,7 +2,7 @@
 //! worker thread, one upstream connection per downstream connection, bodies streamed, `Host`
 //! rewritten, nothing else (no guard, identity, metrics, logs, timeouts, pooling or h2).
 //!
-//! Not part of keygate; a baseline for `../shared/bench`, next to nginx:
+//! Not part of keygate; a baseline for `bench/`, next to nginx:
 //!
 //! ```text
 //! cargo build --release --example hyper_floor

@@ -287,8 +287,9 @@ source = "directory"
 directory = "{directory}"
 [authz]
 org_id = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c"
-bindings = "policies/role-bindings.toml"
-inventory = "policies/inventory.toml"
+matrix = "{policies}/matrix.toml"
+bindings = "{policies}/role-bindings.toml"
+inventory = "{policies}/inventory.toml"
 [audit]
 file = "{audit}"
 file_mode = "blocking"
@@ -299,6 +300,8 @@ access_log = false
         directory = directory.display(),
         audit = audit.display(),
         log_level = args.log_level,
+        // Relative paths in a config file are relative to its directory, a temporary one here.
+        policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
     );
     let path = dir.join(format!("keygate-{name}.toml"));
     std::fs::write(&path, config).unwrap();

@@ -23,12 +23,15 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 /// A readiness condition: `Err(reason)` while keygate should not receive traffic.
 pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Reads the policy revision in force, if any (shown on `/readyz`).
+pub type RevisionSource = Box<dyn Fn() -> Option<crate::policy::revision::Revision> + Send + Sync>;
+
 /// What the admin endpoints report.
 pub struct AdminState {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     checks: std::sync::Mutex<Vec<ReadinessCheck>>,
-    revision: std::sync::OnceLock<Arc<arc_swap::ArcSwap<String>>>,
+    revision: std::sync::OnceLock<RevisionSource>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -50,8 +53,8 @@ impl AdminState {
         })
     }
 
-    /// Shows the active policy-set revision on `/readyz`.
-    pub fn set_revision(&self, revision: Arc<arc_swap::ArcSwap<String>>) {
+    /// Shows the active policy revision on `/readyz`.
+    pub fn set_revision(&self, revision: RevisionSource) {
         let _ = self.revision.set(revision);
     }
 
@@ -109,8 +112,8 @@ impl Admin {
             "/readyz" => match self.state.readiness() {
                 Ok(()) => text(
                     StatusCode::OK,
-                    match self.state.revision.get() {
-                        Some(r) => format!("ready\npolicy revision: {}\n", r.load()),
+                    match self.state.revision.get().and_then(|r| r()) {
+                        Some(r) => format!("ready\npolicy revision: {r}\n"),
                         None => "ready\n".into(),
                     },
                 ),

@@ -1,4 +1,4 @@
-//! The ONE place that composes the request pipeline (DESIGN.md §1). Order lives here.
+//! The ONE place that composes the request pipeline (docs/architecture.md §1). Order lives here.
 //!
 //! Outermost first (`ServiceBuilder`'s first `.layer()` is the outermost):
 //! 1. observe — marks credentials sensitive before anything can log them, accepts or mints the
@@ -31,6 +31,7 @@ use crate::identity::Authenticator;
 use crate::policy::runtime::AuthzRuntime;
 use crate::policy::stage::DecideStage;
 use crate::proxy::forward::Forward;
+use crate::proxy::links::Links;
 use crate::proxy::Upstream;
 use crate::ratelimit::stage::RateLimitStage;
 use crate::ratelimit::RateLimiter;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub authz: Arc<AuthzRuntime>,
     /// Audit sinks and event source.
     pub audit: Arc<AuditContext>,
+    /// Rewrites upstream links in responses to keygate's origin (`None`: off).
+    pub links: Option<Arc<Links>>,
 }
 
 /// Builds the pipeline.
@@ -98,5 +101,6 @@ pub fn pipeline(shared: &Shared) -> Pipeline {
         .service(Forward::new(
             shared.upstream.clone(),
             shared.metrics.clone(),
+            shared.links.clone(),
         ))
 }

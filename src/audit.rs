@@ -27,15 +27,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use chain::{run_verify_cli, verify, VerifyReport};
+pub use chain::{run_verify_cli, verify, verify_anchored, VerifyReport};
 pub use event::{
-    method_name, AuditEvent, AuditRecord, AuthMethod, DecidedBy, DecisionInfo, DecisionResult,
-    EventSource, EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage, Target,
+    method_name, AuditEvent, AuditRecord, AuthMethod, DecisionInfo, DecisionResult, EventSource,
+    EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage, Target,
 };
 pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
 pub use sink::stdout::StdoutSink;
 pub use sink::webhook::{WebhookConfig, WebhookSink};
-pub use sink::{EncodedEvent, Sink, SinkStats};
+pub use sink::{EncodedEvent, Queue, Sink, SinkStats};
 
 /// Everything that can go wrong while auditing. Messages never contain event contents.
 #[derive(Debug, Clone, thiserror::Error)]

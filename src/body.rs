@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::proxy::links::Rewriting;
 use crate::proxy::pool::UpstreamBody;
 
 /// A body's error: hyper's or keygate's own.
@@ -33,6 +34,9 @@ pub enum Body {
     /// An upstream response body, with an idle-read deadline; an HTTP/1.1 one returns its
     /// connection to the pool once it is read.
     Upstream(UpstreamBody),
+    /// An upstream JSON body streamed with its links rewritten (boxed: rare, and it holds a
+    /// body of its own).
+    Rewrite(Box<Rewriting>),
 }
 
 impl Body {
@@ -71,6 +75,7 @@ impl http_body::Body for Body {
                 Poll::Pending => Poll::Pending,
             },
             Body::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
+            Body::Rewrite(rewriting) => Pin::new(rewriting.as_mut()).poll_frame(cx),
         }
     }
 
@@ -80,6 +85,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Incoming(incoming) => incoming.is_end_stream(),
             Body::Upstream(upstream) => upstream.is_end_stream(),
+            Body::Rewrite(rewriting) => rewriting.is_end_stream(),
         }
     }
 
@@ -90,6 +96,7 @@ impl http_body::Body for Body {
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Incoming(incoming) => incoming.size_hint(),
             Body::Upstream(upstream) => upstream.size_hint(),
+            Body::Rewrite(rewriting) => rewriting.size_hint(),
         }
     }
 }

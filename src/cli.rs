@@ -1,9 +1,12 @@
 //! The `keygate` command line: `serve`, and the tools around it.
 //!
 //! Exit codes: 0 success, 1 failure at run time, 2 usage error (clap), 78 (`EX_CONFIG`) for a
-//! configuration that does not load — always as one line on stderr naming the file and field.
-//! `keygate healthcheck` exits 1 when the probed endpoint does not answer 2xx in time;
-//! `keygate audit verify` exits 1 for a broken chain and 2 for a file it cannot read.
+//! configuration that does not load — the config file itself or any file it names (certificates,
+//! matrix, policies, bindings, the audit directory) — always as one line on stderr naming the file
+//! and field. `keygate healthcheck` exits 1 when the probed endpoint does not answer 2xx in time;
+//! `keygate audit verify` exits 1 for a broken chain (or a missing anchor) and 2 for a file it
+//! cannot read; `keygate explain` exits 0 allow, 1 deny, 2 when it cannot decide;
+//! `keygate check` exits 1 when it finds a problem.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,12 +63,18 @@ enum Command {
         #[arg(long)]
         seed: Option<PathBuf>,
     },
-    /// Validate config, matrix, bindings, inventory and organisation policies, and run the policy
-    /// tests (like `nginx -t`); exit 0 only when all is well.
+    /// Load everything `serve` loads (config, TLS files, audit directory, matrix, bindings,
+    /// inventory, organisation policies) without binding ports, contacting anything or reading
+    /// secrets, run the policy tests and print the policy revision (like `nginx -t`); exit 0 only
+    /// when all is well.
     Check {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also read keygate's credential and fetch the role bindings and inventory with it, and
+        /// read the Redis password, PING the shared rate-limit store and load its script.
+        #[arg(long)]
+        connect: bool,
     },
     /// Decide a hypothetical request offline and print why (matrix rule, every policy finding).
     Explain {
@@ -87,6 +96,15 @@ enum Command {
         /// The request body: a file, or `-` for stdin.
         #[arg(long)]
         body: Option<PathBuf>,
+        /// Role bindings to decide with (needed when the config syncs them from the upstream).
+        #[arg(long)]
+        bindings: Option<PathBuf>,
+        /// Resource inventory to decide with (needed when the config syncs it from the upstream).
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// How many API keys the owner already holds (unknown when not given).
+        #[arg(long)]
+        owner_key_count: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -118,10 +136,14 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check an audit file's hash chain (with its rotated files): exit 0 intact, 1 broken (the
-    /// first break is named), 2 unreadable.
+    /// first break is named) or not passing through `--expect-hash`, 2 unreadable.
     Verify {
         /// The audit file (`audit.file`).
         file: PathBuf,
+        /// A hash printed by an earlier verify (or kept elsewhere): the chain must pass through
+        /// it, so the trail cannot have been cut back or rewritten before that point.
+        #[arg(long, value_name = "HASH")]
+        expect_hash: Option<String>,
     },
 }
 
@@ -139,6 +161,10 @@ enum PolicyCommand {
         /// Take the `[policy]` section from this config (default: `DIR/policy.example.toml`).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Run only this set's tests: a team's name, or `platform` (everything is still loaded
+        /// and checked).
+        #[arg(long)]
+        team: Option<String>,
     },
 }
 
@@ -172,7 +198,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Simulate { listen, seed } => simulate(listen, seed.as_deref()),
         Command::HashSecret => hash_secret(),
-        Command::Check { config } => crate::tools::check(&config),
+        Command::Check { config, connect } => crate::tools::check(&config, connect),
         Command::Explain {
             config,
             principal,
@@ -180,6 +206,9 @@ pub fn main() -> ExitCode {
             method,
             path,
             body,
+            bindings,
+            inventory,
+            owner_key_count,
             json,
         } => {
             let body = match body.as_deref() {
@@ -207,15 +236,21 @@ pub fn main() -> ExitCode {
                 method: &method,
                 path: &path,
                 body,
+                bindings: bindings.as_deref(),
+                inventory: inventory.as_deref(),
+                owner_key_count,
                 json,
             })
         }
         Command::Policy {
-            command: PolicyCommand::Test { dir, config },
-        } => crate::tools::policy_test(&dir, config.as_deref()),
+            command: PolicyCommand::Test { dir, config, team },
+        } => crate::tools::policy_test(&dir, config.as_deref(), team.as_deref()),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => ExitCode::from(u8::try_from(crate::audit::run_verify_cli(&file)).unwrap_or(u8::MAX)),
+            command: AuditCommand::Verify { file, expect_hash },
+        } => ExitCode::from(
+            u8::try_from(crate::audit::run_verify_cli(&file, expect_hash.as_deref()))
+                .unwrap_or(u8::MAX),
+        ),
         Command::Healthcheck { url, timeout } => healthcheck(&url, timeout),
     }
 }
@@ -363,6 +398,18 @@ fn serve(
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Everything the config names must load before anything starts, exactly as `keygate check`
+    // loads it: a missing certificate, matrix or policy file is a config error, not a crash later.
+    if let Err(problems) = crate::tools::preflight(&config) {
+        let more = match problems.len() {
+            0 | 1 => String::new(),
+            n => format!(" ({} more: run `keygate check`)", n - 1),
+        };
+        if let Some(first) = problems.first() {
+            eprintln!("keygate: config error: {}{more}", first.line(&config));
+        }
+        return ExitCode::from(EX_CONFIG);
+    }
     block_on(config.runtime.worker_threads, async move {
         // Inside the runtime: trace exports run on it.
         let telemetry = match crate::telemetry::init_logging(&config.log, &config.telemetry) {
@@ -379,13 +426,23 @@ fn serve(
             }
             Err(err) => {
                 eprintln!("keygate: {err}");
-                ExitCode::FAILURE
+                ExitCode::from(start_exit_code(&err))
             }
         };
         // After the drain, so the spans of the last requests are exported too.
         telemetry.shutdown().await;
         code
     })
+}
+
+/// The exit code for a start-up failure: files the config names are configuration (78), the
+/// rest (a port in use, no randomness) is an environment failure (1).
+fn start_exit_code(err: &crate::StartError) -> u8 {
+    use crate::StartError as E;
+    match err {
+        E::Tls(_) | E::Directory(_) | E::Authz(_) | E::Audit(_) => EX_CONFIG,
+        E::Bind { .. } | E::Random => 1,
+    }
 }
 
 /// The async runtime: one worker means the current-thread scheduler (no work-stealing

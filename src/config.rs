@@ -10,6 +10,8 @@
 pub mod raw;
 pub mod validate;
 
+pub use validate::origin;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -131,6 +133,9 @@ pub struct AuditFile {
 pub struct ListenerConfig {
     /// Address to bind (`127.0.0.1:0` picks a free port).
     pub address: SocketAddr,
+    /// The URL clients use to reach keygate (scheme and authority): upstream links in responses
+    /// are rewritten to it. Unset: to the scheme and `Host` each request arrived with.
+    pub public_url: Option<Uri>,
     /// TLS (PEM certificate chain and private key); plain TCP when absent.
     pub tls: Option<TlsFiles>,
     /// Time from `accept` to a complete first request head, TLS handshake and HTTP/2 preface
@@ -181,8 +186,16 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept per upstream host.
     pub max_idle_per_host: usize,
-    /// keygate's own credential (`KEY:SECRET`), for role bindings, inventory and key counts.
+    /// Whether absolute upstream links in responses are rewritten to keygate's own origin.
+    pub rewrite_links: bool,
+    /// The origins (`scheme://authority`) the upstream writes into its links; empty: the origin
+    /// of [`UpstreamConfig::url`].
+    pub link_origins: Vec<String>,
+    /// keygate's own credential (`KEY:SECRET`), for role bindings, inventory and key counts;
+    /// `None` when none is configured or when the config was loaded without secrets.
     pub credential: Option<crate::redact::Secret>,
+    /// Where the credential is configured to come from (set even when it was not read).
+    pub credential_source: Option<CredentialSource>,
 }
 
 /// Request limits.
@@ -290,12 +303,46 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Whether loading a config reads keygate's own credential (the variable or file that
+/// `upstream.credential` names).
+#[derive(Clone, Copy)]
+pub enum Secrets<'a> {
+    /// Read it, through this environment: what `serve` needs.
+    Read(&'a dyn Env),
+    /// Check only that it is configured, never read it: what `check` and `explain` need, so a CI
+    /// pipeline can validate a config without holding secrets.
+    Skip,
+}
+
+impl fmt::Debug for Secrets<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Secrets::Read(_) => "Secrets::Read",
+            Secrets::Skip => "Secrets::Skip",
+        })
+    }
+}
+
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file, reading keygate's credential from the process
+    /// environment. Relative paths in it are relative to the file's directory (as nginx and most
+    /// servers resolve them), so the file means the same whatever the working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Secrets::Read(&ProcessEnv))
+    }
+
+    /// [`Config::load`] without reading keygate's credential: it must be configured, but its
+    /// variable or file is not read (`upstream.credential` is `None`, `credential_source` set).
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Secrets::Skip)
+    }
+
+    /// [`Config::load`] with the choice of how to treat the credential.
+    pub fn load_with(path: &Path, secrets: Secrets<'_>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::file(format!("cannot read: {e}")).in_file(path))?;
-        let mut config = Config::from_toml(&text).map_err(|e| e.in_file(path))?;
+        let mut config =
+            Config::parse(&text, config_dir(path), secrets).map_err(|e| e.in_file(path))?;
         config.source_path = Some(path.to_path_buf());
         Ok(config)
     }
@@ -308,8 +355,75 @@ impl Config {
 
     /// Like [`Config::from_toml`], reading environment variables through `env`.
     pub fn from_toml_with_env(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new(""), Secrets::Read(env))
+    }
+
+    /// Parses and validates config text whose relative paths are relative to `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path, secrets: Secrets<'_>) -> Result<Config, ConfigError> {
         let raw = raw::RawConfig::parse(text)?;
-        validate::validate(raw, env)
+        validate::validate(raw, base_dir, secrets)
+    }
+
+    /// Reads keygate's credential now (after [`Config::load_without_secrets`]).
+    pub fn resolve_credential(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        self.upstream.credential = match &self.upstream.credential_source {
+            Some(source) => Some(source.read(env)?),
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+/// The directory relative paths in the config file at `path` are resolved against.
+pub fn config_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+/// Where keygate's own credential comes from (`[upstream.credential]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// An environment variable holding `KEY:SECRET`.
+    Env(String),
+    /// A file holding `KEY:SECRET` (resolved against the config file's directory).
+    File(PathBuf),
+}
+
+impl CredentialSource {
+    /// Reads and checks the credential.
+    pub fn read(&self, env: &dyn Env) -> Result<crate::redact::Secret, ConfigError> {
+        let value = match self {
+            CredentialSource::Env(name) => env.var(name).ok_or_else(|| {
+                ConfigError::field(
+                    "upstream.credential.env",
+                    format!("environment variable `{name}` is not set"),
+                )
+            })?,
+            CredentialSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::field(
+                    "upstream.credential.file",
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+            })?,
+        };
+        let value = value.trim();
+        match value.split_once(':') {
+            Some((key, secret)) if !key.is_empty() && !secret.is_empty() => {
+                Ok(crate::redact::Secret::new(value))
+            }
+            _ => Err(ConfigError::field(
+                "upstream.credential",
+                "the credential must be `KEY:SECRET` (a Cloud API key of keygate's service account)",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::Env(name) => write!(f, "environment variable `{name}`"),
+            CredentialSource::File(path) => write!(f, "file `{}`", path.display()),
+        }
     }
 }
 

@@ -12,30 +12,11 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method, StatusCode};
 
-pub use crate::audit::DecidedBy;
-use crate::policy::action::Action;
-use crate::policy::decision::Target;
-use crate::policy::principal::Principal;
-
-/// Which kind of route a request is on (a metrics label and a pipeline switch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteClass {
-    /// Forwarded as is: everything but the api-keys endpoints.
-    #[default]
-    Ungoverned,
-    /// The api-keys endpoints: guarded, identified, decided, audited.
-    Governed,
-}
-
-impl RouteClass {
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteClass::Ungoverned => "ungoverned",
-            RouteClass::Governed => "governed",
-        }
-    }
-}
+use crate::model::Action;
+pub use crate::model::DecidedBy;
+use crate::model::Principal;
+use crate::model::RouteClass;
+use crate::model::Target;
 
 /// What the stages learned about one request.
 #[derive(Debug, Default, Clone)]

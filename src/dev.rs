@@ -1,9 +1,15 @@
 //! `keygate dev`: the simulator as upstream and keygate in front of it, in one command.
 //!
 //! Binds the simulator on a loopback ephemeral port, starts keygate with the embedded dev config
-//! (`dev/keygate.toml`) pointed at it, points the simulator's absolute links at keygate (so
-//! `metadata.next` and `Location` lead back through the gateway), and prints a banner with the
-//! demo credentials and curl commands that work as printed. Stops on SIGTERM/SIGINT.
+//! (`dev/keygate.toml`) pointed at it, and prints a banner with the demo credentials and curl
+//! commands that work as printed. Stops on SIGTERM/SIGINT. The simulator writes absolute links
+//! to its own address, as Confluent writes `https://api.confluent.cloud`, and keygate rewrites
+//! them to its own (`listener.public_url`), so dev mode behaves like production.
+//!
+//! Everything it needs is embedded in the binary — the config, the demo org, the matrix, the
+//! schema and the example policies — so it works from any directory: the policy files are written
+//! to a fresh directory under the system's temporary directory (edit them there and keygate
+//! reloads them), next to the audit trail.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -29,6 +35,32 @@ const DEV_CREDENTIAL_VAR: &str = "KEYGATE_DEV_CREDENTIAL";
 /// A seeded key the banner's delete command removes.
 const BANNER_DELETE_KEY: &str = "DEMOORDERS000001";
 
+/// The RBAC matrix `keygate dev` decides with (the shipped one).
+const DEV_MATRIX: (&str, &str) = ("matrix.toml", include_str!("../policies/matrix.toml"));
+
+/// The organisation-policy files `keygate dev` loads: the shipped schema and example set. A test
+/// checks this list against the `*.cedar` files in `policies/`.
+pub const DEV_POLICY_FILES: [(&str, &str); 6] = [
+    (
+        "keygate.cedarschema",
+        include_str!("../policies/keygate.cedarschema"),
+    ),
+    ("naming.cedar", include_str!("../policies/naming.cedar")),
+    ("platform.cedar", include_str!("../policies/platform.cedar")),
+    (
+        "production.cedar",
+        include_str!("../policies/production.cedar"),
+    ),
+    (
+        "protected.cedar",
+        include_str!("../policies/protected.cedar"),
+    ),
+    (
+        "service-accounts.cedar",
+        include_str!("../policies/service-accounts.cedar"),
+    ),
+];
+
 /// Options of `keygate dev`.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -50,6 +82,14 @@ pub enum DevError {
     /// The simulator's listener could not be bound.
     #[error("simulator: {0}")]
     Io(#[from] std::io::Error),
+    /// The embedded policy files could not be written out.
+    #[error("cannot write the dev policy files to `{}`: {source}", .dir.display())]
+    Files {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Trace export could not start.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TraceError),
@@ -73,8 +113,14 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         .unwrap_or_default();
     let env = HashMap::from([(DEV_CREDENTIAL_VAR.to_string(), own)]);
     let mut config = Config::from_toml_with_env(DEV_CONFIG, &env)?;
-    let audit_path =
-        std::env::temp_dir().join(format!("keygate-dev-audit-{}.jsonl", std::process::id()));
+    let dir = DevDir(std::env::temp_dir().join(format!("keygate-dev-{}", std::process::id())));
+    let policies =
+        write_policy_files(&dir.0.join("policies")).map_err(|source| DevError::Files {
+            dir: dir.0.clone(),
+            source,
+        })?;
+    use_policy_files(&mut config, &policies);
+    let audit_path = dir.0.join("audit.jsonl");
     config.audit.file = Some(AuditFile {
         path: audit_path.clone(),
         mode: FileMode::Blocking,
@@ -82,17 +128,29 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     });
     config.listener.address = options.listen;
     config.admin.address = options.admin_listen;
+    // A fixed address is the public URL; with port 0 links follow each request's `Host`.
+    if options.listen.port() != 0 && !options.listen.ip().is_unspecified() {
+        config.listener.public_url = format!("http://{}", options.listen).parse().ok();
+    }
     config.upstream.url = format!("http://{sim_addr}")
         .parse()
         .map_err(|_| ConfigError::field("upstream.url", "invalid simulator address"))?;
     let telemetry = crate::telemetry::init_logging(&config.log, &config.telemetry)?;
     let gateway = crate::build(config).await?;
     let base = format!("http://{}", gateway.local_addr());
-    sim.set_public_base(&base);
+    sim.set_public_base(&format!("http://{sim_addr}"));
     println!("{}", banner(&sim, &base, gateway.admin_addr(), sim_addr));
     println!(
         "Audit trail: {} (check it with `keygate audit verify`)",
         audit_path.display()
+    );
+    println!(
+        "Policies:    {} (copies of the shipped set; edit them there and keygate reloads them)",
+        policies.display()
+    );
+    println!(
+        "Both are removed when keygate dev stops: {}",
+        dir.0.display()
     );
 
     gateway.run_until_signal().await;
@@ -100,6 +158,34 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let _ = stop_sim.send(());
     let _ = sim_task.await;
     Ok(())
+}
+
+/// The directory of one `keygate dev` run (policy copies and the demo's audit trail), removed
+/// when the run ends, however it ends short of being killed.
+struct DevDir(std::path::PathBuf);
+
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the embedded matrix, schema and policies into `dir` (created), returning it.
+pub fn write_policy_files(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in std::iter::once(DEV_MATRIX).chain(DEV_POLICY_FILES) {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Points `config` at policy files written by [`write_policy_files`] into `dir`.
+pub fn use_policy_files(config: &mut Config, dir: &std::path::Path) {
+    config.authz.matrix = dir.join(DEV_MATRIX.0);
+    if let Some(policy) = config.policy.as_mut() {
+        policy.dir = dir.to_path_buf();
+        policy.schema = None;
+    }
 }
 
 /// The banner: addresses, demo credentials, and three curl commands that work as printed.
@@ -150,4 +236,45 @@ pub fn banner(sim: &Simulator, base: &str, admin: SocketAddr, sim_addr: SocketAd
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn every_shipped_policy_file_is_embedded() {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&shipped)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".cedar") || n.ends_with(".cedarschema"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = DEV_POLICY_FILES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn the_dev_config_loads_the_embedded_files_from_any_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = HashMap::from([(DEV_CREDENTIAL_VAR.to_string(), "K:S".to_string())]);
+        let mut config = Config::from_toml_with_env(DEV_CONFIG, &env).unwrap();
+        let policies = write_policy_files(&dir.path().join("policies")).unwrap();
+        use_policy_files(&mut config, &policies);
+        // Nothing relative is left: the working directory does not matter.
+        assert!(config.authz.matrix.is_absolute());
+        let loaded = crate::tools::preflight(&config).unwrap();
+        assert_eq!(
+            loaded.authz.org.unwrap().policy_ids().len(),
+            10,
+            "the example set"
+        );
+    }
 }

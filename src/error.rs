@@ -2,7 +2,7 @@
 //!
 //! Every module has its own error enum; [`GatewayError`] gathers them and [`GatewayError::parts`]
 //! is an exhaustive `match` (no `_` arm) that decides status, Confluent error `code`, `title` and
-//! extra headers. Bodies always use Confluent's shape (reference §3) so the CLI, Terraform and the
+//! extra headers. Bodies always use Confluent's shape (docs/confluent-api.md §3) so the CLI, Terraform and the
 //! SDKs print them: `{"errors":[{"id","status","code","title","detail","source"?}]}`, with the
 //! request id as `id`. Policy denials are 4xx, never 5xx/429, which clients retry.
 //!
@@ -23,13 +23,13 @@ use http::{Request, Response, StatusCode};
 use serde::Serialize;
 use tower::{Layer, Service};
 
-use crate::audit::DecidedBy;
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::guard::GuardError;
 use crate::identity::IdentityError;
+use crate::model::DecidedBy;
 use crate::proxy::ProxyError;
-use crate::ratelimit::RateLimited;
+use crate::ratelimit::{RateLimited, SharedUnavailable};
 use crate::stage::StageFuture;
 
 /// Everything that can stop a request inside keygate.
@@ -47,6 +47,9 @@ pub enum GatewayError {
     /// A rate limit refused the request.
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    /// A shared rate limit configured to fail closed could not be checked (Redis unavailable).
+    #[error(transparent)]
+    RateLimitUnavailable(#[from] SharedUnavailable),
     /// Authorization data is missing or too stale to decide on: fail closed.
     #[error("cannot decide right now: {0}")]
     AuthzUnavailable(String),
@@ -56,15 +59,60 @@ pub enum GatewayError {
     /// The upstream could not be reached or did not answer in time.
     #[error(transparent)]
     Upstream(#[from] ProxyError),
+    /// The upstream refused the lookup keygate made, with the caller's own credential, before
+    /// deciding (the key does not exist, or the caller may not see it): its answer is the answer,
+    /// passed through unchanged, and the request is not forwarded.
+    #[error("the upstream answered {} to keygate's lookup of API key `{}` made with the caller's credential; its answer was passed through", .0.status.as_u16(), .0.key_id)]
+    LookupRefused(Box<UpstreamAnswer>),
     /// A governed request reached the forwarder without a decision: a bug, fail closed.
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
 
+/// An upstream answer keygate passes through as it is (see [`GatewayError::LookupRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAnswer {
+    /// The key that was looked up.
+    pub key_id: String,
+    /// The upstream's status (4xx).
+    pub status: StatusCode,
+    /// The upstream's headers worth keeping: `Content-Type`, `Retry-After`, `X-RateLimit-*`.
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The upstream's body.
+    pub body: Bytes,
+}
+
+impl UpstreamAnswer {
+    /// The answer to pass on from an upstream response.
+    pub fn new(key_id: &str, status: StatusCode, headers: &http::HeaderMap, body: Bytes) -> Self {
+        const KEPT: [&str; 5] = [
+            "content-type",
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ];
+        UpstreamAnswer {
+            key_id: key_id.to_owned(),
+            status,
+            headers: KEPT
+                .iter()
+                .filter_map(|name| {
+                    headers
+                        .get(*name)
+                        .map(|v| (http::HeaderName::from_static(name), v.clone()))
+                })
+                .collect(),
+            body,
+        }
+    }
+}
+
 /// A policy denial, rendered as a 403.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// A sentence a developer understands: what was asked, what decided, what would allow it.
+    /// A sentence a developer understands: what was asked, what decided, what would allow it
+    /// (the whole denial in one line, for the log and the audit record).
     pub explanation: String,
     /// The ids of the rules or policies that denied.
     pub rule_ids: Vec<String>,
@@ -72,6 +120,20 @@ pub struct Denial {
     pub pointer: Option<&'static str>,
     /// Which layer denied (the matrix or an organisation policy).
     pub by: DecidedBy,
+    /// One entry per denying organisation policy, each its own member of `errors[]`; empty for a
+    /// matrix denial, which is the one member made of the fields above.
+    pub entries: Vec<DenialEntry>,
+}
+
+/// One denying policy, as its own member of the 403's `errors[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialEntry {
+    /// The policy id.
+    pub rule_id: String,
+    /// Why, for the caller (the policy's reason with the request's values).
+    pub detail: String,
+    /// The body field at fault, as a JSON pointer, when the policy names one.
+    pub pointer: Option<String>,
 }
 
 /// How an error is rendered: status, machine code, title.
@@ -141,6 +203,11 @@ impl GatewayError {
                 "rate_limit_exceeded",
                 "Too Many Requests",
             ),
+            GatewayError::RateLimitUnavailable(_) => parts(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ratelimit_unavailable",
+                "Service Unavailable",
+            ),
             GatewayError::AuthzUnavailable(_) => parts(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "authorization_unavailable",
@@ -173,6 +240,14 @@ impl GatewayError {
                 "upstream_timeout",
                 "Gateway Timeout",
             ),
+            GatewayError::LookupRefused(answer) => parts(
+                answer.status,
+                "upstream_answer",
+                answer
+                    .status
+                    .canonical_reason()
+                    .unwrap_or("Upstream Answer"),
+            ),
             GatewayError::Internal(_) => parts(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -187,10 +262,12 @@ impl GatewayError {
             GatewayError::Guard(_) => Some(DecidedBy::Guard),
             GatewayError::Identity(_) => Some(DecidedBy::Identity),
             GatewayError::Denied(d) => Some(d.by),
-            GatewayError::RateLimited(_) => Some(DecidedBy::RateLimit),
+            GatewayError::RateLimited(_) | GatewayError::RateLimitUnavailable(_) => {
+                Some(DecidedBy::RateLimit)
+            }
             GatewayError::AuthzUnavailable(_) => Some(DecidedBy::Matrix),
             GatewayError::AuditUnavailable(_) => Some(DecidedBy::Audit),
-            GatewayError::Upstream(_) => Some(DecidedBy::Upstream),
+            GatewayError::Upstream(_) | GatewayError::LookupRefused(_) => Some(DecidedBy::Upstream),
             GatewayError::Internal(_) => None,
         }
     }
@@ -215,13 +292,54 @@ impl GatewayError {
         }
     }
 
-    /// Renders the error as a Confluent-shaped response carrying `request_id`.
+    /// Renders the error as a Confluent-shaped response carrying `request_id` (or, for an
+    /// upstream answer passed through, that answer).
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
+        if let GatewayError::LookupRefused(answer) = self {
+            let mut response = Response::new(Body::full(answer.body.clone()));
+            *response.status_mut() = answer.status;
+            for (name, value) in &answer.headers {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+            return response;
+        }
         let parts = self.parts();
+        if let GatewayError::Denied(denial) = self {
+            if !denial.entries.is_empty() {
+                let details: Vec<String> = denial
+                    .entries
+                    .iter()
+                    .map(|e| crate::redact::redact_text(&e.detail).into_owned())
+                    .collect();
+                let metas: Vec<serde_json::Value> = denial
+                    .entries
+                    .iter()
+                    .map(|e| serde_json::json!({ "rule_ids": [e.rule_id] }))
+                    .collect();
+                let bodies: Vec<ErrorBody<'_>> = denial
+                    .entries
+                    .iter()
+                    .zip(details.iter().zip(metas))
+                    .map(|(entry, (detail, meta))| ErrorBody {
+                        id: request_id,
+                        status: parts.status.as_str(),
+                        code: parts.code,
+                        title: parts.title,
+                        detail,
+                        source: entry.pointer.as_deref().map(|pointer| Source { pointer }),
+                        meta: Some(meta),
+                    })
+                    .collect();
+                return error_response_all(parts.status, &bodies);
+            }
+        }
         let detail = self.detail();
         let meta = match self {
             GatewayError::Denied(d) => Some(serde_json::json!({ "rule_ids": d.rule_ids })),
             GatewayError::RateLimited(r) => Some(serde_json::json!({ "limit_id": r.limit_id() })),
+            GatewayError::RateLimitUnavailable(u) => {
+                Some(serde_json::json!({ "limit_id": u.limit_id() }))
+            }
             _ => None,
         };
         let mut response = error_response(
@@ -250,6 +368,12 @@ impl GatewayError {
                 for (name, value) in r.headers() {
                     headers.insert(name, value);
                 }
+            }
+            GatewayError::RateLimitUnavailable(u) => {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(u.retry_after_secs()),
+                );
             }
             GatewayError::Identity(IdentityError::UpstreamRateLimited(upstream)) => {
                 for (name, value) in upstream.iter() {
@@ -292,12 +416,17 @@ pub struct Source<'a> {
 
 #[derive(Serialize)]
 struct Envelope<'a> {
-    errors: [&'a ErrorBody<'a>; 1],
+    errors: &'a [ErrorBody<'a>],
 }
 
 /// A Confluent-shaped JSON error response (used for every response keygate generates itself).
 pub fn error_response(status: StatusCode, body: &ErrorBody<'_>) -> Response<Body> {
-    let json = serde_json::to_vec(&Envelope { errors: [body] }).unwrap_or_else(|_| {
+    error_response_all(status, std::slice::from_ref(body))
+}
+
+/// A Confluent-shaped JSON error response with one `errors[]` member per problem.
+pub fn error_response_all(status: StatusCode, bodies: &[ErrorBody<'_>]) -> Response<Body> {
+    let json = serde_json::to_vec(&Envelope { errors: bodies }).unwrap_or_else(|_| {
         // Serialising plain strings cannot fail; keep a valid body regardless.
         br#"{"errors":[{"status":"500","code":"internal_error","title":"Internal Server Error"}]}"#
             .to_vec()

@@ -20,6 +20,7 @@ use crate::identity::cache::IdentityCache;
 use crate::identity::directory::Directory;
 use crate::identity::{Authenticator, Source};
 use crate::policy::runtime::{AuthzError, AuthzRuntime, UpstreamFetch};
+use crate::proxy::links::Links;
 use crate::proxy::Upstream;
 use crate::ratelimit::RateLimiter;
 use crate::reload::{ReloadError, Reloader, Revision, WATCH_INTERVAL};
@@ -98,11 +99,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         .credential
         .as_ref()
         .and_then(|c| UpstreamFetch::new(upstream.clone(), c));
-    let authz = Arc::new(AuthzRuntime::new(
-        config.authz.clone(),
-        config.policy.clone(),
-        fetch,
-    ));
+    let authz = Arc::new(
+        AuthzRuntime::new(config.authz.clone(), config.policy.clone(), fetch)
+            .with_rate_limits(config.ratelimit.canonical()),
+    );
     if let Err(err) = authz.refresh().await {
         if !authz.refreshes_from_upstream() {
             return Err(err.into());
@@ -112,6 +112,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     }
     let auditor = Arc::new(auditor(&config.audit)?);
     metrics.register_audit(audit_snapshot(auditor.clone()));
+    let shared_store = limiter.load().shared_store().cloned();
+    if let Some(store) = &shared_store {
+        metrics.register_ratelimit_shared(store.up_gauge());
+    }
     let metrics = Arc::new(metrics);
     let reloader = Reloader::new(&config, limiter.clone(), authz.clone(), metrics.clone());
     let source = match &config.audit.instance_id {
@@ -133,6 +137,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         limiter: limiter.clone(),
         authz: authz.clone(),
         audit,
+        links: links(&config),
     };
     let settings = conn_settings(&config);
     let admin_settings = ConnSettings {
@@ -141,16 +146,13 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         ..settings.clone()
     };
     let admin = AdminState::new(metrics.clone());
-    admin.set_revision(reloader.revision_handle());
     {
         let authz = authz.clone();
-        admin.add_check(Box::new(move || {
-            if authz.is_loaded() {
-                Ok(())
-            } else {
-                Err("authorization data not loaded".into())
-            }
-        }));
+        admin.set_revision(Box::new(move || authz.revision()));
+    }
+    {
+        let authz = authz.clone();
+        admin.add_check(Box::new(move || authz.readiness()));
         let auditor = auditor.clone();
         admin.add_check(Box::new(move || {
             if auditor.is_healthy() {
@@ -163,9 +165,13 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let (trigger, shutdown) = server::shutdown_pair();
     let mut background = JoinSet::new();
     if authz.refreshes_from_upstream() {
-        background.spawn(refresh_loop(authz.clone()));
+        background.spawn(refresh_loop(authz.clone(), reloader.clone()));
     }
     background.spawn(housekeeping(limiter, metrics.clone()));
+    if let Some(store) = shared_store {
+        // Probes Redis now and after every failure; /readyz does not depend on it.
+        background.spawn(store.run());
+    }
     background.spawn(reloader.clone().watch(WATCH_INTERVAL));
     // Registered here, before `build` returns, so a SIGHUP never meets the default disposition
     // (terminate) once keygate is up: `systemctl reload` must not stop it.
@@ -242,6 +248,35 @@ fn conn_settings(config: &Config) -> ConnSettings {
     }
 }
 
+/// The link rewriter, or `None` when `upstream.rewrite_links` is off.
+fn links(config: &Config) -> Option<Arc<Links>> {
+    if !config.upstream.rewrite_links {
+        return None;
+    }
+    if config.listener.public_url.is_none() {
+        tracing::warn!(
+            "listener.public_url is not set: upstream links in responses are rewritten to the \
+             scheme and Host each request arrived with; set it to the URL clients use to reach \
+             keygate"
+        );
+    }
+    let scheme = if config.listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let origins = if config.upstream.link_origins.is_empty() {
+        vec![crate::config::origin(&config.upstream.url)]
+    } else {
+        config.upstream.link_origins.clone()
+    };
+    Some(Links::new(
+        &origins,
+        config.listener.public_url.as_ref(),
+        scheme,
+    ))
+}
+
 fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authenticator, StartError> {
     let source = match &config.identity.source {
         IdentitySource::Upstream => Source::Upstream(UpstreamResolver::new(upstream.clone())),
@@ -293,7 +328,7 @@ const INITIAL_LOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(2
 /// How often idle rate-limit buckets are dropped.
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn refresh_loop(authz: Arc<AuthzRuntime>) {
+async fn refresh_loop(authz: Arc<AuthzRuntime>, reloader: Arc<Reloader>) {
     let interval = authz.refresh_interval();
     loop {
         let wait = if authz.is_loaded() {
@@ -303,7 +338,11 @@ async fn refresh_loop(authz: Arc<AuthzRuntime>) {
         };
         tokio::time::sleep(wait).await;
         match authz.refresh().await {
-            Ok(()) => tracing::debug!("Authorization data refreshed"),
+            Ok(()) => {
+                // The first successful load (or files changed on disk) can change the revision.
+                reloader.publish();
+                tracing::debug!("Authorization data refreshed");
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "Authorization data refresh failed; keeping the previous data")
             }

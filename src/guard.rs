@@ -1,9 +1,11 @@
 //! Request guard: refuses governed requests whose meaning keygate and the upstream could disagree on.
 //!
 //! A guardrail is only as good as its agreement with the upstream about what a request means
-//! (DESIGN.md §2). This module is the first stage of the pipeline, before identity and any
-//! decision: [`classify`] runs on every request and decides whether it is aimed at the
-//! `/iam/v2/api-keys` endpoints; for those (and only those) [`check_headers`], [`read_body`] and
+//! (docs/architecture.md). This module is the first stage of the pipeline, before identity and
+//! any decision: [`classify`] runs on every request and decides whether it is aimed at the
+//! `/iam/v2/api-keys` endpoints — refusing any path that is not plain and that some lenient HTTP
+//! stack could read as lying under `/iam/` ([`lenient`]); for governed requests (and only those)
+//! [`check_headers`], [`read_body`] and
 //! [`parse_body`] reject anything ambiguous — non-canonical paths, method overrides, duplicate
 //! framing or credentials, foreign media types or encodings, oversized bodies, and JSON with
 //! duplicate or case-colliding keys. A rejected request is answered by keygate and never forwarded.
@@ -16,6 +18,7 @@
 mod body;
 mod headers;
 mod json;
+pub mod lenient;
 mod route;
 mod spec;
 pub mod stage;
@@ -24,7 +27,7 @@ use http::{Method, StatusCode};
 
 pub use body::read_body;
 pub use headers::{check_headers, declared_content_length};
-pub use route::{classify, classify_target, GovernedRoute, Route};
+pub use route::{classify, classify_target, Route};
 pub use spec::{parse_body, parse_create, parse_update, GovernedBody};
 
 /// The longest path quoted in an error message; longer paths are cut (with `…`), so one request
@@ -38,15 +41,16 @@ const MAX_PATH_IN_MESSAGE: usize = 256;
 /// secret), bodies are described by line, column and category only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
-    /// The path is aimed at the api-keys endpoints but is not byte-for-byte canonical.
-    #[error(
-        "path `{path}` is not canonical: {reason} (requests to the api-keys endpoints must use the exact path)"
-    )]
+    /// The path could be read (by some HTTP stack) as lying under `/iam/`, but it is not plain,
+    /// or it is aimed at the api-keys endpoints but not byte-for-byte canonical.
+    #[error("path `{path}` is not canonical: {reason}; {}", advice(.canonical.as_deref()))]
     NonCanonicalPath {
         /// The path as received (cut to [`MAX_PATH_IN_MESSAGE`]).
         path: String,
         /// Which rule it breaks.
         reason: &'static str,
+        /// The canonical path the caller most likely meant, when there is one.
+        canonical: Option<String>,
     },
     /// The request target could not be parsed at all ([`classify_target`] only).
     #[error("request target is not a valid URI")]
@@ -256,18 +260,36 @@ impl GuardError {
         }
     }
 
-    /// A [`GuardError::NonCanonicalPath`] quoting at most [`MAX_PATH_IN_MESSAGE`] bytes of `path`.
-    fn non_canonical(path: &str, reason: &'static str) -> Self {
-        let path = if path.len() <= MAX_PATH_IN_MESSAGE {
-            path.to_owned()
-        } else {
-            let mut end = MAX_PATH_IN_MESSAGE;
-            while !path.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}…", &path[..end])
-        };
-        GuardError::NonCanonicalPath { path, reason }
+    /// A [`GuardError::NonCanonicalPath`] quoting at most [`MAX_PATH_IN_MESSAGE`] bytes of `path`
+    /// (and of the suggested canonical path).
+    fn non_canonical(path: &str, reason: &'static str, canonical: Option<String>) -> Self {
+        GuardError::NonCanonicalPath {
+            path: cut(path),
+            reason,
+            canonical: canonical.map(|c| cut(&c)),
+        }
+    }
+}
+
+/// `text` cut to at most [`MAX_PATH_IN_MESSAGE`] bytes (with `…`).
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_PATH_IN_MESSAGE {
+        return text.to_owned();
+    }
+    let mut end = MAX_PATH_IN_MESSAGE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// What a refused path should have been.
+fn advice(canonical: Option<&str>) -> String {
+    match canonical {
+        Some(canonical) => format!("send `{canonical}`"),
+        None => "paths under `/iam/` must be plain: letters, digits, `-._~` and single `/` \
+                 separators"
+            .to_owned(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Identity: who is really calling, on governed routes (DESIGN.md §3).
+//! Identity: who is really calling, on governed routes (docs/architecture.md §3).
 //!
 //! A Basic credential (a Cloud or Global API key, `key:secret`) proves nothing by its key id alone:
 //! the owner is resolved by asking the upstream `GET /iam/v2/api-keys/{key id}` *with the presented
@@ -22,7 +22,7 @@ use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
-use crate::policy::principal::Principal;
+use crate::model::Principal;
 
 /// Longest API key id keygate accepts (real ids are 16 characters; the reference allows growth).
 const MAX_KEY_ID_LEN: usize = 64;

@@ -1,6 +1,6 @@
 //! keygate: a policy-enforcing reverse proxy in front of the Confluent Cloud REST API.
 //!
-//! Every request flows through one pipeline (composed in [`app`], DESIGN.md §1):
+//! Every request flows through one pipeline (composed in [`app`], docs/architecture.md §1):
 //!
 //! ```text
 //! downstream ─TLS?─► server ─► observe ─► rescue ─► guard ─► identity ─► decide ─► rate limit ─► forward ─► upstream
@@ -30,6 +30,7 @@ pub mod error;
 pub mod guard;
 mod id;
 pub mod identity;
+pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;

@@ -6,15 +6,14 @@
 //! forwards, never logs secrets, and does its upstream fetching only through the
 //! [`source::Fetch`] trait the caller implements.
 
-pub mod action;
 pub mod bindings;
 pub mod crn;
 pub mod decision;
 pub mod inventory;
 pub mod matrix;
 pub mod org;
-pub mod principal;
 pub mod rbac;
+pub mod revision;
 pub mod runtime;
 pub mod snapshot;
 pub mod source;

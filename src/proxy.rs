@@ -8,6 +8,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod links;
 pub mod pool;
 pub mod upstream;
 

@@ -6,10 +6,14 @@
 //! decision. A refusal is a [`RateLimited`], which `error.rs` maps to 429 with the headers from
 //! [`RateLimited::headers`].
 //!
-//! Deliberately not here: sharing limits between replicas (Redis, DESIGN.md §6), metrics
-//! registration (the lead owns the registry; this module exposes [`RateLimited::limit_id`] and
-//! [`RateLimiter::key_count`]), and the periodic timer that calls
-//! [`RateLimiter::housekeeping`]. Nothing here sees a credential: a principal is an id.
+//! Limits marked `shared` live in Redis instead, one budget for every replica (see `shared.rs`);
+//! [`RateLimiter::admit`] is the check the pipeline makes, deciding local limits here and shared
+//! ones in one round trip to Redis, falling back per limit when Redis cannot answer.
+//!
+//! Deliberately not here: metrics registration (the lead owns the registry; this module exposes
+//! [`RateLimited::limit_id`], [`RateLimiter::key_count`] and [`SharedStore::up_gauge`]), and the
+//! tasks that call [`RateLimiter::housekeeping`] and [`SharedStore::run`]. Nothing here sees a
+//! credential: a principal is an id.
 //!
 //! # Model
 //!
@@ -41,6 +45,15 @@
 //! earlier limits stay charged. Retry-After is the longest wait among the refusing limits, so a
 //! client that waits that long is not refused again by a limit that was already refusing.
 //!
+//! # Shared limits
+//!
+//! A request's shared limits are decided by Redis after its local limits were peeked (so a caller
+//! refused by a local limit costs no round trip) and before the local limits are charged. While
+//! Redis is unavailable, a shared limit with `on_unavailable = "local"` is checked like a local
+//! limit on this replica's own bucket for it (which is otherwise unused), `"allow"` drops it, and
+//! `"deny"` refuses the request with [`SharedUnavailable`] (a 503) — unless a limit that could be
+//! checked refuses it first, which is a real 429.
+//!
 //! # Headers
 //!
 //! `X-RateLimit-Limit` is the refusing limit's bucket size (`burst`, which defaults to
@@ -48,7 +61,7 @@
 //! governor state snapshot is taken: the allow path stays the cheapest middleware);
 //! `X-RateLimit-Reset` is the relative number of seconds until that bucket is full again;
 //! `Retry-After` the whole seconds until the request would be allowed. Both round up and are at
-//! least 1, as in Confluent's responses (reference §3).
+//! least 1, as in Confluent's responses (docs/confluent-api.md §3).
 //!
 //! # Memory
 //!
@@ -58,6 +71,7 @@
 
 mod config;
 mod key;
+pub mod shared;
 pub mod stage;
 
 use std::fmt;
@@ -71,7 +85,9 @@ use governor::NotUntil;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
 use self::key::{BucketMap, KeyHasher, Mode, PeekStore, Probe, GLOBAL_KEY};
-use crate::policy::action::Action;
+use self::shared::{OnUnavailable, SharedLimit, Verdict};
+pub use self::shared::{SharedStore, SharedUnavailable};
+use crate::model::Action;
 
 use self::config::LimitSpec;
 pub use self::config::{
@@ -179,6 +195,42 @@ pub enum RateLimitError {
         /// `per`, `requests` or `burst`.
         field: &'static str,
     },
+    /// `shared = true` (or `[ratelimit.shared] all`) without a `[ratelimit.shared]` store.
+    #[error("ratelimit: limit `{id}`: `shared = true` needs a `[ratelimit.shared]` section with the Redis `url`")]
+    SharedWithoutStore {
+        /// The limit.
+        id: String,
+    },
+    /// `on_unavailable` on a limit that is not shared.
+    #[error("ratelimit: limit `{id}`: `on_unavailable` is only used with `shared = true`")]
+    FallbackWithoutShared {
+        /// The limit.
+        id: String,
+    },
+    /// `on_unavailable` is not a known mode.
+    #[error("ratelimit: limit `{id}`: unknown on_unavailable `{mode}`, expected `local`, `deny` or `allow`")]
+    UnknownFallback {
+        /// The limit.
+        id: String,
+        /// What the file said.
+        mode: String,
+    },
+    /// A quota that the shared store cannot represent exactly.
+    #[error("ratelimit: limit `{id}`: cannot be shared: {reason}")]
+    NotShareable {
+        /// The limit.
+        id: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A field of `[ratelimit.shared]` is invalid.
+    #[error("`{field}`: {message}")]
+    Field {
+        /// The dotted path (`ratelimit.shared.url`).
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// `per / requests` is below governor's 1 ns resolution.
     #[error("ratelimit: limit `{id}`: quota of {requests} requests per `{per}` is finer than 1ns per request")]
     QuotaTooFine {
@@ -241,6 +293,18 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
+    /// A refusal by `limit_id`, for tests of how refusals are rendered.
+    #[cfg(test)]
+    pub(crate) fn sample(limit_id: &str) -> RateLimited {
+        RateLimited {
+            limit_id: Arc::from(limit_id),
+            retry_after: Duration::from_secs(7),
+            limit: 10,
+            remaining: 0,
+            reset: Duration::from_secs(60),
+        }
+    }
+
     /// The id of the refusing limit (for the 429 body, the metric label and the audit event).
     pub fn limit_id(&self) -> &str {
         &self.limit_id
@@ -280,6 +344,17 @@ impl RateLimited {
     }
 }
 
+/// Why [`RateLimiter::admit`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// A limit was exceeded: 429.
+    #[error(transparent)]
+    Limited(#[from] RateLimited),
+    /// A shared limit with `on_unavailable = "deny"` could not be checked: 503.
+    #[error(transparent)]
+    Unavailable(#[from] SharedUnavailable),
+}
+
 /// Seconds, rounded up, at least 1: a client told "0" would retry at once.
 fn whole_seconds(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
@@ -291,8 +366,11 @@ type Governor<C> =
 /// One configured limit and its buckets.
 struct Limit<C: Clock> {
     spec: LimitSpec,
-    /// Shared with the limiters that [`RateLimiter::reconfigure`] derives, while unchanged.
+    /// Shared with the limiters that [`RateLimiter::reconfigure`] derives, while unchanged. For a
+    /// shared limit: the fallback bucket, used only while Redis is unavailable.
     buckets: Arc<Buckets<C>>,
+    /// Key stem and quota in Redis, for a shared limit when a store is configured.
+    shared: Option<SharedLimit>,
 }
 
 /// A governor keyed limiter and a handle on its map.
@@ -309,12 +387,18 @@ struct Buckets<C: Clock> {
 pub struct RateLimiter<C: Clock = DefaultClock> {
     /// Sorted by key kind (narrowest first), config order within a kind.
     limits: Box<[Limit<C>]>,
+    /// Bit `i` set: `limits[i]` lives in the shared store.
+    shared_mask: u64,
+    /// The shared store, when `[ratelimit.shared]` is configured.
+    store: Option<SharedStore>,
     hasher: KeyHasher,
     clock: C,
 }
 
 impl RateLimiter<DefaultClock> {
-    /// Builds the limiter with governor's default clock.
+    /// Builds the limiter with governor's default clock. With `[ratelimit.shared]`, this creates
+    /// the store (it connects on first use; spawn [`SharedStore::run`] from
+    /// [`RateLimiter::shared_store`] to probe it and bring it back after failures).
     pub fn new(config: &RateLimitConfig) -> Self {
         RateLimiter::with_clock(config, DefaultClock::default())
     }
@@ -323,29 +407,53 @@ impl RateLimiter<DefaultClock> {
 impl<C: Clock + Clone> RateLimiter<C> {
     /// Builds the limiter on `clock`.
     pub fn with_clock(config: &RateLimitConfig, clock: C) -> Self {
-        RateLimiter::build(config, KeyHasher::default(), clock, |_| None)
+        let store = config.shared.as_ref().map(SharedStore::new);
+        RateLimiter::build(config, KeyHasher::default(), clock, store, |_| None)
     }
 
     /// A limiter for `new`, keeping the buckets (shared, not copied) of every limit whose id, key
     /// kind and quota are unchanged; any other limit starts with full buckets. Changes to
     /// `match` or `actions` alone keep the buckets. `self` keeps working until it is dropped.
+    ///
+    /// The shared store is kept as it is (its connection settings are read at start-up only), and
+    /// with it the counts of shared limits whose id and quota are unchanged.
     pub fn reconfigure(&self, new: &RateLimitConfig) -> RateLimiter<C> {
-        RateLimiter::build(new, self.hasher.clone(), self.clock.clone(), |spec| {
-            self.limits
-                .iter()
-                .find(|old| {
-                    old.spec.id == spec.id
-                        && old.spec.kind == spec.kind
-                        && old.spec.quota == spec.quota
-                })
-                .map(|old| Arc::clone(&old.buckets))
-        })
+        match (&self.store, &new.shared) {
+            (Some(store), Some(settings)) if !store.config().same_store(settings) => {
+                tracing::warn!(
+                    "ratelimit.shared changed: the new connection settings take effect at the \
+                     next restart; the running store is kept"
+                );
+            }
+            (None, Some(_)) => tracing::warn!(
+                "ratelimit.shared was added: it takes effect at the next restart; until then \
+                 shared limits behave as if Redis were unavailable"
+            ),
+            _ => {}
+        }
+        RateLimiter::build(
+            new,
+            self.hasher.clone(),
+            self.clock.clone(),
+            self.store.clone(),
+            |spec| {
+                self.limits
+                    .iter()
+                    .find(|old| {
+                        old.spec.id == spec.id
+                            && old.spec.kind == spec.kind
+                            && old.spec.quota == spec.quota
+                    })
+                    .map(|old| Arc::clone(&old.buckets))
+            },
+        )
     }
 
     fn build(
         config: &RateLimitConfig,
         hasher: KeyHasher,
         clock: C,
+        store: Option<SharedStore>,
         reuse: impl Fn(&LimitSpec) -> Option<Arc<Buckets<C>>>,
     ) -> Self {
         let mut limits: Vec<Limit<C>> = config
@@ -364,18 +472,39 @@ impl<C: Clock + Clone> RateLimiter<C> {
                         map,
                     })
                 }),
+                shared: match (&store, spec.shared) {
+                    (Some(store), Some(_)) => Some(SharedLimit::new(store, spec)),
+                    _ => None,
+                },
             })
             .collect();
         // Stable: config order within a kind.
         limits.sort_by_key(|l| l.spec.kind as u8);
-        // INVARIANT: `check` keeps per-limit scratch space in arrays of MAX_LIMITS; the validated
-        // config never holds more.
+        // INVARIANT: `check` keeps per-limit scratch space in arrays of MAX_LIMITS and sets of
+        // limits in a u64; the validated config never holds more.
         debug_assert!(limits.len() <= MAX_LIMITS);
+        let shared_mask = limits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.spec.shared.is_some())
+            .fold(0u64, |mask, (i, _)| mask | 1 << i);
         RateLimiter {
             limits: limits.into_boxed_slice(),
+            shared_mask,
+            store,
             hasher,
             clock,
         }
+    }
+
+    /// The shared store, to spawn [`SharedStore::run`] and register its gauge.
+    pub fn shared_store(&self) -> Option<&SharedStore> {
+        self.store.as_ref()
+    }
+
+    /// Whether any limit lives in the shared store ([`RateLimiter::admit`] may then wait for it).
+    pub fn has_shared_limits(&self) -> bool {
+        self.shared_mask != 0
     }
 
     /// No limit is configured: every check passes without work.
@@ -385,8 +514,99 @@ impl<C: Clock + Clone> RateLimiter<C> {
 
     /// Charges one request by `who` (doing `action` on a governed route, `None` elsewhere) to
     /// every applicable limit, or refuses it without charging any (see the module docs for
-    /// precedence and order).
+    /// precedence and order). Every limit is checked on this replica's buckets, shared ones too:
+    /// the pipeline calls [`RateLimiter::admit`].
     pub fn check(&self, who: &Subject<'_>, action: Option<Action>) -> Result<(), RateLimited> {
+        let (applicable, best) = self.applicable(who, action);
+        self.check_local(applicable, who, action, &best)
+    }
+
+    /// Charges one request by `who` doing `action` to every applicable limit, or refuses it: local
+    /// limits on this replica, shared ones in one round trip to Redis (see "Shared limits" in the
+    /// module docs). Without applicable shared limits this never waits.
+    pub async fn admit(&self, who: &Subject<'_>, action: Option<Action>) -> Result<(), Rejected> {
+        let (applicable, best) = self.applicable(who, action);
+        let shared = applicable & self.shared_mask;
+        if shared == 0 {
+            return Ok(self.check_local(applicable, who, action, &best)?);
+        }
+        let local = applicable & !shared;
+        if let Some(store) = self.store.as_ref().filter(|s| s.is_usable()) {
+            // A caller refused here costs no round trip.
+            self.peek_local(local, who, action, &best)?;
+            let mut batch = store.batch();
+            // Which limit each pushed key belongs to, to name the one that refused.
+            let mut pushed = [0u8; MAX_LIMITS];
+            let mut count = 0;
+            for i in Bits(shared) {
+                let limit = &self.limits[i];
+                if let Some(shared) = &limit.shared {
+                    batch.push(shared, limit.spec.kind, who, action);
+                    // INVARIANT: i < MAX_LIMITS <= u8::MAX.
+                    pushed[count] = i as u8;
+                    count += 1;
+                }
+            }
+            match store.check(batch).await {
+                Ok(Verdict::Allowed) => return Ok(self.check_local(local, who, action, &best)?),
+                Ok(Verdict::Refused {
+                    position,
+                    wait,
+                    reset,
+                }) => {
+                    // `check` only answers positions of pushed keys.
+                    let spec = &self.limits[usize::from(pushed[position])].spec;
+                    return Err(Rejected::Limited(RateLimited {
+                        limit_id: Arc::clone(&spec.id),
+                        retry_after: wait,
+                        limit: spec.burst(),
+                        remaining: 0,
+                        reset,
+                    }));
+                }
+                Err(err) => store.fail(&err),
+            }
+        }
+        self.fallback(applicable, shared, who, action, &best)
+    }
+
+    /// The decision while the shared store cannot answer: each shared limit as its
+    /// `on_unavailable` says.
+    fn fallback(
+        &self,
+        applicable: u64,
+        shared: u64,
+        who: &Subject<'_>,
+        action: Option<Action>,
+        best: &[u8; KeyKind::COUNT],
+    ) -> Result<(), Rejected> {
+        let mut local = applicable & !shared;
+        let mut denied: Option<&LimitSpec> = None;
+        for i in Bits(shared) {
+            let spec = &self.limits[i].spec;
+            match spec.shared.unwrap_or(OnUnavailable::Local) {
+                OnUnavailable::Local => local |= 1 << i,
+                OnUnavailable::Allow => {}
+                OnUnavailable::Deny => {
+                    denied.get_or_insert(spec);
+                }
+            }
+        }
+        if let Some(spec) = denied {
+            // A limit that can be checked and refuses is a real 429, and says when to retry.
+            self.peek_local(local, who, action, best)?;
+            let retry = self
+                .store
+                .as_ref()
+                .map_or(Duration::from_secs(1), SharedStore::probe_interval);
+            return Err(SharedUnavailable::new(&spec.id, retry).into());
+        }
+        Ok(self.check_local(local, who, action, best)?)
+    }
+
+    /// The limits that apply to `who` doing `action` (a set of indices into `limits`), and the
+    /// best tier per key kind.
+    fn applicable(&self, who: &Subject<'_>, action: Option<Action>) -> (u64, [u8; KeyKind::COUNT]) {
         // Which limits apply: the best tier per key kind, then the limits on it.
         let mut tiers = [0u8; MAX_LIMITS];
         let mut best = [0u8; KeyKind::COUNT];
@@ -395,16 +615,53 @@ impl<C: Clock + Clone> RateLimiter<C> {
             let kind_best = &mut best[limit.spec.kind as usize];
             *kind_best = (*kind_best).max(*tier);
         }
-        let mut applicable = self
-            .limits
-            .iter()
-            .zip(tiers)
-            .filter(|(limit, tier)| *tier != 0 && *tier == best[limit.spec.kind as usize])
-            .map(|(limit, _)| limit);
+        let mut applicable = 0u64;
+        for (i, (limit, tier)) in self.limits.iter().zip(tiers).enumerate() {
+            if tier != 0 && tier == best[limit.spec.kind as usize] {
+                applicable |= 1 << i;
+            }
+        }
+        (applicable, best)
+    }
+
+    /// Refuses if any limit in `set` would refuse now, charging none.
+    fn peek_local(
+        &self,
+        set: u64,
+        who: &Subject<'_>,
+        action: Option<Action>,
+        best: &[u8; KeyKind::COUNT],
+    ) -> Result<(), RateLimited> {
+        if set == 0 {
+            return Ok(());
+        }
+        let keys = Keys::new(&self.hasher, who, action, best);
+        let mut refusal: Option<Refusal<'_, C>> = None;
+        for i in Bits(set) {
+            let limit = &self.limits[i];
+            if let Err(not_until) = limit.probe(keys.of(limit), Mode::Peek) {
+                refusal = Some(Refusal::longest(refusal, limit, not_until, &self.clock));
+            }
+        }
+        match refusal {
+            Some(refusal) => Err(refusal.into_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Charges every limit in `set` on this replica's buckets, or refuses without charging any.
+    fn check_local(
+        &self,
+        set: u64,
+        who: &Subject<'_>,
+        action: Option<Action>,
+        best: &[u8; KeyKind::COUNT],
+    ) -> Result<(), RateLimited> {
+        let mut applicable = Bits(set).map(|i| &self.limits[i]);
         let Some(first) = applicable.next() else {
             return Ok(());
         };
-        let keys = Keys::new(&self.hasher, who, action, &best);
+        let keys = Keys::new(&self.hasher, who, action, best);
 
         // Peek all but the first; the first is decided by spending its token.
         let mut refusal: Option<Refusal<'_, C>> = None;
@@ -468,6 +725,23 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
     }
 }
 
+/// The indices of the set bits of a limit set, lowest first.
+#[derive(Debug, Clone, Copy)]
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
+    }
+}
+
 // === impl Limit ===
 
 impl<C: Clock> Limit<C> {
@@ -483,7 +757,12 @@ struct Keys {
 }
 
 impl Keys {
-    fn new(hasher: &KeyHasher, who: &Subject<'_>, action: Option<Action>, best: &[u8]) -> Keys {
+    fn new(
+        hasher: &KeyHasher,
+        who: &Subject<'_>,
+        action: Option<Action>,
+        best: &[u8; KeyKind::COUNT],
+    ) -> Keys {
         let wanted = |kind: KeyKind| best[kind as usize] != 0;
         let subject = if wanted(KeyKind::Principal) || wanted(KeyKind::PrincipalAction) {
             hasher.subject(who)

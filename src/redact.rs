@@ -4,7 +4,7 @@
 //! `Debug`, `Display` or log line can print it; reading it is an explicit [`Secret::expose`].
 //! [`redact_text`] scrubs strings we did not write ourselves (dependency error messages, anything a
 //! careless caller put into an audit explanation) and [`redact_json_secrets`] scrubs JSON documents
-//! (create responses, STS replies) before they are logged or audited (DESIGN.md §8, reference §5).
+//! (create responses, STS replies) before they are logged or audited (docs/architecture.md §8, docs/confluent-api.md §5).
 //!
 //! What this deliberately does not do: mark HTTP headers sensitive (that is the outermost layer's
 //! job, with `HeaderValue::set_sensitive`), zeroize memory, or recognise pre-2025 secrets that have
@@ -23,14 +23,14 @@ use serde::{Deserialize, Deserializer};
 /// What a masked value is replaced with, everywhere.
 pub const REDACTED: &str = "**REDACTED**";
 
-/// The prefix of every Confluent secret issued since 30 July 2025 (reference §5).
+/// The prefix of every Confluent secret issued since 30 July 2025 (docs/confluent-api.md §5).
 const CFLT_PREFIX: &[u8] = b"cflt";
 
-/// Characters after `cflt` in a Confluent secret: 60 of them, from `A–Za–z0–9+/` (reference §5).
+/// Characters after `cflt` in a Confluent secret: 60 of them, from `A–Za–z0–9+/` (docs/confluent-api.md §5).
 const CFLT_BODY_LEN: usize = 60;
 
 /// JSON member names whose values are credentials, compared ASCII-case-insensitively
-/// (reference §5: `spec.secret` — covered by `secret` at any depth — STS `subject_token` and
+/// (docs/confluent-api.md §5: `spec.secret` — covered by `secret` at any depth — STS `subject_token` and
 /// `access_token`; the others are the usual OAuth and form names).
 const SECRET_MEMBERS: &[&str] = &[
     "secret",
@@ -45,6 +45,10 @@ const SECRET_MEMBERS: &[&str] = &[
 
 /// HTTP authentication schemes whose credential follows after whitespace (RFC 9110 §11.4).
 const AUTH_SCHEMES: &[&[u8]] = &[b"basic", b"bearer"];
+
+/// A `Bearer` token of only letters is taken for a token from this length on: real tokens are
+/// far longer, and English words after "bearer" ("bearer of", "Bearer tokens") far shorter.
+const MIN_BARE_TOKEN_LEN: usize = 16;
 
 // === impl Secret ===
 
@@ -94,16 +98,22 @@ impl<'de> Deserialize<'de> for Secret {
 
 // === text scrubbing ===
 
-/// Masks credentials in free text: anything shaped like a Confluent secret (`cflt` followed by at
-/// least 60 characters of `A–Za–z0–9+/`; the whole run is masked) and the credential after a
-/// `Basic` or `Bearer` scheme name (any letter case, at a word start, then spaces or tabs; the
-/// RFC 9110 §11.2 token68 run is masked and the scheme name kept).
+/// Masks credentials in free text, by their shape:
+/// - a Confluent secret: `cflt` followed by at least 60 characters of `A–Za–z0–9+/` (the whole
+///   run is masked);
+/// - after the `Basic` scheme name (any letter case, at a word start, then spaces or tabs): a
+///   base64 token that decodes to RFC 7617's `user-id:password`, or such a pair written out
+///   unencoded (`Basic KEY:SECRET`, a caller that forgot to encode it);
+/// - after the `Bearer` scheme name: an RFC 9110 §11.2 token68 that looks like a token — at least
+///   16 characters, or with a digit or one of `-._~+/=` in it (JWTs, opaque access tokens).
+///
+/// The scheme name is kept. Words that merely follow a scheme name in prose (`Basic
+/// base64(key:secret)`, "bearer of news") are not credentials and stay as they are, so keygate's
+/// own help texts survive the scrub.
 ///
 /// Borrows when nothing matched, so the common case does not allocate. The result is still valid
 /// JSON when the input was a JSON text: masks are printable ASCII without `"` or `\`, and every
 /// masked run consists of characters that JSON never escapes.
-/// False positives are accepted ("bearer of news" loses "of"): this protects logs, it does not
-/// parse them.
 pub fn redact_text(s: &str) -> Cow<'_, str> {
     let bytes = s.as_bytes();
     let mut out: Option<String> = None;
@@ -215,7 +225,46 @@ fn auth_credential(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
         .iter()
         .take_while(|&&b| b == b'=')
         .count();
-    Some((start, start + token + padding))
+    let end = start + token + padding;
+    let credential = &bytes[start..end];
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        // `KEY:SECRET` unencoded: the pair, up to the end of the secret's characters.
+        if padding == 0 && bytes.get(end) == Some(&b':') {
+            let secret = bytes[end + 1..]
+                .iter()
+                .take_while(|&&b| is_token68_char(b))
+                .count();
+            if secret > 0 {
+                return Some((start, end + 1 + secret));
+            }
+        }
+        is_basic_user_pass(credential).then_some((start, end))
+    } else {
+        looks_like_token(credential).then_some((start, end))
+    }
+}
+
+/// Whether `token` is base64 (either alphabet, padded or not) of a `user-id:password` pair.
+fn is_basic_user_pass(token: &[u8]) -> bool {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+    [STANDARD, URL_SAFE].iter().any(|engine| {
+        engine
+            .decode(token)
+            .is_ok_and(|decoded| decoded.contains(&b':'))
+    })
+}
+
+/// Whether a token68 after `Bearer` has the shape of a token rather than of a word.
+fn looks_like_token(token: &[u8]) -> bool {
+    token.len() >= MIN_BARE_TOKEN_LEN
+        || token.iter().any(|&b| {
+            b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+        })
 }
 
 // === impl RedactingWriter ===

@@ -4,8 +4,12 @@
 //! Triggered by SIGHUP or by a change of any watched file (polled by content, so a Kubernetes
 //! ConfigMap's atomic symlink swap is seen like any edit). The new set is loaded and validated
 //! completely off the request path, then swapped in at once; an invalid set is rejected with a log
-//! line and a metric, and the old one stays in force. The active set's revision (a content hash)
-//! is exposed at `/metrics` and `/readyz` and attached to every decision.
+//! line and a metric, and the old one stays in force. Team policy sets (`policy::org::team`) are
+//! isolated from each other: a team whose files do not load keeps its last good set while the rest
+//! of the reload goes through, and each team's outcome is logged and counted
+//! (`keygate_reloads_total{team,result}`). The active set's revision
+//! (`policy::revision`, computed when the set is loaded) is exposed at `/metrics` and `/readyz`
+//! and attached to every decision.
 //!
 //! Listener, upstream, identity and audit settings are not reloaded: they need a restart.
 
@@ -15,10 +19,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{config_dir, Config, ConfigError, Secrets};
+use crate::policy::org::{TeamResult, PLATFORM_SET};
 use crate::policy::runtime::{AuthzError, AuthzRuntime};
 use crate::ratelimit::RateLimiter;
-use crate::telemetry::metrics::{ResultLabels, RevisionLabels};
+use crate::telemetry::metrics::{ReloadLabels, RevisionLabels};
 use crate::telemetry::Metrics;
 
 /// How often watched files are checked for changes (a change is loaded after two equal polls).
@@ -35,8 +40,7 @@ pub enum ReloadError {
     Authz(#[from] AuthzError),
 }
 
-/// A policy-set revision: the first 16 hex digits of SHA-256 over every watched file.
-pub type Revision = Arc<String>;
+pub use crate::policy::revision::Revision;
 
 /// See the module doc.
 #[derive(Debug)]
@@ -44,14 +48,16 @@ pub struct Reloader {
     config_path: Option<PathBuf>,
     limiter: Arc<ArcSwap<RateLimiter>>,
     authz: Arc<AuthzRuntime>,
-    revision: Arc<ArcSwap<String>>,
     metrics: Arc<Metrics>,
+    /// What the watched files looked like when last loaded (change detection only; never shown).
     fingerprint: Mutex<[u8; 32]>,
+    /// The revision `keygate_policy_revision_info` currently exports.
+    published: Mutex<Option<Revision>>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
-    /// A reloader over the live pieces; computes the initial revision.
+    /// A reloader over the live pieces; exports the revision of the data loaded so far.
     pub fn new(
         config: &Config,
         limiter: Arc<ArcSwap<RateLimiter>>,
@@ -62,25 +68,46 @@ impl Reloader {
             config_path: config.source_path.clone(),
             limiter,
             authz,
-            revision: Arc::new(ArcSwap::from_pointee(String::new())),
             metrics,
             fingerprint: Mutex::new([0; 32]),
+            published: Mutex::new(None),
             one_at_a_time: tokio::sync::Mutex::new(()),
         };
-        let fingerprint = reloader.fingerprint();
-        let revision = reloader.set_revision(fingerprint);
-        reloader.authz.set_revision(revision);
+        *reloader
+            .fingerprint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reloader.fingerprint();
+        reloader.publish();
         Arc::new(reloader)
     }
 
-    /// The live revision handle (the decision stage records it on every decision).
-    pub fn revision_handle(&self) -> Arc<ArcSwap<String>> {
-        self.revision.clone()
+    /// The active revision (empty until authorization data has loaded).
+    pub fn revision(&self) -> Revision {
+        self.authz.revision().unwrap_or_default()
     }
 
-    /// The active revision.
-    pub fn revision(&self) -> Revision {
-        self.revision.load_full()
+    /// Exports the revision in force as `keygate_policy_revision_info` (after a reload, or a
+    /// background refresh that loaded the files anew), dropping the previous one.
+    pub fn publish(&self) {
+        let Some(current) = self.authz.revision() else {
+            return;
+        };
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if published.as_ref() == Some(&current) {
+            return;
+        }
+        if let Some(old) = published.take() {
+            self.metrics.revision.remove(&RevisionLabels {
+                revision: old.to_string(),
+            });
+        }
+        self.metrics
+            .revision
+            .get_or_create(&RevisionLabels {
+                revision: current.to_string(),
+            })
+            .set(1);
+        *published = Some(current);
     }
 
     fn watched(&self) -> Vec<PathBuf> {
@@ -106,33 +133,6 @@ impl Reloader {
         self.read().fingerprint()
     }
 
-    fn revision_of(fingerprint: &[u8; 32]) -> Revision {
-        Arc::new(
-            fingerprint[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        )
-    }
-
-    /// Publishes a revision (handle, metric) and returns it.
-    fn set_revision(&self, fingerprint: [u8; 32]) -> Revision {
-        let revision = Reloader::revision_of(&fingerprint);
-        let hex = revision.to_string();
-        let old = self.revision.swap(revision.clone());
-        if !old.is_empty() {
-            self.metrics.revision.remove(&RevisionLabels {
-                revision: old.to_string(),
-            });
-        }
-        self.metrics
-            .revision
-            .get_or_create(&RevisionLabels { revision: hex })
-            .set(1);
-        *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
-        revision
-    }
-
     /// Loads and validates the whole set, then swaps it in; on error nothing changes.
     pub async fn reload(&self) -> Result<Revision, ReloadError> {
         self.reload_expecting(None)
@@ -155,51 +155,97 @@ impl Reloader {
         }
         let outcome = async {
             let ratelimit = match &self.config_path {
+                // Only the rate limits are taken from the new file, so its credential is not
+                // read again; its relative paths mean what they meant at start-up.
                 Some(path) => Some(
-                    Config::from_toml(
+                    Config::parse(
                         &files
                             .text(path)
                             .map_err(|e| ConfigError::file(e.to_string()).in_file(path))?,
+                        config_dir(path),
+                        Secrets::Skip,
                     )
                     .map_err(|e| e.in_file(path))?
                     .ratelimit,
                 ),
                 None => None,
             };
+            let rate_limits: Arc<str> = match &ratelimit {
+                Some(r) => Arc::from(r.canonical()),
+                None => self.authz.rate_limits(),
+            };
             let snapshot = self
                 .authz
-                .load_snapshot_from(&|path| files.text(path))
-                .await?
-                .with_revision(Reloader::revision_of(&fingerprint));
-            Ok::<_, ReloadError>((ratelimit, snapshot))
+                .load_snapshot_from(&|path| files.text(path), &rate_limits)
+                .await?;
+            Ok::<_, ReloadError>((ratelimit, rate_limits, snapshot))
         }
         .await;
         match outcome {
-            Ok((ratelimit, snapshot)) => {
+            Ok((ratelimit, rate_limits, snapshot)) => {
                 if let Some(ratelimit) = ratelimit {
                     let next = self.limiter.load().reconfigure(&ratelimit);
                     self.limiter.store(Arc::new(next));
                 }
                 // The revision travels inside the snapshot: a decision and its revision are one load.
-                self.authz.install(snapshot);
-                self.set_revision(fingerprint);
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "ok" })
-                    .inc();
+                self.authz.install_with_rate_limits(snapshot, &rate_limits);
+                *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+                self.publish();
+                self.count(PLATFORM_SET, "ok");
                 let revision = self.revision();
+                self.report_teams(&revision);
                 tracing::info!(policy.revision = %revision, "Policy set reloaded");
                 Ok(Some(revision))
             }
             Err(err) => {
                 // Remember the broken content so the watcher does not retry it every tick.
                 *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "rejected" })
-                    .inc();
+                self.count(PLATFORM_SET, "rejected");
                 tracing::error!(error = %err, policy.revision = %self.revision(), "Reload rejected; the previous policy set stays in force");
                 Err(err)
+            }
+        }
+    }
+
+    fn count(&self, team: &str, result: &'static str) {
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels {
+                team: team.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts and logs what the reload in force did with each team's set: a team whose files were
+    /// rejected keeps its last good set (or has none), and says why.
+    fn report_teams(&self, revision: &Revision) {
+        let Some(snapshot) = self.authz.snapshot() else {
+            return;
+        };
+        let Some(org) = snapshot.org_policies() else {
+            return;
+        };
+        for outcome in org.team_outcomes() {
+            self.count(&outcome.team, outcome.result.label());
+            let (kept, errors) = match &outcome.result {
+                TeamResult::Loaded => continue,
+                TeamResult::Removed => {
+                    tracing::info!(team = %outcome.team, policy.revision = %revision, "Team policy set removed");
+                    continue;
+                }
+                TeamResult::KeptLastGood(errors) => (true, errors),
+                TeamResult::NotLoaded(errors) => (false, errors),
+            };
+            let error = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if kept {
+                tracing::error!(team = %outcome.team, error = %error, policy.revision = %revision, "Team policy set rejected; the team's last good set stays in force");
+            } else {
+                tracing::error!(team = %outcome.team, error = %error, policy.revision = %revision, "Team policy set rejected; the team has no set in force");
             }
         }
     }

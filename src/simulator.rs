@@ -5,7 +5,7 @@
 //! `/iam/v2/role-bindings`, `/iam/v2/service-accounts`, `/iam/v2/users`), the inventory endpoints
 //! keygate syncs from (`/org/v2/environments`, `/cmk/v2/clusters`, `/srcm/v3/clusters`,
 //! `/ksqldbcm/v2/clusters`), with the shapes, ids, status codes, error bodies and headers of
-//! `reference/confluent-iam-v2.md`. Every path outside `/_simulator/` requires
+//! `docs/confluent-api.md`. Every path outside `/_simulator/` requires
 //! `Authorization: Basic` with a live Cloud or Global key of the store (anything else is 401 with
 //! `WWW-Authenticate`); only then is an unknown path 404 and a wrong method 405.
 //!
@@ -221,6 +221,7 @@ impl fmt::Debug for DemoKey {
 pub struct Simulator {
     org_id: String,
     public_base: RwLock<String>,
+    lenient_paths: std::sync::atomic::AtomicBool,
     store: Mutex<Store>,
     log: Mutex<VecDeque<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,
@@ -268,6 +269,7 @@ impl Simulator {
         Self {
             org_id: seed.org_id.clone(),
             public_base: RwLock::new(DEFAULT_PUBLIC_BASE.to_owned()),
+            lenient_paths: std::sync::atomic::AtomicBool::new(false),
             store: Mutex::new(store),
             log: Mutex::new(VecDeque::new()),
             faults: Mutex::new(Vec::new()),
@@ -288,6 +290,20 @@ impl Simulator {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *current = base.trim_end_matches('/').to_owned();
+    }
+
+    /// Makes the simulator route paths as leniently as any HTTP stack might (percent-decoded
+    /// until stable, overlong UTF-8 and full-width forms read as ASCII, dot segments resolved,
+    /// whitespace trimmed, any case): the upstream an attacker hopes for, to show that what keygate
+    /// refuses would otherwise have been acted on.
+    pub fn set_lenient_paths(&self, lenient: bool) {
+        self.lenient_paths
+            .store(lenient, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lenient_paths(&self) -> bool {
+        self.lenient_paths
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A snapshot of the request log, oldest first.
@@ -365,7 +381,7 @@ impl Simulator {
     }
 
     /// Counts a successful request in the informational rate window; returns the values of
-    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (relative seconds, reference §3).
+    /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (relative seconds, docs/confluent-api.md §3).
     fn rate_tick(&self) -> (u64, u64, u64) {
         let mut window = lock(&self.rate);
         let now = Instant::now();

@@ -33,6 +33,9 @@ use trace::{DispatchSlot, WithTraceIds};
 /// `X-Request-Id`, accepted from the caller or minted, returned on every response.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The upstream's own request id, passed to the caller next to keygate's `x-request-id`.
+pub const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+
 /// Installs the global `tracing` subscriber: log lines on stderr and, when
 /// `telemetry.otlp_endpoint` is set, span export. Call once, at start-up — inside the tokio
 /// runtime when export is configured, since exports run on it. If a subscriber is already

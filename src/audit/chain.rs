@@ -326,15 +326,25 @@ pub enum VerifyReport {
 
 /// Verifies the chain through the rotated files of `path` (oldest first) and `path` itself.
 pub fn verify(path: &Path) -> VerifyReport {
-    match verify_files(path) {
-        Ok(report) => report,
-        Err(e) => VerifyReport::Unreadable {
-            reason: format!("`{}`: {e}", path.display()),
-        },
+    verify_anchored(path, None).0
+}
+
+/// [`verify`], also looking for `anchor` (a hash an earlier verify printed as the final hash, or
+/// one shipped off the host): the sequence of the record whose hash it is, if the chain passes
+/// through it. A trail cut back before that record, or rewritten from before it, does not.
+pub fn verify_anchored(path: &Path, anchor: Option<&str>) -> (VerifyReport, Option<u64>) {
+    match verify_files(path, anchor) {
+        Ok(verified) => verified,
+        Err(e) => (
+            VerifyReport::Unreadable {
+                reason: format!("`{}`: {e}", path.display()),
+            },
+            None,
+        ),
     }
 }
 
-fn verify_files(path: &Path) -> io::Result<VerifyReport> {
+fn verify_files(path: &Path, anchor: Option<&str>) -> io::Result<(VerifyReport, Option<u64>)> {
     let mut files: Vec<PathBuf> = rotated_files(path)?.into_iter().map(|r| r.path).collect();
     if path.try_exists()? {
         files.push(path.to_path_buf());
@@ -344,6 +354,7 @@ fn verify_files(path: &Path) -> io::Result<VerifyReport> {
     let mut head = ChainHead::genesis();
     let mut count = 0u64;
     let mut recovered_torn = Vec::new();
+    let mut anchored = None;
     let last_index = files.len() - 1;
     for (index, file) in files.iter().enumerate() {
         let mut reader = BufReader::new(File::open(file)?);
@@ -356,28 +367,37 @@ fn verify_files(path: &Path) -> io::Result<VerifyReport> {
             if line.last() != Some(&b'\n') {
                 let after_sequence = head.next_sequence - 1;
                 if index == last_index {
-                    return Ok(VerifyReport::TornTail {
-                        after_sequence,
-                        count,
-                        final_hash: head.prev_hash,
-                    });
+                    return Ok((
+                        VerifyReport::TornTail {
+                            after_sequence,
+                            count,
+                            final_hash: head.prev_hash,
+                        },
+                        anchored,
+                    ));
                 }
                 recovered_torn.push(after_sequence);
                 break;
             }
             line.pop();
             if let Err((sequence, reason)) = check_link(&line, &head) {
-                return Ok(VerifyReport::Broken { sequence, reason });
+                return Ok((VerifyReport::Broken { sequence, reason }, anchored));
             }
             head = ChainHead::after(head.next_sequence, &line);
+            if anchor.is_some_and(|a| a.eq_ignore_ascii_case(&head.prev_hash)) {
+                anchored = Some(head.next_sequence - 1);
+            }
             count += 1;
         }
     }
-    Ok(VerifyReport::Ok {
-        count,
-        final_hash: head.prev_hash,
-        recovered_torn,
-    })
+    Ok((
+        VerifyReport::Ok {
+            count,
+            final_hash: head.prev_hash,
+            recovered_torn,
+        },
+        anchored,
+    ))
 }
 
 /// Checks that `line` is the record the chain expects next.
@@ -412,10 +432,28 @@ fn check_link(line: &[u8], head: &ChainHead) -> Result<(), (u64, String)> {
     Ok(())
 }
 
-/// `keygate audit verify FILE`: prints one line (stdout when the chain holds, stderr otherwise)
-/// and returns the exit code: 0 intact (also with a torn final line), 1 broken, 2 unreadable.
-pub fn run_verify_cli(path: &Path) -> i32 {
-    match verify(path) {
+/// `keygate audit verify FILE [--expect-hash H]`: prints one line (stdout when the chain holds,
+/// stderr otherwise) and returns the exit code: 0 intact (also with a torn final line), 1 broken
+/// or, with `expect_hash`, not passing through that hash, 2 unreadable.
+pub fn run_verify_cli(path: &Path, expect_hash: Option<&str>) -> i32 {
+    let (report, anchored) = verify_anchored(path, expect_hash);
+    if let (Some(expected), VerifyReport::Ok { count, .. } | VerifyReport::TornTail { count, .. }) =
+        (expect_hash, &report)
+    {
+        match anchored {
+            Some(sequence) => println!(
+                "anchored: record {sequence} has the expected hash {expected}; {} records after it",
+                count - sequence
+            ),
+            None => {
+                eprintln!(
+                    "not anchored: no record of the {count} in the chain has the expected hash {expected} (the trail was cut back, replaced or rewritten before that point, or the hash belongs to another trail)"
+                );
+                return 1;
+            }
+        }
+    }
+    match report {
         VerifyReport::Ok {
             count,
             final_hash,

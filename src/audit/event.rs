@@ -13,7 +13,7 @@
 //! is numeric order) and `keygateprevhash` (SHA-256 hex of the previous record's line); other sinks
 //! send events without them (see `audit/chain.rs`).
 //!
-//! `data` mirrors Confluent's own audit field names where one exists (reference §9: `methodName`,
+//! `data` mirrors Confluent's own audit field names where one exists (docs/confluent-api.md §9: `methodName`,
 //! `requestId`, `clientAddress`, camelCase throughout) so the two trails correlate.
 //!
 //! What this deliberately does not hold: credentials, request or response bodies, secrets of
@@ -29,7 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::DecidedBy;
 
 /// CloudEvents version of every event (CloudEvents 1.0 §3.1.1 `specversion`).
 pub const SPEC_VERSION: &str = "1.0";
@@ -150,7 +151,7 @@ impl fmt::Display for EventType {
     }
 }
 
-/// Confluent's `methodName` for a governed action (reference §9: third-party parsers see
+/// Confluent's `methodName` for a governed action (docs/confluent-api.md §9: third-party parsers see
 /// `CreateAPIKey` for key creation), for [`AuditRecord::method_name`].
 pub fn method_name(action: Action) -> &'static str {
     match action {
@@ -278,7 +279,7 @@ pub struct PrincipalInfo {
     pub key_id: Option<String>,
 }
 
-/// Kind of Confluent identity (reference §4 prefixes).
+/// Kind of Confluent identity (docs/confluent-api.md §4 prefixes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {
@@ -380,26 +381,6 @@ pub enum DecisionResult {
     Error,
 }
 
-/// The pipeline stage that produced a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecidedBy {
-    /// The request guard (framing, path, body).
-    Guard,
-    /// Identity (401).
-    Identity,
-    /// Confluent's RBAC creation matrix.
-    Matrix,
-    /// An organisational policy.
-    Policy,
-    /// The rate limiter (429).
-    RateLimit,
-    /// The upstream (its status decided).
-    Upstream,
-    /// The audit trail itself (no durable audit, no action).
-    Audit,
-}
-
 // === impl AuditEvent ===
 
 /// One CloudEvents 1.0 audit event. Build with [`AuditEvent::new`]; hand to
@@ -464,33 +445,7 @@ fn new_event_id() -> String {
 /// `t` as RFC 3339 in UTC with microseconds, e.g. `2025-07-30T12:34:56.789012Z`.
 /// Times before 1970 are clamped to the epoch.
 pub(crate) fn rfc3339_micros(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let micros = since.subsec_micros();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Proleptic Gregorian date of `days` after 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level
-/// Date Algorithms", `civil_from_days`, restricted to non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    humantime::format_rfc3339_micros(t.max(UNIX_EPOCH)).to_string()
 }
 
 #[cfg(test)]

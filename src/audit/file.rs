@@ -505,6 +505,59 @@ impl Writer {
     }
 }
 
+/// Checks, without creating or writing anything, what [`FileSink::open`] needs: the directory
+/// exists and is a writable directory, and an existing file (or its rotated predecessors) ends in
+/// a record the chain can continue from. For `keygate check` and `serve`'s start-up check.
+pub fn preflight(path: &Path) -> Result<(), AuditError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = std::fs::metadata(&dir).map_err(|e| io_error(&dir, "directory", e))?;
+    if !meta.is_dir() {
+        return Err(io_error(
+            &dir,
+            "directory",
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    if meta.permissions().readonly() {
+        return Err(io_error(
+            &dir,
+            "directory",
+            io::Error::new(io::ErrorKind::PermissionDenied, "read-only"),
+        ));
+    }
+    match File::open(path) {
+        Ok(mut file) => {
+            let len = file
+                .metadata()
+                .map_err(|e| io_error(path, "stat", e))?
+                .len();
+            if file.metadata().is_ok_and(|m| m.permissions().readonly()) {
+                return Err(io_error(
+                    path,
+                    "open",
+                    io::Error::new(io::ErrorKind::PermissionDenied, "read-only"),
+                ));
+            }
+            let tail = read_tail(&mut file, len).map_err(|e| io_error(path, "read tail", e))?;
+            if let Some(line) = &tail.last_line {
+                parse_link(line).map_err(|reason| chain_error(path, "last record", reason))?;
+                let first = read_first_line(&mut file)
+                    .map_err(|e| io_error(path, "read first record", e))?
+                    .unwrap_or_default();
+                parse_link(&first).map_err(|reason| chain_error(path, "first record", reason))?;
+            } else {
+                head_from_rotated(path)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => head_from_rotated(path).map(|_| ()),
+        Err(e) => Err(io_error(path, "open", e)),
+    }
+}
+
 /// The chain head after the last complete record of the newest rotated file that has one.
 fn head_from_rotated(path: &Path) -> Result<Option<ChainHead>, AuditError> {
     let rotated = rotated_files(path).map_err(|e| io_error(path, "list rotated files", e))?;

@@ -134,9 +134,11 @@ pub(crate) enum Message {
     Flush(oneshot::Sender<()>),
 }
 
-/// The sending side of a sink's bounded queue, counting drops.
+/// A sink whose events go through a bounded queue to a worker of its own (the stdout writer
+/// thread, the webhook delivery task): the sending side, counting drops. The constructors are
+/// [`StdoutSink`](super::StdoutSink) and [`WebhookSink`](super::WebhookSink).
 #[derive(Debug)]
-pub(crate) struct Queue {
+pub struct Queue {
     name: &'static str,
     tx: mpsc::Sender<Message>,
     counters: Arc<Counters>,
@@ -151,8 +153,14 @@ impl Queue {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (Queue { name, tx, counters }, rx)
     }
+}
 
-    pub(crate) fn offer(&self, event: EncodedEvent) -> Result<(), AuditError> {
+impl Sink for Queue {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn offer(&self, event: EncodedEvent) -> Result<(), AuditError> {
         self.tx
             .try_send(Message::Event(event))
             .map_err(|e| match e {
@@ -167,7 +175,7 @@ impl Queue {
             })
     }
 
-    pub(crate) fn flush(&self) -> FlushFuture<'_> {
+    fn flush(&self) -> FlushFuture<'_> {
         Box::pin(async move {
             let (done, wait) = oneshot::channel();
             if self.tx.send(Message::Flush(done)).await.is_ok() {
@@ -175,5 +183,9 @@ impl Queue {
                 let _ = wait.await;
             }
         })
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.counters.snapshot()
     }
 }

@@ -35,11 +35,12 @@ use super::{
     EventType, HttpInfo, Outcome, PrincipalInfo, Stage as EventStage, Target,
 };
 use crate::body::Body;
-use crate::context::{RequestContext, RouteClass};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::guard::GovernedRoute;
-use crate::policy::action::Action;
-use crate::policy::principal::AuthMethod as PrincipalAuth;
+use crate::model::Action;
+use crate::model::AuthMethod as PrincipalAuth;
+use crate::model::GovernedRoute;
+use crate::model::RouteClass;
 use crate::proxy::pool::BodyIdleTimeout;
 use crate::proxy::ProxyError;
 use crate::redact::{redact_path, redact_text};

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::DecidedBy;
 
 /// A canary shaped like a post-2025 Confluent secret.
 pub(crate) const CANARY: &str = "cfltAbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdEfGhIjKlMnOpQrStUv";

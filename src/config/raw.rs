@@ -1,7 +1,7 @@
 //! The config file as written: serde structs that mirror the TOML, unknown fields rejected.
 //!
 //! Only syntax and shape are checked here; meaning (addresses, durations, URLs, files) is checked in
-//! [`super::validate`].
+//! the `validate` module.
 
 use serde::Deserialize;
 
@@ -77,6 +77,7 @@ pub struct RawAudit {
 #[serde(deny_unknown_fields, default)]
 pub struct RawListener {
     pub address: Option<String>,
+    pub public_url: Option<String>,
     pub tls: Option<RawTls>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -106,6 +107,8 @@ pub struct RawUpstream {
     pub body_idle_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle_per_host: Option<usize>,
+    pub rewrite_links: Option<bool>,
+    pub link_origins: Option<Vec<String>>,
     pub credential: Option<RawCredential>,
 }
 

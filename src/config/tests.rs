@@ -107,6 +107,39 @@ fn bad_values_name_their_field() {
 }
 
 #[test]
+fn link_rewriting_fields_are_validated() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert!(c.upstream.rewrite_links);
+    assert!(c.upstream.link_origins.is_empty());
+    assert!(c.listener.public_url.is_none());
+    let c = Config::from_toml(&with_minimal(
+        "[listener]\npublic_url = \"https://keygate.corp:8443\"\n[upstream]\nrewrite_links = false\nlink_origins = [\"https://API.confluent.cloud\"]\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listener.public_url.unwrap().to_string(),
+        "https://keygate.corp:8443/"
+    );
+    assert!(!c.upstream.rewrite_links);
+    assert_eq!(c.upstream.link_origins, ["https://api.confluent.cloud"]);
+    for bad in [
+        "[listener]\npublic_url = \"keygate.corp\"\n",
+        "[listener]\npublic_url = \"https://keygate.corp/prefix\"\n",
+        "[listener]\npublic_url = \"ftp://keygate.corp\"\n",
+    ] {
+        assert_eq!(field_of(bad), "listener.public_url", "{bad}");
+    }
+    assert_eq!(
+        field_of("[upstream]\nlink_origins = []\n"),
+        "upstream.link_origins"
+    );
+    assert_eq!(
+        field_of("[upstream]\nlink_origins = [\"https://x/y\"]\n"),
+        "upstream.link_origins"
+    );
+}
+
+#[test]
 fn error_line_names_file_and_field() {
     let err = ConfigError::field("upstream.url", "bad").in_file(Path::new("k.toml"));
     assert_eq!(err.to_string(), "k.toml: `upstream.url`: bad");
@@ -183,4 +216,115 @@ fn audit_and_identity_sections_validate() {
         field_of("[identity]\nsource = \"ldap\"\n"),
         "identity.source"
     );
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_files_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("etc");
+    std::fs::create_dir(&sub).unwrap();
+    let file = sub.join("keygate.toml");
+    std::fs::write(
+        &file,
+        r#"
+[listener.tls]
+cert = "tls/cert.pem"
+key = "/abs/key.pem"
+[upstream]
+ca_file = "ca.pem"
+[upstream.credential]
+file = "credential"
+[identity]
+source = "directory"
+directory = "keys.toml"
+[authz]
+org_id = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c"
+bindings = "data/role-bindings.toml"
+inventory = "upstream"
+[audit]
+file = "audit.jsonl"
+[policy]
+dir = "rules"
+"#,
+    )
+    .unwrap();
+    let c = Config::load_without_secrets(&file).unwrap();
+    let tls = c.listener.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, sub.join("tls/cert.pem"));
+    assert_eq!(tls.key, PathBuf::from("/abs/key.pem"));
+    assert_eq!(c.upstream.ca_file, Some(sub.join("ca.pem")));
+    assert_eq!(
+        c.upstream.credential_source,
+        Some(CredentialSource::File(sub.join("credential")))
+    );
+    assert_eq!(
+        c.identity.source,
+        IdentitySource::Directory(sub.join("keys.toml"))
+    );
+    // The default matrix too: `policies/matrix.toml` beside the config file.
+    assert_eq!(c.authz.matrix, sub.join("policies/matrix.toml"));
+    assert_eq!(
+        c.authz.bindings,
+        DataSource::File(sub.join("data/role-bindings.toml"))
+    );
+    assert_eq!(c.authz.inventory, DataSource::Upstream);
+    assert_eq!(c.audit.file.unwrap().path, sub.join("audit.jsonl"));
+    let policy = c.policy.unwrap();
+    assert_eq!(policy.dir, sub.join("rules"));
+    assert_eq!(policy.schema_path(), sub.join("rules/keygate.cedarschema"));
+
+    // Text without a file: relative to the working directory, as written.
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(c.authz.matrix, PathBuf::from("policies/matrix.toml"));
+}
+
+#[test]
+fn a_config_loads_without_reading_its_credential_and_reads_it_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keygate.toml");
+    let text = "[authz]\norg_id = \"4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c\"\n[upstream.credential]\nenv = \"KEYGATE_TEST_CREDENTIAL_NEVER_SET\"\n";
+    std::fs::write(&file, text).unwrap();
+    // `serve` reads it and refuses to start without it …
+    let err = Config::load(&file).unwrap_err();
+    assert_eq!(err.field_path(), Some("upstream.credential.env"));
+    assert!(err.to_string().contains("keygate.toml"), "{err}");
+    // … `check` only needs it configured.
+    let mut c = Config::load_without_secrets(&file).unwrap();
+    assert!(c.upstream.credential.is_none());
+    assert_eq!(
+        c.upstream.credential_source,
+        Some(CredentialSource::Env(
+            "KEYGATE_TEST_CREDENTIAL_NEVER_SET".into()
+        ))
+    );
+    let mut env = std::collections::HashMap::new();
+    let err = c.resolve_credential(&env).unwrap_err();
+    assert_eq!(err.field_path(), Some("upstream.credential.env"));
+    env.insert(
+        "KEYGATE_TEST_CREDENTIAL_NEVER_SET".to_string(),
+        "K:S".to_string(),
+    );
+    c.resolve_credential(&env).unwrap();
+    assert_eq!(c.upstream.credential.unwrap().expose(), "K:S");
+
+    // Upstream-sourced data still needs a credential to be configured at all.
+    std::fs::write(
+        &file,
+        "[authz]\norg_id = \"4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c\"\n",
+    )
+    .unwrap();
+    let err = Config::load_without_secrets(&file).unwrap_err();
+    assert_eq!(err.field_path(), Some("authz.bindings"));
+}
+
+#[test]
+fn org_id_must_be_a_uuid() {
+    for bad in ["my-org", "env-prod01", "4f8c2a1e6b3d4e7a9c5f1d2e3f4a5b6c"] {
+        let err = Config::from_toml(&format!(
+            "[authz]\norg_id = \"{bad}\"\nbindings = \"b.toml\"\ninventory = \"i.toml\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.field_path(), Some("authz.org_id"), "{bad}");
+        assert!(err.to_string().contains("UUID"), "{err}");
+    }
 }

@@ -2,18 +2,18 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
 
 use super::raw::RawConfig;
+use super::Secrets;
 use super::{
-    AdminConfig, AuditConfig, AuditFile, AuthzConfig, Config, ConfigError, DataSource, Env,
-    IdentityConfig, IdentitySource, LimitsConfig, ListenerConfig, LogConfig, LogFormat,
+    AdminConfig, AuditConfig, AuditFile, AuthzConfig, Config, ConfigError, CredentialSource,
+    DataSource, IdentityConfig, IdentitySource, LimitsConfig, ListenerConfig, LogConfig, LogFormat,
     RuntimeConfig, TelemetryConfig, TlsFiles, UpstreamConfig,
 };
-use crate::redact::Secret;
 
 /// The listener address when none is configured: loopback, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -53,10 +53,19 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Smallest header limit that still fits ordinary requests.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-/// Validates the raw file, reading credentials named by `env` entries through `env`.
-pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+/// Validates the raw file. Relative paths are resolved against `base` (the config file's
+/// directory, or empty for the working directory); keygate's credential is read or not as
+/// `secrets` says.
+pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Config, ConfigError> {
+    let path = |field: &str, value: &str| resolved(base, field, value);
     let listener = ListenerConfig {
         address: socket_addr("listener.address", raw.listener.address, DEFAULT_LISTEN)?,
+        public_url: raw
+            .listener
+            .public_url
+            .as_deref()
+            .map(|url| base_url("listener.public_url", url))
+            .transpose()?,
         tls: raw
             .listener
             .tls
@@ -115,10 +124,33 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         )?,
     };
 
-    let credential = credential(raw.upstream.credential.as_ref(), env)?;
+    let credential_source = credential_source(raw.upstream.credential.as_ref(), base)?;
+    let credential = match (&credential_source, secrets) {
+        (Some(source), Secrets::Read(env)) => Some(source.read(env)?),
+        _ => None,
+    };
+    let url = upstream_url(raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM))?;
+    let link_origins = match raw.upstream.link_origins {
+        Some(origins) if origins.is_empty() => {
+            return Err(ConfigError::field(
+                "upstream.link_origins",
+                "must name at least one origin (set `upstream.rewrite_links = false` to turn \
+                 rewriting off)",
+            ))
+        }
+        Some(origins) => origins
+            .iter()
+            .map(|o| base_url("upstream.link_origins", o).map(|uri| origin(&uri)))
+            .collect::<Result<_, _>>()?,
+        // The origin of `upstream.url`, whatever it is when keygate starts.
+        None => Vec::new(),
+    };
     let upstream = UpstreamConfig {
         credential,
-        url: upstream_url(raw.upstream.url.as_deref().unwrap_or(DEFAULT_UPSTREAM))?,
+        credential_source,
+        url,
+        rewrite_links: raw.upstream.rewrite_links.unwrap_or(true),
+        link_origins,
         ca_file: raw
             .upstream
             .ca_file
@@ -201,9 +233,9 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         },
     };
 
-    let identity = identity(&raw.identity)?;
-    let authz = authz(&raw.authz)?;
-    if upstream.credential.is_none() {
+    let identity = identity(&raw.identity, base)?;
+    let authz = authz(&raw.authz, base)?;
+    if upstream.credential_source.is_none() {
         for (field, source) in [
             ("authz.bindings", &authz.bindings),
             ("authz.inventory", &authz.inventory),
@@ -216,13 +248,18 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             }
         }
     }
-    let ratelimit = crate::ratelimit::RateLimitConfig::try_from(raw.ratelimit)
-        .map_err(|e| ConfigError::file(e.to_string()))?;
-    let audit = audit(raw.audit)?;
-    // Relative paths are relative to the working directory, like every other path here.
+    let ratelimit = crate::ratelimit::RateLimitConfig::validate(raw.ratelimit, base, secrets)
+        .map_err(|e| match e {
+            crate::ratelimit::RateLimitError::Field { field, message } => {
+                ConfigError::field(field, message)
+            }
+            e => ConfigError::file(e.to_string()),
+        })?;
+    let audit = audit(raw.audit, base)?;
+    // Relative paths are relative to the config file's directory, like every other path here.
     let policy = raw
         .policy
-        .map(|p| p.resolve(std::path::Path::new("")))
+        .map(|p| p.resolve(base))
         .transpose()
         .map_err(|errors| {
             let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
@@ -252,7 +289,7 @@ pub fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
 pub const DEFAULT_IDENTITY_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Bounds the cache's memory (about 200 bytes an entry).
 pub const DEFAULT_IDENTITY_CACHE_CAPACITY: usize = 100_000;
-/// The shipped matrix, relative to the working directory (or the config file's directory).
+/// The shipped matrix, relative to the config file's directory.
 pub const DEFAULT_MATRIX: &str = "policies/matrix.toml";
 /// Role bindings change rarely; a minute keeps keygate close to Confluent without load.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -263,56 +300,40 @@ pub const DEFAULT_INVENTORY_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs
 /// Rotate the audit file at 256 MiB.
 pub const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
-fn credential(
+fn credential_source(
     raw: Option<&super::raw::RawCredential>,
-    env: &dyn Env,
-) -> Result<Option<Secret>, ConfigError> {
+    base: &Path,
+) -> Result<Option<CredentialSource>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(None);
     };
-    let value = match (&raw.env, &raw.file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::field(
-                "upstream.credential",
-                "set either `env` or `file`, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ConfigError::field(
-                "upstream.credential",
-                "set `env` (a variable holding KEY:SECRET) or `file`",
-            ))
-        }
-        (Some(name), None) => env.var(name).ok_or_else(|| {
-            ConfigError::field(
-                "upstream.credential.env",
-                format!("environment variable `{name}` is not set"),
-            )
-        })?,
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::field(
-                "upstream.credential.file",
-                format!("cannot read `{path}`: {e}"),
-            )
-        })?,
-    };
-    let value = value.trim();
-    match value.split_once(':') {
-        Some((key, secret)) if !key.is_empty() && !secret.is_empty() => {
-            Ok(Some(Secret::new(value)))
-        }
-        _ => Err(ConfigError::field(
+    match (&raw.env, &raw.file) {
+        (Some(_), Some(_)) => Err(ConfigError::field(
             "upstream.credential",
-            "the credential must be `KEY:SECRET` (a Cloud API key of keygate's service account)",
+            "set either `env` or `file`, not both",
         )),
+        (None, None) => Err(ConfigError::field(
+            "upstream.credential",
+            "set `env` (a variable holding KEY:SECRET) or `file`",
+        )),
+        (Some(name), None) if name.is_empty() => Err(ConfigError::field(
+            "upstream.credential.env",
+            "must not be empty",
+        )),
+        (Some(name), None) => Ok(Some(CredentialSource::Env(name.clone()))),
+        (None, Some(file)) => Ok(Some(CredentialSource::File(resolved(
+            base,
+            "upstream.credential.file",
+            file,
+        )?))),
     }
 }
 
-fn identity(raw: &super::raw::RawIdentity) -> Result<IdentityConfig, ConfigError> {
+fn identity(raw: &super::raw::RawIdentity, base: &Path) -> Result<IdentityConfig, ConfigError> {
     let source = match (raw.source.as_deref(), &raw.directory) {
         (None | Some("upstream"), None) => IdentitySource::Upstream,
         (Some("directory"), Some(path)) => {
-            IdentitySource::Directory(super::validate::path("identity.directory", path)?)
+            IdentitySource::Directory(resolved(base, "identity.directory", path)?)
         }
         (Some("directory"), None) => {
             return Err(ConfigError::field(
@@ -353,14 +374,14 @@ fn identity(raw: &super::raw::RawIdentity) -> Result<IdentityConfig, ConfigError
     })
 }
 
-fn data_source(field: &str, value: Option<&str>) -> Result<DataSource, ConfigError> {
+fn data_source(base: &Path, field: &str, value: Option<&str>) -> Result<DataSource, ConfigError> {
     match value {
         None | Some("upstream") => Ok(DataSource::Upstream),
-        Some(path) => Ok(DataSource::File(super::validate::path(field, path)?)),
+        Some(path) => Ok(DataSource::File(resolved(base, field, path)?)),
     }
 }
 
-fn authz(raw: &super::raw::RawAuthz) -> Result<AuthzConfig, ConfigError> {
+fn authz(raw: &super::raw::RawAuthz, base: &Path) -> Result<AuthzConfig, ConfigError> {
     let org = raw.org_id.as_deref().ok_or_else(|| {
         ConfigError::field(
             "authz.org_id",
@@ -371,12 +392,13 @@ fn authz(raw: &super::raw::RawAuthz) -> Result<AuthzConfig, ConfigError> {
         .map_err(|e| ConfigError::field("authz.org_id", e.to_string()))?;
     Ok(AuthzConfig {
         org_id,
-        matrix: super::validate::path(
+        matrix: resolved(
+            base,
             "authz.matrix",
             raw.matrix.as_deref().unwrap_or(DEFAULT_MATRIX),
         )?,
-        bindings: data_source("authz.bindings", raw.bindings.as_deref())?,
-        inventory: data_source("authz.inventory", raw.inventory.as_deref())?,
+        bindings: data_source(base, "authz.bindings", raw.bindings.as_deref())?,
+        inventory: data_source(base, "authz.inventory", raw.inventory.as_deref())?,
         refresh_interval: duration(
             "authz.refresh_interval",
             raw.refresh_interval.clone(),
@@ -395,7 +417,7 @@ fn authz(raw: &super::raw::RawAuthz) -> Result<AuthzConfig, ConfigError> {
     })
 }
 
-fn audit(raw: super::raw::RawAudit) -> Result<AuditConfig, ConfigError> {
+fn audit(raw: super::raw::RawAudit, base: &Path) -> Result<AuditConfig, ConfigError> {
     let mode = match raw.file_mode.as_deref() {
         None | Some("blocking") => crate::audit::FileMode::Blocking,
         Some("async") => crate::audit::FileMode::Async,
@@ -417,7 +439,7 @@ fn audit(raw: super::raw::RawAudit) -> Result<AuditConfig, ConfigError> {
         .as_deref()
         .map(|p| -> Result<AuditFile, ConfigError> {
             Ok(AuditFile {
-                path: super::validate::path("audit.file", p)?,
+                path: resolved(base, "audit.file", p)?,
                 mode,
                 max_bytes: match raw.max_file_bytes {
                     Some(0) => {
@@ -550,36 +572,49 @@ fn nonzero(field: &str, value: Option<usize>) -> Result<Option<NonZeroUsize>, Co
     }
 }
 
-fn path(field: &str, value: &str) -> Result<PathBuf, ConfigError> {
+/// A path from the config, relative ones joined to `base` (the config file's directory).
+fn resolved(base: &Path, field: &str, value: &str) -> Result<PathBuf, ConfigError> {
     if value.is_empty() {
         return Err(ConfigError::field(field, "must not be empty"));
     }
-    Ok(PathBuf::from(value))
+    Ok(base.join(value))
 }
 
 /// Validates an upstream base URL (`upstream.url`).
 pub fn upstream_url(text: &str) -> Result<Uri, ConfigError> {
-    const FIELD: &str = "upstream.url";
+    base_url("upstream.url", text)
+}
+
+/// `scheme://authority` of a base URL, lowercase.
+pub fn origin(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str())
+    )
+    .to_ascii_lowercase()
+}
+
+/// An `http(s)://authority` URL without path or query, for `field`.
+fn base_url(field: &'static str, text: &str) -> Result<Uri, ConfigError> {
     let uri: Uri = text
         .parse()
-        .map_err(|e| ConfigError::field(FIELD, format!("`{text}` is not a URL: {e}")))?;
+        .map_err(|e| ConfigError::field(field, format!("`{text}` is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("https") | Some("http") => {}
         _ => {
             return Err(ConfigError::field(
-                FIELD,
-                format!(
-                    "`{text}` must start with https:// (or http:// for a loopback test upstream)"
-                ),
+                field,
+                format!("`{text}` must start with https:// or http://"),
             ))
         }
     }
     if uri.authority().is_none() {
-        return Err(ConfigError::field(FIELD, format!("`{text}` has no host")));
+        return Err(ConfigError::field(field, format!("`{text}` has no host")));
     }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(ConfigError::field(
-            FIELD,
+            field,
             format!("`{text}` must be a base URL without a path or query"),
         ));
     }

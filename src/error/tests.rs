@@ -75,9 +75,301 @@ async fn upstream_body_timeout_maps_to_504() {
 }
 
 #[tokio::test]
+async fn unavailable_shared_rate_limit_maps_to_503_with_retry_after() {
+    let (status, headers, json) =
+        render(crate::ratelimit::SharedUnavailable::sample("creates-per-principal").into()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[http::header::RETRY_AFTER], "1");
+    assert!(
+        headers.get("x-ratelimit-limit").is_none(),
+        "no limit was exceeded"
+    );
+    let m = member(&json);
+    assert_eq!(m["status"], "503");
+    assert_eq!(m["code"], "ratelimit_unavailable");
+    assert_eq!(m["meta"]["limit_id"], "creates-per-principal");
+    let detail = m["detail"].as_str().unwrap();
+    assert!(detail.contains("`creates-per-principal`"), "{detail}");
+    assert!(detail.contains("unavailable"), "{detail}");
+}
+
+#[tokio::test]
 async fn internal_error_maps_to_500() {
     let (status, headers, json) = render(GatewayError::Internal("no permit")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(headers.get(WWW_AUTHENTICATE).is_none());
     assert_eq!(member(&json)["status"], "500");
+}
+
+/// One value of every variant of the error table, with the fixed texts keygate fills in (and
+/// ids where a variant quotes one), so that a new variant must be added here to compile.
+fn every_error() -> Vec<GatewayError> {
+    use crate::guard::GuardError as G;
+    use crate::identity::IdentityError as I;
+    let guard = [
+        G::NonCanonicalPath {
+            path: "/iam/v2/api-keys/".into(),
+            reason: "a trailing `/`",
+            canonical: Some("/iam/v2/api-keys".into()),
+        },
+        G::NonCanonicalPath {
+            path: "/iam/v2/x%2Cy".into(),
+            reason: "percent-encoded characters",
+            canonical: None,
+        },
+        G::InvalidTarget,
+        G::InvalidQuery {
+            reason: "a parameter without a name",
+        },
+        G::Override {
+            location: "header",
+            name: "x-http-method-override",
+        },
+        G::MethodNotAllowed {
+            method: http::Method::PUT,
+            path: "/iam/v2/api-keys/{id}",
+            allow: "GET, PATCH, DELETE",
+        },
+        G::DuplicateAuthorization,
+        G::Framing {
+            reason: "both `Content-Length` and `Transfer-Encoding`",
+        },
+        G::UnsupportedMediaType {
+            reason: "no `Content-Type`",
+        },
+        G::UnsupportedContentEncoding,
+        G::PayloadTooLarge { limit: 65536 },
+        G::BodyRead,
+        G::Trailers,
+        G::InvalidUtf8 { offset: 3 },
+        G::UnexpectedBody {
+            method: http::Method::DELETE,
+        },
+        G::InvalidJson {
+            category: "syntax error",
+            line: 1,
+            column: 2,
+        },
+        G::DuplicateKey {
+            kind: "a duplicate key",
+            pointer: Some("/spec/owner".into()),
+            line: 1,
+            column: 9,
+        },
+        G::NotAnObject,
+        G::NonCanonicalMember {
+            pointer: "/spec/Owner".into(),
+            expected: "owner",
+        },
+        G::InvalidField {
+            pointer: "/spec/owner/id",
+            reason: "must be a non-empty string",
+        },
+        G::ImmutableField {
+            pointer: "/spec/owner",
+        },
+    ];
+    let identity = [
+        I::Missing,
+        I::Malformed("Basic credential is not base64"),
+        I::Malformed("Basic credential has no `:`"),
+        I::Malformed("expected the `Basic` scheme"),
+        I::UnsupportedScheme("Bearer"),
+        I::Rejected {
+            key_id: "DEMOALICE0000001".into(),
+        },
+        I::UnknownOwner {
+            key_id: "DEMOALICE0000001".into(),
+            owner: "op-12".into(),
+        },
+        I::UpstreamRateLimited(crate::identity::RateLimitHeaders::default()),
+        I::Unavailable("upstream answered 503".into()),
+    ];
+    let mut all: Vec<GatewayError> = guard.into_iter().map(GatewayError::from).collect();
+    all.extend(identity.into_iter().map(GatewayError::from));
+    all.extend([
+        GatewayError::Denied(Box::new(Denial {
+            explanation: "creating a Global key for sa-orders needs OrganizationAdmin or \
+                          ResourceOwner on sa-orders; you hold EnvironmentAdmin on env-prod01"
+                .into(),
+            rule_ids: vec!["matrix.deny.sa_global".into()],
+            pointer: Some("/spec/resource/id"),
+            by: DecidedBy::Matrix,
+            entries: Vec::new(),
+        })),
+        GatewayError::RateLimited(RateLimited::sample("create-per-principal")),
+        GatewayError::RateLimitUnavailable(crate::ratelimit::SharedUnavailable::sample(
+            "create-per-principal",
+        )),
+        GatewayError::AuthzUnavailable(
+            "authorization data (role bindings, inventory) has not been loaded yet".into(),
+        ),
+        GatewayError::AuditUnavailable(
+            "audit file sink is unhealthy after a write failure: no durable audit until restart"
+                .into(),
+        ),
+        ProxyError::Connect("connection refused".into()).into(),
+        ProxyError::Tls("invalid peer certificate: UnknownIssuer".into()).into(),
+        ProxyError::ConnectTimeout(Duration::from_secs(5)).into(),
+        ProxyError::Timeout(Duration::from_secs(30)).into(),
+        ProxyError::Protocol("connection closed before message completed".into()).into(),
+        GatewayError::Denied(Box::new(Denial {
+            explanation: "denied by organisation policy: …".into(),
+            rule_ids: vec!["service-account-key-limit".into()],
+            pointer: None,
+            by: DecidedBy::Policy,
+            entries: vec![DenialEntry {
+                rule_id: "service-account-key-limit".into(),
+                detail: "service account sa-orders already has 3 API keys (limit 3)".into(),
+                pointer: Some("/spec/owner/id".into()),
+            }],
+        })),
+        GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+            "NOSUCHKEY0000001",
+            StatusCode::NOT_FOUND,
+            &http::HeaderMap::new(),
+            Bytes::from_static(br#"{"errors":[{"status":"404","title":"Not Found"}]}"#),
+        ))),
+        GatewayError::Internal("governed request without a permit"),
+    ]);
+    // Exhaustive: a new variant fails to compile until it has a sample above.
+    for err in &all {
+        match err {
+            GatewayError::Guard(
+                G::NonCanonicalPath { .. }
+                | G::InvalidTarget
+                | G::InvalidQuery { .. }
+                | G::Override { .. }
+                | G::MethodNotAllowed { .. }
+                | G::DuplicateAuthorization
+                | G::Framing { .. }
+                | G::UnsupportedMediaType { .. }
+                | G::UnsupportedContentEncoding
+                | G::PayloadTooLarge { .. }
+                | G::BodyRead
+                | G::Trailers
+                | G::InvalidUtf8 { .. }
+                | G::UnexpectedBody { .. }
+                | G::InvalidJson { .. }
+                | G::DuplicateKey { .. }
+                | G::NotAnObject
+                | G::NonCanonicalMember { .. }
+                | G::InvalidField { .. }
+                | G::ImmutableField { .. },
+            )
+            | GatewayError::Identity(
+                I::Missing
+                | I::Malformed(_)
+                | I::UnsupportedScheme(_)
+                | I::Rejected { .. }
+                | I::UnknownOwner { .. }
+                | I::UpstreamRateLimited(_)
+                | I::Unavailable(_),
+            )
+            | GatewayError::Denied(_)
+            | GatewayError::RateLimited(_)
+            | GatewayError::RateLimitUnavailable(_)
+            | GatewayError::AuthzUnavailable(_)
+            | GatewayError::AuditUnavailable(_)
+            | GatewayError::Upstream(_)
+            | GatewayError::LookupRefused(_)
+            | GatewayError::Internal(_) => {}
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn the_redactor_leaves_every_fixed_message_of_the_error_table_intact() {
+    for err in every_error() {
+        let message = err.to_string();
+        assert_eq!(
+            err.detail(),
+            message,
+            "the redactor changed keygate's own text"
+        );
+        assert!(!message.contains(crate::redact::REDACTED), "{message}");
+        let shown: Vec<String> = match &err {
+            // One member per denying policy, each with its own detail.
+            GatewayError::Denied(d) if !d.entries.is_empty() => {
+                d.entries.iter().map(|e| e.detail.clone()).collect()
+            }
+            // The upstream's own answer, not keygate's text.
+            GatewayError::LookupRefused(_) => Vec::new(),
+            _ => vec![message.clone()],
+        };
+        let (_, _, json) = render(err).await;
+        for (i, text) in shown.iter().enumerate() {
+            assert_eq!(json["errors"][i]["detail"], text.as_str());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_missing_credential_help_shows_how_to_send_one() {
+    let (status, _, json) = render(IdentityError::Missing.into()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let detail = member(&json)["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("`Authorization: Basic base64(key:secret)`"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn each_denying_policy_is_its_own_error_member_with_its_pointer() {
+    let entry = |id: &str, detail: &str, pointer: Option<&str>| DenialEntry {
+        rule_id: id.into(),
+        detail: detail.into(),
+        pointer: pointer.map(str::to_owned),
+    };
+    let err = GatewayError::Denied(Box::new(Denial {
+        explanation: "denied by organisation policy: a (p1); b (p2)".into(),
+        rule_ids: vec!["p1".into(), "p2".into()],
+        pointer: None,
+        by: DecidedBy::Policy,
+        entries: vec![
+            entry("p1", "a", Some("/spec/display_name")),
+            entry("p2", "b", None),
+        ],
+    }));
+    let (status, _, json) = render(err).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{json}");
+    assert_eq!(errors[0]["detail"], "a");
+    assert_eq!(errors[0]["source"]["pointer"], "/spec/display_name");
+    assert_eq!(errors[0]["meta"]["rule_ids"], serde_json::json!(["p1"]));
+    assert_eq!(errors[1]["detail"], "b");
+    assert!(errors[1].get("source").is_none(), "{json}");
+    assert_eq!(errors[1]["meta"]["rule_ids"], serde_json::json!(["p2"]));
+    for e in errors {
+        assert_eq!(e["id"], "req-1");
+        assert_eq!(e["status"], "403");
+        assert_eq!(e["code"], "user_unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_lookup_is_passed_through_as_the_upstream_sent_it() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-request-id", HeaderValue::from_static("upstream-id"));
+    let body = br#"{"errors":[{"id":"u1","status":"404","title":"Not Found"}]}"#;
+    let err = GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+        "NOSUCHKEY0000001",
+        StatusCode::NOT_FOUND,
+        &headers,
+        Bytes::from_static(body),
+    )));
+    assert_eq!(err.decided_by(), Some(DecidedBy::Upstream));
+    assert!(err.to_string().contains("404"));
+    let (status, headers, json) = render(err).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers[CONTENT_TYPE], "application/json");
+    assert!(headers.get(WWW_AUTHENTICATE).is_none());
+    assert_eq!(
+        json,
+        serde_json::from_slice::<serde_json::Value>(body).unwrap()
+    );
 }

@@ -95,3 +95,6 @@ impl Collected {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,7 @@ const OVERRIDE_HEADERS: [(&str, &str); 5] = [
 /// Longest `Content-Length` value parsed: 19 digits always fit a `u64`.
 const MAX_CONTENT_LENGTH_DIGITS: usize = 19;
 
-/// Checks the headers of a governed request (DESIGN.md §2).
+/// Checks the headers of a governed request (docs/architecture.md §2).
 ///
 /// 400 for a second `Authorization`, any method/path override header, both `Content-Length` and
 /// `Transfer-Encoding`, more than one or a malformed `Content-Length`, or a transfer coding other
@@ -180,3 +180,6 @@ fn check_content_encoding(headers: &HeaderMap) -> Result<(), GuardError> {
 fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ use serde_json::error::Category;
 
 use super::GuardError;
 
-/// Member names of the ApiKey schema (reference §2). Only these may appear in an error pointer;
+/// Member names of the ApiKey schema (docs/confluent-api.md §2). Only these may appear in an error pointer;
 /// any other key is body content and could be a secret.
 const KNOWN_MEMBERS: [&str; 14] = [
     "api_version",
@@ -326,3 +326,6 @@ impl<'de> Visitor<'de> for KeySeed {
         Ok(Cow::Owned(value))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,16 +1,22 @@
 //! Route classification: is this request aimed at the api-keys endpoints, and is its path exact?
 //!
-//! Runs on every request, so the common case (an ordinary path with no `%`, `\`, `;`, dot
-//! segment or `//`) is one pass over the path bytes with no allocation. Only a path that could
-//! be read as the governed prefix by *some* interpretation (percent-decoded any number of times,
-//! `\` as `/`, `;params` dropped, dot segments resolved either before or after collapsing `//`,
-//! any letter case) is examined further, and such a path must then be byte-for-byte canonical.
-//! Nothing here rewrites the request: the forwarder sends the same URI it was given.
+//! Runs on every request, so the common case, a *plain* path (RFC 3986 unreserved characters and
+//! single `/` separators, no dot segments), is one pass over the path bytes with no allocation:
+//! a plain path means the same to every parser up to letter case, so it is governed when it
+//! starts with `/iam/v2/api-keys` in any case (and must then be byte-for-byte canonical).
+//!
+//! Any other path is read by the lenient model ([`super::lenient`]): if *any* reading some HTTP
+//! stack might apply lies under `/iam/`, the request is refused (400), whatever the method, since
+//! keygate cannot know what the upstream would make of it. Otherwise it is ungoverned (`%` in an
+//! ordinary `/org/` or `/cmk/` path streams through untouched). Nothing here rewrites the
+//! request: the forwarder sends the same URI it was given.
 
 use http::{Method, Uri};
 
+use super::lenient::{self, is_unreserved, LenientPath};
 use super::GuardError;
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::GovernedRoute;
 
 /// The governed collection path, byte for byte.
 const COLLECTION: &str = "/iam/v2/api-keys";
@@ -18,10 +24,7 @@ const COLLECTION: &str = "/iam/v2/api-keys";
 /// The prefix of an item path (`/iam/v2/api-keys/{id}`).
 const ITEM_PREFIX: &str = "/iam/v2/api-keys/";
 
-/// The governed prefix as normalised segments.
-const PREFIX_SEGMENTS: [&[u8]; 3] = [b"iam", b"v2", b"api-keys"];
-
-/// Longest key id accepted in a path: reference §4 says ids are opaque strings of at most 255
+/// Longest key id accepted in a path: docs/confluent-api.md §4 says ids are opaque strings of at most 255
 /// characters, so anything longer is not an id the upstream could have issued.
 const MAX_KEY_ID_LEN: usize = 255;
 
@@ -46,16 +49,6 @@ pub enum Route {
     Ungoverned,
     /// A canonical request to one of the five governed method/path combinations.
     Governed(GovernedRoute),
-}
-
-/// A canonical governed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GovernedRoute {
-    /// What the request does.
-    pub action: Action,
-    /// The `{id}` of `/iam/v2/api-keys/{id}` (unreserved characters only), `None` for the
-    /// collection.
-    pub key_id: Option<String>,
 }
 
 /// Classifies a request by method and URI (as parsed by hyper).
@@ -90,22 +83,25 @@ fn classify_parts(
     fragment: bool,
 ) -> Result<Route, GuardError> {
     let bytes = path.as_bytes();
-    let aimed = if is_plain(bytes) {
-        plain_is_aimed(bytes)
-    } else {
-        suspicious_is_aimed(bytes)
-    };
-    if !aimed {
+    if !is_plain(bytes) {
+        // Not plain: refused if any lenient reading lies under `/iam/`, whatever the method.
+        return if lenient::read(bytes).under_iam() {
+            Err(refusal(path))
+        } else {
+            Ok(Route::Ungoverned)
+        };
+    }
+    if !plain_is_aimed(bytes) {
         return Ok(Route::Ungoverned);
     }
     if fragment {
         return Err(GuardError::non_canonical(
             path,
             "fragment (`#`) in the request target",
+            canonical_suggestion(path),
         ));
     }
-    let key_id =
-        canonical_key_id(path).map_err(|reason| GuardError::non_canonical(path, reason))?;
+    let key_id = canonical_key_id(path).ok_or_else(|| refusal(path))?;
     if let Some(query) = query {
         check_query(query)?;
     }
@@ -131,21 +127,20 @@ fn not_allowed(method: &Method, path: &'static str, allow: &'static str) -> Guar
 
 // === the fast path ===
 
-/// True when the path has nothing any server could normalise: no `%`, `\`, `;`, `//` or dot
-/// segment. Such a path means the same thing to every parser, up to letter case.
+/// True when the path is plain: only RFC 3986 unreserved characters and single `/` separators,
+/// no dot segments. Such a path means the same thing to every parser, up to letter case, so the
+/// lenient model is not needed (and nothing is allocated).
 fn is_plain(path: &[u8]) -> bool {
     let mut segment_start = 0;
     for (at, &byte) in path.iter().enumerate() {
-        match byte {
-            b'%' | b'\\' | b';' => return false,
-            b'/' => {
-                let segment = &path[segment_start..at];
-                if (at > 0 && segment.is_empty()) || is_dot_segment(segment) {
-                    return false;
-                }
-                segment_start = at + 1;
+        if byte == b'/' {
+            let segment = &path[segment_start..at];
+            if (at > 0 && segment.is_empty()) || is_dot_segment(segment) {
+                return false;
             }
-            _ => {}
+            segment_start = at + 1;
+        } else if !is_unreserved(byte) {
+            return false;
         }
     }
     !is_dot_segment(&path[segment_start..])
@@ -164,156 +159,68 @@ fn is_dot_segment(segment: &[u8]) -> bool {
     segment == b"." || segment == b".."
 }
 
-// === the slow path ===
-
-/// Whether any plausible server interpretation of `path` lands on the governed prefix.
-fn suspicious_is_aimed(path: &[u8]) -> bool {
-    let mut normalised: Vec<u8> = percent_decode_fully(path)
-        .into_iter()
-        .map(|byte| match byte {
-            b'\\' => b'/',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect();
-    if normalised_is_aimed(&normalised) {
-        return true;
-    }
-    // A server that decodes and then re-parses could end the path at a decoded `?`, `#` or NUL.
-    match normalised
-        .iter()
-        .position(|&b| matches!(b, b'?' | b'#' | 0))
-    {
-        Some(end) => {
-            normalised.truncate(end);
-            normalised_is_aimed(&normalised)
-        }
-        None => false,
-    }
-}
-
-/// `path` is decoded, lowercased and uses `/` only. Checks it as written (empty segments
-/// dropped), with dot segments resolved after collapsing `//`, and resolved RFC 3986 §5.2.4
-/// style (empty segments kept while resolving).
-fn normalised_is_aimed(path: &[u8]) -> bool {
-    let segments: Vec<&[u8]> = path
-        .split(|&b| b == b'/')
-        .skip(1)
-        .map(|segment| match segment.iter().position(|&b| b == b';') {
-            Some(at) => &segment[..at],
-            None => segment,
-        })
-        .collect();
-    let non_empty: Vec<&[u8]> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
-    let mut rfc = resolve_dots(&segments);
-    rfc.retain(|s| !s.is_empty());
-    starts_with_prefix(&non_empty)
-        || starts_with_prefix(&resolve_dots(&non_empty))
-        || starts_with_prefix(&rfc)
-}
-
-fn resolve_dots<'a>(segments: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(segments.len());
-    for &segment in segments {
-        match segment {
-            b"." => {}
-            b".." => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-fn starts_with_prefix(segments: &[&[u8]]) -> bool {
-    segments.len() >= PREFIX_SEGMENTS.len() && segments[..PREFIX_SEGMENTS.len()] == PREFIX_SEGMENTS
-}
-
-/// Decodes `%XX` until nothing changes (each round shortens the input, so this terminates).
-fn percent_decode_fully(input: &[u8]) -> Vec<u8> {
-    let mut current = input.to_vec();
-    loop {
-        let next = percent_decode_once(&current);
-        if next.len() == current.len() {
-            return current;
-        }
-        current = next;
-    }
-}
-
-fn percent_decode_once(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut at = 0;
-    while at < input.len() {
-        if input[at] == b'%' {
-            if let (Some(high), Some(low)) = (
-                input.get(at + 1).and_then(|&b| hex_value(b)),
-                input.get(at + 2).and_then(|&b| hex_value(b)),
-            ) {
-                out.push(high << 4 | low);
-                at += 3;
-                continue;
-            }
-        }
-        out.push(input[at]);
-        at += 1;
-    }
-    out
-}
-
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
 // === canonical form ===
 
-/// The key id of a canonical governed path, or why the path is not canonical.
-fn canonical_key_id(path: &str) -> Result<Option<String>, &'static str> {
+/// The key id of a byte-exact canonical governed path (`None` for the collection), or `None`
+/// altogether when the path is not canonical.
+fn canonical_key_id(path: &str) -> Option<Option<String>> {
     if path == COLLECTION {
-        return Ok(None);
+        return Some(None);
     }
-    if let Some(id) = path.strip_prefix(ITEM_PREFIX) {
-        if !id.is_empty()
-            && id.len() <= MAX_KEY_ID_LEN
-            && !is_dot_segment(id.as_bytes())
-            && id.bytes().all(is_unreserved)
-        {
-            return Ok(Some(id.to_owned()));
-        }
-    }
-    Err(non_canonical_reason(path))
+    let id = path.strip_prefix(ITEM_PREFIX)?;
+    (!id.is_empty()
+        && id.len() <= MAX_KEY_ID_LEN
+        && !is_dot_segment(id.as_bytes())
+        && id.bytes().all(is_unreserved))
+    .then(|| Some(id.to_owned()))
 }
 
-/// RFC 3986 §2.3 unreserved characters.
-fn is_unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+/// The 400 for a path under `/iam/` that is not canonical: the first rule it breaks, and the
+/// canonical form when the lenient model yields one.
+fn refusal(path: &str) -> GuardError {
+    let model = lenient::read(path.as_bytes());
+    GuardError::non_canonical(path, non_canonical_reason(path, &model), model.suggestion())
 }
 
-/// The first rule a non-canonical governed path breaks, for the error message.
-fn non_canonical_reason(path: &str) -> &'static str {
+fn canonical_suggestion(path: &str) -> Option<String> {
+    lenient::read(path.as_bytes()).suggestion()
+}
+
+/// The first rule a non-canonical path breaks, most specific first, for the error message.
+fn non_canonical_reason(path: &str, model: &LenientPath) -> &'static str {
+    let applied = &model.applied;
+    let rules = [
+        (applied.overlong, "overlong UTF-8 encoding"),
+        (applied.iis_unicode, "IIS-style `%u` escape"),
+        (
+            applied.lookalike,
+            "Unicode look-alike characters (full-width or other forms of ASCII)",
+        ),
+        (
+            applied.encoded_whitespace,
+            "encoded whitespace or control character",
+        ),
+        (applied.raw_whitespace, "whitespace or control character"),
+        (applied.terminator, "encoded `?`, `#` or NUL"),
+        (applied.double_percent, "double percent-encoding"),
+        (applied.percent, "percent-encoded characters"),
+        (applied.backslash, "backslash (`\\`)"),
+        (applied.params, "`;` parameters"),
+        (applied.empty_segment, "empty segment (`//`)"),
+        (applied.dot_segment, "dot segment (`.` or `..`)"),
+    ];
+    if let Some((_, reason)) = rules.iter().find(|(applies, _)| *applies) {
+        return reason;
+    }
     let bytes = path.as_bytes();
-    if bytes.contains(&b'%') {
-        return "percent-encoded characters";
-    }
-    if bytes.contains(&b'\\') {
-        return "backslash (`\\`)";
-    }
-    if bytes.contains(&b';') {
-        return "`;` parameters";
-    }
-    if bytes.windows(2).any(|pair| pair == b"//") {
-        return "empty segment (`//`)";
-    }
-    if bytes.split(|&b| b == b'/').any(is_dot_segment) {
-        return "dot segment (`.` or `..`)";
+    if !bytes.iter().all(|&b| b == b'/' || is_unreserved(b)) {
+        return "characters other than letters, digits, `-._~` and `/`";
     }
     if bytes.ends_with(b"/") {
         return "trailing `/`";
+    }
+    if !model.governed() {
+        return "not `/iam/v2/api-keys` or `/iam/v2/api-keys/{id}`";
     }
     if !path.starts_with(COLLECTION) {
         return "letter case differs from `/iam/v2/api-keys`";
@@ -347,11 +254,11 @@ fn check_query(query: &str) -> Result<(), GuardError> {
     for pair in query.split(['&', ';']) {
         let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
         let decoded;
-        let name = if raw_name.contains('%') {
-            decoded = percent_decode_fully(raw_name.as_bytes());
-            decoded.as_slice()
-        } else {
+        let name = if raw_name.bytes().all(is_unreserved) {
             raw_name.as_bytes()
+        } else {
+            decoded = lenient::decode(raw_name.as_bytes()).0;
+            lenient::trim(&decoded)
         };
         if let Some(param) = OVERRIDE_PARAMS
             .iter()
@@ -365,3 +272,6 @@ fn check_query(query: &str) -> Result<(), GuardError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

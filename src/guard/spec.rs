@@ -2,7 +2,7 @@
 //!
 //! Reads only what decisions use (`spec.owner.id`, `spec.resource.{id,environment}`,
 //! `spec.display_name`, `spec.description`) and tolerates what real clients send and the upstream
-//! ignores (reference §2.2: empty `related`/`resource_name`, `kind`, `api_version`, unknown
+//! ignores (docs/confluent-api.md §2.2: empty `related`/`resource_name`, `kind`, `api_version`, unknown
 //! members, `spec.resources[]`). Go's `encoding/json` matches member names case-insensitively,
 //! so a member spelled like a schema member in another case (`"Resource"`) is refused rather than
 //! guessed at. It does not classify key types or owners; that is policy.
@@ -13,7 +13,7 @@ use http::Method;
 
 use super::json::{self, fold_eq, Value};
 use super::GuardError;
-use crate::policy::action::{Action, CreateSpec, ResourceSpec, UpdateSpec};
+use crate::model::{Action, CreateSpec, ResourceSpec, UpdateSpec};
 
 /// Members of the ApiKey object itself.
 const API_KEY_MEMBERS: &[&str] = &["api_version", "kind", "id", "metadata", "spec"];
@@ -38,7 +38,7 @@ const REFERENCE_MEMBERS: &[&str] = &[
     "resource_name",
 ];
 
-/// Members a PATCH may not carry: reference §2.6, only the display name and description change.
+/// Members a PATCH may not carry: docs/confluent-api.md §2.6, only the display name and description change.
 const IMMUTABLE_MEMBERS: [(&str, &str); 4] = [
     ("owner", "/spec/owner"),
     ("resource", "/spec/resource"),
@@ -74,7 +74,7 @@ pub fn parse_body(action: Action, body: &[u8]) -> Result<GovernedBody, GuardErro
     }
 }
 
-/// Parses a create body (`POST /iam/v2/api-keys`), reference §2.1.
+/// Parses a create body (`POST /iam/v2/api-keys`), docs/confluent-api.md §2.1.
 ///
 /// `spec.owner.id` is required and non-empty; `spec.resource` absent or `null` means a Cloud key
 /// (`resource: None`), otherwise it needs a non-empty `id` (`environment` is optional, empty
@@ -133,7 +133,7 @@ pub fn parse_create(body: &[u8]) -> Result<CreateSpec, GuardError> {
     })
 }
 
-/// Parses an update body (`PATCH /iam/v2/api-keys/{id}`), reference §2.6.
+/// Parses an update body (`PATCH /iam/v2/api-keys/{id}`), docs/confluent-api.md §2.6.
 ///
 /// Only `spec.display_name` and `spec.description` are mutable: a body carrying `spec.owner`,
 /// `spec.resource`, `spec.resources` or `spec.secret` (with any value) is 400 with its pointer.
@@ -258,3 +258,6 @@ fn optional_string<'v>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

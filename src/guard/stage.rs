@@ -7,8 +7,9 @@ use http::Request;
 
 use super::{check_headers, classify, declared_content_length, parse_body, read_body, Route};
 use crate::body::Body;
-use crate::context::{RequestContext, RouteClass};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::model::RouteClass;
 use crate::stage::Stage;
 
 /// See the module doc.

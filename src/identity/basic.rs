@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use super::{IdentityError, RateLimitHeaders};
-use crate::policy::principal::{AuthMethod, Principal};
+use crate::model::{AuthMethod, Principal};
 use crate::proxy::Upstream;
 
 /// Largest key lookup response read (an ApiKey object is about 1 KiB).

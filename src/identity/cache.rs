@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{IdentityError, Lookup};
-use crate::policy::principal::Principal;
+use crate::model::Principal;
 
 /// HMAC-SHA256 tag of a credential.
 type CredentialTag = [u8; 32];
@@ -109,11 +109,17 @@ impl IdentityCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome>,
     {
-        self.misses.fetch_add(1, Ordering::Relaxed);
         let cell = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            // A lookup that finished between the cache check and this lock has already cached
+            // its principal (it inserts before it leaves `inflight`): no second lookup.
+            if let Some(principal) = self.get(&tag) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((principal, Lookup::Hit));
+            }
             inflight.entry(tag).or_default().clone()
         };
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let outcome = cell
             .get_or_init(|| async {
                 self.lookups.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +197,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::policy::principal::AuthMethod;
+    use crate::model::AuthMethod;
 
     fn principal(id: &str) -> Arc<Principal> {
         Arc::new(

@@ -20,7 +20,7 @@ use ring::hmac;
 use serde::Deserialize;
 
 use super::{BasicCredential, IdentityError};
-use crate::policy::principal::{AuthMethod, Principal};
+use crate::model::{AuthMethod, Principal};
 
 /// Scheme prefix of a stored secret hash.
 const HASH_SCHEME: &str = "hmac-sha256";

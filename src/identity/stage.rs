@@ -10,7 +10,7 @@ use super::{Authenticator, Lookup};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::guard::GovernedRoute;
+use crate::model::GovernedRoute;
 use crate::stage::Stage;
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;

@@ -7,13 +7,12 @@
 //! know which roles matter (the matrix does) and does not decide anything.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::crn::{CrnError, CrnPattern, OrgId};
-use super::principal::GROUP_PREFIX;
+use crate::model::GROUP_PREFIX;
 
 /// Binding principals are written `User:<id>`; older contract versions also used `Group:<id>`.
 const PRINCIPAL_PREFIXES: [&str; 2] = ["User:", "Group:"];
@@ -24,15 +23,6 @@ const BINDING_ID_PREFIXES: [&str; 4] = ["u-", "sa-", "pool-", GROUP_PREFIX];
 /// Why a role binding (or a bindings file) was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum BindingsError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The file is not valid TOML for the bindings schema.
     #[error("invalid role bindings: {0}")]
     Toml(#[from] toml::de::Error),
@@ -65,15 +55,6 @@ pub enum BindingsError {
         /// 0-based position in the file.
         index: usize,
         /// What is wrong with it.
-        #[source]
-        source: Box<BindingsError>,
-    },
-    /// Wraps another error with the file it came from.
-    #[error("{path}: {source}")]
-    InFile {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong in it.
         #[source]
         source: Box<BindingsError>,
     },
@@ -144,18 +125,6 @@ impl BindingIndex {
                 })?;
         }
         Ok(builder.build())
-    }
-
-    /// Reads, parses and validates a bindings file.
-    pub fn load(path: &Path, org: &OrgId) -> Result<Self, BindingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BindingsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_str(&text, org).map_err(|e| BindingsError::InFile {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })
     }
 
     /// The organisation every pattern in the index belongs to.

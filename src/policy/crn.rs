@@ -1,5 +1,5 @@
 //! Confluent Resource Names: the organisation id, role-binding CRN patterns, resource paths, and
-//! whether a pattern covers a resource (reference §6).
+//! whether a pattern covers a resource (docs/confluent-api.md §6).
 //!
 //! Patterns are parsed into `key=value` segments once, when bindings are loaded; the request path
 //! only compares segments (no regex, no allocation). A pattern covers a resource when it equals the
@@ -29,8 +29,8 @@ const MAX_PATH_DEPTH: usize = 4;
 /// Why an organisation id or a CRN pattern was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CrnError {
-    /// The organisation id is not a plain id (letters, digits, `-`).
-    #[error("organization id `{id}`: expected a uuid (letters, digits and `-` only)")]
+    /// The organisation id is not a UUID.
+    #[error("organization id `{id}`: expected the organisation's UUID, like `0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4`")]
     OrgId {
         /// The rejected id.
         id: String,
@@ -78,12 +78,17 @@ pub enum CrnError {
 pub struct OrgId(Arc<str>);
 
 impl OrgId {
-    /// Accepts a non-empty id made of ASCII letters, digits and `-` (a UUID in practice), so it can
-    /// never smuggle a `/`, `=` or `*` into a CRN or a query string.
+    /// Accepts a UUID (`8-4-4-4-12` hex digits, either case), which is what Confluent Cloud
+    /// organisation ids are: a wrong id (`my-org`, an environment id) would match no role binding
+    /// and silently deny everyone, and a UUID can never smuggle a `/`, `=` or `*` into a CRN or a
+    /// query string.
     pub fn parse(id: &str) -> Result<Self, CrnError> {
-        let ok = !id.is_empty()
-            && id.len() <= 255
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let groups: Vec<&str> = id.split('-').collect();
+        let ok = groups.len() == 5
+            && groups
+                .iter()
+                .zip([8, 4, 4, 4, 12])
+                .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()));
         if ok {
             Ok(OrgId(Arc::from(id)))
         } else {
@@ -588,7 +593,20 @@ mod tests {
     #[test]
     fn org_id_rejects_crn_metacharacters() {
         assert!(OrgId::parse(ORG).is_ok());
-        for bad in ["", "a/b", "a=b", "a*", "a b"] {
+        assert!(OrgId::parse("0B7E1C2D-3F4A-4B5C-8D6E-7F8091A2B3C4").is_ok());
+        for bad in [
+            "",
+            "a/b",
+            "a=b",
+            "a*",
+            "a b",
+            "my-org",
+            "env-prod01",
+            "0b7e1c2d3f4a4b5c8d6e7f8091a2b3c4",
+            "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c",
+            "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3cg",
+            "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4-",
+        ] {
             assert!(OrgId::parse(bad).is_err(), "{bad:?}");
         }
     }

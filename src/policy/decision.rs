@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::matrix::ResourceType;
+use crate::model::Target;
 
 /// Stable rule ids, recorded in audit events and shown to developers.
 pub mod rule {
@@ -49,21 +49,6 @@ pub(crate) mod pointer {
     pub const RESOURCE: &str = "/spec/resource";
     pub const RESOURCE_ID: &str = "/spec/resource/id";
     pub const RESOURCE_ENVIRONMENT: &str = "/spec/resource/environment";
-}
-
-/// What a create request targets, as resolved by the decision.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Target {
-    /// `spec.owner.id` as sent.
-    pub owner_id: Option<String>,
-    /// The key type, when the resource id was recognised.
-    pub resource_type: Option<ResourceType>,
-    /// `spec.resource.id` as sent (`cloud` when the resource was absent).
-    pub resource_id: Option<String>,
-    /// The resource's environment: from the inventory for clusters, from the body for Flink.
-    pub environment: Option<String>,
-    /// For a ksqlDB cluster, its Kafka cluster when the inventory knows it.
-    pub kafka_cluster: Option<String>,
 }
 
 /// The binding that allowed a request.

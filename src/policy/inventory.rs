@@ -7,22 +7,12 @@
 //! This module does not fetch, cache or decide.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 /// Why an inventory (or an inventory file) was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The file is not valid TOML for the inventory schema.
     #[error("invalid inventory: {0}")]
     Toml(#[from] toml::de::Error),
@@ -59,15 +49,6 @@ pub enum InventoryError {
         kafka: String,
         /// Its environment.
         environment: String,
-    },
-    /// Wraps another error with the file it came from.
-    #[error("{path}: {source}")]
-    InFile {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong in it.
-        #[source]
-        source: Box<InventoryError>,
     },
 }
 
@@ -146,18 +127,6 @@ impl Inventory {
             }
         }
         Ok(b.build())
-    }
-
-    /// Reads, parses and validates an inventory file.
-    pub fn load(path: &Path) -> Result<Self, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_str(&text).map_err(|e| InventoryError::InFile {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })
     }
 
     /// A Kafka (`lkc-`), Schema Registry (`lsrc-`) or ksqlDB (`lksqlc-`) cluster.

@@ -1,4 +1,4 @@
-//! Confluent's RBAC creation matrix (reference §7) as data: which role may create API keys for
+//! Confluent's RBAC creation matrix (docs/confluent-api.md §7) as data: which role may create API keys for
 //! which resource type, loaded from `policies/matrix.toml`.
 //!
 //! Each cell is `no`, `yes` or `scoped` ("Yes (env)"/"Yes (cluster)" in the reference). A role
@@ -11,23 +11,13 @@
 //! This module only loads and answers lookups; it does not see bindings or requests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::path::{Path, PathBuf};
 
+use crate::model::ResourceType;
 use serde::Deserialize;
 
 /// Why a matrix file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The file is not valid TOML for the matrix schema.
     #[error("invalid matrix: {0}")]
     Toml(#[from] toml::de::Error),
@@ -65,95 +55,10 @@ pub enum MatrixError {
     /// The file defines no roles.
     #[error("the matrix defines no roles")]
     Empty,
-    /// Wraps another error with the file it came from.
-    #[error("{path}: {source}")]
-    InFile {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong in it.
-        #[source]
-        source: Box<MatrixError>,
-    },
-}
-
-/// The resource type of an API key (reference §2.3), one column of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    /// Resource-management (Cloud) key; org level.
-    Cloud,
-    /// `lkc-…`
-    Kafka,
-    /// `lsrc-…`
-    SchemaRegistry,
-    /// `<cloud>.<region>` in an environment.
-    Flink,
-    /// `tableflow`; org level.
-    Tableflow,
-    /// `lksqlc-…`
-    KsqlDb,
-    /// `global`; org level.
-    Global,
 }
 
 /// Column names as written in `matrix.toml`, for error messages.
 const RESOURCE_TYPE_NAMES: &str = "Cloud, Kafka, SchemaRegistry, Flink, Tableflow, KsqlDb, Global";
-
-impl ResourceType {
-    /// Every resource type, in the reference's column order.
-    pub const ALL: [ResourceType; 7] = [
-        ResourceType::Cloud,
-        ResourceType::Kafka,
-        ResourceType::SchemaRegistry,
-        ResourceType::Flink,
-        ResourceType::Tableflow,
-        ResourceType::KsqlDb,
-        ResourceType::Global,
-    ];
-
-    /// The column name in `matrix.toml`, also the stable name in audit events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceType::Cloud => "Cloud",
-            ResourceType::Kafka => "Kafka",
-            ResourceType::SchemaRegistry => "SchemaRegistry",
-            ResourceType::Flink => "Flink",
-            ResourceType::Tableflow => "Tableflow",
-            ResourceType::KsqlDb => "KsqlDb",
-            ResourceType::Global => "Global",
-        }
-    }
-
-    /// The name a developer knows, for explanations.
-    pub fn label(self) -> &'static str {
-        match self {
-            ResourceType::SchemaRegistry => "Schema Registry",
-            ResourceType::KsqlDb => "ksqlDB",
-            other => other.as_str(),
-        }
-    }
-
-    /// Cloud, Global and Tableflow keys belong to the organisation, not to a cluster.
-    pub fn is_org_level(self) -> bool {
-        matches!(
-            self,
-            ResourceType::Cloud | ResourceType::Global | ResourceType::Tableflow
-        )
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-}
-
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One cell of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -313,18 +218,6 @@ impl Matrix {
             resource_roles,
             owner_roles,
             sa_global: sa_global.into_boxed_slice(),
-        })
-    }
-
-    /// Reads, parses and validates a matrix file.
-    pub fn load(path: &Path) -> Result<Self, MatrixError> {
-        let text = std::fs::read_to_string(path).map_err(|source| MatrixError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_str(&text).map_err(|e| MatrixError::InFile {
-            path: path.to_owned(),
-            source: Box::new(e),
         })
     }
 

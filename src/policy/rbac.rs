@@ -1,4 +1,4 @@
-//! Layer 1 of the decision (DESIGN.md §5): Confluent's RBAC creation matrix applied to a create
+//! Layer 1 of the decision (docs/architecture.md §5): Confluent's RBAC creation matrix applied to a create
 //! request, using the caller's role bindings and the resource inventory.
 //!
 //! For a create with owner O and resource R of type T:
@@ -17,14 +17,16 @@
 
 use std::fmt::{self, Write as _};
 
-use super::action::{Action, CreateSpec};
 use super::bindings::RoleBinding;
 use super::crn::ResourcePath;
-use super::decision::{pointer, rule, Decision, GrantedBy, Target};
+use super::decision::{pointer, rule, Decision, GrantedBy};
 use super::inventory::{is_plain_id, Inventory};
-use super::matrix::{join_or, BindingCovers, Matrix, ResourceType};
-use super::principal::{Principal, PrincipalKind};
+use super::matrix::{join_or, BindingCovers, Matrix};
 use super::snapshot::AuthzSnapshot;
+use crate::model::ResourceType;
+use crate::model::Target;
+use crate::model::{Action, CreateSpec};
+use crate::model::{Principal, PrincipalKind};
 
 /// The role whose grants on a service account are reported under their own rule id.
 const ORGANIZATION_ADMIN: &str = "OrganizationAdmin";
@@ -630,3 +632,6 @@ impl fmt::Display for Shown<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,14 +11,15 @@ use std::time::Instant;
 
 use http::{HeaderValue, StatusCode};
 
-use super::action::{Action, CreateSpec};
 use super::bindings::BindingIndex;
 use super::inventory::Inventory;
 use super::matrix::Matrix;
-use super::principal::Principal;
+use super::revision::{revision, Revision, RevisionInputs};
 use super::source::{fetch_bindings, fetch_inventory, Fetch, FetchError, FetchFuture};
 use super::{decide, AuthzData, AuthzSnapshot, Decision};
 use crate::config::{AuthzConfig, DataSource};
+use crate::model::Principal;
+use crate::model::{Action, CreateSpec};
 use crate::proxy::Upstream;
 use crate::redact::Secret;
 
@@ -37,14 +38,44 @@ pub enum AuthzError {
     /// Data would come from the upstream but keygate has no credential.
     #[error("no upstream credential configured")]
     NoCredential,
+    /// Files of the policy set do not load; every problem, with the config field naming the file.
+    #[error("{}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Files(Vec<FileProblem>),
+}
+
+/// One problem with a file of the policy set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// The config field that names the file (`authz.matrix`, `authz.bindings`,
+    /// `authz.inventory`, `policy`).
+    pub field: &'static str,
+    /// What is wrong, naming the file (`file:line:column: message` for policy files).
+    pub message: String,
 }
 
 /// Reads a data file's text (the file system, or bytes a reload has already read).
 pub type ReadFile<'a> = &'a (dyn Fn(&std::path::Path) -> Result<String, AuthzError> + Sync);
 
-fn read_file(path: &std::path::Path) -> Result<String, AuthzError> {
+/// Reads a data file from the file system.
+pub fn read_file(path: &std::path::Path) -> Result<String, AuthzError> {
     std::fs::read_to_string(path)
         .map_err(|e| AuthzError::File(format!("{}: cannot read: {e}", path.display())))
+}
+
+/// Why zero role bindings is not a state to serve in, naming where they came from.
+fn no_bindings_reason(config: &AuthzConfig) -> String {
+    let source = match &config.bindings {
+        DataSource::File(path) => format!("`{}`", path.display()),
+        DataSource::Upstream => "Confluent Cloud".to_owned(),
+    };
+    format!(
+        "no role bindings for organisation `{}` in {source}: check `authz.org_id` (and that keygate's credential may list role bindings)",
+        config.org_id
+    )
+}
+
+fn parse_inventory(path: &std::path::Path, text: &str) -> Result<Inventory, AuthzError> {
+    Inventory::from_toml_str(text).map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))
 }
 
 /// Fetches JSON from the upstream with keygate's own credential.
@@ -108,6 +139,24 @@ pub struct AuthzRuntime {
     last_inventory_refresh: Mutex<Option<Instant>>,
     inventory_refresh: tokio::sync::Mutex<()>,
     key_counts: Mutex<std::collections::HashMap<String, (u64, Instant)>>,
+    /// The rate limits in force, as they enter the policy revision.
+    rate_limits: Mutex<Arc<str>>,
+}
+
+/// What the configured files hold, loaded without the upstream: the parts of the policy set
+/// that are files, and the policy revision of the whole set.
+#[derive(Debug)]
+pub struct FileData {
+    /// The RBAC creation matrix.
+    pub matrix: Matrix,
+    /// The role bindings, when they come from a file.
+    pub bindings: Option<BindingIndex>,
+    /// The resource inventory, when it comes from a file.
+    pub inventory: Option<Inventory>,
+    /// The organisation policies, when configured.
+    pub org: Option<Arc<super::org::OrgPolicies>>,
+    /// The policy revision (`policy::revision`).
+    pub revision: Revision,
 }
 
 /// How long an owner's key count is reused: short, since it changes with every create.
@@ -130,12 +179,47 @@ impl AuthzRuntime {
             last_inventory_refresh: Mutex::new(None),
             inventory_refresh: tokio::sync::Mutex::new(()),
             key_counts: Mutex::new(std::collections::HashMap::new()),
+            rate_limits: Mutex::new(Arc::from("")),
         }
+    }
+
+    /// The same runtime with the rate limits in force (`RateLimitConfig::canonical`), which are
+    /// part of the policy revision.
+    pub fn with_rate_limits(self, canonical: &str) -> AuthzRuntime {
+        *self.rate_limits.lock().unwrap_or_else(|p| p.into_inner()) = Arc::from(canonical);
+        self
+    }
+
+    /// The rate limits in force, as they enter the policy revision.
+    pub fn rate_limits(&self) -> Arc<str> {
+        self.rate_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The policy revision of the data in force, once loaded.
+    pub fn revision(&self) -> Option<Revision> {
+        self.data.get().map(|d| d.load().revision().clone())
     }
 
     /// Whether data has been loaded at least once.
     pub fn is_loaded(&self) -> bool {
         self.data.get().is_some()
+    }
+
+    /// `Ok` when keygate can decide: data is loaded and holds at least one role binding for the
+    /// organisation. Zero bindings means every create would be denied for want of a role —
+    /// almost always a wrong `authz.org_id` (or a credential that cannot list bindings) — so it
+    /// counts as not ready, with the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        let Some(data) = self.data.get() else {
+            return Err("authorization data not loaded".into());
+        };
+        if data.load().bindings().is_empty() {
+            return Err(no_bindings_reason(&self.config));
+        }
+        Ok(())
     }
 
     /// Whether any part comes from the upstream (and so needs periodic refresh).
@@ -153,94 +237,155 @@ impl AuthzRuntime {
         self.fetch.as_ref().ok_or(AuthzError::NoCredential)
     }
 
-    async fn load_bindings(&self, read: ReadFile<'_>) -> Result<BindingIndex, AuthzError> {
-        match &self.config.bindings {
-            DataSource::File(path) => {
-                BindingIndex::from_toml_str(&read(path)?, &self.config.org_id)
-                    .map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))
-            }
-            DataSource::Upstream => Ok(fetch_bindings(self.fetcher()?, &self.config.org_id).await?),
-        }
-    }
-
-    async fn load_inventory(&self, read: ReadFile<'_>) -> Result<Inventory, AuthzError> {
+    async fn load_inventory(&self) -> Result<Inventory, AuthzError> {
         match &self.config.inventory {
-            DataSource::File(path) => Inventory::from_toml_str(&read(path)?)
-                .map_err(|e| AuthzError::File(format!("{}: {e}", path.display()))),
+            DataSource::File(path) => parse_inventory(path, &read_file(path)?),
             DataSource::Upstream => Ok(fetch_inventory(self.fetcher()?).await?),
         }
     }
 
     /// Loads (or reloads) every part. On error nothing changes.
     pub async fn refresh(&self) -> Result<(), AuthzError> {
-        let mut snapshot = self.load_snapshot().await?;
-        if let Some(current) = self.snapshot() {
-            snapshot = snapshot.with_revision(current.revision().clone());
-        }
+        let snapshot = self.load_snapshot().await?;
         self.install(snapshot);
         Ok(())
-    }
-
-    /// Stamps the live data with the policy-set revision (after start-up).
-    pub fn set_revision(&self, revision: Arc<String>) {
-        if let Some(data) = self.data.get() {
-            data.set_revision(revision);
-        }
     }
 
     /// Loads every part into a new snapshot without installing it (the first half of an atomic
     /// reload).
     pub async fn load_snapshot(&self) -> Result<AuthzSnapshot, AuthzError> {
-        self.load_snapshot_from(&read_file).await
+        self.load_snapshot_from(&read_file, &self.rate_limits())
+            .await
+    }
+
+    /// Loads what comes from files — the matrix, file-sourced bindings and inventory, the
+    /// organisation policies — and computes the policy revision, without contacting anything:
+    /// what `keygate check` and `keygate explain` load, and the first step of every load.
+    /// Every part is tried, so one run reports every problem.
+    pub fn load_files(
+        &self,
+        read: ReadFile<'_>,
+        rate_limits: &str,
+    ) -> Result<FileData, AuthzError> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &'static str, message: String| {
+            problems.push(FileProblem { field, message });
+        };
+        let path = &self.config.matrix;
+        let matrix_text = read(path)
+            .map_err(|e| problem("authz.matrix", e.to_string()))
+            .ok();
+        let matrix = matrix_text.as_deref().and_then(|text| {
+            Matrix::from_toml_str(text)
+                .map_err(|e| problem("authz.matrix", format!("{}: {e}", path.display())))
+                .ok()
+        });
+        let mut text_of = |field: &'static str, source: &DataSource| match source {
+            DataSource::File(path) => read(path)
+                .map_err(|e| problem(field, e.to_string()))
+                .map(Some),
+            DataSource::Upstream => Ok(None),
+        };
+        let bindings_text = text_of("authz.bindings", &self.config.bindings);
+        let inventory_text = text_of("authz.inventory", &self.config.inventory);
+        let bindings = match (&self.config.bindings, &bindings_text) {
+            (DataSource::File(path), Ok(Some(text))) => {
+                match BindingIndex::from_toml_str(text, &self.config.org_id) {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        problem("authz.bindings", format!("{}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let inventory = match (&self.config.inventory, &inventory_text) {
+            (DataSource::File(path), Ok(Some(text))) => match parse_inventory(path, text) {
+                Ok(inventory) => Some(inventory),
+                Err(e) => {
+                    problem("authz.inventory", e.to_string());
+                    None
+                }
+            },
+            _ => None,
+        };
+        // While a set is in force, a team's broken files keep that team's last good set.
+        let previous = self.snapshot();
+        let previous = previous.as_ref().and_then(|s| s.org_policies());
+        let org = match &self.org {
+            Some(cfg) => match previous.map_or_else(
+                || super::org::OrgPolicies::load(cfg),
+                |previous| super::org::OrgPolicies::reload(cfg, previous),
+            ) {
+                Ok(policies) => Some(Some(Arc::new(policies))),
+                Err(errors) => {
+                    for e in errors {
+                        problem("policy", e.to_string());
+                    }
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        let (Some(matrix_text), Some(matrix), Ok(bindings_text), Ok(inventory_text), Some(org)) =
+            (matrix_text, matrix, bindings_text, inventory_text, org)
+        else {
+            return Err(AuthzError::Files(problems));
+        };
+        if !problems.is_empty() {
+            return Err(AuthzError::Files(problems));
+        }
+        let revision = revision(&RevisionInputs {
+            matrix: &matrix_text,
+            bindings: bindings_text.as_deref(),
+            inventory: inventory_text.as_deref(),
+            org: org.as_ref().map(|o| o.digest()),
+            rate_limits,
+        });
+        Ok(FileData {
+            matrix,
+            bindings,
+            inventory,
+            org,
+            revision,
+        })
     }
 
     /// Like [`AuthzRuntime::load_snapshot`], taking file contents from `read` — so a reload parses
-    /// exactly the bytes it computed the revision from.
+    /// exactly the bytes it computed its change detection from — and the rate limits the new set
+    /// will have (they are part of the revision).
     pub async fn load_snapshot_from(
         &self,
         read: ReadFile<'_>,
+        rate_limits: &str,
     ) -> Result<AuthzSnapshot, AuthzError> {
-        let path = &self.config.matrix;
-        let matrix = Matrix::from_toml_str(&read(path)?)
-            .map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))?;
-        let bindings = self.load_bindings(read).await?;
-        let inventory = self.load_inventory(read).await?;
-        let org = match &self.org {
-            Some(cfg) => Some(Arc::new(super::org::OrgPolicies::load(cfg).map_err(
-                |errors| {
-                    AuthzError::File(
-                        errors
-                            .iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    )
-                },
-            )?)),
-            None => None,
+        let files = self.load_files(read, rate_limits)?;
+        let bindings = match files.bindings {
+            Some(bindings) => bindings,
+            None => fetch_bindings(self.fetcher()?, &self.config.org_id).await?,
+        };
+        let inventory = match files.inventory {
+            Some(inventory) => inventory,
+            None => fetch_inventory(self.fetcher()?).await?,
         };
         Ok(AuthzSnapshot::new(
-            Arc::new(matrix),
+            Arc::new(files.matrix),
             Arc::new(bindings),
             Arc::new(inventory),
             Instant::now(),
         )
-        .with_org(org))
+        .with_org(files.org)
+        .with_revision(files.revision))
     }
 
-    /// The files this data is loaded from (matrix, and bindings/inventory when file-sourced).
+    /// The files this data is loaded from (matrix, policy files, team sets' files, and
+    /// bindings/inventory when file-sourced).
     pub fn files(&self) -> Vec<std::path::PathBuf> {
         let mut files = vec![self.config.matrix.clone()];
         if let Some(org) = &self.org {
             files.push(org.schema_path());
-            if let Ok(entries) = std::fs::read_dir(&org.dir) {
-                let mut cedar: Vec<_> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-                    .collect();
-                cedar.sort();
-                files.extend(cedar);
-            }
+            files.extend(org.policy_files());
         }
         for source in [&self.config.bindings, &self.config.inventory] {
             if let DataSource::File(path) = source {
@@ -250,8 +395,22 @@ impl AuthzRuntime {
         files
     }
 
-    /// Installs a loaded snapshot (the second half of an atomic reload).
+    /// Installs a snapshot loaded with new rate limits (the second half of an atomic reload):
+    /// later refreshes compute the revision with them.
+    pub fn install_with_rate_limits(&self, snapshot: AuthzSnapshot, rate_limits: &str) {
+        *self.rate_limits.lock().unwrap_or_else(|p| p.into_inner()) = Arc::from(rate_limits);
+        self.install(snapshot);
+    }
+
+    /// Installs a loaded snapshot.
     pub fn install(&self, snapshot: AuthzSnapshot) {
+        if snapshot.bindings().is_empty() {
+            tracing::warn!(
+                org.id = %self.config.org_id,
+                reason = %no_bindings_reason(&self.config),
+                "No role bindings for this organisation: not ready"
+            );
+        }
         match self.data.get() {
             Some(data) => data.store(snapshot),
             None => {
@@ -279,7 +438,7 @@ impl AuthzRuntime {
             }
             *last = Some(Instant::now());
         }
-        match self.load_inventory(&read_file).await {
+        match self.load_inventory().await {
             Ok(inventory) => {
                 if let Some(data) = self.data.get() {
                     data.replace_inventory(inventory, Instant::now());

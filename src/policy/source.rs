@@ -271,28 +271,4 @@ fn encode_query_value(s: &str) -> String {
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_token_is_taken_from_the_next_link() {
-        assert_eq!(
-            page_token(
-                "https://api.confluent.cloud/iam/v2/api-keys?page_size=10&page_token=abc%3D"
-            ),
-            Some("abc%3D")
-        );
-        assert_eq!(page_token("https://x/y?page_token=t1#frag"), Some("t1"));
-        assert_eq!(page_token("https://x/y?page_size=10"), None);
-        assert_eq!(page_token("https://x/y?page_token="), None);
-        assert_eq!(page_token("https://x/y?page_token=a/b"), None);
-    }
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(
-            encode_query_value("crn://confluent.cloud/organization=0b7e-1"),
-            "crn%3A%2F%2Fconfluent.cloud%2Forganization%3D0b7e-1"
-        );
-    }
-}
+mod tests;

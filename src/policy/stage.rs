@@ -1,22 +1,25 @@
-//! The decision stage: layer 1 (the RBAC matrix) on governed routes, then a [`Permit`] for the
-//! forwarder or a 403 with the explanation. Every decision is logged as one structured line,
-//! recorded in the request context for the audit event, and set on the stage's trace span
+//! The decision stage: layer 1 (the RBAC matrix) on governed routes, then layer 2 (the
+//! organisation's policies), then a [`Permit`] for the forwarder or a 403 with the explanation —
+//! one `errors[]` member per denying policy. Every decision is logged as one structured line with
+//! the final outcome (an allow by the matrix that a policy then denies is logged as the denial it
+//! is), recorded in the request context for the audit event, and set on the stage's trace span
 //! (principal, action, resource type, decision, rule ids, policy revision).
 
 use std::sync::Arc;
 
 use http::Request;
 
-use super::action::{Action, CreateSpec};
 use super::org::{Mode, OrgInput, RoleBinding as OrgBinding, TargetKey};
-use super::principal::Principal;
 use super::runtime::AuthzRuntime;
 use super::Permit;
-use crate::audit::DecidedBy;
 use crate::body::Body;
 use crate::context::{DecisionRecord, RequestContext};
-use crate::error::{Denial, GatewayError};
-use crate::guard::{GovernedBody, GovernedRoute};
+use crate::error::{Denial, DenialEntry, GatewayError, UpstreamAnswer};
+use crate::guard::GovernedBody;
+use crate::model::DecidedBy;
+use crate::model::GovernedRoute;
+use crate::model::Principal;
+use crate::model::{Action, CreateSpec};
 use crate::proxy::Upstream;
 use crate::stage::Stage;
 use crate::telemetry::metrics::{DecisionLabels, PolicyLabels};
@@ -93,14 +96,6 @@ impl DecideStage {
             }
         };
         let revision = snapshot.revision().clone();
-        log_decision(&ctx, &principal, &decision, &revision);
-        self.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                action: action.as_str(),
-                result: if decision.allow { "allow" } else { "deny" },
-            })
-            .inc();
         let record = DecisionRecord {
             allow: decision.allow,
             rule_ids: vec![decision.rule.to_string()],
@@ -120,11 +115,13 @@ impl DecideStage {
             state.decision = Some(record);
         }
         if !decision.allow {
+            self.decided(&ctx, &principal, action);
             return Err(GatewayError::Denied(Box::new(Denial {
                 explanation: decision.explanation,
                 rule_ids: vec![decision.rule.to_string()],
                 pointer: decision.pointer,
                 by: DecidedBy::Matrix,
+                entries: Vec::new(),
             })));
         }
         if let Some(org) = snapshot.org_policies() {
@@ -133,7 +130,8 @@ impl DecideStage {
                 _ => None,
             };
             // Boxed: upstream lookups for org policies only; out of the matrix-only future.
-            let facts = Box::pin(self.facts(action, &decision, &ctx, request.headers())).await;
+            let facts =
+                Box::pin(self.facts(org, action, &decision, &ctx, request.headers())).await?;
             let bindings = OrgBinding::all_of(snapshot.bindings().of(principal.id()));
             let key_id = ctx.state().key_id.clone();
             let input = OrgInput {
@@ -189,11 +187,22 @@ impl DecideStage {
                     .chain(outcome.errors.iter().filter(|f| f.mode == Mode::Enforce))
                     .collect();
                 let rule_ids: Vec<String> = findings.iter().map(|f| f.id.clone()).collect();
+                let entries: Vec<DenialEntry> = findings
+                    .iter()
+                    .map(|f| DenialEntry {
+                        rule_id: f.id.clone(),
+                        detail: format!("denied by {}: {}", f.source(), f.reason),
+                        pointer: f.pointer.clone(),
+                    })
+                    .collect();
                 let explanation = format!(
                     "denied by organisation policy: {}",
                     findings
                         .iter()
-                        .map(|f| format!("{} ({})", f.reason, f.id))
+                        .map(|f| match &f.team {
+                            None => format!("{} ({})", f.reason, f.id),
+                            Some(team) => format!("{} ({}, team `{team}`)", f.reason, f.id),
+                        })
                         .collect::<Vec<_>>()
                         .join("; ")
                 );
@@ -206,15 +215,17 @@ impl DecideStage {
                         record.explanation = explanation.clone();
                     }
                 }
-                tracing::info!(request.id = %ctx.id_str(), policy.ids = ?rule_ids, "Denied by organisation policy");
+                self.decided(&ctx, &principal, action);
                 return Err(GatewayError::Denied(Box::new(Denial {
                     explanation,
                     rule_ids,
                     pointer: None,
                     by: DecidedBy::Policy,
+                    entries,
                 })));
             }
         }
+        self.decided(&ctx, &principal, action);
         if action == Action::CreateApiKey && snapshot.org_policies().is_some() {
             if let Some(owner) = decision.target.owner_id.as_deref() {
                 // Count the key being created now, so a burst within the cache lifetime cannot
@@ -224,6 +235,24 @@ impl DecideStage {
         }
         request.extensions_mut().insert(Permit::new());
         Ok(())
+    }
+}
+
+impl DecideStage {
+    /// Logs and counts the final decision recorded in the context: one line per decided request.
+    fn decided(&self, ctx: &RequestContext, principal: &Principal, action: Action) {
+        let state = ctx.state();
+        let Some(record) = state.decision.as_ref() else {
+            return;
+        };
+        log_decision(ctx, principal, record);
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                action: action.as_str(),
+                result: if record.allow { "allow" } else { "deny" },
+            })
+            .inc();
     }
 }
 
@@ -247,16 +276,24 @@ struct TargetFacts {
 const MAX_LOOKUP_BYTES: usize = 64 * 1024;
 
 impl DecideStage {
-    /// Looks up what organisation policies may need: the owner's key count (creates) and the
-    /// target key (update/delete, read with the caller's own credential). A failed lookup leaves
-    /// the fact unknown; policies see it as absent and decide (the shipped set fails closed).
+    /// Looks up what organisation policies may need: the owner's key count (creates; unknown
+    /// when it cannot be found out, and policies decide what unknown means) and the target key
+    /// (get, update, delete — only when a policy can apply to the action), read with the caller's
+    /// own credential, exactly as the caller would read it.
+    ///
+    /// The target lookup has three outcomes: the key (policies decide); an upstream refusal — 4xx,
+    /// the key does not exist or the caller may not see it — which is the answer to the request
+    /// and is passed through, since the upstream would refuse the request itself the same way;
+    /// or a failure (transport, timeout, 5xx, an unreadable answer), which fails closed with 503
+    /// and says that the key could not be checked.
     async fn facts(
         &self,
+        org: &super::org::OrgPolicies,
         action: Action,
         decision: &super::Decision,
         ctx: &RequestContext,
         headers: &http::HeaderMap,
-    ) -> Facts {
+    ) -> Result<Facts, GatewayError> {
         let mut facts = Facts::default();
         match action {
             Action::CreateApiKey => {
@@ -264,33 +301,54 @@ impl DecideStage {
                     facts.owner_key_count = self.authz.owner_key_count(owner).await;
                 }
             }
-            Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey => {
+            Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey
+                if org.governs(action) =>
+            {
                 let key_id = ctx.state().key_id.clone();
                 if let (Some(key_id), Some(auth)) =
                     (key_id, headers.get(http::header::AUTHORIZATION))
                 {
-                    facts.target = self.target(&key_id, auth).await;
+                    facts.target = Some(self.target(&key_id, auth).await?);
                 }
             }
+            Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey => {}
             Action::ListApiKeys => {}
         }
-        facts
+        Ok(facts)
     }
 
-    async fn target(&self, key_id: &str, auth: &http::HeaderValue) -> Option<TargetFacts> {
+    async fn target(
+        &self,
+        key_id: &str,
+        auth: &http::HeaderValue,
+    ) -> Result<TargetFacts, GatewayError> {
+        let unavailable = |why: String| {
+            GatewayError::AuthzUnavailable(format!(
+                "could not look up API key `{key_id}`, so keygate could not check it against the organisation policies (for example whether it is protected): {why}"
+            ))
+        };
         let path = format!("/iam/v2/api-keys/{key_id}");
-        let (status, _, body) = self
+        let (status, headers, body) = self
             .upstream
             .get(&path, auth, MAX_LOOKUP_BYTES)
             .await
-            .ok()?;
-        if status != http::StatusCode::OK {
-            return None;
+            .map_err(|e| unavailable(e.to_string()))?;
+        if status.is_client_error() {
+            return Err(GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+                key_id, status, &headers, body,
+            ))));
         }
-        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        if status != http::StatusCode::OK {
+            return Err(unavailable(format!(
+                "the upstream answered {}",
+                status.as_u16()
+            )));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| unavailable("the upstream's answer is not JSON".into()))?;
         let spec = &v["spec"];
         let text = |p: &serde_json::Value| p.as_str().map(str::to_string);
-        Some(TargetFacts {
+        Ok(TargetFacts {
             id: key_id.to_string(),
             owner_id: text(&spec["owner"]["id"]),
             resource_id: text(&spec["resource"]["id"]),
@@ -300,25 +358,20 @@ impl DecideStage {
     }
 }
 
-fn log_decision(
-    ctx: &RequestContext,
-    principal: &Principal,
-    decision: &super::Decision,
-    revision: &str,
-) {
-    let target = &decision.target;
+fn log_decision(ctx: &RequestContext, principal: &Principal, record: &DecisionRecord) {
+    let target = &record.target;
     tracing::info!(
         request.id = %ctx.id_str(),
         principal.id = %principal.id(),
         principal.auth = principal.auth().as_str(),
-        decision = if decision.allow { "allow" } else { "deny" },
-        rule.id = decision.rule,
+        decision = if record.allow { "allow" } else { "deny" },
+        rule.ids = ?record.rule_ids,
         target.owner = target.owner_id.as_deref(),
         target.resource = target.resource_id.as_deref(),
         target.resource_type = target.resource_type.map(|t| t.as_str()),
         target.environment = target.environment.as_deref(),
-        explanation = %decision.explanation,
-        policy.revision = revision,
+        explanation = %record.explanation,
+        policy.revision = record.revision.as_deref().map(String::as_str),
         "Decision"
     );
 }

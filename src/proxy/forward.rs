@@ -10,12 +10,16 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, Uri, Version};
 
+use http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HOST, LOCATION};
+use http::HeaderMap;
+
 use super::headers::strip_hop_by_hop;
+use super::links::Links;
 use super::{ProxyError, Then, Upstream};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::guard::GovernedRoute;
+use crate::model::GovernedRoute;
 use crate::policy::Permit;
 use crate::stage::Chain;
 use crate::telemetry::metrics::KindLabels;
@@ -72,12 +76,18 @@ pub fn forward<'a>(
 pub struct Forward {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
+    /// Rewrites the upstream's links in responses to keygate's origin (`None`: off).
+    links: Option<Arc<Links>>,
 }
 
 impl Forward {
     /// The forwarding service over a shared upstream client.
-    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
-        Forward { upstream, metrics }
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>, links: Option<Arc<Links>>) -> Self {
+        Forward {
+            upstream,
+            metrics,
+            links,
+        }
     }
 }
 
@@ -97,6 +107,15 @@ impl Chain for Forward {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_else(mint_request_id);
+        let mut request = request;
+        let links = self.links.as_ref().and_then(|links| {
+            let target = links.target(
+                request.headers().get(HOST),
+                request.uri().authority().map(|a| a.as_str()),
+            )?;
+            ask_for_identity_encoding(request.headers_mut());
+            Some((links.clone(), request.method().clone(), target))
+        });
         match forward(&self.upstream, request, &id).await {
             Ok(response) => {
                 if let Some(ctx) = &ctx {
@@ -105,7 +124,20 @@ impl Chain for Forward {
                 if response.status() == StatusCode::TOO_MANY_REQUESTS {
                     self.metrics.upstream_ratelimited.inc();
                 }
-                Ok(response)
+                match links {
+                    // Boxed: only responses that carry links pay for reading a body here.
+                    Some((links, method, target)) if needs_rewrite(&response) => {
+                        Box::pin(links.rewrite(
+                            &method,
+                            target,
+                            response,
+                            &self.metrics.link_rewrite_skipped,
+                        ))
+                        .await
+                        .map_err(GatewayError::from)
+                    }
+                    _ => Ok(response),
+                }
             }
             Err(err) => {
                 self.metrics
@@ -116,6 +148,25 @@ impl Chain for Forward {
             }
         }
     }
+}
+
+/// With link rewriting on, a JSON body must come back unencoded: a caller's `Accept-Encoding`
+/// becomes `identity` (JSON answers of a few KiB gain little from compression, and a compressed
+/// body's links would lead past keygate).
+fn ask_for_identity_encoding(headers: &mut HeaderMap) {
+    if headers.contains_key(ACCEPT_ENCODING) {
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+}
+
+/// Whether a response could carry upstream links: a `Location` or a JSON body.
+fn needs_rewrite(response: &Response<Body>) -> bool {
+    let headers = response.headers();
+    headers.contains_key(LOCATION)
+        || headers.contains_key(http::header::CONTENT_LOCATION)
+        || headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"json").is_some())
 }
 
 #[cfg(test)]
@@ -141,7 +192,7 @@ mod tests {
             "forward: {} bytes",
             std::mem::size_of_val(&forwarding)
         );
-        let forwarder = Forward::new(upstream.clone(), Arc::new(Metrics::new()));
+        let forwarder = Forward::new(upstream.clone(), Arc::new(Metrics::new()), None);
         let mut request = Request::new(Body::Empty);
         let running = forwarder.run(&mut request);
         assert!(

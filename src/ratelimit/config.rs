@@ -8,9 +8,14 @@
 //! actions = ["CreateApiKey"]      # optional, principal_action only
 //! match = { principals = ["sa-ci"], groups = ["platform"] }   # optional, not on global
 //! quota = { per = "1h", requests = 10, burst = 3 }            # burst defaults to requests
+//! shared = true                   # optional: one budget for all replicas, through Redis
+//! on_unavailable = "deny"         # optional, shared only: local (default) | deny | allow
 //! ```
 //!
-//! Validation only; no limiter state lives here. Nothing in this section is a secret.
+//! `[ratelimit.shared]` (connection to Redis or Valkey) is validated in `shared/config.rs`; it is
+//! the only part that names a secret (the password, by environment variable or file).
+//!
+//! Validation only; no limiter state lives here.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -19,8 +24,10 @@ use std::time::Duration;
 use governor::Quota;
 use serde::Deserialize;
 
+use super::shared::config::{OnUnavailable, RawSharedConfig, SharedConfig};
 use super::{KeyKind, RateLimitError};
-use crate::policy::action::Action;
+use crate::config::Secrets;
+use crate::model::Action;
 
 /// Upper bound on the number of limits in one config.
 ///
@@ -65,6 +72,9 @@ pub struct RawRateLimitConfig {
     /// `[[ratelimit.limits]]`, checked in the order described on [`RateLimiter`](super::RateLimiter).
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// `[ratelimit.shared]`: the Redis (or Valkey) that replicas share limits through.
+    #[serde(default)]
+    pub shared: Option<RawSharedConfig>,
 }
 
 /// One `[[ratelimit.limits]]` entry.
@@ -83,6 +93,13 @@ pub struct RawLimit {
     pub matches: Option<RawMatch>,
     /// The token bucket.
     pub quota: RawQuota,
+    /// Whether the bucket lives in Redis, shared by every replica (default: `[ratelimit.shared]
+    /// all`, else no).
+    #[serde(default)]
+    pub shared: Option<bool>,
+    /// What a shared limit does while Redis cannot answer: `local` (default), `deny` or `allow`.
+    #[serde(default)]
+    pub on_unavailable: Option<String>,
 }
 
 /// `match = { principals = [...], groups = [...] }`: a principal matches if its id is listed or
@@ -118,15 +135,87 @@ pub struct RawQuota {
 #[derive(Debug, Clone, Default)]
 pub struct RateLimitConfig {
     pub(super) limits: Vec<LimitSpec>,
+    /// Where shared limits live; `None` when `[ratelimit.shared]` is absent.
+    pub(super) shared: Option<SharedConfig>,
+    /// The limits as written, in a stable text form (empty without limits): an input of the
+    /// policy revision.
+    canonical: Arc<str>,
 }
 
 impl RateLimitConfig {
+    /// The limits as configured, in a stable text form (the same file gives the same text, in
+    /// every process); empty when there are none. Hashed into the policy revision.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
     /// Parses and validates a `[ratelimit]` table given as TOML text (without the header), for
-    /// tests, benchmarks and `keygate check`.
+    /// tests, benchmarks and `keygate check`. Secrets of `[ratelimit.shared]` are not read, and
+    /// its relative paths are relative to the working directory.
     pub fn from_toml(text: &str) -> Result<RateLimitConfig, RateLimitError> {
         let raw: RawRateLimitConfig =
             toml::from_str(text).map_err(|e| RateLimitError::Syntax(e.message().to_owned()))?;
         RateLimitConfig::try_from(raw)
+    }
+
+    /// Validates the `[ratelimit]` table of a config file: relative paths in `[ratelimit.shared]`
+    /// are resolved against `base`, and its credentials are read or not as `secrets` says.
+    pub fn validate(
+        raw: RawRateLimitConfig,
+        base: &std::path::Path,
+        secrets: Secrets<'_>,
+    ) -> Result<RateLimitConfig, RateLimitError> {
+        if raw.limits.len() > MAX_LIMITS {
+            return Err(RateLimitError::TooManyLimits {
+                count: raw.limits.len(),
+                max: MAX_LIMITS,
+            });
+        }
+        let shared = raw
+            .shared
+            .map(|s| SharedConfig::validate(s, base, secrets))
+            .transpose()?;
+        let share_all = shared.as_ref().is_some_and(SharedConfig::all);
+        let canonical: Arc<str> = if raw.limits.is_empty() {
+            Arc::from("")
+        } else if share_all {
+            Arc::from(format!("{:?};shared.all", raw.limits))
+        } else {
+            Arc::from(format!("{:?}", raw.limits))
+        };
+        let mut limits: Vec<LimitSpec> = Vec::with_capacity(raw.limits.len());
+        for (index, raw) in raw.limits.into_iter().enumerate() {
+            let spec = limit(index, raw, shared.as_ref())?;
+            if limits.iter().any(|l| l.id == spec.id) {
+                return Err(RateLimitError::DuplicateId {
+                    id: spec.id.to_string(),
+                });
+            }
+            limits.push(spec);
+        }
+        Ok(RateLimitConfig {
+            limits,
+            shared,
+            canonical,
+        })
+    }
+
+    /// The `[ratelimit.shared]` section, if any.
+    pub fn shared(&self) -> Option<&SharedConfig> {
+        self.shared.as_ref()
+    }
+
+    /// The `[ratelimit.shared]` section, to read its credentials later (`check --connect`).
+    pub fn shared_mut(&mut self) -> Option<&mut SharedConfig> {
+        self.shared.as_mut()
+    }
+
+    /// The ids of the limits kept in Redis, in config order.
+    pub fn shared_limit_ids(&self) -> impl Iterator<Item = &str> {
+        self.limits
+            .iter()
+            .filter(|l| l.shared.is_some())
+            .map(|l| &*l.id)
     }
 
     /// The ids of the configured limits, in config order.
@@ -144,6 +233,8 @@ pub(super) struct LimitSpec {
     pub(super) actions: Option<ActionSet>,
     pub(super) matcher: Option<Matcher>,
     pub(super) quota: Quota,
+    /// `Some` when the bucket lives in Redis: what to do while Redis cannot answer.
+    pub(super) shared: Option<OnUnavailable>,
 }
 
 impl LimitSpec {
@@ -224,28 +315,17 @@ impl Matcher {
 impl TryFrom<RawRateLimitConfig> for RateLimitConfig {
     type Error = RateLimitError;
 
+    /// [`RateLimitConfig::validate`] relative to the working directory, without reading secrets.
     fn try_from(raw: RawRateLimitConfig) -> Result<Self, Self::Error> {
-        if raw.limits.len() > MAX_LIMITS {
-            return Err(RateLimitError::TooManyLimits {
-                count: raw.limits.len(),
-                max: MAX_LIMITS,
-            });
-        }
-        let mut limits: Vec<LimitSpec> = Vec::with_capacity(raw.limits.len());
-        for (index, raw) in raw.limits.into_iter().enumerate() {
-            let spec = limit(index, raw)?;
-            if limits.iter().any(|l| l.id == spec.id) {
-                return Err(RateLimitError::DuplicateId {
-                    id: spec.id.to_string(),
-                });
-            }
-            limits.push(spec);
-        }
-        Ok(RateLimitConfig { limits })
+        RateLimitConfig::validate(raw, std::path::Path::new(""), Secrets::Skip)
     }
 }
 
-fn limit(index: usize, raw: RawLimit) -> Result<LimitSpec, RateLimitError> {
+fn limit(
+    index: usize,
+    raw: RawLimit,
+    store: Option<&SharedConfig>,
+) -> Result<LimitSpec, RateLimitError> {
     let id = limit_id(index, raw.id)?;
     let err_id = || id.to_string();
     let kind = match raw.key.as_str() {
@@ -299,12 +379,37 @@ fn limit(index: usize, raw: RawLimit) -> Result<LimitSpec, RateLimitError> {
         }),
     };
     let quota = quota(&id, raw.quota)?;
+    let shared = match (
+        raw.shared.or(store.map(SharedConfig::all)),
+        raw.on_unavailable,
+    ) {
+        (Some(true), mode) => {
+            if store.is_none() {
+                return Err(RateLimitError::SharedWithoutStore { id: err_id() });
+            }
+            super::shared::config::check_quota(&id, &quota)?;
+            Some(match mode.as_deref() {
+                None | Some("local") => OnUnavailable::Local,
+                Some("deny") => OnUnavailable::Deny,
+                Some("allow") => OnUnavailable::Allow,
+                Some(_) => {
+                    return Err(RateLimitError::UnknownFallback {
+                        id: err_id(),
+                        mode: mode.unwrap_or_default(),
+                    })
+                }
+            })
+        }
+        (_, Some(_)) => return Err(RateLimitError::FallbackWithoutShared { id: err_id() }),
+        (_, None) => None,
+    };
     Ok(LimitSpec {
         id,
         kind,
         actions,
         matcher,
         quota,
+        shared,
     })
 }
 

@@ -26,7 +26,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 
 use super::config::action_index;
 use super::Subject;
-use crate::policy::action::Action;
+use crate::model::Action;
 
 /// Prefix length an IPv6 source address is keyed by: one customer site or host usually holds a
 /// whole /64, so keying by full address would let a single caller rotate through 2⁶⁴ buckets.

@@ -1,17 +1,21 @@
 //! The rate-limit stage: after identity (so governed traffic is keyed by the verified principal),
 //! before the decision (so a runaway caller is stopped before it costs decisions or upstream
 //! lookups). Ungoverned traffic is keyed by source address: its credential is not verified.
+//!
+//! With shared limits configured, a request they apply to waits for one Redis round trip (at most
+//! `ratelimit.shared.command_timeout`); a shared limit that fails closed while Redis is
+//! unavailable ends the request with a 503, a refusal by any limit with a 429.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::Request;
 
-use super::{RateLimiter, Subject};
+use super::{RateLimiter, Rejected, Subject};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::guard::GovernedRoute;
+use crate::model::GovernedRoute;
 use crate::stage::Stage;
 use crate::telemetry::metrics::LimitLabels;
 use crate::telemetry::Metrics;
@@ -57,15 +61,26 @@ impl Stage for RateLimitStage {
             },
             None => Subject::Address(ctx.peer.ip()),
         };
-        if let Err(limited) = self.limiter.load().check(&subject, action) {
-            self.metrics
-                .ratelimited
-                .get_or_create(&LimitLabels {
-                    limit: limited.limit_id().to_string(),
-                })
-                .inc();
-            return Err(limited.into());
+        let limiter = self.limiter.load();
+        let outcome = if limiter.has_shared_limits() {
+            // Held across the wait for Redis: a full reference, not a borrowed guard.
+            let limiter = arc_swap::Guard::into_inner(limiter);
+            limiter.admit(&subject, action).await
+        } else {
+            limiter.check(&subject, action).map_err(Rejected::from)
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Rejected::Limited(limited)) => {
+                self.metrics
+                    .ratelimited
+                    .get_or_create(&LimitLabels {
+                        limit: limited.limit_id().to_string(),
+                    })
+                    .inc();
+                Err(limited.into())
+            }
+            Err(Rejected::Unavailable(unavailable)) => Err(unavailable.into()),
         }
-        Ok(())
     }
 }

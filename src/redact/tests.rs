@@ -86,6 +86,49 @@ fn basic_and_bearer_credentials_are_masked_keeping_the_scheme() {
 }
 
 #[test]
+fn words_after_a_scheme_name_are_not_credentials() {
+    // keygate's own help text names the scheme and describes the credential.
+    let help = "send `Authorization: Basic base64(key:secret)` with a Cloud or Global API key";
+    assert!(
+        matches!(redact_text(help), Cow::Borrowed(_)),
+        "{}",
+        redact_text(help)
+    );
+    for text in [
+        "Basic authentication failed",
+        "the bearer of news",
+        "use Bearer tokens from your IdP",
+        "Basic QUJD is not a pair",
+        "Basic base64",
+    ] {
+        assert_eq!(redact_text(text), text, "{text}");
+    }
+}
+
+#[test]
+fn basic_credentials_are_masked_by_shape() {
+    use base64::Engine as _;
+    let pair = "DEMOALICE0000001:qL1GO8awy5MBEqYjJVuhDeAW+BMBcfRkr4eJ4wBi17ytg0HjFMQSmoN5UNwxxxx";
+    for encoded in [
+        base64::engine::general_purpose::STANDARD.encode(pair),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(pair),
+        base64::engine::general_purpose::URL_SAFE.encode(pair),
+    ] {
+        let text = format!("Authorization: Basic {encoded} sent");
+        assert_eq!(
+            redact_text(&text),
+            format!("Authorization: Basic {REDACTED} sent"),
+            "{encoded}"
+        );
+    }
+    // A caller that forgot to encode: the whole pair goes, secret included.
+    assert_eq!(
+        redact_text(&format!("header was Basic {pair}; rejected")),
+        format!("header was Basic {REDACTED}; rejected")
+    );
+}
+
+#[test]
 fn scheme_names_without_a_credential_are_kept() {
     for text in [
         "auth method basic",
@@ -103,7 +146,7 @@ fn scheme_names_without_a_credential_are_kept() {
 fn masking_inside_json_text_keeps_it_valid_json() {
     let doc = json!({
         "explanation": format!("caller sent Bearer tok.en and {CANARY}"),
-        "other": "Basic QUJD\"quoted",
+        "other": "Basic QUJDRDpzZWNyZXQ=\"quoted",
     });
     let text = serde_json::to_string(&doc).unwrap();
     let masked = redact_text(&text);
@@ -177,7 +220,7 @@ fn secrets_behind_percent_encoding_in_a_path_are_masked() {
     // Every character encoded, and an auth scheme behind `%20`.
     let all: String = CANARY.bytes().map(|b| format!("%{b:02X}")).collect();
     assert_eq!(redact_path(&format!("/a/{all}")), format!("/a/{REDACTED}"));
-    assert!(!redact_path("/x/Bearer%20abcdefghijkl").contains("abcdefghijkl"));
+    assert!(!redact_path("/x/Bearer%20abcdefgh1234").contains("abcdefgh1234"));
 
     // Literal secrets are masked as before; paths without secrets come back untouched, escapes
     // included, and without a copy.

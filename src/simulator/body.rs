@@ -45,7 +45,19 @@ pub(crate) struct SimBody(Kind);
 
 enum Kind {
     Full(Option<Bytes>),
-    Blob { remaining: u64, offset: u64 },
+    Blob {
+        remaining: u64,
+        offset: u64,
+    },
+    /// A repeated text (`pattern` holds it back to back, longer than a chunk), then `tail`.
+    Repeat {
+        pattern: Bytes,
+        head: usize,
+        period: usize,
+        remaining: u64,
+        offset: u64,
+        tail: Option<Bytes>,
+    },
 }
 
 impl SimBody {
@@ -67,6 +79,26 @@ impl SimBody {
         SimBody(Kind::Blob {
             remaining: len,
             offset: 0,
+        })
+    }
+
+    /// `head`, then `item` `count` times, then `tail`, generated as they are sent in chunks that
+    /// do not line up with `item` (so anything inside an item is split across chunks somewhere).
+    pub(crate) fn repeat(head: &str, item: &str, count: u64, tail: &str) -> Self {
+        let copies = BLOB_CHUNK / item.len().max(1) + 2;
+        let mut pattern = String::with_capacity(head.len() + item.len() * copies);
+        pattern.push_str(head);
+        let head_len = head.len();
+        for _ in 0..copies {
+            pattern.push_str(item);
+        }
+        SimBody(Kind::Repeat {
+            pattern: Bytes::from(pattern),
+            head: head_len,
+            period: item.len().max(1),
+            remaining: head_len as u64 + item.len() as u64 * count,
+            offset: 0,
+            tail: Some(Bytes::copy_from_slice(tail.as_bytes())).filter(|t| !t.is_empty()),
         })
     }
 }
@@ -100,6 +132,31 @@ impl Body for SimBody {
                     Some(pattern().slice(start..start + len))
                 }
             }
+            Kind::Repeat {
+                pattern,
+                head,
+                period,
+                remaining,
+                offset,
+                tail,
+            } => {
+                if *remaining == 0 {
+                    tail.take()
+                } else {
+                    // INVARIANT: the pattern holds the head and more than a chunk of items, and
+                    // `start` is within the head or the first item.
+                    let start = match usize::try_from(*offset).unwrap_or(usize::MAX) {
+                        at if at < *head => at,
+                        at => *head + (at - *head) % *period,
+                    };
+                    let len = usize::try_from((*remaining).min(BLOB_CHUNK as u64 - 1))
+                        .unwrap_or(BLOB_CHUNK - 1)
+                        .min(pattern.len() - start);
+                    *remaining -= len as u64;
+                    *offset += len as u64;
+                    Some(pattern.slice(start..start + len))
+                }
+            }
         };
         Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
     }
@@ -108,6 +165,9 @@ impl Body for SimBody {
         match &self.0 {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Blob { remaining, .. } => *remaining == 0,
+            Kind::Repeat {
+                remaining, tail, ..
+            } => *remaining == 0 && tail.is_none(),
         }
     }
 
@@ -115,6 +175,9 @@ impl Body for SimBody {
         match &self.0 {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Blob { remaining, .. } => SizeHint::with_exact(*remaining),
+            Kind::Repeat {
+                remaining, tail, ..
+            } => SizeHint::with_exact(*remaining + tail.as_ref().map_or(0, |t| t.len() as u64)),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! JSON views of store objects in Confluent's response shapes: `api_version`, `kind`, `id`,
 //! `metadata` (absolute `self` link, CRN `resource_name`, timestamps), then the object's fields.
 //!
-//! Links are built on the simulator's public base URL and CRNs follow reference §6. This module
+//! Links are built on the simulator's public base URL and CRNs follow docs/confluent-api.md §6. This module
 //! only renders; it never mutates the store and never sees a secret except the one it is handed
 //! for a create response.
 
@@ -122,7 +122,7 @@ fn owner_ref(ctx: &Ctx<'_>, owner: &str) -> Value {
     })
 }
 
-/// `spec.resource` of a key, with the `api_version`/`kind` pairs of reference §2.3.
+/// `spec.resource` of a key, with the `api_version`/`kind` pairs of docs/confluent-api.md §2.3.
 fn resource_ref(ctx: &Ctx<'_>, resource: &KeyResource) -> Value {
     let org_level = |api_version: &str, kind: &str| {
         json!({

@@ -1,7 +1,7 @@
 //! Credential material for the simulator: API key ids, `cflt` secrets and their checksum, random
 //! object ids, and the keyed digests the store keeps instead of secrets.
 //!
-//! Formats follow reference §5: a key id is 16 characters `A-Z0-9`; a secret is `cflt` + 54
+//! Formats follow docs/confluent-api.md §5: a key id is 16 characters `A-Z0-9`; a secret is `cflt` + 54
 //! characters from `A-Za-z0-9+/` + a 6-character checksum, the unpadded standard base64 of the
 //! little-endian CRC32 of those 54 characters. This module does not decide who may use a key;
 //! the store and the routes do that.

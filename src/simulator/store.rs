@@ -4,10 +4,12 @@
 //! The store holds data and the invariants between objects (a key's owner and resource exist,
 //! deleting an identity deletes its keys and bindings). It keeps a digest of every API key
 //! secret, never the secret itself. It knows nothing about HTTP or JSON (see `routes.rs` and
-//! `render.rs`) and does not enforce Confluent's RBAC: keygate is what is under test.
+//! `render.rs`). Of Confluent's RBAC it knows who may read, change and delete an API key
+//! ([`Store::may_manage_key`]), so that a demo shows keygate narrowing what Confluent itself
+//! allows; creates are left to keygate's matrix, which is what is under test.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::secret::SecretDigest;
 use super::seed::{self, Seed};
@@ -82,7 +84,7 @@ pub(crate) struct ApiKey {
     pub(crate) updated_at: String,
 }
 
-/// What an API key is scoped to (reference §2.3).
+/// What an API key is scoped to (docs/confluent-api.md §2.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum KeyResource {
     Cloud,
@@ -134,7 +136,7 @@ impl KeyResource {
         }
     }
 
-    /// Whether a key with this scope may call the management API (reference §5).
+    /// Whether a key with this scope may call the management API (docs/confluent-api.md §5).
     pub(crate) fn can_manage(&self) -> bool {
         matches!(self, KeyResource::Cloud | KeyResource::Global)
     }
@@ -324,8 +326,39 @@ impl Store {
         }
     }
 
+    /// The owner of a live API key (who a request authenticated with it is).
+    pub(crate) fn key_owner(&self, key_id: &str) -> Option<&str> {
+        self.api_keys.get(key_id).map(|k| k.owner.as_str())
+    }
+
+    /// Confluent's rule for reading, changing and deleting an API key (and so for seeing it in a
+    /// list): its owner may, an OrganizationAdmin may, and so may a ResourceOwner on the service
+    /// account that owns it. Nobody else — not an EnvironmentAdmin, not a DeveloperRead user.
+    pub(crate) fn may_manage_key(&self, caller: &str, key: &ApiKey, org: &str) -> bool {
+        if key.owner == caller {
+            return true;
+        }
+        let principal = format!("User:{caller}");
+        let org_crn = format!("crn://confluent.cloud/organization={org}");
+        let owner_crn = format!("{org_crn}/service-account={}", key.owner);
+        let covers = |pattern: &str, crn: &str| match pattern.strip_suffix('*') {
+            Some(prefix) => crn.starts_with(prefix),
+            None => pattern == crn,
+        };
+        self.role_bindings.values().any(|rb| {
+            rb.principal == principal
+                && match rb.role_name.as_str() {
+                    "OrganizationAdmin" => rb.crn_pattern == org_crn,
+                    "ResourceOwner" => {
+                        key.owner.starts_with("sa-") && covers(&rb.crn_pattern, &owner_crn)
+                    }
+                    _ => false,
+                }
+        })
+    }
+
     /// Deletes a user or service account together with its keys, the role bindings it holds
-    /// and the role bindings on it (reference §8). Returns whether it existed.
+    /// and the role bindings on it (docs/confluent-api.md §8). Returns whether it existed.
     pub(crate) fn delete_identity(&mut self, id: &str, own_crn: &str) -> bool {
         let existed = self.users.remove(id).is_some() || self.service_accounts.remove(id).is_some();
         if existed {
@@ -340,37 +373,5 @@ impl Store {
 
 /// The current time in Confluent's timestamp format (`2025-03-01T10:00:00.000000Z`).
 pub(crate) fn now() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
-}
-
-/// Year, month, day of the `days`-th day after 1970-01-01 (proleptic Gregorian; H. Hinnant's
-/// `civil_from_days`, restricted to dates after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-#[cfg(test)]
-pub(crate) fn civil_for_test(days: u64) -> (u64, u64, u64) {
-    civil_from_days(days)
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }

@@ -23,7 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::audit::{FileStats, SinkStats};
-use crate::context::RouteClass;
+use crate::model::RouteClass;
 
 /// Latency buckets in seconds: from a cached decision (sub-millisecond) to a slow upstream.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -108,6 +108,17 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+/// Labels of `keygate_reloads_total`: per team set (`platform` for the whole reload: config,
+/// matrix, bindings, inventory and the platform policies) and outcome (`ok`, `rejected`,
+/// `removed`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `platform`, or a team's name.
+    pub team: String,
+    /// The outcome.
+    pub result: &'static str,
+}
+
 /// Labels of per-policy counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -142,6 +153,8 @@ pub struct Metrics {
     pub ratelimited: Family<LimitLabels, Counter>,
     /// Upstream 429 answers passed through to callers.
     pub upstream_ratelimited: Counter,
+    /// JSON responses whose upstream links could not be rewritten (content-encoded bodies).
+    pub link_rewrite_skipped: Counter,
     /// Buckets held by the rate limiter.
     pub ratelimit_keys: Gauge<i64, AtomicI64>,
     /// Layer-1 decisions by action and result.
@@ -150,8 +163,8 @@ pub struct Metrics {
     pub would_deny: Family<PolicyLabels, Counter>,
     /// Policy evaluation errors (each denies when the policy enforces), by policy id.
     pub policy_errors: Family<PolicyLabels, Counter>,
-    /// Reloads by result (`ok`, `rejected`).
-    pub reloads: Family<ResultLabels, Counter>,
+    /// Reloads by team set and result (`ok`, `rejected`, `removed`).
+    pub reloads: Family<ReloadLabels, Counter>,
     /// The active policy-set revision (value 1, revision as label).
     pub revision: Family<RevisionLabels, Gauge<i64, AtomicI64>>,
     /// Handles into `requests` and `latency` for the label sets nearly every request ends with.
@@ -253,6 +266,12 @@ impl Metrics {
             "Upstream 429 answers passed through unchanged",
             upstream_ratelimited.clone(),
         );
+        let link_rewrite_skipped = Counter::default();
+        registry.register(
+            "link_rewrite_skipped",
+            "Upstream JSON responses whose links could not be rewritten (content-encoded)",
+            link_rewrite_skipped.clone(),
+        );
         let ratelimit_keys = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "ratelimit_keys",
@@ -265,10 +284,10 @@ impl Metrics {
             "Layer-1 (RBAC matrix) decisions by action and result",
             decisions.clone(),
         );
-        let reloads = Family::<ResultLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "reloads",
-            "Policy-set reloads by result (ok, rejected)",
+            "Policy-set reloads by team set (platform: the whole set) and result (ok, rejected, removed)",
             reloads.clone(),
         );
         let revision = Family::<RevisionLabels, Gauge<i64, AtomicI64>>::default();
@@ -302,10 +321,22 @@ impl Metrics {
             identity,
             ratelimited,
             upstream_ratelimited,
+            link_rewrite_skipped,
             ratelimit_keys,
             decisions,
             hot: HotHandles::new(),
         }
+    }
+
+    /// Registers `keygate_ratelimit_shared_up` (1 while the shared rate-limit store answers, 0
+    /// while its limits fall back), when shared limits are configured.
+    pub fn register_ratelimit_shared(&mut self, up: Gauge<i64, AtomicI64>) {
+        self.registry.register(
+            "ratelimit_shared_up",
+            "Whether the shared rate-limit store (Redis) answers: 1 yes, 0 no (shared limits \
+             apply their on_unavailable)",
+            up,
+        );
     }
 
     /// Counts a completed request in `keygate_requests_total`.

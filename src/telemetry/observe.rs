@@ -20,7 +20,7 @@ use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
 
 use super::metrics::MethodLabel;
-use super::{Metrics, X_REQUEST_ID};
+use super::{Metrics, X_REQUEST_ID, X_UPSTREAM_REQUEST_ID};
 use crate::body::Body;
 use crate::context::{PeerAddr, RequestContext};
 
@@ -124,8 +124,12 @@ where
             let mut completion = completion;
             let Ok(response) = future.await;
             let (mut parts, body) = response.into_parts();
-            if !parts.headers.contains_key(X_REQUEST_ID) {
-                parts.headers.insert(X_REQUEST_ID, id);
+            // The caller gets keygate's id, the one in keygate's log, audit and traces; the
+            // upstream's own id, if it sent one, travels under its own name.
+            if let Some(upstream) = parts.headers.insert(X_REQUEST_ID, id) {
+                if upstream != parts.headers[X_REQUEST_ID] {
+                    parts.headers.insert(X_UPSTREAM_REQUEST_ID, upstream);
+                }
             }
             completion.status = Some(parts.status.as_u16());
             Ok(Response::from_parts(

@@ -39,9 +39,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub(crate) use ids::{DispatchSlot, WithTraceIds};
 
 use crate::config::TelemetryConfig;
-use crate::context::{ContextState, RouteClass};
+use crate::context::ContextState;
 use crate::error::GatewayError;
-use crate::policy::action::Action;
+use crate::model::Action;
+use crate::model::RouteClass;
 
 /// The `tracing` target of every span keygate exports. Only the OpenTelemetry layer enables it.
 pub const SPAN_TARGET: &str = "keygate::trace";
@@ -384,7 +385,7 @@ pub fn decision_attributes(state: &ContextState) -> Vec<KeyValue> {
 }
 
 fn decided_by_str(by: crate::context::DecidedBy) -> &'static str {
-    use crate::context::DecidedBy;
+    use crate::model::DecidedBy;
     match by {
         DecidedBy::Guard => "guard",
         DecidedBy::Identity => "identity",

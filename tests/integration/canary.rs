@@ -44,7 +44,7 @@ fn cflt(alphabet: &[u8]) -> String {
     }
 }
 
-/// Whether `s` is a `cflt` secret with a valid checksum (reference §5).
+/// Whether `s` is a `cflt` secret with a valid checksum (docs/confluent-api.md §5).
 fn is_valid_cflt(s: &str) -> bool {
     let Some(rest) = s.strip_prefix("cflt") else {
         return false;
@@ -155,7 +155,7 @@ ungoverned = true
 instance_id = "canary"
 "#,
             upstream = sim.url(),
-            authz = support::FILE_AUTHZ,
+            authz = support::file_authz_for_file(),
             audit = audit_path.display(),
         ),
     )

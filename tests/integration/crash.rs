@@ -118,7 +118,7 @@ file = "{}"
 file_mode = "blocking"
 "#,
             sim.url(),
-            crate::support::FILE_AUTHZ,
+            crate::support::file_authz_for_file(),
             audit.display()
         ),
     )

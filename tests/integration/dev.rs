@@ -25,14 +25,20 @@ fn status(curl_i_output: &str) -> u16 {
 }
 
 #[test]
-fn dev_banner_curl_flow_works_as_printed() {
-    let keygate = binary::spawn(&[
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+fn dev_banner_curl_flow_works_as_printed_from_any_directory() {
+    // Not the repository root: everything `keygate dev` needs is in the binary.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut keygate = binary::spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .current_dir(elsewhere.path()),
+    );
     binary::wait_line(&keygate.stdout, "Try it");
     let commands: Vec<String> = (0..3)
         .map(|_| {
@@ -53,6 +59,19 @@ fn dev_banner_curl_flow_works_as_printed() {
     let key: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(key["spec"]["owner"]["id"], "sa-orders");
     assert!(key["spec"]["secret"].as_str().unwrap().starts_with("cflt"));
+    // The simulator links to itself; keygate rewrites its links to the gateway's address.
+    let base =
+        &commands[0][commands[0].find("http://").unwrap()..commands[0].find("/iam/").unwrap()];
+    let self_link = key["metadata"]["self"].as_str().unwrap();
+    assert!(
+        self_link.starts_with(&format!("{base}/iam/v2/api-keys/")),
+        "{self_link} vs {base}"
+    );
+    let location = created
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_else(|| panic!("no location: {created}"));
+    assert_eq!(location.trim(), self_link);
 
     let listed = run(&commands[1]);
     assert_eq!(status(&listed), 200, "{listed}");
@@ -60,4 +79,16 @@ fn dev_banner_curl_flow_works_as_printed() {
 
     let deleted = run(&commands[2]);
     assert_eq!(status(&deleted), 204, "{deleted}");
+
+    // The embedded policy set was written out, not read from the working directory, and the
+    // run's directory is gone once keygate dev stops.
+    let ready = binary::wait_line(&keygate.stdout, "Policies:");
+    assert!(ready.contains("keygate-dev-"), "{ready}");
+    let removed = binary::wait_line(&keygate.stdout, "removed when keygate dev stops");
+    let dir = std::path::PathBuf::from(removed.rsplit(": ").next().unwrap().trim());
+    assert!(dir.join("audit.jsonl").exists(), "{}", dir.display());
+    keygate.terminate();
+    let (status, _, _) = keygate.finish();
+    assert!(status.success(), "{status}");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

@@ -1,4 +1,4 @@
-//! The request guard through real HTTP (DESIGN.md §2): every rejection class is answered by
+//! The request guard through real HTTP (docs/architecture.md §2): every rejection class is answered by
 //! keygate in Confluent's error shape, and nothing at all reaches the upstream — not the request,
 //! not even an identity lookup, because the guard runs before identity. Known-good bodies from
 //! real clients pass and reach the upstream byte for byte. Framing that hyper's client will not
@@ -70,6 +70,100 @@ async fn non_canonical_paths_are_400_and_never_forwarded() {
             assert!(detail.contains(path), "{method} {path}: {detail}");
         }
     }
+}
+
+/// Paths a lenient stack would read as the api-keys endpoints (overlong UTF-8, encoded
+/// whitespace, IIS `%u`, full-width forms, double encoding, backslashes, encoded terminators)
+/// and paths under `/iam/` that are not plain: the lenient simulator acts on each one when it
+/// is sent directly, keygate answers 400 with the canonical form, audits a guard denial, and
+/// forwards nothing.
+#[tokio::test]
+async fn lenient_readings_under_iam_are_400_audited_and_never_forwarded() {
+    let sim = Sim::start().await;
+    sim.sim.set_lenient_paths(true);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = support::start(support::config(
+        &sim.url(),
+        &format!("[audit]\nfile = {audit:?}\n"),
+    ))
+    .await;
+    // u-bob is EnvironmentAdmin on env-prod01: the matrix denies him a Global key for a service
+    // account he does not own.
+    let bob = sim.basic("u-bob");
+    let denied_create = governed::create_body("sa-payments", Some("global"));
+    let cases: [(&str, Option<&str>); 12] = [
+        ("/iam/v2%C0%AFapi-keys", Some("/iam/v2/api-keys")),
+        ("/iam/v2%E0%80%AFapi-keys", Some("/iam/v2/api-keys")),
+        ("/iam/v2/x/%C0%AE%C0%AE/api-keys", Some("/iam/v2/api-keys")),
+        ("/iam/v2/api-keys%20", Some("/iam/v2/api-keys")),
+        ("/iam/v2/api-keys%09", Some("/iam/v2/api-keys")),
+        ("/iam/v2/api%u002Dkeys", Some("/iam/v2/api-keys")),
+        ("/%EF%BD%89am/v2/api-keys", Some("/iam/v2/api-keys")),
+        ("/iam/v2%252Fapi-keys", Some("/iam/v2/api-keys")),
+        ("/iam/v2\\api-keys", Some("/iam/v2/api-keys")),
+        ("/iam/v2/api-keys%3F.json", Some("/iam/v2/api-keys")),
+        ("/iam/v2/api-keys%0D%0A", Some("/iam/v2/api-keys")),
+        ("/iam/v2/role-bindings;x", Some("/iam/v2/role-bindings")),
+    ];
+    for (path, canonical) in cases {
+        let governed_path = canonical == Some("/iam/v2/api-keys");
+        if governed_path {
+            // Sent straight to the lenient upstream, the matrix-denied create succeeds.
+            let direct = governed::send(governed::request(
+                "POST",
+                sim.addr,
+                path,
+                Some(&bob),
+                denied_create.clone(),
+            ))
+            .await;
+            assert_eq!(direct.status, 202, "{path} directly: {:?}", direct.body);
+        }
+        sim.sim.clear_requests();
+        let response = governed::send(governed::request(
+            "POST",
+            gw.local_addr(),
+            path,
+            Some(&bob),
+            denied_create.clone(),
+        ))
+        .await;
+        let error = assert_refused(&sim, &response, 400, "non_canonical_path");
+        let detail = error["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("path `{path}` is not canonical")),
+            "{detail}"
+        );
+        if let Some(canonical) = canonical {
+            assert!(detail.ends_with(&format!("send `{canonical}`")), "{detail}");
+        }
+        let request_id = response.headers["x-request-id"].to_str().unwrap();
+        let records = governed::audit_records(&audit, request_id, "response_complete").await;
+        assert_eq!(records[0]["decision"]["result"], "deny", "{path}");
+        assert_eq!(records[0]["decision"]["decidedBy"], "guard", "{path}");
+        assert_eq!(records[0]["status"], 400, "{path}");
+    }
+    // Other methods too, and ordinary paths with `%` outside `/iam/` still pass.
+    let response = governed::send(governed::request(
+        "DELETE",
+        gw.local_addr(),
+        "/iam/v2/api-keys%20/DEMOBOB000000001",
+        Some(&bob),
+        Vec::new(),
+    ))
+    .await;
+    assert_refused(&sim, &response, 400, "non_canonical_path");
+    let response = governed::send(governed::request(
+        "GET",
+        gw.local_addr(),
+        "/org/v2/environments/env%2Dprod01",
+        Some(&bob),
+        Vec::new(),
+    ))
+    .await;
+    assert_ne!(response.status, 400);
+    assert_eq!(sim.received("/org/v2/environments/env%2Dprod01").len(), 1);
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Identity on governed routes through real HTTP (DESIGN.md §3): Basic credentials are verified by
+//! Identity on governed routes through real HTTP (docs/architecture.md §3): Basic credentials are verified by
 //! the upstream with the presented credential, cached by an HMAC of the whole credential (so a
 //! wrong secret for a cached key id is looked up again and refused), concurrent misses share one
 //! lookup, Bearer is refused on governed routes but untouched elsewhere, and an unreachable
@@ -211,7 +211,13 @@ async fn missing_credential_on_a_governed_route_is_401() {
     ))
     .await;
     let detail = assert_unauthenticated(&response);
-    assert!(detail.contains("Basic"), "{detail}");
+    // keygate's own help text reaches the caller whole: the redactor masks credentials, not the
+    // word after `Basic`.
+    assert!(
+        detail.contains("send `Authorization: Basic base64(key:secret)`"),
+        "{detail}"
+    );
+    assert!(!detail.contains("REDACTED"), "{detail}");
     assert!(sim.sim.requests().is_empty());
 }
 

@@ -65,11 +65,26 @@ fn create(owner: &str, resource: Option<&str>, name: &str, description: &str) ->
     )
 }
 
-fn policy_ids(response: &Collected) -> Vec<String> {
-    response.error()["meta"]["rule_ids"]
+/// The `errors[]` member of a denial that is about `policy`.
+fn member_of(response: &Collected, policy: &str) -> serde_json::Value {
+    let json = response.json();
+    json["errors"]
         .as_array()
         .unwrap()
         .iter()
+        .find(|e| e["meta"]["rule_ids"] == serde_json::json!([policy]))
+        .unwrap_or_else(|| panic!("no member for {policy} in {json}"))
+        .clone()
+}
+
+/// The policy ids of a denial: one `errors[]` member per denying policy, its id in
+/// `meta.rule_ids`.
+fn policy_ids(response: &Collected) -> Vec<String> {
+    response.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["meta"]["rule_ids"].as_array().unwrap().clone())
         .map(|v| v.as_str().unwrap().to_string())
         .collect()
 }
@@ -154,12 +169,8 @@ async fn each_create_policy_allows_and_denies() {
         let response = create_as(&gw, &sim, who, &body).await;
         assert_eq!(response.status, status, "{who} {body}: {:?}", response.body);
         if let Some(policy) = policy {
-            let error = response.error();
+            let error = member_of(&response, policy);
             assert_eq!(error["code"], "user_unauthorized");
-            assert!(
-                policy_ids(&response).contains(&policy.to_string()),
-                "{error}"
-            );
             assert!(
                 error["detail"].as_str().unwrap().contains(policy),
                 "the detail names the policy: {error}"
@@ -176,13 +187,30 @@ async fn every_matching_reason_is_listed() {
     let body = create("u-bob", Some("lkc-prod01"), "Bad Name", "none");
     let response = create_as(&gw, &sim, "u-bob", &body).await;
     assert_eq!(response.status, 403);
-    let ids = policy_ids(&response);
-    for id in [
-        "display-name-convention",
-        "no-user-keys-in-prod",
-        "prod-ticket-reference",
+    // One member each, pointing at the field at fault, saying it with the request's values.
+    assert_eq!(response.json()["errors"].as_array().unwrap().len(), 3);
+    for (id, pointer, says) in [
+        (
+            "display-name-convention",
+            "/spec/display_name",
+            "(got `Bad Name`)",
+        ),
+        (
+            "no-user-keys-in-prod",
+            "/spec/owner/id",
+            "env-prod01 must be owned by a service account, not by the user account u-bob",
+        ),
+        (
+            "prod-ticket-reference",
+            "/spec/description",
+            "production environment env-prod01 need a change ticket",
+        ),
     ] {
-        assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
+        let member = member_of(&response, id);
+        assert_eq!(member["source"]["pointer"], pointer, "{member}");
+        assert_eq!(member["status"], "403");
+        let detail = member["detail"].as_str().unwrap();
+        assert!(detail.contains(says) && detail.contains(id), "{detail}");
     }
     assert!(sim
         .received("/iam/v2/api-keys")
@@ -207,7 +235,14 @@ async fn service_account_key_limit_holds_even_in_a_burst() {
     }
     let codes: Vec<u16> = statuses.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(codes, [202, 202, 403, 403]);
-    assert!(policy_ids(&statuses[2]).contains(&"service-account-key-limit".to_string()));
+    let member = member_of(&statuses[2], "service-account-key-limit");
+    assert!(
+        member["detail"]
+            .as_str()
+            .unwrap()
+            .contains("service account sa-payments already has 3 API keys (limit 3)"),
+        "{member}"
+    );
 }
 
 #[tokio::test]
@@ -351,4 +386,128 @@ async fn an_evaluation_error_denies_with_its_policy_id_and_is_counted() {
     // Actions the erroring policy does not apply to are unaffected.
     let listed = call(&gw, &sim, "u-alice", Method::GET, "/iam/v2/api-keys", "").await;
     assert_eq!(listed.status, 200, "{:?}", listed.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_a_policy_denies_is_logged_once_as_denied() {
+    use crate::support::binary;
+    use std::process::Command;
+
+    let sim = Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = std::fs::canonicalize("policies").unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n{}{}",
+            sim.url(),
+            support::file_authz_for_file(),
+            policy_section()
+                .replace(
+                    "dir = \"policies\"",
+                    &format!("dir = \"{}\"", policies.display())
+                )
+                .replace(
+                    "teams_dir = \"policies/teams\"",
+                    &format!("teams_dir = \"{}/teams\"", policies.display())
+                ),
+        ),
+    )
+    .unwrap();
+    let keygate = binary::spawn_with(Command::new(env!("CARGO_BIN_EXE_keygate")).args([
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let (addr, _) = tokio::task::block_in_place(|| keygate.serve_addresses());
+    // The matrix allows bob (ResourceOwner on sa-orders); the naming policy denies.
+    let request = Request::post(format!("http://{addr}/iam/v2/api-keys"))
+        .header("authorization", sim.basic("u-bob"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "policy-denied-1")
+        .body(Full::new(Bytes::from(create(
+            "sa-orders",
+            Some("lkc-dev01"),
+            "Bad Name",
+            "",
+        ))))
+        .unwrap();
+    let response = within(10, support::send(&support::client(), request)).await;
+    assert_eq!(response.status, 403);
+    // Every log line of the request up to its access-log line, which is written last.
+    let lines = tokio::task::block_in_place(|| {
+        let mut lines = Vec::new();
+        loop {
+            let line = binary::wait_line(&keygate.stderr, "policy-denied-1");
+            let done = line.contains("Request completed");
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    });
+    let decisions: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"Decision\""))
+        .collect();
+    assert_eq!(decisions.len(), 1, "{lines:#?}");
+    let decision: serde_json::Value = serde_json::from_str(decisions[0]).unwrap();
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert!(
+        decision["rule.ids"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("display-name-convention"),
+        "{decision}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("\"allow\"")), "{lines:#?}");
+}
+
+#[tokio::test]
+async fn a_missing_key_gets_the_upstreams_404_and_a_failed_lookup_a_503_never_protected() {
+    let sim = Sim::start().await;
+    let gw = gateway(&sim, true).await;
+    let missing = "/iam/v2/api-keys/NOSUCHKEY0000001";
+    // As an OrganizationAdmin: nothing but the key's absence stands in the way.
+    for (method, body) in [
+        (Method::DELETE, ""),
+        (Method::GET, ""),
+        (Method::PATCH, r#"{"spec":{"description":"x"}}"#),
+    ] {
+        let response = call(&gw, &sim, "u-alice", method.clone(), missing, body).await;
+        assert_eq!(response.status, 404, "{method}: {:?}", response.body);
+        let text = String::from_utf8_lossy(&response.body);
+        assert!(!text.contains("protected"), "{method}: {text}");
+        assert_eq!(response.json()["errors"][0]["status"], "404", "{text}");
+    }
+    assert!(
+        sim.received(missing).iter().all(|r| r.method == "GET"),
+        "only lookups reached the upstream"
+    );
+
+    // A lookup that fails (not a refusal): fail closed, and say what could not be checked.
+    let key = "/iam/v2/api-keys/DEMOORDERS000001";
+    sim.sim.inject_fault(keygate::simulator::Fault {
+        method: Some(Method::GET),
+        path_prefix: key.into(),
+        status: 503,
+        headers: Vec::new(),
+        body: "{}".into(),
+        times: 1,
+    });
+    let refused = call(&gw, &sim, "u-alice", Method::DELETE, key, "").await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    let error = refused.error();
+    assert_eq!(error["code"], "authorization_unavailable");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("could not check") && detail.contains("DEMOORDERS000001"),
+        "{detail}"
+    );
+    assert!(!detail.contains("tagged [protected]"), "{detail}");
+    assert!(sim.received(key).iter().all(|r| r.method == "GET"));
+    // The key is still there, and the next delete (lookup healthy again) goes through.
+    let deleted = call(&gw, &sim, "u-alice", Method::DELETE, key, "").await;
+    assert_eq!(deleted.status, 204, "{:?}", deleted.body);
 }

@@ -47,7 +47,7 @@ instance_id = "kg-otel-test"
 "#,
         upstream = sim.url(),
         audit = dir.path().join("audit.jsonl").display(),
-        authz = support::FILE_AUTHZ,
+        authz = support::file_authz_for_file(),
         endpoint = collector.endpoint(),
     );
     std::fs::write(&path, text).unwrap();

@@ -116,7 +116,7 @@ async fn valid_reload_applies_and_invalid_reload_keeps_the_old_set() {
 
     let text = support::metrics_text(&gw).await;
     assert!(
-        text.contains(r#"keygate_reloads_total{result="rejected"} 1"#),
+        text.contains(r#"keygate_reloads_total{team="platform",result="rejected"} 1"#),
         "{text}"
     );
     assert!(text.contains(&format!(

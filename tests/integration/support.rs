@@ -8,6 +8,7 @@ pub mod binary;
 pub mod certs;
 pub mod governed;
 pub mod otlp;
+pub mod redis;
 pub mod sim;
 pub mod upstream;
 
@@ -33,6 +34,17 @@ org_id = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c"
 bindings = "policies/role-bindings.toml"
 inventory = "policies/inventory.toml"
 "#;
+
+/// [`FILE_AUTHZ`] for a config *file* in a temporary directory: relative paths in a config file
+/// resolve against its own directory, so the shipped files are named by absolute path.
+pub fn file_authz_for_file() -> String {
+    let policies = std::fs::canonicalize("policies").unwrap();
+    let policies = policies.display();
+    format!(
+        "{}matrix = \"{policies}/matrix.toml\"\n",
+        FILE_AUTHZ.replace("\"policies/", &format!("\"{policies}/"))
+    )
+}
 
 /// A config for tests: ephemeral loopback ports, short timeouts, `extra` TOML appended (with the
 /// file-based `[authz]` of [`FILE_AUTHZ`] unless `extra` has its own).

@@ -12,8 +12,9 @@ use crate::support::sim::Sim;
 use crate::support::{self, binary, within, Collected};
 
 /// Headers that legitimately differ between two exchanges (per-request ids, clocks, counters).
-const VOLATILE: [&str; 4] = [
+const VOLATILE: [&str; 5] = [
     "x-request-id",
+    "x-upstream-request-id",
     "date",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -143,6 +144,13 @@ async fn compare_all(client: Client<HttpConnector, Full<Bytes>>) {
             "{what}"
         );
         assert!(proxied.headers.contains_key("x-request-id"), "{what}");
+        // keygate's id for the caller, the upstream's under its own name.
+        if direct.headers.contains_key("x-request-id") && proxied.status.as_u16() < 400 {
+            assert!(
+                proxied.headers.contains_key("x-upstream-request-id"),
+                "{what}"
+            );
+        }
     }
 }
 
@@ -340,7 +348,7 @@ async fn fifty_mib_bodies_stream_both_ways_with_flat_memory() {
         format!(
             "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n[log]\naccess_log = false\n{}",
             sim.url(),
-            support::FILE_AUTHZ,
+            support::file_authz_for_file(),
         ),
     )
     .unwrap();

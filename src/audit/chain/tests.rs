@@ -69,8 +69,27 @@ async fn intact_chain_verifies_with_count_and_final_hash() {
             recovered_torn: Vec::new(),
         }
     );
-    assert_eq!(run_verify_cli(&path), 0);
+    assert_eq!(run_verify_cli(&path, None), 0);
     assert_eq!(parse_link(lines[0].as_bytes()).unwrap().1, GENESIS_HASH);
+}
+
+#[tokio::test]
+async fn a_trail_is_anchored_to_a_hash_it_passes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let lines = write_records(&path, 5).await;
+    let third = hash_line(lines[2].as_bytes());
+    let last = hash_line(lines[4].as_bytes());
+    // The final hash of an earlier verify, and the current one, in either letter case.
+    assert_eq!(verify_anchored(&path, Some(&third)).1, Some(3));
+    assert_eq!(run_verify_cli(&path, Some(&last.to_uppercase())), 0);
+    assert_eq!(run_verify_cli(&path, Some(&third)), 0);
+    // Cut back to two records: the chain still verifies, but no longer reaches the anchor.
+    write_lines(&path, &lines[..2]);
+    assert!(matches!(verify(&path), VerifyReport::Ok { count: 2, .. }));
+    assert_eq!(verify_anchored(&path, Some(&third)).1, None);
+    assert_eq!(run_verify_cli(&path, Some(&third)), 1);
+    assert_eq!(run_verify_cli(&path, Some(&"0".repeat(64))), 1);
 }
 
 #[tokio::test]
@@ -81,7 +100,7 @@ async fn edited_record_breaks_at_its_sequence() {
     lines[2] = lines[2].replace("may create", "may not create");
     write_lines(&path, &lines);
     assert_eq!(broken_at(verify(&path)), 3);
-    assert_eq!(run_verify_cli(&path), 1);
+    assert_eq!(run_verify_cli(&path, None), 1);
 }
 
 #[tokio::test]
@@ -158,7 +177,7 @@ async fn torn_final_line_is_reported_as_torn_not_as_tampering() {
             final_hash: hash_line(lines[3].as_bytes()),
         }
     );
-    assert_eq!(run_verify_cli(&path), 0);
+    assert_eq!(run_verify_cli(&path, None), 0);
 }
 
 #[test]
@@ -166,7 +185,7 @@ fn missing_file_is_unreadable_not_ok() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.jsonl");
     assert!(matches!(verify(&path), VerifyReport::Unreadable { .. }));
-    assert_eq!(run_verify_cli(&path), 2);
+    assert_eq!(run_verify_cli(&path, None), 2);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Counters, EncodedEvent, FlushFuture, Message, Queue, Sink, SinkStats};
+use super::{Counters, Message, Queue};
 use crate::audit::AuditError;
 
 /// Queue length of the stdout sink.
@@ -20,16 +20,13 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Events written per flush at most.
 const MAX_BATCH: usize = 1024;
 
-/// Writes events as JSON lines to stdout (or any writer).
+/// Writes events as JSON lines to stdout (or any writer): the constructors of that [`Queue`].
 #[derive(Debug)]
-pub struct StdoutSink {
-    queue: Queue,
-    counters: Arc<Counters>,
-}
+pub struct StdoutSink;
 
 impl StdoutSink {
     /// A sink writing to the process's stdout.
-    pub fn stdout(queue_capacity: usize) -> Result<Self, AuditError> {
+    pub fn stdout(queue_capacity: usize) -> Result<Queue, AuditError> {
         Self::with_writer(io::stdout(), queue_capacity)
     }
 
@@ -37,7 +34,7 @@ impl StdoutSink {
     pub fn with_writer<W: Write + Send + 'static>(
         writer: W,
         queue_capacity: usize,
-    ) -> Result<Self, AuditError> {
+    ) -> Result<Queue, AuditError> {
         let counters = Arc::new(Counters::default());
         let (queue, rx) = Queue::new("stdout", queue_capacity, Arc::clone(&counters));
         let worker_counters = Arc::clone(&counters);
@@ -49,25 +46,7 @@ impl StdoutSink {
                 op: "start writer thread",
                 source: Arc::new(e),
             })?;
-        Ok(StdoutSink { queue, counters })
-    }
-}
-
-impl Sink for StdoutSink {
-    fn name(&self) -> &'static str {
-        "stdout"
-    }
-
-    fn offer(&self, event: EncodedEvent) -> Result<(), AuditError> {
-        self.queue.offer(event)
-    }
-
-    fn flush(&self) -> FlushFuture<'_> {
-        self.queue.flush()
-    }
-
-    fn stats(&self) -> SinkStats {
-        self.counters.snapshot()
+        Ok(queue)
     }
 }
 

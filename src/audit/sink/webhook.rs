@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Counters, EncodedEvent, FlushFuture, Message, Queue, Sink, SinkStats};
+use super::{Counters, EncodedEvent, Message, Queue};
 use crate::audit::AuditError;
 use crate::redact::Secret;
 
@@ -96,16 +96,13 @@ impl WebhookConfig {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// POSTs batches of events to a URL.
+/// POSTs batches of events to a URL: the constructor of that [`Queue`].
 #[derive(Debug)]
-pub struct WebhookSink {
-    queue: Queue,
-    counters: Arc<Counters>,
-}
+pub struct WebhookSink;
 
 impl WebhookSink {
     /// Validates `config` and starts the delivery task. Must be called inside a tokio runtime.
-    pub fn spawn(config: WebhookConfig) -> Result<Self, AuditError> {
+    pub fn spawn(config: WebhookConfig) -> Result<Queue, AuditError> {
         let url = &config.url;
         let scheme_ok = matches!(url.scheme_str(), Some("http" | "https"));
         let authority = url
@@ -149,25 +146,7 @@ impl WebhookSink {
             counters: Arc::clone(&counters),
         };
         runtime.spawn(worker.run(rx));
-        Ok(WebhookSink { queue, counters })
-    }
-}
-
-impl Sink for WebhookSink {
-    fn name(&self) -> &'static str {
-        "webhook"
-    }
-
-    fn offer(&self, event: EncodedEvent) -> Result<(), AuditError> {
-        self.queue.offer(event)
-    }
-
-    fn flush(&self) -> FlushFuture<'_> {
-        self.queue.flush()
-    }
-
-    fn stats(&self) -> SinkStats {
-        self.counters.snapshot()
+        Ok(queue)
     }
 }
 

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::LoadError;
 
+/// The file that makes a directory a team set.
+pub const SCOPE_FILE: &str = "scope.toml";
+/// The team's own patterns and parameters (optional).
+pub const TEAM_FILE: &str = "team.toml";
+
 /// Default policy directory, relative to the config file: where the example set ships.
 pub const DEFAULT_POLICY_DIR: &str = "policies";
 /// Default base schema file name inside the policy directory.
@@ -93,7 +98,7 @@ impl ParamValue {
     }
 
     /// Converts a TOML value; `None` for anything without a Cedar counterpart.
-    fn from_toml(value: &toml::Value) -> Option<ParamValue> {
+    pub(crate) fn from_toml(value: &toml::Value) -> Option<ParamValue> {
         match value {
             toml::Value::String(s) => Some(ParamValue::String(s.clone())),
             toml::Value::Integer(n) => Some(ParamValue::Long(*n)),
@@ -134,6 +139,9 @@ pub struct OrgPolicyConfig {
     pub modes: HashMap<String, Mode>,
     /// Extra groups by principal id, merged into the identity stage's groups.
     pub groups: HashMap<String, Vec<String>>,
+    /// The directory of team policy sets: every subdirectory holding a `scope.toml` is one team's
+    /// set (see `team`). `None`: no team sets.
+    pub teams_dir: Option<PathBuf>,
 }
 
 impl OrgPolicyConfig {
@@ -155,6 +163,47 @@ impl OrgPolicyConfig {
     /// The directory of policy test files (`<dir>/tests`).
     pub fn tests_dir(&self) -> PathBuf {
         self.dir.join(DEFAULT_TESTS_DIR)
+    }
+
+    /// The files a load reads besides the schema, sorted: the `*.cedar` files of the policy
+    /// directory, and of every team directory its `scope.toml`, `team.toml` and `*.cedar` files
+    /// (whether they exist or not, for the first two, so that creating one is a change).
+    pub fn policy_files(&self) -> Vec<PathBuf> {
+        let listed = |dir: &Path, extension: &str| -> Vec<PathBuf> {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == extension))
+                        .collect()
+                })
+                .unwrap_or_default();
+            found.sort();
+            found
+        };
+        let mut files = listed(&self.dir, "cedar");
+        if let Some(teams) = &self.teams_dir {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(teams)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            p.is_dir()
+                                && !p
+                                    .file_name()
+                                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            dirs.sort();
+            for dir in dirs {
+                files.push(dir.join(SCOPE_FILE));
+                files.push(dir.join(TEAM_FILE));
+                files.extend(listed(&dir, "cedar"));
+            }
+        }
+        files
     }
 
     /// Reads the `[policy]` table of a TOML document (such as `policies/policy.example.toml`);
@@ -201,6 +250,9 @@ pub struct RawOrgPolicyConfig {
     /// `[policy.groups]`: principal id → extra groups.
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
+    /// `teams_dir`: the directory of team policy sets.
+    #[serde(default)]
+    pub teams_dir: Option<PathBuf>,
 }
 
 impl RawOrgPolicyConfig {
@@ -231,6 +283,10 @@ impl RawOrgPolicyConfig {
             params,
             modes: self.modes.into_iter().collect(),
             groups: self.groups.into_iter().collect(),
+            teams_dir: self.teams_dir.map(|d| base_dir.join(d)),
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

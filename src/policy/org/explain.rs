@@ -1,5 +1,6 @@
-//! `keygate explain` for layer 2: every forbid, would-deny and evaluation error that a
-//! hypothetical request triggers, with ids and reasons, and the resulting verdict.
+//! `keygate explain` for layer 2: which policy sets applied and why (the platform set always; a
+//! team's set when its scope covers the request), every forbid, would-deny and evaluation error
+//! that a hypothetical request triggers, with ids, reasons and sets, and the resulting verdict.
 //!
 //! Text for people (`render`), `serde::Serialize` for `--json`. The matrix part (layer 1) and the
 //! combination of both layers are the caller's.
@@ -8,15 +9,17 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Finding, Mode, OrgInput, OrgPolicies};
+use super::{Finding, Mode, OrgInput, OrgPolicies, TeamMatch};
 
 /// Why layer 2 decides a request the way it does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     /// `"allow"` or `"deny"`.
     pub decision: &'static str,
-    /// The policy set's revision.
+    /// The policy revision (`policy::revision`) the decision was made with.
     pub revision: String,
+    /// The team sets that applied besides the platform set, and why.
+    pub teams: Vec<TeamMatch>,
     /// Enforced forbids that matched.
     pub denied: Vec<Finding>,
     /// Dry-run forbids that matched (the request is not denied for them).
@@ -33,39 +36,52 @@ impl Explanation {
 
     /// A multi-line, human-readable account.
     pub fn render(&self) -> String {
-        let short = self.revision.get(..12).unwrap_or(&self.revision);
-        let mut out = format!(
-            "organisation policies (revision {short}): {}\n",
-            self.decision.to_uppercase()
-        );
+        let mut out = format!("organisation policies: {}\n", self.decision.to_uppercase());
+        out.push_str("  sets applied: platform (every request)");
+        for m in &self.teams {
+            let _ = write!(out, "; team `{}` ({})", m.team, m.via);
+        }
+        out.push('\n');
         if self.denied.is_empty() && self.would_deny.is_empty() && self.errors.is_empty() {
             out.push_str("  no forbid policy matched\n");
         }
         for f in &self.denied {
-            let _ = writeln!(out, "  denied by {}: {}", f.id, f.reason);
+            let _ = writeln!(out, "  denied by {}: {}", label(f), f.reason);
         }
         for f in &self.errors {
             let effect = match f.mode {
                 Mode::Enforce => "denied (evaluation error)",
                 Mode::DryRun => "dry-run evaluation error, not enforced",
             };
-            let _ = writeln!(out, "  {effect} in {}: {}", f.id, f.reason);
+            let _ = writeln!(out, "  {effect} in {}: {}", label(f), f.reason);
         }
         for f in &self.would_deny {
-            let _ = writeln!(out, "  would deny (dry-run) {}: {}", f.id, f.reason);
+            let _ = writeln!(out, "  would deny (dry-run) {}: {}", label(f), f.reason);
         }
         out
     }
 }
 
-/// Evaluates `input` and explains the outcome.
-pub fn explain(policies: &OrgPolicies, input: &OrgInput<'_>) -> Explanation {
+/// A finding's id, with its team for a team's policy.
+fn label(f: &Finding) -> String {
+    match &f.team {
+        None => f.id.clone(),
+        Some(team) => format!("{} (team `{team}`)", f.id),
+    }
+}
+
+/// Evaluates `input` and explains the outcome; `revision` is the policy revision in force.
+pub fn explain(policies: &OrgPolicies, input: &OrgInput<'_>, revision: &str) -> Explanation {
     let d = policies.evaluate(input);
     Explanation {
         decision: if d.allowed { "allow" } else { "deny" },
-        revision: policies.revision().to_owned(),
+        revision: revision.to_owned(),
+        teams: d.teams,
         denied: d.denied,
         would_deny: d.would_deny,
         errors: d.errors,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,13 @@
 //! Policy unit tests (`keygate policy test`, like `opa test`): TOML files of cases beside the
-//! policies (`<dir>/tests/*.toml`), each a request and the expected verdict and policy ids, plus
-//! COVERAGE: every loaded policy must be expected by at least one passing case.
+//! policies (`<dir>/tests/*.toml`, and `<team dir>/tests/*.toml` for each team set), each a
+//! request and the expected verdict and policy ids, plus COVERAGE: every policy of the set must be
+//! expected by at least one passing case.
+//!
+//! Each set's cases run against that set alone — the platform set without the teams, a team's
+//! set without the platform's — so a team's tests do not break when the platform's rules change,
+//! and the other way round. A team's case outside the team's scope is allowed (the set does not
+//! apply), which is how a team tests that its rules leave other teams alone. In a team's files,
+//! policy ids are written as in its `@id`s (`naming`) or in full (`checkout/naming`).
 //!
 //! A case file:
 //!
@@ -31,8 +38,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{KeyResource, OrgInput, OrgPolicies, RoleBinding, TargetKey};
-use crate::policy::action::Action;
-use crate::policy::principal::PrincipalKind;
+use crate::model::Action;
+use crate::model::PrincipalKind;
 
 /// Request time used when a case gives none (2025-01-01T00:00:00Z): tests must not depend on
 /// the clock.
@@ -136,8 +143,6 @@ pub struct CaseOutcome {
 /// The result of a policy test run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TestReport {
-    /// The revision of the policy set under test.
-    pub revision: String,
     /// Every case, in file and case order.
     pub cases: Vec<CaseOutcome>,
     /// Policy ids no passing case expects (coverage gaps), sorted.
@@ -190,10 +195,120 @@ impl TestReport {
     }
 }
 
-/// Runs every `*.toml` case file in `dir` (sorted by name) against `policies`.
+/// One set's tests in a [`SuiteReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetReport {
+    /// `platform`, or the team's name.
+    pub set: String,
+    /// The directory of the set's case files.
+    pub tests_dir: PathBuf,
+    /// How many policies the set has.
+    pub policies: usize,
+    /// The set's cases and coverage.
+    pub report: TestReport,
+}
+
+/// The tests of the platform set and of every team set, per set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SuiteReport {
+    /// The platform set first, then the teams by name.
+    pub sets: Vec<SetReport>,
+}
+
+impl SuiteReport {
+    /// True when every set's tests passed with full coverage.
+    pub fn passed(&self) -> bool {
+        self.sets.iter().all(|s| s.report.passed())
+    }
+
+    /// Each set's report under a heading, a summary line per set, and the total.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.sets.len() == 1 {
+            if let Some(only) = self.sets.first() {
+                return only.report.render();
+            }
+        }
+        for set in &self.sets {
+            let _ = writeln!(
+                out,
+                "== {} ({} policies, {})",
+                set.heading(),
+                set.policies,
+                set.tests_dir.display()
+            );
+            out.push_str(&set.report.render());
+        }
+        let cases: usize = self.sets.iter().map(|s| s.report.cases.len()).sum();
+        let failed: usize = self
+            .sets
+            .iter()
+            .map(|s| s.report.cases.iter().filter(|c| !c.passed).count())
+            .sum();
+        let uncovered: usize = self.sets.iter().map(|s| s.report.uncovered.len()).sum();
+        let files: usize = self.sets.iter().map(|s| s.report.file_errors.len()).sum();
+        let failing: Vec<&str> = self
+            .sets
+            .iter()
+            .filter(|s| !s.report.passed())
+            .map(|s| s.set.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "TOTAL {}: {} sets, {cases} cases, {failed} failed, {uncovered} policies uncovered, {files} file errors{}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.sets.len(),
+            if failing.is_empty() {
+                String::new()
+            } else {
+                format!(" (failing: {})", failing.join(", "))
+            }
+        );
+        out
+    }
+}
+
+impl SetReport {
+    fn heading(&self) -> String {
+        if self.set == super::PLATFORM_SET {
+            "platform set".to_owned()
+        } else {
+            format!("team `{}`", self.set)
+        }
+    }
+}
+
+/// Runs the platform set's tests (`platform_tests`) and every team set's (`tests/` in the team's
+/// directory), each against its own set.
+pub fn run_all_policy_tests(policies: &OrgPolicies, platform_tests: &Path) -> SuiteReport {
+    let mut sets = vec![SetReport {
+        set: super::PLATFORM_SET.to_owned(),
+        tests_dir: platform_tests.to_path_buf(),
+        policies: policies.set_policy_ids(None).len(),
+        report: run_set_tests(policies, None, platform_tests),
+    }];
+    for team in policies.teams() {
+        let dir = team.dir.join(super::DEFAULT_TESTS_DIR);
+        sets.push(SetReport {
+            set: team.name.to_owned(),
+            policies: team.policies,
+            report: run_set_tests(policies, Some(team.name), &dir),
+            tests_dir: dir,
+        });
+    }
+    SuiteReport { sets }
+}
+
+/// Runs every `*.toml` case file in `dir` (sorted by name) against the platform set of
+/// `policies`.
 pub fn run_policy_tests(policies: &OrgPolicies, dir: &Path) -> TestReport {
+    run_set_tests(policies, None, dir)
+}
+
+/// Runs every `*.toml` case file in `dir` (sorted by name) against one set: the platform's
+/// (`None`) or a team's.
+pub fn run_set_tests(policies: &OrgPolicies, team: Option<&str>, dir: &Path) -> TestReport {
     let mut report = TestReport {
-        revision: policies.revision().to_owned(),
         cases: Vec::new(),
         uncovered: Vec::new(),
         file_errors: Vec::new(),
@@ -223,7 +338,9 @@ pub fn run_policy_tests(policies: &OrgPolicies, dir: &Path) -> TestReport {
         let file: CaseFile = match toml::from_str(&text) {
             Ok(f) => f,
             Err(e) => {
-                let line = e.span().map_or(1, |s| super::load::line_of(&text, s.start));
+                let line = e
+                    .span()
+                    .map_or(1, |s| super::position::line_of(&text, s.start));
                 report
                     .file_errors
                     .push(format!("{}:{line}: {}", path.display(), e.message()));
@@ -231,9 +348,9 @@ pub fn run_policy_tests(policies: &OrgPolicies, dir: &Path) -> TestReport {
             }
         };
         for case in &file.cases {
-            let detail = run_case(policies, case);
+            let detail = run_case(policies, team, case);
             if detail.is_none() {
-                covered.extend(case.policies.iter().cloned());
+                covered.extend(case.policies.iter().map(|id| qualified(team, id)));
             }
             report.cases.push(CaseOutcome {
                 file: path.clone(),
@@ -244,7 +361,7 @@ pub fn run_policy_tests(policies: &OrgPolicies, dir: &Path) -> TestReport {
         }
     }
     report.uncovered = policies
-        .policy_ids()
+        .set_policy_ids(team)
         .into_iter()
         .filter(|id| !covered.contains(*id))
         .map(str::to_owned)
@@ -264,8 +381,16 @@ fn parse_action(s: &str) -> Option<Action> {
     .find(|a| a.as_str() == s)
 }
 
+/// A policy id as reported: a team's are `<team>/<id>`, wherever the case wrote it short.
+fn qualified(team: Option<&str>, id: &str) -> String {
+    match team {
+        Some(team) if !id.contains('/') => format!("{team}/{id}"),
+        _ => id.to_owned(),
+    }
+}
+
 /// Runs one case; `None` when it passed, otherwise what differed.
-fn run_case(policies: &OrgPolicies, case: &Case) -> Option<String> {
+fn run_case(policies: &OrgPolicies, team: Option<&str>, case: &Case) -> Option<String> {
     let Some(action) = parse_action(&case.action) else {
         return Some(format!(
             "unknown action `{}`: expected CreateApiKey, ListApiKeys, GetApiKey, UpdateApiKey or DeleteApiKey",
@@ -322,7 +447,9 @@ fn run_case(policies: &OrgPolicies, case: &Case) -> Option<String> {
             display_name: &k.display_name,
         }),
     };
-    let d = policies.evaluate(&input);
+    let Some(d) = policies.evaluate_set(team, &input) else {
+        return Some(format!("no team `{}` is loaded", team.unwrap_or_default()));
+    };
     let got_verdict = if d.allowed {
         Expect::Allow
     } else {
@@ -334,9 +461,11 @@ fn run_case(policies: &OrgPolicies, case: &Case) -> Option<String> {
         .chain(&d.would_deny)
         .map(|f| f.id.as_str())
         .collect();
-    let want_ids: BTreeSet<&str> = case.policies.iter().map(String::as_str).collect();
+    let want: Vec<String> = case.policies.iter().map(|id| qualified(team, id)).collect();
+    let want_ids: BTreeSet<&str> = want.iter().map(String::as_str).collect();
     let got_errors: BTreeSet<&str> = d.errors.iter().map(|f| f.id.as_str()).collect();
-    let want_errors: BTreeSet<&str> = case.errors.iter().map(String::as_str).collect();
+    let want_err: Vec<String> = case.errors.iter().map(|id| qualified(team, id)).collect();
+    let want_errors: BTreeSet<&str> = want_err.iter().map(String::as_str).collect();
     let mut problems = Vec::new();
     if got_verdict != case.expect {
         problems.push(format!(
@@ -363,3 +492,6 @@ fn verdict(e: Expect) -> &'static str {
         Expect::Deny => "deny",
     }
 }
+
+#[cfg(test)]
+mod tests;

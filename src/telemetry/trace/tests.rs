@@ -232,8 +232,9 @@ fn a_new_trace_starts_without_a_caller_traceparent_and_sends_no_empty_tracestate
 
 #[test]
 fn decision_attributes_describe_the_final_decision_without_secrets() {
-    use crate::context::{ContextState, DecidedBy, DecisionRecord};
-    use crate::policy::principal::{AuthMethod, Principal};
+    use crate::context::{ContextState, DecisionRecord};
+    use crate::model::DecidedBy;
+    use crate::model::{AuthMethod, Principal};
     assert!(decision_attributes(&ContextState::default()).is_empty());
     let state = ContextState {
         action: Some(Action::CreateApiKey),

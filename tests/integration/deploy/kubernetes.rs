@@ -768,3 +768,252 @@ fn kubectl_kustomize_renders_the_manifests_when_kubectl_is_installed() {
         }
     }
 }
+
+/// The overlay that points the replicas at a Redis for shared rate limits.
+const SHARED_DIR: &str = "deploy/kubernetes-shared-limits";
+
+#[test]
+fn shared_limits_overlay_points_every_replica_at_the_redis_it_deploys() {
+    let dir = repo().join(SHARED_DIR);
+    let file = |name: &str| read(&format!("{SHARED_DIR}/{name}"));
+    let mut docs: HashMap<String, Vec<Value>> = HashMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".yaml") {
+            let parsed = yaml::documents(&std::fs::read_to_string(&path).unwrap(), &name);
+            assert!(!parsed.is_empty(), "{name} is empty");
+            docs.insert(name, parsed);
+        }
+    }
+    let k = &docs["kustomization.yaml"][0];
+    assert_eq!(k["kind"], "Kustomization");
+    let base = Manifests::load();
+    assert_eq!(k["namespace"], base.kustomization["namespace"]);
+    let resources: Vec<&str> = array_at(k, "/resources")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        resources,
+        ["../kubernetes", "redis.yaml"],
+        "the base plus Redis"
+    );
+    let generator = &array_at(k, "/configMapGenerator")[0];
+    assert_eq!(str_at(generator, "/name"), CONFIG_MAP);
+    assert_eq!(str_at(generator, "/behavior"), "replace");
+    assert_eq!(array_at(generator, "/files"), [Value::from("keygate.toml")]);
+    let patched: BTreeSet<&str> = array_at(k, "/patches")
+        .iter()
+        .map(|p| str_at(p, "/path"))
+        .collect();
+    for name in &patched {
+        assert!(docs.contains_key(*name), "patch `{name}` does not exist");
+    }
+    for name in docs.keys() {
+        assert!(
+            name == "kustomization.yaml"
+                || name == "secret.example.yaml"
+                || resources.contains(&name.as_str())
+                || patched.contains(name.as_str()),
+            "{name} is neither a resource nor a patch"
+        );
+    }
+
+    // The config is the base's, unchanged, plus the shared limits.
+    let text = file("keygate.toml");
+    assert!(
+        text.starts_with(&base.config_text()),
+        "kubernetes-shared-limits/keygate.toml must start with kubernetes/keygate.toml unchanged"
+    );
+    let env: HashMap<String, String> = [
+        ("KEYGATE_UPSTREAM_CREDENTIAL", "KEY:SECRET"),
+        ("KEYGATE_REDIS_PASSWORD", "redis-password"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = Config::from_toml_with_env(&with_org(&text, support::ORG_ID), &env)
+        .unwrap_or_else(|e| panic!("kubernetes-shared-limits/keygate.toml: {e}"));
+    let shared = config.ratelimit.shared().expect("[ratelimit.shared]");
+    assert!(config.ratelimit.shared_limit_ids().count() >= 2);
+    let url = shared.url();
+    assert_eq!(url.scheme_str(), Some("redis"));
+
+    // The URL names the Service, whose port reaches the Redis container.
+    let redis = &docs["redis.yaml"];
+    let of_kind = |kind: &str| {
+        redis
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in redis.yaml"))
+    };
+    let service = of_kind("Service");
+    assert_eq!(url.host(), Some(str_at(service, "/metadata/name")));
+    let service_port = &array_at(service, "/spec/ports")[0];
+    assert_eq!(
+        i64::from(url.port_u16().unwrap_or(6379)),
+        int_at(service_port, "/port")
+    );
+    let deployment = of_kind("Deployment");
+    let pod = deployment.pointer("/spec/template").unwrap();
+    let redis_labels = pod.pointer("/metadata/labels").unwrap();
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&redis_labels[k], v, "the Service selects the Redis pods");
+    }
+    let container = &array_at(pod, "/spec/containers")[0];
+    let target = &service_port["targetPort"];
+    assert!(
+        array_at(container, "/ports")
+            .iter()
+            .any(|p| p["name"] == *target && p["containerPort"] == 6379),
+        "targetPort {target} is the Redis container port"
+    );
+
+    // Persistence off, a password, hardened like keygate (the namespace enforces "restricted").
+    let args: Vec<&str> = array_at(container, "/args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let arg_after = |flag: &str| {
+        let i = args
+            .iter()
+            .position(|a| *a == flag)
+            .unwrap_or_else(|| panic!("{flag}"));
+        args[i + 1]
+    };
+    assert_eq!(arg_after("--save"), "");
+    assert_eq!(arg_after("--appendonly"), "no");
+    assert_eq!(arg_after("--requirepass"), "$(REDIS_PASSWORD)");
+    let spec = pod.pointer("/spec").unwrap();
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        str_at(spec, "/securityContext/seccompProfile/type"),
+        "RuntimeDefault"
+    );
+    let sc = &container["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+
+    // One Secret for both: Redis' --requirepass and keygate's `password.env`.
+    let secret_of = |env: &[Value], name: &str| -> (String, String) {
+        let e = env
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no env {name}"));
+        (
+            str_at(e, "/valueFrom/secretKeyRef/name").to_string(),
+            str_at(e, "/valueFrom/secretKeyRef/key").to_string(),
+        )
+    };
+    let redis_secret = secret_of(array_at(container, "/env"), "REDIS_PASSWORD");
+    let raw: toml::Table = toml::from_str(&text).unwrap();
+    let var = raw["ratelimit"]["shared"]["password"]["env"]
+        .as_str()
+        .unwrap();
+    let patch = &docs["deployment-redis-password.yaml"][0];
+    assert_eq!(patch["kind"], "Deployment");
+    assert_eq!(
+        patch["metadata"]["name"],
+        base.deployment()["metadata"]["name"]
+    );
+    let patched_container = &array_at(patch, "/spec/template/spec/containers")[0];
+    assert_eq!(patched_container["name"], base.container()["name"]);
+    assert_eq!(
+        secret_of(array_at(patched_container, "/env"), var),
+        redis_secret
+    );
+    let example = &docs["secret.example.yaml"][0];
+    assert_eq!(example["kind"], "Secret");
+    assert_eq!(str_at(example, "/metadata/name"), redis_secret.0);
+    assert!(example["stringData"][redis_secret.1.as_str()].is_string());
+
+    // keygate may reach exactly the Redis pods on the Service's port; Redis takes only keygate.
+    let egress = &docs["networkpolicy-egress-redis.yaml"][0][0];
+    assert_eq!(egress["op"], "add");
+    assert_eq!(egress["path"], "/spec/egress/-");
+    let rule = &egress["value"];
+    let to = array_at(rule, "/to");
+    assert_eq!(to.len(), 1);
+    for (k, v) in to[0]["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&redis_labels[k], v);
+    }
+    assert_eq!(array_at(rule, "/ports")[0]["port"], 6379);
+    let target = array_at(k, "/patches")
+        .iter()
+        .find(|p| p["path"] == "networkpolicy-egress-redis.yaml")
+        .unwrap();
+    assert_eq!(
+        target["target"]["name"],
+        base.one("NetworkPolicy")["metadata"]["name"]
+    );
+    let policy = of_kind("NetworkPolicy");
+    let from = array_at(policy, "/spec/ingress/0/from");
+    assert_eq!(from.len(), 1);
+    for (k, v) in from[0]["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            base.pod_labels().get(k),
+            Some(v),
+            "only keygate's pods reach Redis"
+        );
+    }
+    assert!(
+        array_at(policy, "/spec/egress").is_empty(),
+        "Redis reaches nothing"
+    );
+
+    // What kustomize makes of it, when kubectl is here to ask.
+    let output = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+    {
+        Ok(output) => output,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("kubectl is not installed: kustomize rendering not checked");
+            return;
+        }
+        Err(err) => panic!("kubectl: {err}"),
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = yaml::documents(&String::from_utf8(output.stdout).unwrap(), "kustomize");
+    let keygate = rendered
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "keygate")
+        .unwrap();
+    let env = array_at(keygate, "/spec/template/spec/containers/0/env");
+    assert_eq!(secret_of(env, var), redis_secret);
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "KEYGATE_UPSTREAM_CREDENTIAL"));
+    let np = rendered
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "keygate")
+        .unwrap();
+    let rules = array_at(np, "/spec/egress");
+    assert_eq!(
+        rules.len(),
+        array_at(base.one("NetworkPolicy"), "/spec/egress").len() + 1
+    );
+    assert_eq!(rules.last().unwrap(), rule);
+    let map = rendered
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && str_at(d, "/metadata/name").starts_with(&format!("{CONFIG_MAP}-"))
+        })
+        .unwrap();
+    assert_eq!(str_at(map, "/data/keygate.toml"), text);
+    let names: Vec<&str> = rendered
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| str_at(d, "/metadata/name"))
+        .collect();
+    assert_eq!(names.len(), 2, "keygate and its Redis: {names:?}");
+}

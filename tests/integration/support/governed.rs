@@ -55,7 +55,7 @@ pub fn create_body(owner: &str, resource: Option<&str>) -> String {
 }
 
 /// Asserts that `response` is an error keygate generated itself, in Confluent's shape
-/// (reference §3): JSON, one `errors[]` member with `status` as a string, the expected `code`, a
+/// (docs/confluent-api.md §3): JSON, one `errors[]` member with `status` as a string, the expected `code`, a
 /// title, a non-empty detail, and `id` equal to the `x-request-id` response header. Returns the
 /// member.
 pub fn assert_keygate_error(response: &Collected, status: u16, code: &str) -> serde_json::Value {

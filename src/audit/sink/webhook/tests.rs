@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::audit::tests::{assert_lines_valid, encode, sample_event};
+use crate::audit::{Sink, SinkStats};
 
 /// A loopback collector: answers the statuses in `script` in turn (then 200) and forwards every
 /// request body it gets.

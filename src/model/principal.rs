@@ -21,7 +21,7 @@ pub enum PrincipalError {
     },
 }
 
-/// What kind of Confluent identity a principal is, from its id prefix (reference §4).
+/// What kind of Confluent identity a principal is, from its id prefix (docs/confluent-api.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrincipalKind {
     /// `u-…`
@@ -57,7 +57,7 @@ impl PrincipalKind {
     }
 }
 
-/// How the caller's identity was established (DESIGN.md §3). Never a secret.
+/// How the caller's identity was established (docs/architecture.md §3). Never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
     /// A Cloud or Global API key verified by the upstream (`GET /iam/v2/api-keys/{key id}` with the

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-/// A governed action on the api-keys endpoints (DESIGN.md §1).
+/// A governed action on the api-keys endpoints (docs/architecture.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// `POST /iam/v2/api-keys`
@@ -42,7 +42,7 @@ impl fmt::Display for Action {
 /// The decision-relevant content of a create request body (`spec.*`), after strict parsing.
 ///
 /// `resource` is `None` when the body has no `spec.resource` or it is `null`: a Cloud key
-/// (reference §2.3). Classification of the key type happens in the policy module, from `id`
+/// (docs/confluent-api.md §2.3). Classification of the key type happens in the policy module, from `id`
 /// (and `environment` for Flink) only, never from `kind`/`api_version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateSpec {
