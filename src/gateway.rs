@@ -274,6 +274,7 @@ fn links(config: &Config) -> Option<Arc<Links>> {
         &origins,
         config.listener.public_url.as_ref(),
         scheme,
+        config.upstream.body_timeout,
     ))
 }
 

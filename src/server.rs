@@ -227,6 +227,3 @@ pub async fn serve<S, B>(
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

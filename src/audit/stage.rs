@@ -465,8 +465,12 @@ async fn record(
         } else {
             (response, None, None)
         };
-    let gone = ctx.state().client_gone;
+    let (gone, failed_body) = {
+        let state = ctx.state();
+        (state.client_gone, failed_body(&state))
+    };
     let gone_outcome = gone.then_some(Outcome::ClientGone);
+    let outcome = outcome.or(failed_body);
     let ev = event(
         &audit,
         &ctx,
@@ -487,6 +491,21 @@ async fn record(
             tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
             GatewayError::AuditUnavailable(err.to_string()).to_response(ctx.id_str())
         }
+    }
+}
+
+/// The outcome of an exchange whose upstream answered with a head but ended in an upstream error:
+/// the body failed where another stage read it whole (link rewriting).
+fn failed_body(state: &crate::context::ContextState) -> Option<Outcome> {
+    if state.upstream_status.is_none()
+        || state.decided_by != Some(crate::model::DecidedBy::Upstream)
+    {
+        return None;
+    }
+    match state.error_code {
+        Some("upstream_timeout") => Some(Outcome::UpstreamBodyTimeout),
+        Some(_) => Some(Outcome::UpstreamBodyError),
+        None => None,
     }
 }
 

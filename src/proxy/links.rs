@@ -10,7 +10,8 @@
 //!
 //! - in `Location` and `Content-Location` headers of every response;
 //! - in JSON response bodies (`application/json`, `*+json`) on every route: bodies with a
-//!   `Content-Length` up to [`BUFFER_LIMIT`] are rewritten whole and keep an exact length; larger
+//!   `Content-Length` up to [`BUFFER_LIMIT`] are read whole (within `upstream.body_timeout`, else
+//!   504) and rewritten with an exact length; larger
 //!   or chunked ones are rewritten as they stream (a match split across chunks is carried over),
 //!   without `Content-Length` when the replacement changes the length. Memory stays flat.
 //!
@@ -22,6 +23,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, LOCATION};
@@ -30,6 +32,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use memchr::memmem::Finder;
 
+use super::pool::BodyIdleTimeout;
 use super::ProxyError;
 use crate::body::Body;
 use crate::config::origin;
@@ -53,6 +56,8 @@ pub struct Links {
     public: Option<Bytes>,
     /// `http` or `https`, for an origin built from a request's `Host`.
     scheme: &'static str,
+    /// Deadline for a body read whole (`upstream.body_timeout`).
+    body_timeout: Duration,
 }
 
 /// The origin a given response's links are rewritten to.
@@ -63,8 +68,13 @@ pub struct Target(Bytes);
 
 impl Links {
     /// Rewrites `origins` (each `scheme://authority`) to `public` or, when that is unset, to
-    /// `scheme` and the request's `Host`.
-    pub fn new(origins: &[String], public: Option<&Uri>, scheme: &'static str) -> Arc<Links> {
+    /// `scheme` and the request's `Host`; a body read whole must arrive within `body_timeout`.
+    pub fn new(
+        origins: &[String],
+        public: Option<&Uri>,
+        scheme: &'static str,
+        body_timeout: Duration,
+    ) -> Arc<Links> {
         let origins = origins
             .iter()
             .map(|o| {
@@ -80,6 +90,7 @@ impl Links {
             origins,
             public,
             scheme,
+            body_timeout,
         })
     }
 
@@ -129,13 +140,23 @@ impl Links {
         let (mut parts, body) = response.into_parts();
         match length {
             Some(length) if length <= BUFFER_LIMIT => {
-                let bytes = Limited::new(body, BUFFER_LIMIT as usize)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        ProxyError::Protocol(format!("response body could not be read: {e}"))
-                    })?
-                    .to_bytes();
+                let read = tokio::time::timeout(
+                    self.body_timeout,
+                    Limited::new(body, BUFFER_LIMIT as usize).collect(),
+                )
+                .await;
+                let bytes = match read {
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                    Ok(Err(e)) => {
+                        return Err(match e.downcast_ref::<BodyIdleTimeout>() {
+                            Some(idle) => ProxyError::BodyTimeout(idle.0),
+                            None => ProxyError::Protocol(format!(
+                                "response body could not be read: {e}"
+                            )),
+                        })
+                    }
+                    Err(_) => return Err(ProxyError::BodyTimeout(self.body_timeout)),
+                };
                 let bytes = match self.rewrite_all(&bytes, &target.0) {
                     Some(rewritten) => {
                         parts

@@ -5,7 +5,12 @@ const PUBLIC: &str = "http://keygate.corp:8080";
 
 fn links() -> Arc<Links> {
     let public: Uri = PUBLIC.parse().unwrap();
-    Links::new(&[UPSTREAM.to_owned()], Some(&public), "http")
+    Links::new(
+        &[UPSTREAM.to_owned()],
+        Some(&public),
+        "http",
+        std::time::Duration::from_secs(10),
+    )
 }
 
 fn rewrite(text: &str) -> String {
@@ -54,7 +59,12 @@ fn target_is_the_public_url_or_the_request_host() {
         &with_public.target(None, None).unwrap().0[..],
         PUBLIC.as_bytes()
     );
-    let by_host = Links::new(&[UPSTREAM.to_owned()], None, "https");
+    let by_host = Links::new(
+        &[UPSTREAM.to_owned()],
+        None,
+        "https",
+        std::time::Duration::from_secs(10),
+    );
     let host = HeaderValue::from_static("gw.example:8443");
     assert_eq!(
         &by_host.target(Some(&host), None).unwrap().0[..],
