@@ -4,6 +4,9 @@
 //! requests, once read whole by the guard, and responses keygate generates itself are `Full`.
 //! An enum rather than a boxed trait object: no allocation per request, and `size_hint` /
 //! `is_end_stream` stay exact so framing (Content-Length) is preserved end to end.
+//!
+//! Errors are boxed: hyper's, and keygate's own for an upstream body that stopped arriving
+//! (`proxy::pool::BodyIdleTimeout`), which aborts the downstream response like a broken one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +18,9 @@ use hyper::body::Incoming;
 use crate::proxy::links::Rewriting;
 use crate::proxy::pool::UpstreamBody;
 
+/// A body's error: hyper's or keygate's own.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request or response body inside keygate.
 #[derive(Debug, Default)]
 pub enum Body {
@@ -25,7 +31,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A body streamed from a peer (downstream request, upstream h2 response).
     Incoming(Incoming),
-    /// An upstream HTTP/1.1 response body; its connection returns to the pool once it is read.
+    /// An upstream response body, with an idle-read deadline; an HTTP/1.1 one returns its
+    /// connection to the pool once it is read.
     Upstream(UpstreamBody),
     /// An upstream JSON body streamed with its links rewritten (boxed: rare, and it holds a
     /// body of its own).
@@ -52,16 +59,21 @@ impl From<Incoming> for Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Incoming(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Incoming(incoming) => match Pin::new(incoming).poll_frame(cx) {
+                Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
             Body::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
             Body::Rewrite(rewriting) => Pin::new(rewriting.as_mut()).poll_frame(cx),
         }

@@ -138,12 +138,23 @@ pub struct ListenerConfig {
     pub public_url: Option<Uri>,
     /// TLS (PEM certificate chain and private key); plain TCP when absent.
     pub tls: Option<TlsFiles>,
-    /// Time a connection may take to send a complete request head (slowloris guard).
+    /// Time from `accept` to a complete first request head, TLS handshake and HTTP/2 preface
+    /// included, and for a later head once its first bytes arrived (slowloris guard).
     pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// Largest request head accepted (HTTP/1 read buffer, HTTP/2 header list).
     pub max_header_bytes: usize,
     /// How long in-flight requests may run after SIGTERM/SIGINT before connections are closed.
     pub shutdown_grace: Duration,
+    /// Connections held at most; `None`: sized from the open-file limit at start.
+    pub max_connections: Option<NonZeroUsize>,
+    /// Connections one source address may hold at most (no limit when absent).
+    pub max_connections_per_ip: Option<NonZeroUsize>,
+    /// Interval of HTTP/2 keep-alive PINGs; `None` turns them off.
+    pub h2_keep_alive_interval: Option<Duration>,
+    /// How long an HTTP/2 PING may go unanswered before the connection is closed.
+    pub h2_keep_alive_timeout: Duration,
 }
 
 /// A PEM certificate chain and key.
@@ -166,6 +177,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Deadline for the upstream's response head, from the moment the request is sent.
     pub request_timeout: Duration,
+    /// Deadline for a governed response body keygate reads whole (a create's, for the new key's
+    /// id), from the response head.
+    pub body_timeout: Duration,
+    /// Longest wait for the next bytes of a streamed response body.
+    pub body_idle_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
     /// Idle connections kept per upstream host.

@@ -58,6 +58,9 @@ pub struct ContextState {
     pub error_code: Option<&'static str>,
     /// The error's detail, already free of secrets.
     pub error_detail: Option<String>,
+    /// An allowed create passed the audit gate: it is forwarded (or about to be), so if the caller
+    /// goes away the exchange is followed to its end for the audit record.
+    pub forwarding: bool,
 }
 
 /// What the decision stages concluded, for the access log, audit and traces. No secrets.

@@ -233,13 +233,13 @@ impl GatewayError {
                 "upstream_protocol_error",
                 "Bad Gateway",
             ),
-            GatewayError::Upstream(ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_)) => {
-                parts(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "Gateway Timeout",
-                )
-            }
+            GatewayError::Upstream(
+                ProxyError::ConnectTimeout(_) | ProxyError::Timeout(_) | ProxyError::BodyTimeout(_),
+            ) => parts(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "Gateway Timeout",
+            ),
             GatewayError::LookupRefused(answer) => parts(
                 answer.status,
                 "upstream_answer",

@@ -122,7 +122,12 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         Some(id) => EventSource::new(id),
         None => EventSource::from_hostname(),
     };
-    let audit = AuditContext::new(auditor.clone(), source, config.audit.ungoverned);
+    let audit = AuditContext::new(
+        auditor.clone(),
+        source,
+        config.audit.ungoverned,
+        config.upstream.body_timeout,
+    );
     let shared = Shared {
         upstream,
         metrics: metrics.clone(),
@@ -134,10 +139,11 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         audit,
         links: links(&config),
     };
-    let settings = ConnSettings {
-        header_read_timeout: config.listener.header_read_timeout,
-        max_header_bytes: config.listener.max_header_bytes,
-        shutdown_grace: config.listener.shutdown_grace,
+    let settings = conn_settings(&config);
+    let admin_settings = ConnSettings {
+        max_connections: server::ADMIN_MAX_CONNECTIONS,
+        max_connections_per_ip: None,
+        ..settings.clone()
     };
     let admin = AdminState::new(metrics.clone());
     {
@@ -177,19 +183,25 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         Err(err) => tracing::warn!(error = %err, "Cannot listen for SIGHUP; restart to reload"),
     }
     let mut tasks = JoinSet::new();
+    let max_connections = settings.max_connections;
     tasks.spawn(server::serve(
         listener,
         app::pipeline(&shared),
-        settings.clone(),
+        settings,
         shutdown.clone(),
     ));
     tasks.spawn(server::serve(
         admin_listener,
         Admin::new(admin.clone()),
-        settings,
+        admin_settings,
         shutdown,
     ));
-    tracing::info!(listener.address = %local_addr, tls = config.listener.tls.is_some(), "Listening");
+    tracing::info!(
+        listener.address = %local_addr,
+        tls = config.listener.tls.is_some(),
+        max_connections,
+        "Listening"
+    );
     tracing::info!(admin.address = %admin_addr, "Admin listening");
     admin.set_ready(true);
     Ok(Gateway {
@@ -232,6 +244,37 @@ fn links(config: &Config) -> Option<Arc<Links>> {
         config.listener.public_url.as_ref(),
         scheme,
     ))
+}
+
+/// The downstream listener's connection settings; `max_connections` defaults to what the
+/// open-file limit allows (see `server::default_max_connections`).
+fn conn_settings(config: &Config) -> ConnSettings {
+    let listener = &config.listener;
+    let max_connections = match listener.max_connections {
+        Some(max) => {
+            let max = max.get();
+            let room = server::default_max_connections();
+            if max > room {
+                tracing::warn!(
+                    max_connections = max,
+                    open_files = server::open_file_limit(),
+                    "listener.max_connections is above what the open-file limit leaves room for; accepts may fail with `too many open files`"
+                );
+            }
+            max
+        }
+        None => server::default_max_connections(),
+    };
+    ConnSettings {
+        header_read_timeout: listener.header_read_timeout,
+        idle_timeout: listener.idle_timeout,
+        max_header_bytes: listener.max_header_bytes,
+        shutdown_grace: listener.shutdown_grace,
+        max_connections,
+        max_connections_per_ip: listener.max_connections_per_ip.map(|n| n.get()),
+        h2_keep_alive_interval: listener.h2_keep_alive_interval,
+        h2_keep_alive_timeout: listener.h2_keep_alive_timeout,
+    }
 }
 
 fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authenticator, StartError> {

@@ -32,6 +32,9 @@ pub enum ProxyError {
     /// The upstream accepted the request but sent no response head in time.
     #[error("upstream did not respond within {0:?}")]
     Timeout(Duration),
+    /// The upstream sent a response head but not the body keygate must read (a create's) in time.
+    #[error("upstream response body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     /// The connection broke or the upstream spoke invalid HTTP.
     #[error("upstream connection failed: {0}")]
     Protocol(String),
@@ -45,6 +48,7 @@ impl ProxyError {
             ProxyError::Tls(_) => "tls",
             ProxyError::ConnectTimeout(_) => "connect_timeout",
             ProxyError::Timeout(_) => "timeout",
+            ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::Protocol(_) => "protocol",
         }
     }

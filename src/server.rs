@@ -1,13 +1,22 @@
-//! Downstream listeners: TCP or TLS accept, HTTP/1.1 and HTTP/2, graceful drain.
+//! Downstream listeners: TCP or TLS accept, HTTP/1.1 and HTTP/2, connection limits, graceful
+//! drain.
 //!
-//! One accept loop per listener. Each connection is served by hyper-util's auto builder: HTTP/1.1,
-//! or HTTP/2 by prior knowledge (h2c) on plain TCP and by ALPN over TLS. The request head must
-//! arrive within the header-read timeout (slowloris guard) and fit the header limit. On shutdown the
-//! loop stops accepting, open connections are told to finish (HTTP/1 closes after the in-flight
-//! response, HTTP/2 sends GOAWAY) and are given the grace period before they are dropped.
+//! One accept loop per listener; each connection runs in its own task (`server/conn.rs`): HTTP/1.1,
+//! or HTTP/2 by prior knowledge (h2c) on plain TCP and by ALPN over TLS. Hostile clients cannot
+//! hold connections for free: from `accept` to a complete first request head (TLS handshake and
+//! HTTP/2 preface included) a connection has the header-read timeout, between requests the idle
+//! timeout, HTTP/2 connections are pinged, and a listener holds at most `max_connections`
+//! (`server/limit.rs`: when full it stops accepting and evicts a waiting connection). Idle
+//! HTTP/1.1 connections shed hyper's buffers. On shutdown the loop stops accepting, open
+//! connections are told to finish (HTTP/1 closes after the in-flight response, HTTP/2 sends GOAWAY)
+//! and are closed when the grace period is over.
 //!
 //! The server knows nothing about policy: it hands each request, with the peer address in its
 //! extensions, to the service composed in `app.rs`.
+
+mod conn;
+mod io;
+mod limit;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,21 +24,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 use crate::body::Body;
-use crate::context::PeerAddr;
+pub use conn::PARK_AFTER;
+use io::CloseRequest;
+use limit::Connections;
+pub use limit::{default_max_connections, open_file_limit, ADMIN_MAX_CONNECTIONS};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again, so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// While the listener is full and no connection could be evicted, how often it looks again.
+const FULL_RETRY: Duration = Duration::from_millis(100);
+/// At most one "listener full" warning per this interval.
+const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A bound listener, optionally terminating TLS.
 pub struct Listener {
@@ -58,12 +71,39 @@ impl Listener {
 /// Connection-level settings.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
-    /// Deadline for a complete request head (and the TLS handshake).
+    /// Deadline from `accept` to a complete first request head (TLS handshake included), and for
+    /// a later request head once its first bytes arrived.
     pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// Connections the listener holds at most.
+    pub max_connections: usize,
+    /// Connections one source address may hold at most.
+    pub max_connections_per_ip: Option<usize>,
+    /// Interval of HTTP/2 keep-alive PINGs (none when `None`).
+    pub h2_keep_alive_interval: Option<Duration>,
+    /// How long an HTTP/2 PING may go unanswered before the connection is closed.
+    pub h2_keep_alive_timeout: Duration,
+}
+
+impl Default for ConnSettings {
+    fn default() -> Self {
+        use crate::config::validate as defaults;
+        ConnSettings {
+            header_read_timeout: defaults::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::DEFAULT_LISTENER_IDLE_TIMEOUT,
+            max_header_bytes: defaults::DEFAULT_MAX_HEADER_BYTES,
+            shutdown_grace: defaults::DEFAULT_SHUTDOWN_GRACE,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            h2_keep_alive_interval: Some(defaults::DEFAULT_H2_KEEP_ALIVE_INTERVAL),
+            h2_keep_alive_timeout: defaults::DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+        }
+    }
 }
 
 /// A shutdown signal shared by every accept loop: flips to `true` once.
@@ -115,9 +155,28 @@ pub async fn serve<S, B>(
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = Arc::new(conn_builder(&settings));
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(settings.max_connections, settings.max_connections_per_ip);
+    let grace = settings.shutdown_grace;
+    let shared = Arc::new(conn::Shared::new(service, listener.tls.clone(), settings));
+    let mut warned: Option<Instant> = None;
     loop {
+        if !connections.has_room() && !connections.can_evict() {
+            if warned.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
+                warned = Some(Instant::now());
+                tracing::warn!(
+                    listener = %listener.local,
+                    connections = connections.open(),
+                    "Listener full of busy connections: not accepting until one closes"
+                );
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.wait() => break,
+                () = connections.freed.notified() => {}
+                () = tokio::time::sleep(FULL_RETRY) => {}
+            }
+            continue;
+        }
         let accepted = tokio::select! {
             biased;
             () = shutdown.wait() => break,
@@ -131,80 +190,43 @@ pub async fn serve<S, B>(
                 continue;
             }
         };
+        let slot = match connections.admit(peer.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(limit::PerIpLimit) => {
+                tracing::debug!(peer = %peer, "Source address at its connection limit; closed");
+                continue;
+            }
+        };
+        if connections.is_over()
+            && connections.evict_one(Some(slot.state()))
+            && warned.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL)
+        {
+            warned = Some(Instant::now());
+            tracing::warn!(
+                listener = %listener.local,
+                connections = connections.open(),
+                "Listener full: closing waiting connections to make room"
+            );
+        }
         // Small request/response exchanges: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let service = service.clone();
-        let tls = listener.tls.clone();
-        let handshake_timeout = settings.header_read_timeout;
-        tokio::spawn(async move {
-            let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let mut service = service.clone();
-                let mut request = request.map(Body::Incoming);
-                request.extensions_mut().insert(PeerAddr(peer));
-                service.call(request)
-            });
-            match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
-                    if let Err(err) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(peer = %peer, error = %err, "Connection ended with an error");
-                    }
-                }
-                Some(acceptor) => {
-                    let Some(stream) =
-                        tls_handshake(acceptor, stream, peer, handshake_timeout).await
-                    else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
-                    if let Err(err) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(peer = %peer, error = %err, "Connection ended with an error");
-                    }
-                }
-            }
-        });
+        tokio::spawn(conn::run(stream, peer, Arc::clone(&shared), slot));
     }
     drop(listener);
+    connections.close_all(CloseRequest::Drain);
+    let drained = async {
+        while connections.open() > 0 {
+            connections.freed.notified().await;
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!(grace = ?settings.shutdown_grace, "Shutdown grace period over, closing remaining connections");
+        () = drained => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace = ?grace, "Shutdown grace period over, closing remaining connections");
+            connections.close_all(CloseRequest::Force);
         }
     }
 }
 
-async fn tls_handshake(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    timeout: Duration,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => Some(stream),
-        Ok(Err(err)) => {
-            tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(peer = %peer, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-fn conn_builder(settings: &ConnSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    builder
-}
+#[cfg(test)]
+mod tests;

@@ -200,6 +200,9 @@ pub struct AuditRecord {
     /// The id of a key created by this request. Never its secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_key_id: Option<String>,
+    /// How the exchange ended when it did not end with keygate's answer handed to the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
     /// Revision of the policy set that decided (so a decision can be replayed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<String>,
@@ -227,10 +230,27 @@ impl AuditRecord {
             status: None,
             upstream_status: None,
             created_key_id: None,
+            outcome: None,
             policy_revision: None,
             latency_ms: None,
         }
     }
+}
+
+/// How an exchange ended when it did not end with keygate's answer handed to the caller (a
+/// `response_complete` event without one did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The upstream sent a response head but not its body within `upstream.body_timeout` (or
+    /// paused longer than `upstream.body_idle_timeout`); the caller got 504.
+    UpstreamBodyTimeout,
+    /// The upstream's response body broke off; the caller got 502.
+    UpstreamBodyError,
+    /// The caller disconnected before its response was complete. A create that had been
+    /// forwarded was followed to its end: `upstreamStatus` and `createdKeyId` say what the
+    /// upstream did (a key whose secret nobody received).
+    ClientGone,
 }
 
 /// Which point of a request an event records.

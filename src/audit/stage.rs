@@ -9,8 +9,15 @@
 //!   `request_received` record durable *before* the request is forwarded, so a crash can never
 //!   leave a created key without a trace. If that write fails, the create is not forwarded (503).
 //!
-//! The created key's id is read from the create response (never its secret); the response body
-//! reaches the caller byte for byte. Each durable write runs in an `audit_write` trace span.
+//! The created key's id is read from the create response (never its secret) within
+//! `upstream.body_timeout`; the response body reaches the caller byte for byte. An upstream that
+//! stalls the body gets the caller a 504, recorded with the outcome `upstream_body_timeout`.
+//!
+//! `response_complete` is written also when the caller disconnects first (outcome `client_gone`):
+//! the exchange's future is dropped then, and its drop hands the rest to a task. A create that
+//! passed the gate is followed to its end, so the record says what the upstream did and which key
+//! it created; anything not yet forwarded is not forwarded. Each durable write runs in an
+//! `audit_write` trace span.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,7 +32,7 @@ use tower::{Layer, Service};
 
 use super::{
     method_name, AuditEvent, AuditRecord, Auditor, DecisionInfo, DecisionResult, EventSource,
-    EventType, HttpInfo, PrincipalInfo, Stage as EventStage, Target,
+    EventType, HttpInfo, Outcome, PrincipalInfo, Stage as EventStage, Target,
 };
 use crate::body::Body;
 use crate::context::{RequestContext, RouteClass};
@@ -33,6 +40,8 @@ use crate::error::GatewayError;
 use crate::guard::GovernedRoute;
 use crate::policy::action::Action;
 use crate::policy::principal::AuthMethod as PrincipalAuth;
+use crate::proxy::pool::BodyIdleTimeout;
+use crate::proxy::ProxyError;
 use crate::redact::{redact_path, redact_text};
 use crate::stage::Stage;
 use crate::telemetry::trace;
@@ -46,15 +55,23 @@ pub struct AuditContext {
     auditor: Arc<Auditor>,
     source: EventSource,
     ungoverned: bool,
+    body_timeout: std::time::Duration,
 }
 
 impl AuditContext {
     /// Audit through `auditor`, events from `source`; `ungoverned` also records other routes.
-    pub fn new(auditor: Arc<Auditor>, source: EventSource, ungoverned: bool) -> Arc<Self> {
+    /// A create response body is read within `body_timeout`.
+    pub fn new(
+        auditor: Arc<Auditor>,
+        source: EventSource,
+        ungoverned: bool,
+        body_timeout: std::time::Duration,
+    ) -> Arc<Self> {
         Arc::new(AuditContext {
             auditor,
             source,
             ungoverned,
+            body_timeout,
         })
     }
 
@@ -72,6 +89,7 @@ fn event(
     path: &str,
     status: Option<StatusCode>,
     created_key_id: Option<String>,
+    outcome: Option<Outcome>,
 ) -> AuditEvent {
     let state = ctx.state();
     let action = state.action;
@@ -149,6 +167,7 @@ fn event(
     record.status = status.map(|s| s.as_u16());
     record.upstream_status = state.upstream_status.map(|s| s.as_u16());
     record.created_key_id = created_key_id;
+    record.outcome = outcome;
     record.latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1000.0);
     let event_type = action
         .map(EventType::from)
@@ -196,6 +215,7 @@ impl Stage for AuditGateStage {
             request.uri().path(),
             None,
             None,
+            None,
         );
         trace::in_span(
             self.audit.auditor.emit(&event),
@@ -203,6 +223,8 @@ impl Stage for AuditGateStage {
         )
         .await
         .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
+        // From here the create is forwarded: a caller that goes away no longer stops it.
+        ctx.state().forwarding = true;
         Ok(())
     }
 }
@@ -240,7 +262,7 @@ pin_project_lite::pin_project! {
         /// Auditing is off.
         Direct { #[pin] inner: F },
         /// The exchange and its audit record.
-        Audited { inner: Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> },
+        Audited { exchange: Exchange },
     }
 }
 
@@ -253,7 +275,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AuditedProj::Direct { inner } => inner.poll(cx),
-            AuditedProj::Audited { inner } => inner.as_mut().poll(cx),
+            AuditedProj::Audited { exchange } => Pin::new(exchange).poll(cx).map(Ok),
         }
     }
 }
@@ -289,93 +311,271 @@ where
         }
         let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
         let path = request.uri().path().to_string();
-        let audit = self.audit.clone();
-        let future = self.inner.call(request);
         AuditedFuture::Audited {
-            inner: Box::pin(async move {
-                let Ok(response) = future.await;
-                let Some(ctx) = ctx else {
-                    return Ok(response);
-                };
-                let (route, action) = {
-                    let state = ctx.state();
-                    (state.route, state.action)
-                };
-                if route != RouteClass::Governed {
-                    if audit.ungoverned {
-                        let status = response.status();
-                        audit.auditor.emit_nowait(&event(
-                            &audit,
-                            &ctx,
-                            EventStage::ResponseComplete,
-                            &path,
-                            Some(status),
-                            None,
-                        ));
-                    }
-                    return Ok(response);
-                }
-                let (response, created_key_id) =
-                    if action == Some(Action::CreateApiKey) && response.status().is_success() {
-                        created_key(response, &ctx).await
-                    } else {
-                        (response, None)
-                    };
-                let ev = event(
-                    &audit,
-                    &ctx,
-                    EventStage::ResponseComplete,
-                    &path,
-                    Some(response.status()),
-                    created_key_id,
-                );
-                let written = trace::in_span(
-                    audit.auditor.emit(&ev),
-                    trace::audit_write_span("response_complete"),
-                )
-                .await;
-                match written {
-                    Ok(_) => Ok(response),
-                    Err(err) => {
-                        tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
-                        Ok(GatewayError::AuditUnavailable(err.to_string())
-                            .to_response(ctx.id_str()))
-                    }
-                }
-            }),
+            exchange: Exchange {
+                phase: Phase::Waiting(Box::pin(self.inner.call(request))),
+                audit: self.audit.clone(),
+                ctx,
+                path,
+            },
         }
     }
 }
 
-/// Reads a create response (bounded) to find the new key's id, and rebuilds it unchanged. If the
-/// body cannot be read the caller gets a 502, recorded in `ctx` as an upstream error.
+// === impl Exchange ===
+
+/// The pipeline's response, boxed so that a dropped exchange can hand it to a task.
+type PipelineFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+/// Recording the response: reading a create's body, the durable write.
+type RecordFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// An audited exchange: the pipeline's response, then its record. Dropped before it is done
+/// (the caller went away), it hands what is left to a task, so `response_complete` is always
+/// written (see the module doc).
+pub struct Exchange {
+    phase: Phase,
+    audit: Arc<AuditContext>,
+    ctx: Option<Arc<RequestContext>>,
+    path: String,
+}
+
+enum Phase {
+    Waiting(PipelineFuture),
+    Recording(RecordFuture),
+    Done,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match self.phase {
+            Phase::Waiting(_) => "waiting",
+            Phase::Recording(_) => "recording",
+            Phase::Done => "done",
+        };
+        f.debug_struct("Exchange")
+            .field("phase", &phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for Exchange {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Waiting(pipeline) => {
+                    let Ok(response) = std::task::ready!(pipeline.as_mut().poll(cx));
+                    let Some(ctx) = this.ctx.clone() else {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(response);
+                    };
+                    let path = std::mem::take(&mut this.path);
+                    this.phase = Phase::Recording(Box::pin(record(
+                        this.audit.clone(),
+                        ctx,
+                        path,
+                        response,
+                        false,
+                    )));
+                }
+                Phase::Recording(recording) => {
+                    let response = std::task::ready!(recording.as_mut().poll(cx));
+                    this.phase = Phase::Done;
+                    return Poll::Ready(response);
+                }
+                // Polled after completion: nothing more will come.
+                Phase::Done => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        let Some(ctx) = self.ctx.take() else { return };
+        if matches!(phase, Phase::Done) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let audit = self.audit.clone();
+        let path = std::mem::take(&mut self.path);
+        match phase {
+            Phase::Done => {}
+            // The record is being written: finish it.
+            Phase::Recording(recording) => {
+                runtime.spawn(async move {
+                    recording.await;
+                });
+            }
+            // A forwarded create: learn what the upstream did, then record it.
+            Phase::Waiting(pipeline) if ctx.state().forwarding => {
+                tracing::debug!(request.id = %ctx.id_str(), "Caller gone; following the forwarded create to its end");
+                runtime.spawn(async move {
+                    let Ok(response) = pipeline.await;
+                    record(audit, ctx, path, response, true).await;
+                });
+            }
+            // Not forwarded: it never will be; record that the caller left.
+            Phase::Waiting(pipeline) => {
+                drop(pipeline);
+                runtime.spawn(record_gone(audit, ctx, path));
+            }
+        }
+    }
+}
+
+/// Records a finished exchange (`gone`: nobody receives `response`) and returns the response to
+/// send: the same one, a 504/502 for a create body that did not arrive, or a 503 when a durable
+/// record could not be written.
+async fn record(
+    audit: Arc<AuditContext>,
+    ctx: Arc<RequestContext>,
+    path: String,
+    response: Response<Body>,
+    gone: bool,
+) -> Response<Body> {
+    let (route, action) = {
+        let state = ctx.state();
+        (state.route, state.action)
+    };
+    let gone_outcome = gone.then_some(Outcome::ClientGone);
+    if route != RouteClass::Governed {
+        if audit.ungoverned {
+            let status = (!gone).then(|| response.status());
+            audit.auditor.emit_nowait(&event(
+                &audit,
+                &ctx,
+                EventStage::ResponseComplete,
+                &path,
+                status,
+                None,
+                gone_outcome,
+            ));
+        }
+        return response;
+    }
+    let (response, created_key_id, outcome) =
+        if action == Some(Action::CreateApiKey) && response.status().is_success() {
+            created_key(response, &ctx, audit.body_timeout).await
+        } else {
+            (response, None, None)
+        };
+    let ev = event(
+        &audit,
+        &ctx,
+        EventStage::ResponseComplete,
+        &path,
+        (!gone).then(|| response.status()),
+        created_key_id,
+        gone_outcome.or(outcome),
+    );
+    let written = trace::in_span(
+        audit.auditor.emit(&ev),
+        trace::audit_write_span("response_complete"),
+    )
+    .await;
+    match written {
+        Ok(_) => response,
+        Err(err) => {
+            tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
+            GatewayError::AuditUnavailable(err.to_string()).to_response(ctx.id_str())
+        }
+    }
+}
+
+/// Records that the caller went away before anything was forwarded.
+async fn record_gone(audit: Arc<AuditContext>, ctx: Arc<RequestContext>, path: String) {
+    let route = ctx.state().route;
+    if route != RouteClass::Governed && !audit.ungoverned {
+        return;
+    }
+    let ev = event(
+        &audit,
+        &ctx,
+        EventStage::ResponseComplete,
+        &path,
+        None,
+        None,
+        Some(Outcome::ClientGone),
+    );
+    if route != RouteClass::Governed {
+        audit.auditor.emit_nowait(&ev);
+        return;
+    }
+    let written = trace::in_span(
+        audit.auditor.emit(&ev),
+        trace::audit_write_span("response_complete"),
+    )
+    .await;
+    if let Err(err) = written {
+        tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed for a request whose caller went away");
+    }
+}
+
+/// Reads a create response (bounded in size and by `timeout`) to find the new key's id, and
+/// rebuilds it unchanged. If the body does not arrive in time the caller gets a 504, if it breaks
+/// off a 502, recorded in `ctx` as an upstream error and returned as the outcome.
 async fn created_key(
     response: Response<Body>,
     ctx: &RequestContext,
-) -> (Response<Body>, Option<String>) {
+    timeout: std::time::Duration,
+) -> (Response<Body>, Option<String>, Option<Outcome>) {
     let (parts, body) = response.into_parts();
-    let bytes: Bytes = match Limited::new(body, MAX_CREATE_RESPONSE_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            tracing::warn!(request.id = %ctx.id_str(), error = %err, "Create response could not be read for audit");
-            let error = GatewayError::Upstream(crate::proxy::ProxyError::Protocol(
-                "create response body could not be read".into(),
-            ));
-            let failed = error.to_response(ctx.id_str());
-            let mut state = ctx.state();
-            state.error_code = Some(error.parts().code);
-            state.error_detail = Some(error.detail());
-            state.decided_by = error.decided_by();
-            return (failed, None);
+    let read = tokio::time::timeout(
+        timeout,
+        Limited::new(body, MAX_CREATE_RESPONSE_BYTES).collect(),
+    )
+    .await;
+    let (error, outcome) = match read {
+        Ok(Ok(collected)) => {
+            let bytes: Bytes = collected.to_bytes();
+            #[derive(serde::Deserialize)]
+            struct Created {
+                id: String,
+            }
+            let id = serde_json::from_slice::<Created>(&bytes).ok().map(|c| c.id);
+            return (Response::from_parts(parts, Body::full(bytes)), id, None);
         }
+        Ok(Err(err)) => match idle_timeout(err.as_ref()) {
+            Some(idle) => (ProxyError::BodyTimeout(idle), Outcome::UpstreamBodyTimeout),
+            None => {
+                tracing::warn!(request.id = %ctx.id_str(), error = %err, "Create response could not be read for audit");
+                (
+                    ProxyError::Protocol("create response body could not be read".into()),
+                    Outcome::UpstreamBodyError,
+                )
+            }
+        },
+        Err(_) => (
+            ProxyError::BodyTimeout(timeout),
+            Outcome::UpstreamBodyTimeout,
+        ),
     };
-    #[derive(serde::Deserialize)]
-    struct Created {
-        id: String,
+    if outcome == Outcome::UpstreamBodyTimeout {
+        tracing::warn!(request.id = %ctx.id_str(), upstream.status = parts.status.as_u16(), "Create response body did not arrive in time");
     }
-    let id = serde_json::from_slice::<Created>(&bytes).ok().map(|c| c.id);
-    (Response::from_parts(parts, Body::full(bytes)), id)
+    let error = GatewayError::Upstream(error);
+    let failed = error.to_response(ctx.id_str());
+    let mut state = ctx.state();
+    state.error_code = Some(error.parts().code);
+    state.error_detail = Some(error.detail());
+    state.decided_by = error.decided_by();
+    (failed, None, Some(outcome))
+}
+
+/// The idle timeout of a body error caused by an upstream that stopped sending.
+fn idle_timeout(err: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if let Some(idle) = cause.downcast_ref::<BodyIdleTimeout>() {
+            return Some(idle.0);
+        }
+        next = cause.source();
+    }
+    None
 }

@@ -80,8 +80,13 @@ pub struct RawListener {
     pub public_url: Option<String>,
     pub tls: Option<RawTls>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub shutdown_grace: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub h2_keep_alive_interval: Option<String>,
+    pub h2_keep_alive_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +103,8 @@ pub struct RawUpstream {
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle_per_host: Option<usize>,
     pub rewrite_links: Option<bool>,

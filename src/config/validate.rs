@@ -23,6 +23,14 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_UPSTREAM: &str = "https://api.confluent.cloud";
 /// Long enough for a slow mobile link to send a request head, short enough to shed slowloris.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above the 60 s idle timeout of the usual cloud load balancers in front of keygate, so the
+/// balancer closes an idle connection first and never sends a request on one keygate just closed
+/// (nginx's `keepalive_timeout` is 75 s too).
+pub const DEFAULT_LISTENER_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Detects a vanished HTTP/2 peer within a minute without chattering on healthy connections.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// A live peer answers a PING in milliseconds; 20 s allows for a congested path.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Confluent's own requests have small heads; 64 KiB leaves room for large bearer tokens.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Matches Kubernetes' default termination grace period.
@@ -31,6 +39,11 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Below Terraform's own HTTP timeout, so the caller sees our 504 rather than its own timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// An API-key create response is about 1 KiB and follows its head at once; seconds of silence
+/// mean the upstream stalled.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// As long as the wait for a response head: a streaming upstream sends at least that often.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Below the usual 60–120 s idle timeouts of cloud load balancers, to avoid reusing dead sockets.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Enough idle connections for bursts on one core without hoarding sockets.
@@ -67,6 +80,29 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
             "listener.header_read_timeout",
             raw.listener.header_read_timeout,
             DEFAULT_HEADER_READ_TIMEOUT,
+        )?,
+        idle_timeout: duration(
+            "listener.idle_timeout",
+            raw.listener.idle_timeout,
+            DEFAULT_LISTENER_IDLE_TIMEOUT,
+        )?,
+        max_connections: nonzero("listener.max_connections", raw.listener.max_connections)?,
+        max_connections_per_ip: nonzero(
+            "listener.max_connections_per_ip",
+            raw.listener.max_connections_per_ip,
+        )?,
+        h2_keep_alive_interval: match raw.listener.h2_keep_alive_interval.as_deref() {
+            Some("off") => None,
+            other => Some(duration(
+                "listener.h2_keep_alive_interval",
+                other.map(str::to_string),
+                DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+            )?),
+        },
+        h2_keep_alive_timeout: duration(
+            "listener.h2_keep_alive_timeout",
+            raw.listener.h2_keep_alive_timeout,
+            DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
         )?,
         max_header_bytes: {
             let n = raw
@@ -130,6 +166,16 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
             "upstream.request_timeout",
             raw.upstream.request_timeout,
             DEFAULT_REQUEST_TIMEOUT,
+        )?,
+        body_timeout: duration(
+            "upstream.body_timeout",
+            raw.upstream.body_timeout,
+            DEFAULT_BODY_TIMEOUT,
+        )?,
+        body_idle_timeout: duration(
+            "upstream.body_idle_timeout",
+            raw.upstream.body_idle_timeout,
+            DEFAULT_BODY_IDLE_TIMEOUT,
         )?,
         idle_timeout: duration(
             "upstream.idle_timeout",
@@ -515,6 +561,15 @@ fn duration(
         return Err(ConfigError::field(field, "must be greater than zero"));
     }
     Ok(d)
+}
+
+fn nonzero(field: &str, value: Option<usize>) -> Result<Option<NonZeroUsize>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(n) => NonZeroUsize::new(n)
+            .map(Some)
+            .ok_or_else(|| ConfigError::field(field, "must be greater than 0")),
+    }
 }
 
 /// A path from the config, relative ones joined to `base` (the config file's directory).

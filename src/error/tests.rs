@@ -85,6 +85,15 @@ async fn unavailable_shared_rate_limit_maps_to_503_with_retry_after() {
 }
 
 #[tokio::test]
+async fn upstream_body_timeout_maps_to_504() {
+    let (status, _, json) = render(ProxyError::BodyTimeout(Duration::from_secs(10)).into()).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let m = member(&json);
+    assert_eq!(m["code"], "upstream_timeout");
+    assert!(m["detail"].as_str().unwrap().contains("body"), "{m}");
+}
+
+#[tokio::test]
 async fn internal_error_maps_to_500() {
     let (status, headers, json) = render(GatewayError::Internal("no permit")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

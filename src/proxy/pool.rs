@@ -9,6 +9,10 @@
 //! return the connection, raced checkout against connect with a `select`, and hashed a pool key.
 //! What it did that matters is kept: a request that a pooled connection gives back unsent (the
 //! upstream closed it while idle) is retried on another connection; idle connections expire.
+//!
+//! Every response body ([`UpstreamBody`]) has an idle-read deadline: an upstream that stops
+//! sending mid-body cannot pin a downstream connection (and an upstream one) forever; the body
+//! fails with [`BodyIdleTimeout`] and the downstream response is aborted like a broken one.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -57,6 +61,11 @@ impl SendError {
 #[derive(Debug, thiserror::Error)]
 #[error("no response head within the request timeout")]
 struct TimedOut;
+
+/// The error of an upstream response body that sent nothing for the body idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body sent nothing for {0:?}")]
+pub struct BodyIdleTimeout(pub Duration);
 
 /// What hyper's `try_send_request` resolves to.
 pub(super) type Exchanged =
@@ -187,6 +196,8 @@ pub(super) struct Pool {
     max_idle: usize,
     /// The longest wait for a response head, connecting included.
     request_timeout: Duration,
+    /// The longest wait for the next bytes of a response body.
+    body_idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Pool {
@@ -209,6 +220,7 @@ impl Pool {
         idle_timeout: Duration,
         max_idle: usize,
         request_timeout: Duration,
+        body_idle_timeout: Duration,
     ) -> Arc<Pool> {
         let target = Uri::builder()
             .scheme(scheme.clone())
@@ -227,6 +239,7 @@ impl Pool {
             idle_timeout,
             max_idle,
             request_timeout,
+            body_idle_timeout,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(reap(Arc::downgrade(&pool)));
@@ -311,7 +324,15 @@ impl Pool {
                 }
                 Conn::H2(mut sender) => {
                     match sender.try_send_request(self.h2_form(request)).await {
-                        Ok(response) => return Ok(response.map(Body::Incoming)),
+                        Ok(response) => {
+                            return Ok(response.map(|inner| {
+                                Body::Upstream(UpstreamBody::new(
+                                    inner,
+                                    None,
+                                    self.body_idle_timeout,
+                                ))
+                            }))
+                        }
                         Err(mut err) => match err.take_message() {
                             Some(unsent) if pooled => {
                                 *lock(&self.h2) = None;
@@ -424,10 +445,11 @@ impl Pool {
 
     fn h1_response(self: &Arc<Self>, response: Response<Incoming>, conn: H1) -> Response<Body> {
         response.map(|inner| {
-            let mut body = UpstreamBody {
+            let mut body = UpstreamBody::new(
                 inner,
-                home: Some((Arc::clone(self), conn)),
-            };
+                Some((Arc::clone(self), conn)),
+                self.body_idle_timeout,
+            );
             body.release_if_done();
             Body::Upstream(body)
         })
@@ -479,10 +501,17 @@ async fn reap(pool: Weak<Pool>) {
     }
 }
 
-/// An HTTP/1.1 response body that returns its connection to the pool once read to the end.
+/// An upstream response body with an idle-read deadline; over HTTP/1.1 it returns its connection
+/// to the pool once read to the end.
 pub struct UpstreamBody {
     inner: Incoming,
     home: Option<(Arc<Pool>, H1)>,
+    /// The deadline's timer when there is no HTTP/1.1 connection to lend its own; made on the
+    /// first wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle_timeout: Duration,
+    /// The timer is armed for the current wait (reset when bytes arrive).
+    waiting: bool,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -490,11 +519,22 @@ impl std::fmt::Debug for UpstreamBody {
         f.debug_struct("UpstreamBody")
             .field("inner", &self.inner)
             .field("pooled", &self.home.is_some())
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
 
 impl UpstreamBody {
+    fn new(inner: Incoming, home: Option<(Arc<Pool>, H1)>, idle_timeout: Duration) -> Self {
+        UpstreamBody {
+            inner,
+            home,
+            timer: None,
+            idle_timeout,
+            waiting: false,
+        }
+    }
+
     /// Returns the connection to the pool (once).
     fn release(&mut self) {
         if let Some((pool, conn)) = self.home.take() {
@@ -507,26 +547,62 @@ impl UpstreamBody {
             self.release();
         }
     }
+
+    /// Whether the current wait for bytes has lasted the idle timeout. The first wait arms the
+    /// timer (the HTTP/1.1 connection's request timer, free once the head arrived); bytes that
+    /// arrive disarm it, so a body that streams without pause never reads the clock.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut timer = match &mut self.home {
+            Some((_, conn)) => conn.timer.as_mut(),
+            None => self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(far_future())))
+                .as_mut(),
+        };
+        if !self.waiting {
+            self.waiting = true;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.idle_timeout);
+        }
+        timer.poll(cx).is_ready()
+    }
 }
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) => this.release_if_done(),
-            // A broken body leaves the connection unusable: it closes with `home`.
-            Poll::Ready(Some(Err(_))) => this.home = None,
-            Poll::Pending => {}
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                this.release_if_done();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                // A broken body leaves the connection unusable: it closes with `home`.
+                this.home = None;
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Pending => {
+                if this.idle_expired(cx) {
+                    // The exchange is abandoned: the connection closes with `home`, and the
+                    // stream is reset when `inner` is dropped.
+                    this.home = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(this.idle_timeout)))));
+                }
+                Poll::Pending
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -54,6 +54,7 @@ impl Upstream {
                 config.idle_timeout,
                 config.max_idle_per_host,
                 config.request_timeout,
+                config.body_idle_timeout,
             ),
             connect_timeout: config.connect_timeout,
         })

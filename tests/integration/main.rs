@@ -20,6 +20,7 @@ mod differential;
 mod drain;
 mod forwarding;
 mod guard;
+mod hostile;
 mod identity;
 mod links;
 mod org_policies;
