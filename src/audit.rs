@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 pub use chain::{run_verify_cli, verify, verify_anchored, VerifyReport};
 pub use event::{
     method_name, AuditEvent, AuditRecord, AuthMethod, DecidedBy, DecisionInfo, DecisionResult,
-    EventSource, EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage, Target,
+    EgressInfo, EventSource, EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage,
+    Target,
 };
 pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
 pub use sink::stdout::StdoutSink;

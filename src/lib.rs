@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod dev;
+pub mod egress;
 pub mod error;
 pub mod guard;
 mod id;
