@@ -353,7 +353,17 @@ fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authentica
     };
     let cache = IdentityCache::new(config.identity.cache_ttl, config.identity.cache_capacity)
         .map_err(|_| StartError::Random)?;
-    Ok(Authenticator::new(source, cache))
+    // Confluent session tokens are resolved on Confluent's web host, with the upstream's client
+    // settings (timeouts, extra CA).
+    let web = crate::config::UpstreamConfig {
+        url: config.upstream.web_url.clone(),
+        ..config.upstream.clone()
+    };
+    let sessions = crate::identity::session::SessionResolver::new(
+        Arc::new(Upstream::new(&web)?),
+        config.authz.org_id.to_string(),
+    );
+    Ok(Authenticator::new(source, cache).with_sessions(sessions))
 }
 
 fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
