@@ -273,7 +273,7 @@ mod tests {
         let loaded = crate::tools::preflight(&config).unwrap();
         assert_eq!(
             loaded.authz.org.unwrap().policy_ids().len(),
-            10,
+            11,
             "the example set"
         );
     }

@@ -195,8 +195,7 @@ impl IdentityCache {
             Some(cap) => cap.min(Instant::now() + self.ttl),
             None => Instant::now() + self.ttl,
         };
-        if entries.map.insert(tag, (principal, expires)).is_none()
-        {
+        if entries.map.insert(tag, (principal, expires)).is_none() {
             entries.order.push_back(tag);
         }
     }

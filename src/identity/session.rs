@@ -92,7 +92,10 @@ impl SessionResolver {
     }
 
     /// `GET /api/me` with the caller's own `authorization` (`Bearer …`).
-    pub async fn resolve(&self, authorization: &HeaderValue) -> Result<Arc<Principal>, IdentityError> {
+    pub async fn resolve(
+        &self,
+        authorization: &HeaderValue,
+    ) -> Result<Arc<Principal>, IdentityError> {
         let (status, headers, body) = self
             .web
             .get("/api/me", authorization, MAX_ME_BYTES)

@@ -78,7 +78,13 @@ impl Sessions {
     }
 
     /// A new session for `user`: (token, refresh token).
-    pub(crate) fn login(&self, user: &str, org: &str, jti: &str, refresh: String) -> (String, String) {
+    pub(crate) fn login(
+        &self,
+        user: &str,
+        org: &str,
+        jti: &str,
+        refresh: String,
+    ) -> (String, String) {
         let token = self.token(user, org, SystemTime::now() + self.ttl(), jti);
         super::lock(&self.refresh).insert(refresh.clone(), user.to_owned());
         (token, refresh)
@@ -110,11 +116,26 @@ mod tests {
     #[test]
     fn tokens_verify_until_they_expire_and_forgeries_never() {
         let sessions = Sessions::new();
-        let live = sessions.token("u-bob", "org", SystemTime::now() + Duration::from_secs(60), "j");
+        let live = sessions.token(
+            "u-bob",
+            "org",
+            SystemTime::now() + Duration::from_secs(60),
+            "j",
+        );
         assert_eq!(sessions.verify(&live).as_deref(), Some("u-bob"));
-        let expired = sessions.token("u-bob", "org", SystemTime::now() - Duration::from_secs(1), "j");
+        let expired = sessions.token(
+            "u-bob",
+            "org",
+            SystemTime::now() - Duration::from_secs(1),
+            "j",
+        );
         assert_eq!(sessions.verify(&expired), None);
-        let other = Sessions::new().token("u-bob", "org", SystemTime::now() + Duration::from_secs(60), "j");
+        let other = Sessions::new().token(
+            "u-bob",
+            "org",
+            SystemTime::now() + Duration::from_secs(60),
+            "j",
+        );
         assert_eq!(sessions.verify(&other), None);
         assert_eq!(sessions.verify("garbage"), None);
     }

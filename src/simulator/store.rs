@@ -334,8 +334,7 @@ impl Store {
         self.users
             .values()
             .find(|u| {
-                u.email.eq_ignore_ascii_case(email)
-                    && u.password.as_deref() == Some(password)
+                u.email.eq_ignore_ascii_case(email) && u.password.as_deref() == Some(password)
             })
             .map(|u| u.id.clone())
     }

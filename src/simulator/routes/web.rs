@@ -45,7 +45,10 @@ pub(super) fn web(
 
 fn create_session(call: &Call<'_>) -> Response<SimBody> {
     let Ok(request) = serde_json::from_slice::<SessionRequest>(&call.body.kept) else {
-        return v1_error(StatusCode::BAD_REQUEST, "the request body is not a session request");
+        return v1_error(
+            StatusCode::BAD_REQUEST,
+            "the request body is not a session request",
+        );
     };
     let sim = call.sim;
     let user = match (&request.email, &request.password, &request.refresh_token) {
