@@ -193,6 +193,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     // pipeline as the reverse-proxy listener's.
     let pipeline = app::pipeline(&shared);
     let egress_addr = egress.as_ref().map(|(listener, _)| listener.local_addr());
+    let mut egress_max = 0;
     if let Some((egress_listener, egress_settings)) = egress {
         let max_connections = egress_settings.max_connections;
         tasks.spawn(server::serve(
@@ -201,9 +202,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
             egress_settings,
             shutdown.clone(),
         ));
-        if let Some(addr) = egress_addr {
-            tracing::info!(egress.address = %addr, max_connections, "Egress listening");
-        }
+        egress_max = max_connections;
     }
     tasks.spawn(server::serve(
         listener,
@@ -224,6 +223,9 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         "Listening"
     );
     tracing::info!(admin.address = %admin_addr, "Admin listening");
+    if let Some(addr) = egress_addr {
+        tracing::info!(egress.address = %addr, max_connections = egress_max, "Egress listening");
+    }
     admin.set_ready(true);
     Ok(Gateway {
         local_addr,
