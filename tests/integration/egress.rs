@@ -436,7 +436,7 @@ async fn the_cli_request_sequences_with_a_session_token_are_decided_and_attribut
         .sim
         .received("/api/me")
         .into_iter()
-        .filter(|r| !r.header_values("host").iter().any(|h| *h == WEB_HOST))
+        .filter(|r| !r.header_values("host").contains(&WEB_HOST))
         .collect();
     assert_eq!(lookups.len(), 1);
     assert_eq!(lookups[0].header_values("authorization"), [bearer.as_str()]);
