@@ -29,9 +29,19 @@ pub struct Pki {
     pub ca_pem: String,
 }
 
+/// One CA for every test that only needs some CA (its files under the target's temporary
+/// directory).
+pub fn shared() -> &'static Pki {
+    static SHARED: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| Pki::new_in(tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()))
+}
+
 impl Pki {
     pub fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
+        Pki::new_in(tempfile::tempdir().unwrap())
+    }
+
+    fn new_in(dir: tempfile::TempDir) -> Pki {
         let (cert, key) = keygate::egress::certs::generate_ca("keygate egress test CA").unwrap();
         let ca_cert = dir.path().join("egress-ca.pem");
         let ca_key = dir.path().join("egress-ca.key");
@@ -177,14 +187,15 @@ impl Conn {
     /// Sends `request` (its path and headers; the URI's authority is replaced by `host`).
     pub async fn send(&mut self, host: &str, request: Request<Full<Bytes>>) -> Collected {
         let (mut parts, body) = request.into_parts();
-        let pq = parts
+        let path_and_query = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let pq = path_and_query.as_str().to_owned();
         let response: Response<hyper::body::Incoming> = match self {
             Conn::H1(send) => {
-                parts.uri = pq.parse().unwrap();
+                parts.uri = http::Uri::from(path_and_query);
                 parts.headers.insert("host", host.parse().unwrap());
                 send.ready().await.unwrap();
                 send.send_request(Request::from_parts(parts, body))
@@ -192,7 +203,12 @@ impl Conn {
                     .unwrap()
             }
             Conn::H2(send) => {
-                parts.uri = format!("https://{host}{pq}").parse().unwrap();
+                parts.uri = http::Uri::builder()
+                    .scheme("https")
+                    .authority(host)
+                    .path_and_query(pq.as_str())
+                    .build()
+                    .unwrap();
                 parts.version = http::Version::HTTP_2;
                 parts.headers.remove("host");
                 send.ready().await.unwrap();
