@@ -45,6 +45,8 @@ use crate::audit::{
 use crate::context::EgressRequest;
 use crate::identity::directory::Directory;
 use crate::server::{BoxFuture, Handshake, Handshaken};
+use crate::telemetry::metrics::ResultLabels;
+use crate::telemetry::Metrics;
 use certs::InterceptCerts;
 use config::{EgressConfig, Network, Target};
 use head::HeadError;
@@ -65,6 +67,7 @@ pub struct Egress {
     proxy_auth: Option<Directory>,
     audit: Arc<Auditor>,
     source: EventSource,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Egress {
@@ -86,13 +89,14 @@ struct Refusal {
 
 impl Egress {
     /// The handshake for `config`, with `certs` loaded, `proxy_auth` (if any) loaded, auditing to
-    /// `audit` as `source`; request heads of at most `max_head_bytes`.
+    /// `audit` as `source`, counting in `metrics`; request heads of at most `max_head_bytes`.
     pub fn new(
         config: &EgressConfig,
         certs: InterceptCerts,
         proxy_auth: Option<Directory>,
         audit: Arc<Auditor>,
         source: EventSource,
+        metrics: Arc<Metrics>,
         max_head_bytes: usize,
     ) -> Egress {
         Egress {
@@ -107,13 +111,21 @@ impl Egress {
             proxy_auth,
             audit,
             source,
+            metrics,
         }
+    }
+
+    fn count(&self, result: &'static str) {
+        count(&self.metrics, result);
     }
 
     async fn handle(&self, mut stream: TcpStream, peer: SocketAddr) -> Handshaken {
         let head = match head::read_head(&mut stream, self.max_head_bytes).await {
             Ok(head) => head,
-            Err(HeadError::Closed) => return Handshaken::Closed,
+            Err(HeadError::Closed) => {
+                self.count("closed");
+                return Handshaken::Closed;
+            }
             Err(HeadError::TooLarge) => {
                 let refusal = Refusal {
                     status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -257,6 +269,7 @@ impl Egress {
             Some(_) => None,
         };
         if let Some((reason, detail)) = refused {
+            self.count(reason);
             // The 200 is sent: no HTTP answer is possible; the connection is closed.
             tracing::info!(peer = %peer, egress.host = %target.host, egress.refused = reason, "Egress refused");
             self.audit_refusal(
@@ -272,6 +285,7 @@ impl Egress {
         }
         match start.into_stream(config).await {
             Ok(tls) => {
+                self.count("intercepted");
                 let mut extensions = http::Extensions::new();
                 extensions.insert(EgressRequest {
                     host: Arc::from(target.host.as_str()),
@@ -307,6 +321,7 @@ impl Egress {
         let idle = self.tunnel_idle_timeout;
         let audit = self.audit.clone();
         let source = self.source.clone();
+        let metrics = self.metrics.clone();
         Handshaken::Detached(Box::pin(async move {
             let refuser = Refuser {
                 audit: &audit,
@@ -324,6 +339,7 @@ impl Egress {
                         ),
                         reason: "destination_forbidden",
                     };
+                    count(&metrics, refusal.reason);
                     refuser
                         .refuse(&mut stream, peer, Some(target), workload, refusal)
                         .await;
@@ -349,6 +365,7 @@ impl Egress {
                         detail,
                         reason: "destination_unreachable",
                     };
+                    count(&metrics, refusal.reason);
                     refuser
                         .refuse(&mut stream, peer, Some(target), workload, refusal)
                         .await;
@@ -362,6 +379,7 @@ impl Egress {
             {
                 return;
             }
+            count(&metrics, "tunnelled");
             tracing::debug!(peer = %peer, egress.host = %target.host, "Tunnel open");
             let (up, down) = tunnel::run(stream, upstream, idle).await;
             tracing::debug!(peer = %peer, egress.host = %target.host, bytes.up = up, bytes.down = down, "Tunnel closed");
@@ -376,6 +394,7 @@ impl Egress {
         workload: Option<Arc<str>>,
         refusal: Refusal,
     ) -> Handshaken {
+        self.count(refusal.reason);
         Refuser {
             audit: &self.audit,
             source: &self.source,
@@ -522,6 +541,10 @@ impl Refuser<'_> {
             tracing::error!(error = %err, "Audit of a refused egress failed");
         }
     }
+}
+
+fn count(metrics: &Metrics, result: &'static str) {
+    metrics.egress.get_or_create(&ResultLabels { result }).inc();
 }
 
 /// The `host:port` of an absolute-form request target (`http://host[:port]/…`), if it is one.

@@ -124,7 +124,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         None => EventSource::from_hostname(),
     };
     let egress = match &config.egress {
-        Some(egress) => Some(egress_listener(&config, egress, &auditor, &source).await?),
+        Some(egress) => Some(egress_listener(&config, egress, &auditor, &source, &metrics).await?),
         None => None,
     };
     let audit = AuditContext::new(
@@ -308,6 +308,7 @@ async fn egress_listener(
     egress: &crate::egress::config::EgressConfig,
     auditor: &Arc<Auditor>,
     source: &EventSource,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Listener, ConnSettings), StartError> {
     let started = std::time::Instant::now();
     let certs = crate::egress::certs::InterceptCerts::load(&egress.certs, &egress.intercept)?;
@@ -333,6 +334,7 @@ async fn egress_listener(
         proxy_auth,
         auditor.clone(),
         source.clone(),
+        metrics.clone(),
         config.listener.max_header_bytes,
     );
     let tcp = bind(egress.address).await?;

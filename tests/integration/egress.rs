@@ -578,6 +578,14 @@ async fn connect_to_a_host_on_no_list_is_403_and_audited() {
     // Another port of an intercepted host is not intercepted.
     let (status, _, _) = egress::connect(setup.proxy(), "api.confluent.cloud:8443", "").await;
     assert_eq!(status, 403);
+    assert_eq!(
+        governed::metric(
+            setup.gw.admin_addr(),
+            "keygate_egress_connections_total{result=\"not_allowed\"}"
+        )
+        .await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -711,6 +719,14 @@ async fn tunnels_to_loopback_are_refused_unless_allowed_and_carry_bytes_unchange
     assert_eq!(echoed, payload);
     // keygate's pipeline saw nothing of it.
     assert!(allowed.events().is_empty(), "{:?}", allowed.events());
+    assert_eq!(
+        governed::metric(
+            allowed.gw.admin_addr(),
+            "keygate_egress_connections_total{result=\"tunnelled\"}"
+        )
+        .await,
+        1.0
+    );
     assert!(allowed.sim.sim.requests().is_empty());
 }
 
