@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 pub use chain::{run_verify_cli, verify, verify_anchored, VerifyReport};
 pub use event::{
-    method_name, AuditEvent, AuditRecord, AuthMethod, DecisionInfo, DecisionResult, EventSource,
-    EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage, Target,
+    method_name, AuditEvent, AuditRecord, AuthMethod, DecisionInfo, DecisionResult, EgressInfo,
+    EventSource, EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage, Target,
 };
 pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
 pub use sink::stdout::StdoutSink;

@@ -53,6 +53,9 @@ enum Command {
         /// Where the admin endpoints listen.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_listen: SocketAddr,
+        /// Where the egress forward proxy listens (`HTTPS_PROXY` for the Confluent CLI).
+        #[arg(long, default_value = "127.0.0.1:3128")]
+        egress_listen: SocketAddr,
     },
     /// Run only the Confluent IAM simulator (an in-memory Confluent Cloud for tests and demos).
     Simulate {
@@ -192,9 +195,11 @@ pub fn main() -> ExitCode {
         Command::Dev {
             listen,
             admin_listen,
+            egress_listen,
         } => dev(DevOptions {
             listen,
             admin_listen,
+            egress_listen,
         }),
         Command::Simulate { listen, seed } => simulate(listen, seed.as_deref()),
         Command::HashSecret => hash_secret(),

@@ -52,6 +52,8 @@ pub struct Config {
     pub source_path: Option<PathBuf>,
     /// Trace export (off unless an OTLP endpoint is configured).
     pub telemetry: TelemetryConfig,
+    /// The egress forward-proxy listener (off unless `[egress]` is present).
+    pub egress: Option<crate::egress::config::EgressConfig>,
 }
 
 /// Identity of governed-route callers.
@@ -171,6 +173,9 @@ pub struct TlsFiles {
 pub struct UpstreamConfig {
     /// Base URL, scheme and authority only (`https://api.confluent.cloud`).
     pub url: Uri,
+    /// Confluent's web host (`https://confluent.cloud`): where a session bearer token is resolved
+    /// (`GET /api/me`), the call the Confluent CLI makes itself.
+    pub web_url: Uri,
     /// Extra CA certificates (PEM) trusted for the upstream, on top of the webpki roots.
     pub ca_file: Option<PathBuf>,
     /// TCP connect (and TLS handshake) deadline.

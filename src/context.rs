@@ -74,17 +74,30 @@ pub struct RequestContext {
     pub method: Method,
     /// When keygate started on this request.
     pub started: Instant,
+    /// Set when the request came through the egress listener.
+    pub egress: Option<EgressRequest>,
     state: Mutex<ContextState>,
 }
 
 impl RequestContext {
     /// A fresh context.
     pub fn new(id: HeaderValue, peer: SocketAddr, method: Method) -> Arc<RequestContext> {
+        RequestContext::new_via(id, peer, method, None)
+    }
+
+    /// A fresh context for a request that came through the egress listener (`egress`) or not.
+    pub fn new_via(
+        id: HeaderValue,
+        peer: SocketAddr,
+        method: Method,
+        egress: Option<EgressRequest>,
+    ) -> Arc<RequestContext> {
         Arc::new(RequestContext {
             id,
             peer,
             method,
             started: Instant::now(),
+            egress,
             state: Mutex::new(ContextState::default()),
         })
     }
@@ -104,3 +117,16 @@ impl RequestContext {
 /// The socket address of the downstream peer, put in request extensions by the server.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// Marks a request that arrived through the egress listener (put in its extensions by that
+/// listener): the `CONNECT` target and the proxy-authenticated workload. Such a request keeps the
+/// upstream's names: its responses' links are not rewritten to keygate's own origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRequest {
+    /// The intercepted host.
+    pub host: Arc<str>,
+    /// Its port.
+    pub port: u16,
+    /// The workload named by `Proxy-Authorization`, if proxy authentication is on.
+    pub workload: Option<Arc<str>>,
+}

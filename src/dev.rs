@@ -10,6 +10,12 @@
 //! schema and the example policies — so it works from any directory: the policy files are written
 //! to a fresh directory under the system's temporary directory (edit them there and keygate
 //! reloads them), next to the audit trail.
+//!
+//! Egress mode too: a throwaway dev CA is made for the run (its certificate is written next to
+//! the audit trail, for `SSL_CERT_FILE` and `curl --cacert`), the egress listener intercepts
+//! `api.confluent.cloud` with a leaf from it, and `confluent.cloud` (logins, `/api/me`) is
+//! tunnelled to the simulator, which serves it over TLS with a leaf from the same CA. The banner
+//! prints the lines to paste and a curl through the proxy.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -20,6 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::FileMode;
 use crate::config::{AuditFile, Config, ConfigError};
+use crate::egress::config::CertSource;
 use crate::simulator::{self, Seed, Simulator};
 
 /// The dev config, embedded so `keygate dev` works from any directory.
@@ -68,6 +75,8 @@ pub struct DevOptions {
     pub listen: SocketAddr,
     /// keygate's admin listener.
     pub admin_listen: SocketAddr,
+    /// keygate's egress (forward proxy) listener.
+    pub egress_listen: SocketAddr,
 }
 
 /// Why `keygate dev` could not start.
@@ -93,6 +102,9 @@ pub enum DevError {
     /// Trace export could not start.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TraceError),
+    /// The dev CA or the simulator's certificate could not be made.
+    #[error("dev certificates: {0}")]
+    Certs(String),
 }
 
 /// Runs `keygate dev` until a signal.
@@ -120,6 +132,32 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
             source,
         })?;
     use_policy_files(&mut config, &policies);
+    let ca = dev_ca(&dir.0)?;
+    // The simulator also plays `confluent.cloud`, over TLS, at the far end of the egress tunnel.
+    let web = crate::egress::certs::InterceptCerts::load(
+        &ca,
+        &[crate::egress::config::Target {
+            host: WEB_HOST.to_owned(),
+            port: 443,
+        }],
+    )
+    .map_err(|e| DevError::Certs(e.to_string()))?;
+    let web_tls = web
+        .get(WEB_HOST)
+        .cloned()
+        .ok_or_else(|| DevError::Certs("no certificate for the web host".into()))?;
+    let web_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let web_addr = web_listener.local_addr()?;
+    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let web_task = tokio::spawn(simulator::serve(
+        web_listener,
+        sim.clone(),
+        Some(web_tls),
+        async {
+            let _ = web_stopped.await;
+        },
+    ));
+    config.egress = Some(dev_egress(&ca, options.egress_listen, web_addr)?);
     let audit_path = dir.0.join("audit.jsonl");
     config.audit.file = Some(AuditFile {
         path: audit_path.clone(),
@@ -135,11 +173,16 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     config.upstream.url = format!("http://{sim_addr}")
         .parse()
         .map_err(|_| ConfigError::field("upstream.url", "invalid simulator address"))?;
+    // Session tokens are resolved where they were issued: the simulator.
+    config.upstream.web_url = config.upstream.url.clone();
     let telemetry = crate::telemetry::init_logging(&config.log, &config.telemetry)?;
     let gateway = crate::build(config).await?;
     let base = format!("http://{}", gateway.local_addr());
     sim.set_public_base(&format!("http://{sim_addr}"));
     println!("{}", banner(&sim, &base, gateway.admin_addr(), sim_addr));
+    if let (Some(proxy), CertSource::Ca { cert, .. }) = (gateway.egress_addr(), &ca) {
+        println!("{}", egress_banner(&sim, proxy, cert));
+    }
     println!(
         "Audit trail: {} (check it with `keygate audit verify`)",
         audit_path.display()
@@ -156,8 +199,100 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     gateway.run_until_signal().await;
     telemetry.shutdown().await;
     let _ = stop_sim.send(());
+    let _ = stop_web.send(());
     let _ = sim_task.await;
+    let _ = web_task.await;
     Ok(())
+}
+
+/// Confluent's web host, which the dev simulator also plays.
+const WEB_HOST: &str = "confluent.cloud";
+/// The demo user whose login the egress banner shows.
+const BANNER_LOGIN: (&str, &str) = ("bob@example.com", "bob-demo-password");
+
+/// Makes the run's throwaway CA in `dir`.
+fn dev_ca(dir: &std::path::Path) -> Result<CertSource, DevError> {
+    let (cert, key) =
+        crate::egress::certs::generate_ca("keygate dev CA (throwaway, this run only)")
+            .map_err(|e| DevError::Certs(e.to_string()))?;
+    let files = |name: &str, text: &str| -> Result<std::path::PathBuf, DevError> {
+        let path = dir.join(name);
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|source| DevError::Files {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(path)
+    };
+    Ok(CertSource::Ca {
+        cert: files("egress-ca.pem", &cert)?,
+        key: files("egress-ca.key", &key)?,
+    })
+}
+
+/// The dev egress section: intercept the API host, tunnel the web host to the simulator's TLS
+/// listener (a loopback address, allowed explicitly).
+fn dev_egress(
+    ca: &CertSource,
+    listen: SocketAddr,
+    web: SocketAddr,
+) -> Result<crate::egress::config::EgressConfig, DevError> {
+    let CertSource::Ca { cert, key } = ca else {
+        return Err(DevError::Certs("the dev CA is missing".into()));
+    };
+    let text = format!(
+        "address = \"{listen}\"\nca_cert = {:?}\nca_key = {:?}\nallow_destinations = [\"{}\"]\n\
+         [connect_to]\n\"{WEB_HOST}:443\" = \"{web}\"\n",
+        cert.display().to_string(),
+        key.display().to_string(),
+        web.ip(),
+    );
+    let raw: crate::egress::config::RawEgressConfig =
+        toml::from_str(&text).map_err(|e| DevError::Certs(e.to_string()))?;
+    Ok(crate::egress::config::EgressConfig::validate(
+        raw,
+        std::path::Path::new(""),
+    )?)
+}
+
+/// The egress part of the banner: what to paste, and a curl through the proxy that works as
+/// printed.
+pub fn egress_banner(sim: &Simulator, proxy: SocketAddr, ca: &std::path::Path) -> String {
+    let ca = ca.display();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Egress mode (clients that honour HTTPS_PROXY, such as the Confluent CLI): paste"
+    );
+    let _ = writeln!(out, "  export HTTPS_PROXY=http://{proxy}");
+    let _ = writeln!(out, "  export SSL_CERT_FILE={ca}");
+    let _ = writeln!(
+        out,
+        "api.confluent.cloud is intercepted (decided here), confluent.cloud is tunnelled to the simulator."
+    );
+    if let Some(key) = sim
+        .demo_keys()
+        .iter()
+        .find(|k| k.principal_id == BANNER_PRINCIPAL)
+    {
+        let _ = writeln!(out, "Try it through the proxy (as {BANNER_PRINCIPAL}):");
+        let _ = writeln!(
+            out,
+            "  curl -sS -i --proxy http://{proxy} --cacert {ca} -u '{}:{}' https://api.confluent.cloud/iam/v2/api-keys",
+            key.key_id, key.secret
+        );
+    }
+    let (email, password) = BANNER_LOGIN;
+    let _ = writeln!(
+        out,
+        "  curl -sS -i --proxy http://{proxy} --cacert {ca} -H 'Content-Type: application/json' -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}' https://confluent.cloud/api/sessions"
+    );
+    let _ = writeln!(
+        out,
+        "  (a session login as `confluent login` does; send its `token` as `Authorization: Bearer …`)"
+    );
+    out
 }
 
 /// The directory of one `keygate dev` run (policy copies and the demo's audit trail), removed
@@ -273,7 +408,7 @@ mod tests {
         let loaded = crate::tools::preflight(&config).unwrap();
         assert_eq!(
             loaded.authz.org.unwrap().policy_ids().len(),
-            10,
+            11,
             "the example set"
         );
     }

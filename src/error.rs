@@ -157,6 +157,8 @@ const fn parts(status: StatusCode, code: &'static str, title: &'static str) -> E
 
 /// The challenge sent with every 401 (RFC 9110 §11.6.1): keygate accepts Basic API keys.
 const BASIC_CHALLENGE: &str = r#"Basic realm="keygate", charset="UTF-8""#;
+/// The challenge of a 401 for a bearer token (RFC 6750 §3): the Confluent CLI logs in again.
+const BEARER_CHALLENGE: &str = r#"Bearer realm="keygate", error="invalid_token""#;
 
 impl GatewayError {
     /// The response this error becomes. INVARIANT: exhaustive, no `_` arm.
@@ -187,7 +189,11 @@ impl GatewayError {
                 | IdentityError::Malformed(_)
                 | IdentityError::UnsupportedScheme(_)
                 | IdentityError::Rejected { .. }
-                | IdentityError::UnknownOwner { .. },
+                | IdentityError::UnknownOwner { .. }
+                | IdentityError::SessionMalformed(_)
+                | IdentityError::SessionExpired
+                | IdentityError::SessionRejected
+                | IdentityError::SessionOtherOrganization,
             ) => parts(
                 StatusCode::UNAUTHORIZED,
                 "user_unauthenticated",
@@ -356,7 +362,11 @@ impl GatewayError {
         );
         let headers = response.headers_mut();
         if parts.status == StatusCode::UNAUTHORIZED {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+            let challenge = match self {
+                GatewayError::Identity(e) if e.is_bearer() => BEARER_CHALLENGE,
+                _ => BASIC_CHALLENGE,
+            };
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         match self {
             GatewayError::Guard(e) => {

@@ -61,6 +61,7 @@ pub enum StartError {
 pub struct Gateway {
     local_addr: SocketAddr,
     admin_addr: SocketAddr,
+    egress_addr: Option<SocketAddr>,
     admin: Arc<AdminState>,
     metrics: Arc<Metrics>,
     trigger: ShutdownTrigger,
@@ -121,6 +122,10 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let source = match &config.audit.instance_id {
         Some(id) => EventSource::new(id),
         None => EventSource::from_hostname(),
+    };
+    let egress = match &config.egress {
+        Some(egress) => Some(egress_listener(&config, egress, &auditor, &source, &metrics).await?),
+        None => None,
     };
     let audit = AuditContext::new(
         auditor.clone(),
@@ -184,9 +189,24 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     }
     let mut tasks = JoinSet::new();
     let max_connections = settings.max_connections;
+    // One composed service: the egress listener's decrypted requests go through the very same
+    // pipeline as the reverse-proxy listener's.
+    let pipeline = app::pipeline(&shared);
+    let egress_addr = egress.as_ref().map(|(listener, _)| listener.local_addr());
+    let mut egress_max = 0;
+    if let Some((egress_listener, egress_settings)) = egress {
+        let max_connections = egress_settings.max_connections;
+        tasks.spawn(server::serve(
+            egress_listener,
+            pipeline.clone(),
+            egress_settings,
+            shutdown.clone(),
+        ));
+        egress_max = max_connections;
+    }
     tasks.spawn(server::serve(
         listener,
-        app::pipeline(&shared),
+        pipeline,
         settings,
         shutdown.clone(),
     ));
@@ -203,10 +223,14 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         "Listening"
     );
     tracing::info!(admin.address = %admin_addr, "Admin listening");
+    if let Some(addr) = egress_addr {
+        tracing::info!(egress.address = %addr, max_connections = egress_max, "Egress listening");
+    }
     admin.set_ready(true);
     Ok(Gateway {
         local_addr,
         admin_addr,
+        egress_addr,
         admin,
         metrics,
         trigger,
@@ -278,6 +302,55 @@ fn links(config: &Config) -> Option<Arc<Links>> {
     ))
 }
 
+/// The egress listener: bound, its certificates loaded or minted (timed: the figure is logged),
+/// and its connection settings (the listener's, with its own connection limit).
+async fn egress_listener(
+    config: &Config,
+    egress: &crate::egress::config::EgressConfig,
+    auditor: &Arc<Auditor>,
+    source: &EventSource,
+    metrics: &Arc<Metrics>,
+) -> Result<(Listener, ConnSettings), StartError> {
+    let started = std::time::Instant::now();
+    let certs = crate::egress::certs::InterceptCerts::load(&egress.certs, &egress.intercept)?;
+    tracing::info!(
+        egress.intercept = egress.intercept.len(),
+        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "Egress certificates ready"
+    );
+    let proxy_auth = match &egress.proxy_auth {
+        None => None,
+        Some(crate::egress::config::ProxyAuthSource::File(path)) => Some(Directory::load(path)?),
+        Some(crate::egress::config::ProxyAuthSource::IdentityDirectory) => {
+            match &config.identity.source {
+                IdentitySource::Directory(path) => Some(Directory::load(path)?),
+                // Refused by config validation.
+                IdentitySource::Upstream => None,
+            }
+        }
+    };
+    let handshake = crate::egress::Egress::new(
+        egress,
+        certs,
+        proxy_auth,
+        auditor.clone(),
+        source.clone(),
+        metrics.clone(),
+        config.listener.max_header_bytes,
+    );
+    let tcp = bind(egress.address).await?;
+    let listener =
+        Listener::with_handshake(tcp, Arc::new(handshake)).map_err(|source| StartError::Bind {
+            addr: egress.address,
+            source,
+        })?;
+    let mut settings = conn_settings(config);
+    if let Some(max) = egress.max_connections {
+        settings.max_connections = max.get();
+    }
+    Ok((listener, settings))
+}
+
 fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authenticator, StartError> {
     let source = match &config.identity.source {
         IdentitySource::Upstream => Source::Upstream(UpstreamResolver::new(upstream.clone())),
@@ -285,7 +358,17 @@ fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authentica
     };
     let cache = IdentityCache::new(config.identity.cache_ttl, config.identity.cache_capacity)
         .map_err(|_| StartError::Random)?;
-    Ok(Authenticator::new(source, cache))
+    // Confluent session tokens are resolved on Confluent's web host, with the upstream's client
+    // settings (timeouts, extra CA).
+    let web = crate::config::UpstreamConfig {
+        url: config.upstream.web_url.clone(),
+        ..config.upstream.clone()
+    };
+    let sessions = crate::identity::session::SessionResolver::new(
+        Arc::new(Upstream::new(&web)?),
+        config.authz.org_id.to_string(),
+    );
+    Ok(Authenticator::new(source, cache).with_sessions(sessions))
 }
 
 fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
@@ -404,6 +487,11 @@ impl Gateway {
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The bound egress (forward proxy) address, when `[egress]` is configured.
+    pub fn egress_addr(&self) -> Option<SocketAddr> {
+        self.egress_addr
     }
 
     /// The metrics registry.

@@ -6,14 +6,16 @@
 //! bounded time and size, keyed by an HMAC of the whole credential under a per-process random key;
 //! concurrent misses for one credential share one lookup ([`cache`]). A static directory of key ids
 //! with salted secret hashes ([`directory`]) replaces the upstream for development and air-gapped
-//! use. Bearer tokens are refused on governed routes for now (401); ungoverned routes are not
-//! touched by this stage at all.
+//! use. A Bearer token is a Confluent session token (the Confluent CLI's): Confluent itself says
+//! whose it is ([`session`]), and the answer is cached until the token's `exp` at the latest.
+//! Ungoverned routes are not touched by this stage at all.
 //!
 //! The secret is never stored, logged or put in an error: errors name the key id at most.
 
 pub mod basic;
 pub mod cache;
 pub mod directory;
+pub mod session;
 pub mod stage;
 
 use std::sync::Arc;
@@ -74,8 +76,33 @@ pub enum IdentityError {
     #[error("Confluent Cloud rate-limited this API key; retry after the time in `Retry-After`")]
     UpstreamRateLimited(RateLimitHeaders),
     /// The credential could not be verified because the upstream is unreachable or failing.
-    #[error("cannot verify the API key right now: {0}")]
+    #[error("cannot verify the credential right now: {0}")]
     Unavailable(String),
+    /// A bearer token that is not a Confluent session token.
+    #[error("malformed bearer token: {0}")]
+    SessionMalformed(&'static str),
+    /// A session token past its `exp`.
+    #[error("the Confluent session token has expired: log in again (`confluent login`)")]
+    SessionExpired,
+    /// Confluent did not accept the session token.
+    #[error("the Confluent session token was not accepted: log in again (`confluent login`)")]
+    SessionRejected,
+    /// The session belongs to another Confluent organisation than keygate's.
+    #[error("the Confluent session belongs to another organisation than the one keygate governs")]
+    SessionOtherOrganization,
+}
+
+impl IdentityError {
+    /// Whether the caller presented a bearer token (the 401 challenges `Bearer`, not `Basic`).
+    pub fn is_bearer(&self) -> bool {
+        matches!(
+            self,
+            IdentityError::SessionMalformed(_)
+                | IdentityError::SessionExpired
+                | IdentityError::SessionRejected
+                | IdentityError::SessionOtherOrganization
+        )
+    }
 }
 
 /// The rate-limit headers of an upstream 429 (`Retry-After`, `X-RateLimit-*`), to pass on.
@@ -185,6 +212,25 @@ pub fn parse_basic<'a>(
     })
 }
 
+/// The token of an `Authorization: Bearer` header, if that is the scheme.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let Ok(text) = value.to_str() else {
+        return Ok(None);
+    };
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(IdentityError::SessionMalformed("empty bearer token"));
+    }
+    Ok(Some(token))
+}
+
 /// Where verified identities come from.
 #[derive(Debug)]
 pub enum Source {
@@ -199,6 +245,7 @@ pub enum Source {
 pub struct Authenticator {
     source: Source,
     cache: cache::IdentityCache,
+    sessions: Option<session::SessionResolver>,
 }
 
 /// Whether an identity came from the cache (for traces and metrics).
@@ -213,7 +260,17 @@ pub enum Lookup {
 impl Authenticator {
     /// An authenticator over a source, with a cache of the given bound.
     pub fn new(source: Source, cache: cache::IdentityCache) -> Authenticator {
-        Authenticator { source, cache }
+        Authenticator {
+            source,
+            cache,
+            sessions: None,
+        }
+    }
+
+    /// Also accepts Confluent session bearer tokens, resolved by `sessions`.
+    pub fn with_sessions(mut self, sessions: session::SessionResolver) -> Authenticator {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// The cache (for tests and metrics).
@@ -226,6 +283,9 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
     ) -> Result<(Arc<Principal>, Lookup), IdentityError> {
+        if let Some(token) = bearer_token(headers)? {
+            return self.authenticate_session(headers, token).await;
+        }
         let mut scratch = String::new();
         let credential = parse_basic(headers, &mut scratch)?;
         match &self.source {
@@ -241,6 +301,35 @@ impl Authenticator {
                     .await
             }
         }
+    }
+}
+
+impl Authenticator {
+    /// A Confluent session token: cached by an HMAC of the token; on a miss its `exp` is read
+    /// (an expired token is refused without asking) and Confluent is asked.
+    async fn authenticate_session(
+        &self,
+        headers: &HeaderMap,
+        token: &str,
+    ) -> Result<(Arc<Principal>, Lookup), IdentityError> {
+        let Some(sessions) = &self.sessions else {
+            return Err(IdentityError::UnsupportedScheme("Bearer"));
+        };
+        let authorization = headers.get(AUTHORIZATION).ok_or(IdentityError::Missing)?;
+        // A JWT has no `:`, a Basic pair always does: the two kinds of credential cannot share a
+        // cache entry.
+        self.cache
+            .get_or_resolve_until(
+                token,
+                || {
+                    let left = session::expiry(token)?
+                        .duration_since(std::time::SystemTime::now())
+                        .map_err(|_| IdentityError::SessionExpired)?;
+                    Ok(tokio::time::Instant::now() + left)
+                },
+                || sessions.resolve(authorization),
+            )
+            .await
     }
 }
 

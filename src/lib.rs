@@ -12,6 +12,8 @@
 //! Ungoverned routes (everything but `/iam/v2/api-keys…`) are forwarded byte for byte with
 //! streaming bodies. Modules:
 //! - [`server`]: listeners, TLS, HTTP/1.1 + h2, graceful drain; [`admin`]: health and metrics.
+//! - [`egress`]: the forward-proxy listener (`HTTPS_PROXY`): intercepted hosts are served by the
+//!   same pipeline, tunnelled hosts are copied byte for byte, anything else is refused.
 //! - [`config`]: the TOML file, validated; [`error`]: the one error → response mapping.
 //! - [`telemetry`]: logs, metrics, the observing stage; [`context`]: per-request state.
 //! - [`proxy`]: the upstream client and forwarding; [`policy`]: what a request asks and may do.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod dev;
+pub mod egress;
 pub mod error;
 pub mod guard;
 mod id;

@@ -66,4 +66,6 @@ pub enum DecidedBy {
     Upstream,
     /// The audit trail itself (no durable audit, no action).
     Audit,
+    /// The egress listener (a refused `CONNECT`).
+    Egress,
 }

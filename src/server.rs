@@ -11,6 +11,11 @@
 //! connections are told to finish (HTTP/1 closes after the in-flight response, HTTP/2 sends GOAWAY)
 //! and are closed when the grace period is over.
 //!
+//! A listener may put a [`Handshake`] in front of HTTP (the egress listener's CONNECT, see
+//! `egress.rs`): it runs under the same deadline as a TLS handshake, and either hands back a TLS
+//! stream to serve HTTP on, with extensions every request on it carries, or takes the connection
+//! over (a tunnel), which then holds its place in the listener until it ends.
+//!
 //! The server knows nothing about policy: it hands each request, with the peer address in its
 //! extensions, to the service composed in `app.rs`.
 
@@ -24,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -48,7 +53,33 @@ const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    handshake: Option<Arc<dyn Handshake>>,
     local: SocketAddr,
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What a listener does with a new connection before HTTP (see the module doc).
+pub trait Handshake: Send + Sync + 'static {
+    /// Runs on a connection that has sent its first bytes, under the connection's deadline.
+    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> BoxFuture<'_, Handshaken>;
+}
+
+/// How a [`Handshake`] ended.
+pub enum Handshaken {
+    /// Serve HTTP (as ALPN says) on this stream; every request carries `extensions`.
+    Serve {
+        /// The TLS stream.
+        stream: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        /// Added to every request's extensions.
+        extensions: Arc<http::Extensions>,
+    },
+    /// The handshake took the connection over: run this until it ends (the connection counts as
+    /// busy meanwhile and is closed at the end of a shutdown's grace period).
+    Detached(BoxFuture<'static, ()>),
+    /// Nothing more to do: the connection is closed.
+    Closed,
 }
 
 impl Listener {
@@ -58,6 +89,21 @@ impl Listener {
         Ok(Listener {
             tcp,
             tls: tls.map(TlsAcceptor::from),
+            handshake: None,
+            local,
+        })
+    }
+
+    /// Wraps an already-bound TCP listener whose connections start with `handshake`.
+    pub fn with_handshake(
+        tcp: TcpListener,
+        handshake: Arc<dyn Handshake>,
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        Ok(Listener {
+            tcp,
+            tls: None,
+            handshake: Some(handshake),
             local,
         })
     }
@@ -157,7 +203,10 @@ pub async fn serve<S, B>(
 {
     let connections = Connections::new(settings.max_connections, settings.max_connections_per_ip);
     let grace = settings.shutdown_grace;
-    let shared = Arc::new(conn::Shared::new(service, listener.tls.clone(), settings));
+    let shared = Arc::new(
+        conn::Shared::new(service, listener.tls.clone(), settings)
+            .with_handshake(listener.handshake.clone()),
+    );
     let mut warned: Option<Instant> = None;
     loop {
         if !connections.has_room() && !connections.can_evict() {

@@ -6,8 +6,15 @@
 //! keygate syncs from (`/org/v2/environments`, `/cmk/v2/clusters`, `/srcm/v3/clusters`,
 //! `/ksqldbcm/v2/clusters`), with the shapes, ids, status codes, error bodies and headers of
 //! `docs/confluent-api.md`. Every path outside `/_simulator/` requires
-//! `Authorization: Basic` with a live Cloud or Global key of the store (anything else is 401 with
-//! `WWW-Authenticate`); only then is an unknown path 404 and a wrong method 405.
+//! `Authorization: Basic` with a live Cloud or Global key of the store, or `Authorization: Bearer`
+//! with a live session token (anything else is 401 with `WWW-Authenticate`); only then is an
+//! unknown path 404 and a wrong method 405.
+//!
+//! It also plays the Confluent CLI's counterpart on Confluent's web host: `POST /api/sessions`
+//! (a seeded user's email and password, or a refresh token → a JWT-shaped session token with
+//! `exp`, and a refresh token) and `GET /api/me` (who a session token belongs to). It answers for
+//! both hosts by `Host`: `confluent.cloud` serves only `/api/…`, `api.confluent.cloud` only the
+//! rest, and any other host (a loopback address in tests and `keygate dev`) both.
 //!
 //! It deliberately does **not** enforce Confluent's RBAC (any valid Cloud/Global key may do
 //! anything: keygate is what is under test), quotas, rate limits (the `X-RateLimit-*` headers are
@@ -39,6 +46,7 @@ mod render;
 mod routes;
 mod secret;
 mod seed;
+mod session;
 mod store;
 
 #[cfg(test)]
@@ -228,6 +236,7 @@ pub struct Simulator {
     rate: Mutex<RateWindow>,
     minter: Minter,
     demo_keys: Vec<DemoKey>,
+    sessions: session::Sessions,
 }
 
 struct RateWindow {
@@ -279,6 +288,7 @@ impl Simulator {
             }),
             minter: Minter::new(),
             demo_keys,
+            sessions: session::Sessions::new(),
         }
     }
 

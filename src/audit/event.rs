@@ -117,6 +117,10 @@ pub enum EventType {
     /// Any ungoverned request (audited only when configured).
     #[serde(rename = "io.keygate.http.request")]
     HttpRequest,
+    /// The egress listener refused a `CONNECT` (or a cleartext request): a host on no list, a
+    /// destination it may not reach, a mismatched SNI, a failed proxy authentication.
+    #[serde(rename = "io.keygate.egress.refused")]
+    EgressRefused,
 }
 
 impl EventType {
@@ -129,6 +133,7 @@ impl EventType {
             EventType::ApiKeyUpdate => "io.keygate.apikey.update",
             EventType::ApiKeyDelete => "io.keygate.apikey.delete",
             EventType::HttpRequest => "io.keygate.http.request",
+            EventType::EgressRefused => "io.keygate.egress.refused",
         }
     }
 }
@@ -210,6 +215,28 @@ pub struct AuditRecord {
     /// Time from request received to this event, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// For requests that came through the egress listener, and refused egress: the target and
+    /// the proxy-authenticated workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressInfo>,
+}
+
+/// The egress side of an event (see [`AuditRecord::egress`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressInfo {
+    /// The `CONNECT` target host (or the host of a refused cleartext request).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The workload named by `Proxy-Authorization` (its directory principal), when proxy
+    /// authentication is on. Never the credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Why egress was refused (refused events only): `not_allowed`, `cleartext`,
+    /// `destination_forbidden`, `sni_missing`, `sni_mismatch`, `proxy_auth`, `bad_request`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<&'static str>,
 }
 
 impl AuditRecord {
@@ -234,6 +261,7 @@ impl AuditRecord {
             outcome: None,
             policy_revision: None,
             latency_ms: None,
+            egress: None,
         }
     }
 }
@@ -316,6 +344,9 @@ pub enum AuthMethod {
     Basic,
     /// `Authorization: Bearer` with a JWT.
     Bearer,
+    /// `Authorization: Bearer` with a Confluent session token (the Confluent CLI after
+    /// `confluent login`), resolved by Confluent's `GET /api/me`.
+    Session,
     /// A verified client certificate.
     Mtls,
 }

@@ -115,7 +115,9 @@ fn event(
             PrincipalAuth::ApiKey { key_id } | PrincipalAuth::Directory { key_id } => {
                 Some(key_id.clone())
             }
-            PrincipalAuth::Jwt { .. } | PrincipalAuth::Mtls { .. } => None,
+            PrincipalAuth::Jwt { .. }
+            | PrincipalAuth::Mtls { .. }
+            | PrincipalAuth::ConfluentSession => None,
         };
         PrincipalInfo {
             id: p.id().to_string(),
@@ -125,6 +127,7 @@ fn event(
                     super::AuthMethod::Basic
                 }
                 PrincipalAuth::Jwt { .. } => super::AuthMethod::Bearer,
+                PrincipalAuth::ConfluentSession => super::AuthMethod::Session,
                 PrincipalAuth::Mtls { .. } => super::AuthMethod::Mtls,
             },
             key_id,
@@ -174,6 +177,12 @@ fn event(
     record.created_key_id = created_key_id;
     record.outcome = outcome;
     record.latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1000.0);
+    record.egress = ctx.egress.as_ref().map(|e| super::EgressInfo {
+        host: e.host.to_string(),
+        port: e.port,
+        workload: e.workload.as_deref().map(str::to_owned),
+        refused: None,
+    });
     let event_type = action
         .map(EventType::from)
         .unwrap_or(EventType::HttpRequest);

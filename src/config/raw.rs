@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub policy: Option<crate::policy::org::RawOrgPolicyConfig>,
     pub telemetry: RawTelemetry,
+    pub egress: Option<crate::egress::config::RawEgressConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +101,7 @@ pub struct RawTls {
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     pub url: Option<String>,
+    pub web_url: Option<String>,
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,

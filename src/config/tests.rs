@@ -328,3 +328,33 @@ fn org_id_must_be_a_uuid() {
         assert!(err.to_string().contains("UUID"), "{err}");
     }
 }
+
+#[test]
+fn egress_is_off_by_default_and_sessions_resolve_on_confluents_web_host() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert!(c.egress.is_none());
+    assert_eq!(c.upstream.web_url.to_string(), "https://confluent.cloud/");
+}
+
+#[test]
+fn egress_section_is_typed_and_proxy_auth_directory_needs_the_identity_directory() {
+    let c = Config::from_toml(&with_minimal(
+        "[egress]\naddress = \"127.0.0.1:3128\"\ncert = \"leaf.pem\"\nkey = \"leaf.key\"\n\
+         connect_timeout = \"2s\"\nallow_destinations = [\"10.0.0.0/8\"]\n",
+    ))
+    .unwrap();
+    let egress = c.egress.unwrap();
+    assert_eq!(egress.address.to_string(), "127.0.0.1:3128");
+    assert_eq!(egress.connect_timeout, Duration::from_secs(2));
+    assert!(egress.allow_destinations[0].contains("10.9.8.7".parse().unwrap()));
+    let err = Config::from_toml(&with_minimal(
+        "[egress]\naddress = \"127.0.0.1:3128\"\ncert = \"a\"\nkey = \"b\"\nproxy_auth = \"directory\"\n",
+    ))
+    .unwrap_err();
+    assert_eq!(err.field_path(), Some("egress.proxy_auth"));
+    let err = Config::from_toml(&with_minimal(
+        "[egress]\naddress = \"127.0.0.1:3128\"\ncert = \"a\"\nkey = \"b\"\nallow_destinations = [\"nope\"]\n",
+    ))
+    .unwrap_err();
+    assert_eq!(err.field_path(), Some("egress.allow_destinations"));
+}

@@ -21,6 +21,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 /// Confluent Cloud's public API.
 pub const DEFAULT_UPSTREAM: &str = "https://api.confluent.cloud";
+/// Confluent's web host, where the CLI logs in and asks who it is (`/api/sessions`, `/api/me`).
+pub const DEFAULT_WEB_URL: &str = "https://confluent.cloud";
 /// Long enough for a slow mobile link to send a request head, short enough to shed slowloris.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Above the 60 s idle timeout of the usual cloud load balancers in front of keygate, so the
@@ -145,10 +147,15 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
         // The origin of `upstream.url`, whatever it is when keygate starts.
         None => Vec::new(),
     };
+    let web_url = base_url(
+        "upstream.web_url",
+        raw.upstream.web_url.as_deref().unwrap_or(DEFAULT_WEB_URL),
+    )?;
     let upstream = UpstreamConfig {
         credential,
         credential_source,
         url,
+        web_url,
         rewrite_links: raw.upstream.rewrite_links.unwrap_or(true),
         link_origins,
         ca_file: raw
@@ -266,6 +273,20 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
             ConfigError::field("policy", first)
         })?;
     let telemetry = telemetry(raw.telemetry)?;
+    let egress = raw
+        .egress
+        .map(|e| crate::egress::config::EgressConfig::validate(e, base))
+        .transpose()?;
+    if let Some(egress) = &egress {
+        if egress.proxy_auth == Some(crate::egress::config::ProxyAuthSource::IdentityDirectory)
+            && !matches!(identity.source, IdentitySource::Directory(_))
+        {
+            return Err(ConfigError::field(
+                "egress.proxy_auth",
+                "`directory` needs `identity.source = \"directory\"`; or name a file of proxy credentials",
+            ));
+        }
+    }
 
     Ok(Config {
         listener,
@@ -281,6 +302,7 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
         policy,
         source_path: None,
         telemetry,
+        egress,
     })
 }
 

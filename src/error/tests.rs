@@ -184,6 +184,10 @@ fn every_error() -> Vec<GatewayError> {
         },
         I::UpstreamRateLimited(crate::identity::RateLimitHeaders::default()),
         I::Unavailable("upstream answered 503".into()),
+        I::SessionMalformed("the token has no `exp`"),
+        I::SessionExpired,
+        I::SessionRejected,
+        I::SessionOtherOrganization,
     ];
     let mut all: Vec<GatewayError> = guard.into_iter().map(GatewayError::from).collect();
     all.extend(identity.into_iter().map(GatewayError::from));
@@ -264,7 +268,11 @@ fn every_error() -> Vec<GatewayError> {
                 | I::Rejected { .. }
                 | I::UnknownOwner { .. }
                 | I::UpstreamRateLimited(_)
-                | I::Unavailable(_),
+                | I::Unavailable(_)
+                | I::SessionMalformed(_)
+                | I::SessionExpired
+                | I::SessionRejected
+                | I::SessionOtherOrganization,
             )
             | GatewayError::Denied(_)
             | GatewayError::RateLimited(_)
@@ -372,4 +380,27 @@ async fn a_refused_lookup_is_passed_through_as_the_upstream_sent_it() {
         json,
         serde_json::from_slice::<serde_json::Value>(body).unwrap()
     );
+}
+
+#[tokio::test]
+async fn session_token_errors_map_to_401_with_a_bearer_challenge() {
+    for err in [
+        IdentityError::SessionExpired,
+        IdentityError::SessionRejected,
+        IdentityError::SessionMalformed("the token has no `exp`"),
+        IdentityError::SessionOtherOrganization,
+    ] {
+        let (status, headers, json) = render(err.into()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers[WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer "));
+        assert_eq!(member(&json)["code"], "user_unauthenticated");
+    }
+    let (_, headers, _) = render(IdentityError::Missing.into()).await;
+    assert!(headers[WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic "));
 }

@@ -97,12 +97,36 @@ impl IdentityCache {
         }
         // Boxed: the lookup's state (an upstream exchange) would otherwise be part of every
         // request's future, hit or miss.
-        Box::pin(self.miss(tag, resolve)).await
+        Box::pin(self.miss(tag, None, resolve)).await
+    }
+
+    /// Like [`IdentityCache::get_or_resolve`] for a credential that expires: on a miss, `until`
+    /// says when (an error refuses the credential without a lookup), and the entry lives no
+    /// longer than that.
+    pub async fn get_or_resolve_until<U, F, Fut>(
+        &self,
+        credential: &str,
+        until: U,
+        resolve: F,
+    ) -> Result<(Arc<Principal>, Lookup), IdentityError>
+    where
+        U: FnOnce() -> Result<Instant, IdentityError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        let tag = self.tag(credential);
+        if let Some(principal) = self.get(&tag) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((principal, Lookup::Hit));
+        }
+        let cap = until()?;
+        Box::pin(self.miss(tag, Some(cap), resolve)).await
     }
 
     async fn miss<F, Fut>(
         &self,
         tag: CredentialTag,
+        cap: Option<Instant>,
         resolve: F,
     ) -> Result<(Arc<Principal>, Lookup), IdentityError>
     where
@@ -125,7 +149,7 @@ impl IdentityCache {
                 self.lookups.fetch_add(1, Ordering::Relaxed);
                 let outcome = resolve().await;
                 if let Ok(principal) = &outcome {
-                    self.insert(tag, principal.clone());
+                    self.insert(tag, principal.clone(), cap);
                 }
                 outcome
             })
@@ -152,7 +176,7 @@ impl IdentityCache {
         }
     }
 
-    fn insert(&self, tag: CredentialTag, principal: Arc<Principal>) {
+    fn insert(&self, tag: CredentialTag, principal: Arc<Principal>, cap: Option<Instant>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         while entries.map.len() >= self.capacity {
             match entries.order.pop_front() {
@@ -167,11 +191,11 @@ impl IdentityCache {
             let Entries { map, order } = &mut *entries;
             order.retain(|t| map.contains_key(t));
         }
-        if entries
-            .map
-            .insert(tag, (principal, Instant::now() + self.ttl))
-            .is_none()
-        {
+        let expires = match cap {
+            Some(cap) => cap.min(Instant::now() + self.ttl),
+            None => Instant::now() + self.ttl,
+        };
+        if entries.map.insert(tag, (principal, expires)).is_none() {
             entries.order.push_back(tag);
         }
     }

@@ -81,6 +81,9 @@ pub enum AuthMethod {
         /// The SAN or subject the principal was mapped from.
         subject: String,
     },
+    /// A Confluent session token (the Confluent CLI's bearer), resolved by Confluent itself
+    /// (`GET /api/me` with the token).
+    ConfluentSession,
 }
 
 impl AuthMethod {
@@ -91,6 +94,7 @@ impl AuthMethod {
             AuthMethod::Directory { .. } => "directory",
             AuthMethod::Jwt { .. } => "jwt",
             AuthMethod::Mtls { .. } => "mtls",
+            AuthMethod::ConfluentSession => "confluent_session",
         }
     }
 }

@@ -17,7 +17,7 @@ use super::headers::strip_hop_by_hop;
 use super::links::Links;
 use super::{ProxyError, Then, Upstream};
 use crate::body::Body;
-use crate::context::RequestContext;
+use crate::context::{EgressRequest, RequestContext};
 use crate::error::GatewayError;
 use crate::model::GovernedRoute;
 use crate::policy::Permit;
@@ -108,14 +108,21 @@ impl Chain for Forward {
             .map(|c| c.id.clone())
             .unwrap_or_else(mint_request_id);
         let mut request = request;
-        let links = self.links.as_ref().and_then(|links| {
-            let target = links.target(
-                request.headers().get(HOST),
-                request.uri().authority().map(|a| a.as_str()),
-            )?;
-            ask_for_identity_encoding(request.headers_mut());
-            Some((links.clone(), request.method().clone(), target))
-        });
+        // A request through the egress listener keeps the upstream's names (the caller asked for
+        // the upstream's host), so its links are not rewritten to keygate's origin.
+        let via_egress = request.extensions().get::<EgressRequest>().is_some();
+        let links = self
+            .links
+            .as_ref()
+            .filter(|_| !via_egress)
+            .and_then(|links| {
+                let target = links.target(
+                    request.headers().get(HOST),
+                    request.uri().authority().map(|a| a.as_str()),
+                )?;
+                ask_for_identity_encoding(request.headers_mut());
+                Some((links.clone(), request.method().clone(), target))
+            });
         match forward(&self.upstream, request, &id).await {
             Ok(response) => {
                 if let Some(ctx) = &ctx {

@@ -41,7 +41,7 @@ use tower::Service;
 
 use super::io::{CloseRequest, ConnIo, ConnState, InFlight, Socket};
 use super::limit::Slot;
-use super::ConnSettings;
+use super::{ConnSettings, Handshake, Handshaken};
 use crate::body::Body;
 use crate::context::PeerAddr;
 
@@ -60,6 +60,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(super) struct Shared<S> {
     service: S,
     tls: Option<TlsAcceptor>,
+    handshake: Option<Arc<dyn Handshake>>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     settings: ConnSettings,
@@ -84,11 +85,31 @@ impl<S> Shared<S> {
         Shared {
             service,
             tls,
+            handshake: None,
             http1,
             http2,
             park_after: PARK_AFTER.min(settings.idle_timeout / 4),
             settings,
         }
+    }
+
+    /// Starts every connection with `handshake` (instead of plain or TLS).
+    pub(super) fn with_handshake(mut self, handshake: Option<Arc<dyn Handshake>>) -> Self {
+        self.handshake = handshake;
+        self
+    }
+}
+
+/// The downstream peer, and what the listener adds to every request of the connection.
+#[derive(Clone)]
+pub(super) struct Peer {
+    addr: SocketAddr,
+    extensions: Option<Arc<http::Extensions>>,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
     }
 }
 
@@ -109,6 +130,10 @@ pub(super) async fn run<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let state = Arc::clone(slot.state());
+    let peer = Peer {
+        addr: peer,
+        extensions: None,
+    };
     let deadline =
         tokio::time::sleep_until(state.idle_since() + shared.settings.header_read_timeout);
     tokio::pin!(deadline);
@@ -123,11 +148,11 @@ pub(super) async fn run<S, B>(
     }
     // Boxed: the task's own future stays small for as long as the connection is silent, and the
     // TLS state machine (a kilobyte or more) costs only TLS connections.
-    match &shared.tls {
-        None => {
-            Box::pin(serve(
+    match (&shared.handshake, &shared.tls) {
+        (Some(handshake), _) => {
+            Box::pin(serve_handshaken(
                 stream,
-                None,
+                handshake.as_ref(),
                 &shared,
                 &state,
                 peer,
@@ -135,13 +160,24 @@ pub(super) async fn run<S, B>(
             ))
             .await
         }
-        Some(acceptor) => {
+        (None, None) => {
+            Box::pin(serve(
+                stream,
+                None,
+                &shared,
+                &state,
+                &peer,
+                deadline.as_mut(),
+            ))
+            .await
+        }
+        (None, Some(acceptor)) => {
             Box::pin(serve_tls(
                 stream,
                 acceptor,
                 &shared,
                 &state,
-                peer,
+                &peer,
                 deadline.as_mut(),
             ))
             .await;
@@ -150,13 +186,75 @@ pub(super) async fn run<S, B>(
     drop(slot);
 }
 
+/// The listener's own handshake (under the connection's deadline), then HTTP on the stream it
+/// hands back, or the connection it took over until that ends.
+async fn serve_handshaken<S, B>(
+    stream: TcpStream,
+    handshake: &dyn Handshake,
+    shared: &Arc<Shared<S>>,
+    state: &Arc<ConnState>,
+    mut peer: Peer,
+    mut deadline: Pin<&mut Sleep>,
+) where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let handshaken = match until(
+        handshake.handshake(stream, peer.addr),
+        state,
+        deadline.as_mut(),
+    )
+    .await
+    {
+        Some(handshaken) => handshaken,
+        None => {
+            tracing::debug!(peer = %peer, "Handshake not complete in time");
+            return;
+        }
+    };
+    match handshaken {
+        Handshaken::Closed => {}
+        Handshaken::Serve { stream, extensions } => {
+            let alpn = stream
+                .get_ref()
+                .1
+                .alpn_protocol()
+                .map(|protocol| protocol == b"h2");
+            peer.extensions = Some(extensions);
+            serve(*stream, alpn, shared, state, &peer, deadline).await;
+        }
+        Handshaken::Detached(taken) => {
+            // Busy for as long as it runs: never evicted, drained only by force.
+            let _busy = state.start_request();
+            tokio::pin!(taken);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = state.notify.notified() => {
+                        if state.close_request() == CloseRequest::Force {
+                            return;
+                        }
+                    }
+                    () = &mut taken => return,
+                }
+            }
+        }
+    }
+}
+
 /// The TLS handshake (under the connection's deadline), then HTTP as ALPN says.
 async fn serve_tls<S, B>(
     stream: TcpStream,
     acceptor: &TlsAcceptor,
     shared: &Arc<Shared<S>>,
     state: &Arc<ConnState>,
-    peer: SocketAddr,
+    peer: &Peer,
     mut deadline: Pin<&mut Sleep>,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
@@ -236,7 +334,7 @@ async fn serve<S, B, T>(
     alpn: Option<bool>,
     shared: &Arc<Shared<S>>,
     state: &Arc<ConnState>,
-    peer: SocketAddr,
+    peer: &Peer,
     mut deadline: Pin<&mut Sleep>,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
@@ -342,7 +440,7 @@ async fn serve_h1<S, B, T>(
     mut prefix: Bytes,
     shared: &Arc<Shared<S>>,
     state: &Arc<ConnState>,
-    peer: SocketAddr,
+    peer: &Peer,
     mut deadline: Pin<&mut Sleep>,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
@@ -361,7 +459,7 @@ async fn serve_h1<S, B, T>(
         // Boxed: the task keeps only a pointer while parked or waiting for first bytes.
         let mut conn = Box::new(shared.http1.serve_connection(
             TokioIo::new(ConnIo::new(io, prefix, Arc::clone(state))),
-            ConnService::new(Arc::clone(shared), Arc::clone(state), peer),
+            ConnService::new(Arc::clone(shared), Arc::clone(state), peer.clone()),
         ));
         let mut closing = false;
         let mut seen = served;
@@ -488,7 +586,7 @@ async fn serve_h2<S, B, T>(
     prefix: Bytes,
     shared: &Arc<Shared<S>>,
     state: &Arc<ConnState>,
-    peer: SocketAddr,
+    peer: &Peer,
     mut deadline: Pin<&mut Sleep>,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
@@ -505,7 +603,7 @@ async fn serve_h2<S, B, T>(
     let settings = &shared.settings;
     let mut conn = Box::pin(shared.http2.serve_connection(
         TokioIo::new(ConnIo::new(io, prefix, Arc::clone(state))),
-        ConnService::new(Arc::clone(shared), Arc::clone(state), peer),
+        ConnService::new(Arc::clone(shared), Arc::clone(state), peer.clone()),
     ));
     // GOAWAY sent: for a drain the listener's grace period bounds the rest; for an idle or evicted
     // connection, GOAWAY_GRACE does.
@@ -572,11 +670,11 @@ async fn serve_h2<S, B, T>(
 pub(super) struct ConnService<S> {
     shared: Arc<Shared<S>>,
     state: Arc<ConnState>,
-    peer: SocketAddr,
+    peer: Peer,
 }
 
 impl<S> ConnService<S> {
-    fn new(shared: Arc<Shared<S>>, state: Arc<ConnState>, peer: SocketAddr) -> Self {
+    fn new(shared: Arc<Shared<S>>, state: Arc<ConnState>, peer: Peer) -> Self {
         ConnService {
             shared,
             state,
@@ -596,7 +694,10 @@ where
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = self.state.start_request();
         let mut request = request.map(Body::Incoming);
-        request.extensions_mut().insert(PeerAddr(self.peer));
+        if let Some(extensions) = &self.peer.extensions {
+            request.extensions_mut().extend((**extensions).clone());
+        }
+        request.extensions_mut().insert(PeerAddr(self.peer.addr));
         let mut service = self.shared.service.clone();
         Counted {
             inner: service.call(request),
@@ -788,7 +889,11 @@ mod size_tests {
         let state = ConnState::new(Instant::now());
         let mut deadline = Box::pin(tokio::time::sleep(Duration::from_secs(1)));
         let (stream, _client) = accepted(&listener).await;
-        let serving = serve(stream, None, &shared, &state, peer, deadline.as_mut());
+        let peer = Peer {
+            addr: peer,
+            extensions: None,
+        };
+        let serving = serve(stream, None, &shared, &state, &peer, deadline.as_mut());
         assert!(
             std::mem::size_of_val(&serving) <= 2048,
             "{}",

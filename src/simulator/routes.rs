@@ -47,6 +47,7 @@ mod org;
 mod query;
 mod role_bindings;
 mod support;
+mod web;
 
 use api_keys::*;
 use error::*;
@@ -56,6 +57,7 @@ use org::*;
 use query::*;
 use role_bindings::*;
 use support::*;
+use web::*;
 
 const API_BODY_LIMIT: usize = 1024 * 1024;
 /// Request bodies up to this size are kept in the request log.
@@ -214,6 +216,17 @@ fn route(sim: &Simulator, parts: &Parts, read: &ReadBody) -> Result<Response<Sim
     if let ["_simulator", rest @ ..] = segs.as_slice() {
         return support(&call, rest);
     }
+    // One simulator answers for Confluent's web host and its API host, by `Host`.
+    let host = request_host(parts);
+    let is_web = segs.first() == Some(&"api");
+    match host.as_deref() {
+        Some("confluent.cloud") if !is_web => return Err(not_found(path)),
+        Some("api.confluent.cloud") if is_web => return Err(not_found(path)),
+        _ => {}
+    }
+    if let ["api", rest @ ..] = segs.as_slice() {
+        return web(&call, parts, rest);
+    }
     call.caller = authenticate(sim, &parts.headers)?;
     if read.truncated {
         return Err(ApiError::too_large());
@@ -297,10 +310,27 @@ fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
     }
 }
 
-/// Checks `Authorization: Basic base64(key:secret)` against the live Cloud and Global keys and
-/// returns the caller (the key's owner). Anything else (no header, two headers, Bearer, a
-/// resource-scoped key) is 401.
+/// The host the request was sent to (`:authority` or `Host`), lower case, without the port.
+fn request_host(parts: &Parts) -> Option<String> {
+    let authority = match parts.uri.authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = host.parse().ok()?;
+            authority.host().to_owned()
+        }
+    };
+    Some(authority.to_ascii_lowercase())
+}
+
+/// Checks `Authorization: Basic base64(key:secret)` against the live Cloud and Global keys, or
+/// `Authorization: Bearer` against the live session tokens, and returns the caller (the key's
+/// owner, the session's user). Anything else (no header, two headers, a resource-scoped key, an
+/// expired or forged token) is 401.
 fn authenticate(sim: &Simulator, headers: &http::HeaderMap) -> Result<String, ApiError> {
+    if let Some(user) = bearer_user(sim, headers) {
+        return Ok(user);
+    }
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::unauthenticated());

@@ -94,6 +94,9 @@ pub(crate) struct SeedUser {
     pub(crate) id: String,
     pub(crate) email: String,
     pub(crate) full_name: String,
+    /// The password `POST /api/sessions` accepts (fake, for the demo); no login without one.
+    #[serde(default)]
+    pub(crate) password: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -53,6 +53,7 @@ pub(crate) struct User {
     pub(crate) id: String,
     pub(crate) email: String,
     pub(crate) full_name: String,
+    pub(crate) password: Option<String>,
     pub(crate) created_at: String,
     pub(crate) updated_at: String,
 }
@@ -197,6 +198,7 @@ impl Store {
                         id: u.id.clone(),
                         email: u.email.clone(),
                         full_name: u.full_name.clone(),
+                        password: u.password.clone(),
                         created_at: at.clone(),
                         updated_at: at.clone(),
                     };
@@ -327,6 +329,16 @@ impl Store {
     }
 
     /// The owner of a live API key (who a request authenticated with it is).
+    /// The user whose email (any case) and password these are.
+    pub(crate) fn user_by_login(&self, email: &str, password: &str) -> Option<String> {
+        self.users
+            .values()
+            .find(|u| {
+                u.email.eq_ignore_ascii_case(email) && u.password.as_deref() == Some(password)
+            })
+            .map(|u| u.id.clone())
+    }
+
     pub(crate) fn key_owner(&self, key_id: &str) -> Option<&str> {
         self.api_keys.get(key_id).map(|k| k.owner.as_str())
     }

@@ -719,3 +719,142 @@ async fn tls_offers_h2_and_http11_by_alpn() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+// === sessions (the Confluent CLI's counterpart) ===
+
+impl Harness {
+    async fn send_as_host(
+        &self,
+        method: Method,
+        host: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("host", host);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let req = req
+            .header("content-type", "application/json")
+            .body(Full::new(bytes).boxed())
+            .unwrap();
+        let response = self.client.request(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            bytes: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_login_gives_a_session_token_that_authenticates_on_every_route_until_refreshed() {
+    let h = Harness::start().await;
+    let wrong = h
+        .send_as_host(
+            Method::POST,
+            "confluent.cloud",
+            "/api/sessions",
+            None,
+            Some(json!({ "email": "bob@example.com", "password": "nope" })),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let login = h
+        .send_as_host(
+            Method::POST,
+            "confluent.cloud",
+            "/api/sessions",
+            None,
+            Some(json!({ "email": "BOB@example.com", "password": "bob-demo-password" })),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let token = login.json()["token"].as_str().unwrap().to_owned();
+    let refresh = login.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+    let bearer = format!("Bearer {token}");
+    let me = h
+        .send_as_host(
+            Method::GET,
+            "confluent.cloud",
+            "/api/me",
+            Some(&bearer),
+            None,
+        )
+        .await;
+    assert_eq!(me.json()["user"]["resource_id"], "u-bob");
+    assert_eq!(me.json()["organization"]["resource_id"], ORG);
+    let keys = h
+        .send_as_host(
+            Method::GET,
+            "api.confluent.cloud",
+            "/iam/v2/api-keys",
+            Some(&bearer),
+            None,
+        )
+        .await;
+    assert_eq!(keys.status, StatusCode::OK);
+    // Each host answers only its own routes.
+    let wrong_host = h
+        .send_as_host(
+            Method::GET,
+            "confluent.cloud",
+            "/iam/v2/api-keys",
+            Some(&bearer),
+            None,
+        )
+        .await;
+    assert_eq!(wrong_host.status, StatusCode::NOT_FOUND);
+    let wrong_host = h
+        .send_as_host(
+            Method::GET,
+            "api.confluent.cloud",
+            "/api/me",
+            Some(&bearer),
+            None,
+        )
+        .await;
+    assert_eq!(wrong_host.status, StatusCode::NOT_FOUND);
+    // A refresh token gives a new session token.
+    let refreshed = h
+        .send_as_host(
+            Method::POST,
+            "confluent.cloud",
+            "/api/sessions",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert_ne!(refreshed.json()["token"], login.json()["token"]);
+    // An expired token is refused everywhere.
+    let expired = h.sim.session_token(
+        "u-bob",
+        std::time::SystemTime::now() - std::time::Duration::from_secs(1),
+    );
+    let refused = h
+        .send(
+            Method::GET,
+            "/iam/v2/api-keys",
+            Some(&format!("Bearer {expired}")),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let refused = h
+        .send(
+            Method::GET,
+            "/api/me",
+            Some(&format!("Bearer {expired}")),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}

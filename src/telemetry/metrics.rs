@@ -167,6 +167,9 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// The active policy-set revision (value 1, revision as label).
     pub revision: Family<RevisionLabels, Gauge<i64, AtomicI64>>,
+    /// Connections on the egress listener by outcome (`intercepted`, `tunnelled`, or the refusal
+    /// reason of an `io.keygate.egress.refused` event).
+    pub egress: Family<ResultLabels, Counter>,
     /// Handles into `requests` and `latency` for the label sets nearly every request ends with.
     hot: HotHandles,
 }
@@ -260,6 +263,12 @@ impl Metrics {
             "Requests refused by a keygate rate limit, by limit id",
             ratelimited.clone(),
         );
+        let egress = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "egress_connections",
+            "Connections on the egress listener by outcome: intercepted, tunnelled, or why egress was refused",
+            egress.clone(),
+        );
         let upstream_ratelimited = Counter::default();
         registry.register(
             "upstream_ratelimited",
@@ -309,6 +318,7 @@ impl Metrics {
             policy_errors.clone(),
         );
         Metrics {
+            egress,
             would_deny,
             policy_errors,
             reloads,

@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use super::metrics::MethodLabel;
 use super::{Metrics, X_REQUEST_ID, X_UPSTREAM_REQUEST_ID};
 use crate::body::Body;
-use crate::context::{PeerAddr, RequestContext};
+use crate::context::{EgressRequest, PeerAddr, RequestContext};
 
 /// Headers whose values are secret; marked sensitive before any other stage runs.
 pub const SENSITIVE_HEADERS: [HeaderName; 4] = [
@@ -103,7 +103,8 @@ where
             .get::<PeerAddr>()
             .map(|p| p.0)
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let ctx = RequestContext::new(id.clone(), peer, request.method().clone());
+        let egress = request.extensions().get::<EgressRequest>().cloned();
+        let ctx = RequestContext::new_via(id.clone(), peer, request.method().clone(), egress);
         request.extensions_mut().insert(ctx.clone());
         let span = super::trace::server_span(&request, &id);
 

@@ -394,6 +394,7 @@ fn decided_by_str(by: crate::context::DecidedBy) -> &'static str {
         DecidedBy::RateLimit => "rate_limit",
         DecidedBy::Upstream => "upstream",
         DecidedBy::Audit => "audit",
+        DecidedBy::Egress => "egress",
     }
 }
 

@@ -86,6 +86,18 @@ pub fn preflight(config: &Config) -> Result<Loaded, Vec<Problem>> {
             problems.push(Problem::new("identity.directory", e));
         }
     }
+    if let Some(egress) = &config.egress {
+        // The CA and key are read and a leaf minted per intercepted host, as at start-up.
+        if let Err(e) = crate::egress::certs::InterceptCerts::load(&egress.certs, &egress.intercept)
+        {
+            problems.push(Problem::new("egress", e));
+        }
+        if let Some(crate::egress::config::ProxyAuthSource::File(path)) = &egress.proxy_auth {
+            if let Err(e) = crate::identity::directory::Directory::load(path) {
+                problems.push(Problem::new("egress.proxy_auth", e));
+            }
+        }
+    }
     if let Some(file) = &config.audit.file {
         if let Err(e) = crate::audit::file::preflight(&file.path) {
             problems.push(Problem::new("audit.file", e));

@@ -125,6 +125,11 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 async fn no_secret_reaches_any_output() {
     let sim = Sim::start().await;
     let (hook_addr, hook) = webhook_capture().await;
+    // Egress mode too: a CA, and the simulator as `confluent.cloud` at the end of a tunnel.
+    let pki = crate::support::egress::Pki::new();
+    let web = sim
+        .serve_tls_too(pki.server_config(&[crate::support::egress::WEB_HOST]))
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.jsonl");
     let config_path = dir.path().join("keygate.toml");
@@ -138,6 +143,7 @@ address = "127.0.0.1:0"
 address = "127.0.0.1:0"
 [upstream]
 url = "{upstream}"
+web_url = "{upstream}"
 connect_timeout = "1s"
 request_timeout = "2s"
 [limits]
@@ -153,7 +159,11 @@ stdout = true
 webhook = "http://{hook_addr}/events"
 ungoverned = true
 instance_id = "canary"
+{egress}
 "#,
+            egress = pki.section(&format!(
+                "allow_destinations = [\"127.0.0.1\"]\nconnect_to = {{ \"confluent.cloud:443\" = \"{web}\" }}"
+            )),
             upstream = sim.url(),
             authz = support::file_authz_for_file(),
             audit = audit_path.display(),
@@ -162,6 +172,11 @@ instance_id = "canary"
     .unwrap();
     let mut keygate = binary::spawn(&["serve", "--config", config_path.to_str().unwrap()]);
     let (addr, admin) = keygate.serve_addresses();
+    let proxy: SocketAddr = {
+        let line = keygate.wait_stderr("\"egress.address\"");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["egress.address"].as_str().unwrap().parse().unwrap()
+    };
 
     // Canaries. `cflt_*` have the Confluent secret shape; the others are opaque tokens that only
     // structure (header, form field) marks as secret.
@@ -548,6 +563,85 @@ instance_id = "canary"
         );
     }
 
+    // --- Through the egress listener ------------------------------------------------------------
+    // A CLI login through the tunnel (keygate never sees it), its session token and refresh token
+    // on governed requests, a garbage bearer, proxy credentials on a refused CONNECT.
+    use crate::support::egress::{Conn, API_HOST, WEB_HOST};
+    let mut egress_requests = 0;
+    let mut web_conn = Conn::open(proxy, &pki, WEB_HOST, false).await;
+    let login = web_conn
+        .send(
+            WEB_HOST,
+            Request::post("/api/sessions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    r#"{"email":"bob@example.com","password":"bob-demo-password"}"#,
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(login.status, 200);
+    let session = login.json();
+    let token = session["token"].as_str().unwrap().to_owned();
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    canaries.push(("session token", token.clone()));
+    canaries.push(("refresh token", refresh.clone()));
+    canaries.push(("password", "bob-demo-password".to_owned()));
+    let mut api_conn = Conn::open(proxy, &pki, API_HOST, true).await;
+    let bearer = format!("Bearer {token}");
+    let create = api_conn
+        .send(
+            API_HOST,
+            Request::post("/iam/v2/api-keys")
+                .header("authorization", &bearer)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(create_body(
+                    "sa-orders",
+                    "lkc-prod01",
+                ))))
+                .unwrap(),
+        )
+        .await;
+    egress_requests += 1;
+    assert_eq!(create.status, 202, "{:?}", create.body);
+    let egress_secret = create.json()["spec"]["secret"].as_str().unwrap().to_owned();
+    assert!(is_valid_cflt(&egress_secret));
+    for authorization in [
+        format!("Bearer {refresh}"),
+        format!("Bearer {bearer}x"),
+        format!("Bearer eyJhbGciOiJIUzI1NiJ9.{}.sig", random(ALNUM, 40)),
+    ] {
+        let refused = api_conn
+            .send(
+                API_HOST,
+                Request::get("/iam/v2/api-keys")
+                    .header("authorization", &authorization)
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+        egress_requests += 1;
+        assert_eq!(refused.status, 401);
+        for (_, canary) in &canaries {
+            assert!(!String::from_utf8_lossy(&refused.body).contains(canary.as_str()));
+        }
+    }
+    let proxy_secret = format!("kgProxy{}", random(ALNUM, 40));
+    canaries.push(("proxy credentials", proxy_secret.clone()));
+    let (status, _, _) = crate::support::egress::connect(
+        proxy,
+        "evil.example:443",
+        &format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("ci:{proxy_secret}"))
+        ),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Tunnels are closed by their ends (a shutdown drains them only at the end of its grace).
+    drop(web_conn);
+    drop(api_conn);
+
     // --- Collect every output ------------------------------------------------------------------
     let metrics = String::from_utf8(
         support::get(&support::url(admin, "/metrics"))
@@ -589,7 +683,11 @@ instance_id = "canary"
         .iter()
         .filter(|l| l.contains("Request completed"))
         .count();
-    assert_eq!(access_lines, d.exchanges.len(), "access-log lines");
+    assert_eq!(
+        access_lines,
+        d.exchanges.len() + egress_requests,
+        "access-log lines"
+    );
     for line in &logs {
         let _: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
@@ -644,6 +742,7 @@ instance_id = "canary"
         created_secrets.push((exchange.label.clone(), secret));
     }
     assert_eq!(created_secrets.len(), 3);
+    created_secrets.push(("egress create with a session token".into(), egress_secret));
     // The cloud key's secret works against the simulator directly: the caller got it unaltered.
     let direct = Request::get(format!("{}/org/v2/environments", sim.url()))
         .header(

@@ -4,6 +4,9 @@
 //! `errors[0].meta.rule_ids`, the deciding field in `source.pointer`, and an explanation naming
 //! what was asked and what the caller holds). Reads pass through; an unknown cluster costs one
 //! inventory refresh; data too stale to trust makes creates 503.
+//!
+//! Every decision case runs three times: sent directly, and through the egress listener
+//! (CONNECT, TLS terminated with a minted leaf) over HTTP/1.1 and h2; each gets the same answer.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,9 +14,42 @@ use std::time::Duration;
 
 use keygate::simulator::Fault;
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::support::egress::{self, Pki};
 use crate::support::governed::{self, assert_keygate_error, audit_records, poll_until, API_KEYS};
 use crate::support::sim::Sim;
 use crate::support::{self, Collected, ORG_ID};
+
+/// How a request reaches keygate.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// To the reverse-proxy listener.
+    Direct,
+    /// Through the egress listener; `true`: h2.
+    Egress(&'a Pki, bool),
+}
+
+impl Via<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::Egress(_, false) => "egress-h1",
+            Via::Egress(_, true) => "egress-h2",
+        }
+    }
+
+    async fn send(&self, gw: &keygate::Gateway, request: Request<Full<Bytes>>) -> Collected {
+        match self {
+            Via::Direct => governed::send(request).await,
+            Via::Egress(pki, h2) => {
+                egress::send(gw.egress_addr().unwrap(), pki, *h2, request).await
+            }
+        }
+    }
+}
 
 /// One create request and what must come of it.
 struct Case {
@@ -230,6 +266,18 @@ async fn create(
     body: String,
     request_id: &str,
 ) -> Collected {
+    create_via(Via::Direct, sim, gw, principal, body, request_id).await
+}
+
+/// [`create`], sent `via` a listener.
+async fn create_via(
+    via: Via<'_>,
+    sim: &Sim,
+    gw: &keygate::Gateway,
+    principal: &str,
+    body: String,
+    request_id: &str,
+) -> Collected {
     let mut request = governed::request(
         "POST",
         gw.local_addr(),
@@ -240,7 +288,7 @@ async fn create(
     request
         .headers_mut()
         .insert("x-request-id", request_id.parse().unwrap());
-    governed::send(request).await
+    via.send(gw, request).await
 }
 
 /// Creates the simulator received carrying `request_id`.
@@ -251,15 +299,52 @@ fn forwarded_creates(sim: &Sim, request_id: &str) -> usize {
         .count()
 }
 
-async fn run_cases(sim: &Sim, gw: &keygate::Gateway, audit: &Path, mode: &str) {
+/// Runs every case through each of `vias`; a case's answer (status, body but for its id) is the
+/// same whichever way it came.
+async fn run_cases(sim: &Sim, gw: &keygate::Gateway, audit: &Path, mode: &str, vias: &[Via<'_>]) {
     for (i, case) in CASES.iter().enumerate() {
+        let mut answers = Vec::new();
+        for via in vias {
+            let answer = run_case(
+                sim,
+                gw,
+                audit,
+                &format!("{mode}-{}", via.name()),
+                *via,
+                i,
+                case,
+            )
+            .await;
+            answers.push((via.name(), answer));
+        }
+        for (name, answer) in &answers[1..] {
+            assert_eq!(
+                answer, &answers[0].1,
+                "case {i}: {name} answered differently from {}",
+                answers[0].0
+            );
+        }
+    }
+}
+
+/// One case: its status and its body without the request id.
+async fn run_case(
+    sim: &Sim,
+    gw: &keygate::Gateway,
+    audit: &Path,
+    mode: &str,
+    via: Via<'_>,
+    i: usize,
+    case: &Case,
+) -> (u16, serde_json::Value) {
+    {
         let what = format!(
             "{mode} case {i}: {} creating for {} on {:?}",
             case.principal, case.owner, case.resource
         );
         let request_id = format!("{mode}-case-{i}");
         let body = create_body(case.owner, case.resource, case.environment);
-        let response = create(sim, gw, case.principal, body, &request_id).await;
+        let response = create_via(via, sim, gw, case.principal, body, &request_id).await;
         assert_eq!(
             response.status.as_u16(),
             case.status,
@@ -296,6 +381,17 @@ async fn run_cases(sim: &Sim, gw: &keygate::Gateway, audit: &Path, mode: &str) {
                 "{what}: a denied create reached the upstream"
             );
         }
+        let mut json = response.json();
+        let comparable = if case.status == 202 {
+            // Created keys differ; what was created does not.
+            serde_json::json!({ "owner": json["spec"]["owner"]["id"], "resource": json["spec"]["resource"]["id"] })
+        } else {
+            for error in json["errors"].as_array_mut().unwrap() {
+                error.as_object_mut().unwrap().remove("id");
+            }
+            json
+        };
+        (response.status.as_u16(), comparable)
     }
 }
 
@@ -304,8 +400,14 @@ async fn demo_principals_are_decided_by_the_matrix_with_file_authz() {
     let sim = Sim::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (audit, file) = audit_section(dir.path());
-    let gw = with_file_authz(&sim, &audit).await;
-    run_cases(&sim, &gw, &file, "file").await;
+    let pki = Pki::new();
+    let gw = with_file_authz(&sim, &format!("{audit}{}", pki.section(""))).await;
+    let vias = [
+        Via::Direct,
+        Via::Egress(&pki, false),
+        Via::Egress(&pki, true),
+    ];
+    run_cases(&sim, &gw, &file, "file", &vias).await;
 }
 
 #[tokio::test]
@@ -321,7 +423,7 @@ async fn demo_principals_are_decided_by_the_matrix_with_upstream_authz() {
         .iter()
         .all(|r| r.header_values("authorization") == [sim.basic("sa-keygate").as_str()]));
     assert!(!sim.received("/org/v2/environments").is_empty());
-    run_cases(&sim, &gw, &file, "upstream").await;
+    run_cases(&sim, &gw, &file, "upstream", &[Via::Direct]).await;
 }
 
 #[tokio::test]

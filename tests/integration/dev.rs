@@ -15,6 +15,13 @@ fn run(command: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// curl's `-i` output through a proxy, without the proxy's `200 Connection Established` head.
+fn past_connect(curl_i_output: &str) -> &str {
+    curl_i_output
+        .strip_prefix("HTTP/1.1 200 Connection Established\r\n\r\n")
+        .unwrap_or(curl_i_output)
+}
+
 fn status(curl_i_output: &str) -> u16 {
     curl_i_output
         .lines()
@@ -35,6 +42,8 @@ fn dev_banner_curl_flow_works_as_printed_from_any_directory() {
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
+                "127.0.0.1:0",
+                "--egress-listen",
                 "127.0.0.1:0",
             ])
             .current_dir(elsewhere.path()),
@@ -79,6 +88,53 @@ fn dev_banner_curl_flow_works_as_printed_from_any_directory() {
 
     let deleted = run(&commands[2]);
     assert_eq!(status(&deleted), 204, "{deleted}");
+
+    // Egress mode: the lines to paste, a curl through the proxy, and a CLI-style login whose
+    // session token then works through the proxy too.
+    let proxy = binary::wait_line(&keygate.stdout, "export HTTPS_PROXY=");
+    let proxy = proxy
+        .trim()
+        .strip_prefix("export HTTPS_PROXY=")
+        .unwrap()
+        .to_owned();
+    let ca = binary::wait_line(&keygate.stdout, "export SSL_CERT_FILE=");
+    let ca = ca
+        .trim()
+        .strip_prefix("export SSL_CERT_FILE=")
+        .unwrap()
+        .to_owned();
+    assert!(std::fs::read_to_string(&ca)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    let through = binary::wait_line(&keygate.stdout, "--proxy")
+        .trim()
+        .to_string();
+    assert!(
+        through.contains("https://api.confluent.cloud/iam/v2/api-keys"),
+        "{through}"
+    );
+    let listed = run(&through);
+    assert!(
+        listed.starts_with("HTTP/1.1 200 Connection Established"),
+        "{listed}"
+    );
+    let listed = past_connect(&listed);
+    assert!(listed.starts_with("HTTP/2 200"), "{listed}");
+    let login = binary::wait_line(&keygate.stdout, "/api/sessions")
+        .trim()
+        .to_string();
+    let session = run(&login);
+    let session = past_connect(&session);
+    assert_eq!(status(session), 200, "{session}");
+    let session: serde_json::Value =
+        serde_json::from_str(session.split("\r\n\r\n").nth(1).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {session:?}"));
+    let token = session["token"].as_str().unwrap();
+    let as_cli = run(&format!(
+        "curl -sS -i --http2 --proxy {proxy} --cacert {ca} -H 'Authorization: Bearer {token}' https://api.confluent.cloud/iam/v2/api-keys"
+    ));
+    let as_cli = past_connect(&as_cli);
+    assert!(as_cli.starts_with("HTTP/2 200"), "{as_cli}");
 
     // The embedded policy set was written out, not read from the working directory, and the
     // run's directory is gone once keygate dev stops.

@@ -5,6 +5,7 @@
 //! produce (oversized announced lengths, endless chunked bodies, `Content-Length` with
 //! `Transfer-Encoding`) is written to a raw socket.
 
+use crate::support::egress;
 use crate::support::governed::{self, assert_keygate_error, raw_exchange, API_KEYS};
 use crate::support::sim::Sim;
 use crate::support::{self, Collected};
@@ -16,10 +17,35 @@ async fn setup() -> (Sim, keygate::Gateway) {
     let sim = Sim::start().await;
     let gw = support::start(support::config(
         &sim.url(),
-        &format!("[limits]\nmax_body_bytes = {LIMIT}\n"),
+        &format!(
+            "[limits]\nmax_body_bytes = {LIMIT}\n{}",
+            egress::shared().section("")
+        ),
     ))
     .await;
     (sim, gw)
+}
+
+/// Sends `request` through the egress listener too (HTTP/1.1 and h2) and asserts the same
+/// refusal as `direct` (but for the request id), with nothing forwarded.
+async fn same_through_egress(
+    sim: &Sim,
+    gw: &keygate::Gateway,
+    request: impl Fn() -> http::Request<http_body_util::Full<bytes::Bytes>>,
+    direct: &serde_json::Value,
+    status: u16,
+    code: &str,
+) {
+    let strip = |mut error: serde_json::Value| {
+        error.as_object_mut().unwrap().remove("id");
+        error
+    };
+    for h2 in [false, true] {
+        let response =
+            egress::send(gw.egress_addr().unwrap(), egress::shared(), h2, request()).await;
+        let error = assert_refused(sim, &response, status, code);
+        assert_eq!(strip(error), strip(direct.clone()), "h2: {h2}");
+    }
 }
 
 /// Asserts the error shape and that the simulator received nothing at all.
@@ -62,12 +88,15 @@ async fn non_canonical_paths_are_400_and_never_forwarded() {
                 gw.local_addr(),
                 path,
                 Some(&alice),
-                body,
+                body.clone(),
             ))
             .await;
             let error = assert_refused(&sim, &response, 400, "non_canonical_path");
             let detail = error["detail"].as_str().unwrap();
             assert!(detail.contains(path), "{method} {path}: {detail}");
+            let request =
+                || governed::request(method, gw.local_addr(), path, Some(&alice), body.clone());
+            same_through_egress(&sim, &gw, request, &error, 400, "non_canonical_path").await;
         }
     }
 }
@@ -432,6 +461,8 @@ async fn duplicate_and_case_variant_json_keys_are_400_at_any_depth() {
         .await;
         let error = assert_refused(&sim, &response, 400, "duplicate_key");
         assert_eq!(error["source"]["pointer"].as_str(), pointer, "{body}");
+        let request = || governed::request("POST", gw.local_addr(), API_KEYS, Some(&alice), body);
+        same_through_egress(&sim, &gw, request, &error, 400, "duplicate_key").await;
     }
 }
 

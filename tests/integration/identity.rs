@@ -154,21 +154,27 @@ async fn concurrent_misses_share_one_upstream_lookup() {
 }
 
 #[tokio::test]
-async fn bearer_on_a_governed_route_is_401_with_a_clear_detail() {
+async fn bearer_that_is_not_a_session_token_is_401_without_asking_anyone() {
     let sim = Sim::start().await;
-    let gw = support::start(support::config(&sim.url(), "")).await;
+    let mut config = support::config(&sim.url(), "");
+    config.upstream.web_url = sim.url().parse().unwrap();
+    let gw = support::start(config).await;
+    // JWT-shaped, but without `exp`: not a Confluent session token.
     let response = list(
         &gw,
         "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1LWFsaWNlIn0.c2ln",
     )
     .await;
-    let detail = assert_unauthenticated(&response);
-    assert!(detail.contains("Bearer"), "{detail}");
-    assert!(detail.contains("Basic"), "{detail}");
+    let error = assert_keygate_error(&response, 401, "user_unauthenticated");
+    let challenge = response.headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(detail.contains("bearer token"), "{detail}");
+    assert!(detail.contains("`exp`"), "{detail}");
     assert!(!detail.contains("eyJ"), "{detail}");
     assert!(
         sim.sim.requests().is_empty(),
-        "a Bearer request reached the upstream"
+        "a Bearer request reached the upstream or the web host"
     );
 }
 

@@ -18,6 +18,7 @@ mod deploy;
 mod dev;
 mod differential;
 mod drain;
+mod egress;
 mod forwarding;
 mod guard;
 mod hostile;

@@ -186,7 +186,7 @@ fn check_and_policy_test_report_every_team_set_and_the_total() {
     let (code, out) = keygate(&["check", "--config", config]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("organisation policies: 17 loaded (10 in the platform set, 7 in 2 team sets)"),
+        out.contains("organisation policies: 18 loaded (11 in the platform set, 7 in 2 team sets)"),
         "{out}"
     );
     assert!(

@@ -61,6 +61,62 @@ fn venv_python() -> PathBuf {
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
+/// Egress mode: the library keeps its own base URL (`https://api.confluent.cloud`) and reaches
+/// keygate through `HTTPS_PROXY`, trusting keygate's CA through `REQUESTS_CA_BUNDLE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cc_clients_python_lib_through_https_proxy_is_decided_by_keygate() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let sim = Sim::start().await;
+    let pki = crate::support::egress::Pki::new();
+    let gw = support::start(support::config(&sim.url(), &pki.section(""))).await;
+    let alice = sim.key("u-alice");
+    let dave = sim.key("u-dave");
+    let mut command = Command::new(python);
+    command
+        .arg(python_script("cc_client_flow.py"))
+        .env_remove("KEYGATE_URL")
+        .env(
+            "HTTPS_PROXY",
+            format!("http://{}", gw.egress_addr().unwrap()),
+        )
+        .env("REQUESTS_CA_BUNDLE", &pki.ca_cert)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("https_proxy")
+        .env("ALLOWED_KEY", &alice.key_id)
+        .env("ALLOWED_SECRET", &alice.secret)
+        .env("DENIED_KEY", &dave.key_id)
+        .env("DENIED_SECRET", &dave.secret)
+        .env("OWNER", "sa-orders")
+        .env("RESOURCE", "lkc-prod01");
+    let output = tokio::task::spawn_blocking(move || run_bounded(command, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "cc_client_flow.py through HTTPS_PROXY failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["denial"]["code"], "user_unauthorized", "{summary}");
+    assert_eq!(
+        summary["denial"]["rule_ids"],
+        serde_json::json!(["matrix.deny.sa_no_role"])
+    );
+    // The library's requests reached the upstream through keygate: its create, not dave's.
+    let creates: Vec<_> = sim
+        .received(API_KEYS)
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(creates.len(), 1);
+    assert_eq!(
+        creates[0].header_values("authorization"),
+        [sim.basic("u-alice").as_str()]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cc_clients_python_lib_creates_lists_deletes_and_parses_a_denial() {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();

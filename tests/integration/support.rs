@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod binary;
 pub mod certs;
+pub mod egress;
 pub mod governed;
 pub mod otlp;
 pub mod redis;

@@ -2,7 +2,9 @@
 """A real Confluent Cloud client, cc-clients-python-lib's IamClient, aimed at keygate.
 
 Run by tests/integration/python_client.rs inside the venv of ensure_venv.py. Reads from the
-environment: KEYGATE_URL (keygate's base URL), ALLOWED_KEY/ALLOWED_SECRET (a caller the matrix
+environment: KEYGATE_URL (keygate's base URL; when unset the library keeps its own,
+https://api.confluent.cloud, and reaches keygate's egress listener through HTTPS_PROXY, trusting
+REQUESTS_CA_BUNDLE), ALLOWED_KEY/ALLOWED_SECRET (a caller the matrix
 allows), DENIED_KEY/DENIED_SECRET (one it refuses), OWNER (a service account) and RESOURCE
 (a Kafka cluster). Creates a key for OWNER, finds it in the list, deletes it, then tries the
 same create as the refused caller. Asserts each step and prints a JSON summary on stdout; never
@@ -23,8 +25,9 @@ def client(key, secret):
             "confluent_cloud_api_secret": os.environ[secret],
         }
     )
-    # The library's documented way to aim it elsewhere.
-    iam.base_url = os.environ["KEYGATE_URL"]
+    # The library's documented way to aim it elsewhere; egress mode leaves it alone.
+    if os.environ.get("KEYGATE_URL"):
+        iam.base_url = os.environ["KEYGATE_URL"]
     return iam
 
 

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-pub(super) const SHIPPED_IDS: [&str; 10] = [
+pub(super) const SHIPPED_IDS: [&str; 11] = [
     "display-name-convention",
     "display-name-convention-on-update",
     "no-user-keys-in-prod",
@@ -13,6 +13,7 @@ pub(super) const SHIPPED_IDS: [&str; 10] = [
     "protected-key-untag",
     "service-account-key-count-unknown",
     "service-account-key-limit",
+    "unnamed-key-ticket-reference",
 ];
 
 pub(super) fn manifest_dir() -> PathBuf {
@@ -245,14 +246,23 @@ fn display_name_convention_allows_and_denies() {
         ..create()
     };
     assert_policy(&p, "display-name-convention", &create(), &deny);
+    // A key without a name (the Confluent CLI's) is not held to the naming convention; it needs
+    // a ticket reference in its description instead.
     let unnamed = OrgInput {
         display_name: None,
+        description: Some("orders ingest"),
         ..create()
     };
     assert_eq!(
         ids(&p.evaluate(&unnamed).denied),
-        ["display-name-convention"]
+        ["unnamed-key-ticket-reference"]
     );
+    let unnamed_with_ticket = OrgInput {
+        display_name: None,
+        description: Some("OPS-42 orders ingest"),
+        ..create()
+    };
+    assert!(p.evaluate(&unnamed_with_ticket).denied.is_empty());
 }
 
 #[test]

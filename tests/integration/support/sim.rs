@@ -35,6 +35,20 @@ impl Sim {
         }
     }
 
+    /// Serves the same simulator on another listener, over TLS with `tls` (a stand-in for
+    /// `confluent.cloud` at the far end of an egress tunnel); its address.
+    pub async fn serve_tls_too(&self, tls: Arc<rustls::ServerConfig>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(simulator::serve(
+            listener,
+            self.sim.clone(),
+            Some(tls),
+            std::future::pending(),
+        ));
+        addr
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
