@@ -75,6 +75,8 @@ pub struct DecisionRecord {
     pub dry_run: Vec<String>,
     /// The revision of the policy set that decided.
     pub revision: Option<Arc<String>>,
+    /// Warnings of an allowed request (a cluster near its API-key quota).
+    pub warnings: Vec<String>,
 }
 
 /// One request's identity and shared state.
@@ -89,6 +91,9 @@ pub struct RequestContext {
     /// When keygate started on this request.
     pub started: Instant,
     state: Mutex<ContextState>,
+    /// A create's `request_received` record, queued before forwarding and awaited before the
+    /// response is released (see `audit::stage`).
+    deferred_audit: Mutex<Option<crate::audit::Deferred>>,
 }
 
 impl RequestContext {
@@ -100,7 +105,24 @@ impl RequestContext {
             method,
             started: Instant::now(),
             state: Mutex::new(ContextState::default()),
+            deferred_audit: Mutex::new(None),
         })
+    }
+
+    /// Keeps a queued audit record whose durability the audit layer awaits.
+    pub fn defer_audit(&self, deferred: crate::audit::Deferred) {
+        *self
+            .deferred_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(deferred);
+    }
+
+    /// The queued audit record kept by [`RequestContext::defer_audit`], if any.
+    pub fn take_deferred_audit(&self) -> Option<crate::audit::Deferred> {
+        self.deferred_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The request id as text (always visible ASCII, see `telemetry::request_id`).

@@ -107,6 +107,7 @@ impl DecideStage {
             target: decision.target.clone(),
             dry_run: Vec::new(),
             revision: Some(revision),
+            warnings: Vec::new(),
         };
         {
             let mut state = ctx.state();
