@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::bindings::{BindingIndex, BindingIndexBuilder};
 use super::crn::OrgId;
-use super::inventory::{Inventory, InventoryBuilder};
+use super::inventory::{ClusterKind, Inventory, InventoryBuilder};
 
 /// Page size asked of the upstream; Confluent documents 100 as the maximum.
 const PAGE_SIZE: u32 = 100;
@@ -114,7 +114,7 @@ pub async fn fetch_bindings(f: &dyn Fetch, org: &OrgId) -> Result<BindingIndex, 
 }
 
 /// Fetches the inventory: `GET /org/v2/environments`, then per environment its Kafka
-/// (`/cmk/v2/clusters`), Schema Registry (`/srcm/v3/clusters`) and ksqlDB (`/ksqldbcm/v2/clusters`)
+/// (`/cmk/v2/clusters`, with each cluster's `spec.config.kind`), Schema Registry (`/srcm/v3/clusters`) and ksqlDB (`/ksqldbcm/v2/clusters`)
 /// clusters, all paginated.
 pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
     #[derive(Deserialize)]
@@ -127,6 +127,13 @@ pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
     struct Spec {
         #[serde(default)]
         kafka_cluster: Option<Ref>,
+        #[serde(default)]
+        config: Option<ClusterConfig>,
+    }
+    #[derive(Deserialize)]
+    struct ClusterConfig {
+        #[serde(default)]
+        kind: Option<String>,
     }
     #[derive(Deserialize)]
     struct Ref {
@@ -152,7 +159,12 @@ pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
         );
         let (k, s, x) = tokio::join!(list_all(f, &kafka), list_all(f, &sr), list_all(f, &ksql));
         for c in typed::<Item>(k?, &kafka)? {
-            skipped += usize::from(b.kafka_cluster(&c.id, &env.id).is_err());
+            let kind = c
+                .spec
+                .and_then(|s| s.config)
+                .and_then(|config| config.kind)
+                .map(|kind| ClusterKind::parse(&kind));
+            skipped += usize::from(b.kafka_cluster_of_kind(&c.id, &env.id, kind).is_err());
         }
         for c in typed::<Item>(s?, &sr)? {
             skipped += usize::from(b.schema_registry(&c.id, &env.id).is_err());
