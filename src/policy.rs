@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod matrix;
 pub mod org;
 pub mod principal;
+pub mod quota;
 pub mod rbac;
 pub mod revision;
 pub mod runtime;
