@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 pub use chain::{run_verify_cli, verify, verify_anchored, VerifyReport};
 pub use event::{
     method_name, AuditEvent, AuditRecord, AuthMethod, DecidedBy, DecisionInfo, DecisionResult,
-    EventSource, EventType, HttpInfo, PrincipalInfo, PrincipalKind, Stage, Target,
+    EventSource, EventType, HttpInfo, PrincipalInfo, PrincipalKind, ReconcileInfo, Stage, Target,
 };
 pub use file::{Committed, FileSink, FileSinkConfig, FileStats, Receipt};
 pub use sink::stdout::StdoutSink;
@@ -226,6 +226,15 @@ impl Auditor {
         }
     }
 
+    /// Waits until every event emitted so far is in the file (fsynced), without waiting for the
+    /// other sinks (a webhook may be retrying for minutes).
+    pub async fn flush_file(&self) -> Result<(), AuditError> {
+        match &self.file {
+            Some((file, _)) => file.flush().await,
+            None => Ok(()),
+        }
+    }
+
     fn encode(&self, event: &AuditEvent) -> Result<EncodedEvent, AuditError> {
         let encoded = EncodedEvent::new(event).inspect_err(|e| {
             self.encode_failures.fetch_add(1, Ordering::Relaxed);
@@ -320,4 +329,4 @@ impl LossLog {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -121,8 +121,7 @@ pub fn loads(scope: &KeyScope, counts: &Counts, inventory: &Inventory) -> Vec<Cl
             vec![load(id, kind)]
         }
         KeyScope::Global => {
-            let mut seen: HashMap<&str, Option<ClusterKind>> =
-                inventory.kafka_clusters().collect();
+            let mut seen: HashMap<&str, Option<ClusterKind>> = inventory.kafka_clusters().collect();
             for id in counts.kafka.keys() {
                 seen.entry(id).or_insert(None);
             }
@@ -157,7 +156,9 @@ pub fn check(config: &QuotaConfig, scope: &KeyScope, loads: &[ClusterLoad]) -> V
         .filter(|l| l.keys.saturating_add(1) > limit)
         .collect();
     let what = match scope {
-        KeyScope::Global => "a Global key (it counts against every Dedicated, Enterprise and Freight cluster)",
+        KeyScope::Global => {
+            "a Global key (it counts against every Dedicated, Enterprise and Freight cluster)"
+        }
         KeyScope::Kafka(_) => "a Kafka key",
         KeyScope::Other => return Verdict::Allow,
     };
@@ -255,7 +256,11 @@ impl Ledger {
 
     /// Replaces the counts with a listing that started at `started`: `keys` yields every key's
     /// id and resource id.
-    pub fn replace<'a>(&self, started: Instant, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    pub fn replace<'a>(
+        &self,
+        started: Instant,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
         let mut map = HashMap::new();
         let mut counts = Counts::default();
         for (id, resource) in keys {

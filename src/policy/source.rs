@@ -202,10 +202,25 @@ struct PageMetadata {
 
 /// All items of a paginated list. `base` is a path ending in `?` or in a query.
 async fn list_all(f: &dyn Fetch, base: &str) -> Result<Vec<Value>, FetchError> {
+    let mut items = Vec::new();
+    for_each_page(f, base, |page| {
+        items.extend(page);
+        Ok(())
+    })
+    .await?;
+    Ok(items)
+}
+
+/// Hands every page of a paginated list to `on_page` as it arrives, so a listing of any length
+/// holds one page at a time. `base` is a path ending in `?` or in a query.
+pub(crate) async fn for_each_page(
+    f: &dyn Fetch,
+    base: &str,
+    mut on_page: impl FnMut(Vec<Value>) -> Result<(), FetchError>,
+) -> Result<(), FetchError> {
     let sep = if base.ends_with('?') { "" } else { "&" };
     let first = format!("{base}{sep}page_size={PAGE_SIZE}");
     let mut path = first.clone();
-    let mut items = Vec::new();
     let mut seen = HashSet::new();
     for _ in 0..MAX_PAGES {
         let body = f.get_json(&path).await?;
@@ -213,10 +228,10 @@ async fn list_all(f: &dyn Fetch, base: &str) -> Result<Vec<Value>, FetchError> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        items.extend(page.data);
+        on_page(page.data)?;
         let next = page.metadata.and_then(|m| m.next).filter(|n| !n.is_empty());
         let Some(next) = next else {
-            return Ok(items);
+            return Ok(());
         };
         let token = page_token(&next).ok_or_else(|| FetchError::Pagination {
             path: path.clone(),

@@ -49,7 +49,10 @@ fn a_kafka_key_counts_against_its_own_cluster_whatever_its_kind() {
     let c = counts(&[("lkc-basic", 9)], 4);
     let basic = loads(&KeyScope::of("lkc-basic"), &c, &inv);
     assert_eq!(basic.len(), 1);
-    assert_eq!(basic[0].keys, 9, "Global keys do not count on a Basic cluster");
+    assert_eq!(
+        basic[0].keys, 9,
+        "Global keys do not count on a Basic cluster"
+    );
     let dedicated = loads(&KeyScope::of("lkc-ded"), &c, &inv);
     assert_eq!(dedicated[0].keys, 4);
     assert!(loads(&KeyScope::of("lsrc-1"), &c, &inv).is_empty());
@@ -69,7 +72,10 @@ fn the_verdict_denies_past_the_quota_warns_near_it_and_names_the_clusters() {
     let Verdict::Exceeds(why) = verdict else {
         panic!("{verdict:?}")
     };
-    assert!(why.contains("Dedicated cluster `lkc-ded` (10 keys)"), "{why}");
+    assert!(
+        why.contains("Dedicated cluster `lkc-ded` (10 keys)"),
+        "{why}"
+    );
     assert!(why.contains("quota of 10"), "{why}");
     assert!(!why.contains("lkc-ent"), "{why}");
     // Only Basic and Standard clusters are full: a Global key is fine.
@@ -137,7 +143,10 @@ fn many_clusters_are_named_up_to_five() {
 #[test]
 fn the_ledger_counts_holds_until_settled_and_keeps_changes_over_a_listing() {
     let ledger = Ledger::new();
-    assert!(ledger.counts().is_none(), "unknown before the first listing");
+    assert!(
+        ledger.counts().is_none(),
+        "unknown before the first listing"
+    );
     let t0 = Instant::now();
     ledger.replace(t0, [("K1", "lkc-a"), ("K2", "global"), ("K3", "cloud")]);
     let kafka = |l: &Ledger| {
