@@ -52,6 +52,10 @@ pub struct Config {
     pub source_path: Option<PathBuf>,
     /// Trace export (off unless an OTLP endpoint is configured).
     pub telemetry: TelemetryConfig,
+    /// Reconcile with the upstream's keys, when a `[reconcile]` table is present.
+    pub reconcile: Option<crate::reconcile::ReconcileConfig>,
+    /// The API-key quota guard, when `[quota]` sets `kafka_keys_per_cluster`.
+    pub quota: Option<crate::policy::quota::QuotaConfig>,
 }
 
 /// Identity of governed-route callers.

@@ -94,6 +94,9 @@ pub struct RequestContext {
     /// A create's `request_received` record, queued before forwarding and awaited before the
     /// response is released (see `audit::stage`).
     deferred_audit: Mutex<Option<crate::audit::Deferred>>,
+    /// An allowed create's (or delete's) place in the key counts, settled by the forwarder with
+    /// the upstream's answer (see `policy::quota`).
+    quota_hold: Mutex<Option<crate::policy::quota::Hold>>,
 }
 
 impl RequestContext {
@@ -106,7 +109,21 @@ impl RequestContext {
             started: Instant::now(),
             state: Mutex::new(ContextState::default()),
             deferred_audit: Mutex::new(None),
+            quota_hold: Mutex::new(None),
         })
+    }
+
+    /// Keeps a create's or delete's hold on the key counts until the upstream answers.
+    pub fn hold_quota(&self, hold: crate::policy::quota::Hold) {
+        *self.quota_hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(hold);
+    }
+
+    /// The hold kept by [`RequestContext::hold_quota`], if any.
+    pub fn take_quota_hold(&self) -> Option<crate::policy::quota::Hold> {
+        self.quota_hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Keeps a queued audit record whose durability the audit layer awaits.

@@ -720,6 +720,85 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ReconcileError::Task(e.to_string()))
 }
 
+/// `keygate reconcile --config FILE [--json] [--accept-baseline]`: one run against the audit trail
+/// of a stopped `serve` (the file has one writer). Exit 0: nothing new; 1: new findings (each
+/// recorded in the trail); 2: the run failed; 78: the config does not allow a run.
+pub async fn command(config: crate::config::Config, options: RunOptions, json: bool) -> u8 {
+    use crate::config::EX_CONFIG;
+    let Some(file) = &config.audit.file else {
+        eprintln!("keygate: reconcile compares the upstream's keys with the audit trail: set `audit.file`");
+        return EX_CONFIG;
+    };
+    let Some(credential) = &config.upstream.credential else {
+        eprintln!(
+            "keygate: reconcile lists the organisation's keys with keygate's own credential: set \
+             `upstream.credential.env` or `upstream.credential.file`"
+        );
+        return EX_CONFIG;
+    };
+    crate::tls::install_provider();
+    let upstream = match crate::proxy::Upstream::new(&config.upstream) {
+        Ok(upstream) => Arc::new(upstream),
+        Err(err) => {
+            eprintln!("keygate: {err}");
+            return EX_CONFIG;
+        }
+    };
+    let Some(fetch) = crate::policy::runtime::UpstreamFetch::new(upstream, credential) else {
+        eprintln!("keygate: keygate's credential is not a valid header value");
+        return EX_CONFIG;
+    };
+    let auditor = match crate::gateway::auditor(&config.audit) {
+        Ok(auditor) => Arc::new(auditor),
+        Err(crate::StartError::Audit(err @ AuditError::InUse { .. })) => {
+            eprintln!(
+                "keygate: {err}: stop `keygate serve` first, or let its `[reconcile] interval` \
+                 reconcile"
+            );
+            return 1;
+        }
+        Err(err) => {
+            eprintln!("keygate: {err}");
+            return 2;
+        }
+    };
+    let source = match &config.audit.instance_id {
+        Some(id) => EventSource::new(id),
+        None => EventSource::from_hostname(),
+    };
+    let settings = config.reconcile.clone().unwrap_or_default();
+    let reconciler = Reconciler::new(
+        file.path.clone(),
+        auditor.clone(),
+        source,
+        Arc::new(fetch),
+        &settings,
+        Ledger::new(),
+    );
+    let result = reconciler.run(options).await;
+    drop(reconciler);
+    if let Err(err) = auditor.flush().await {
+        eprintln!("keygate: audit flush: {err}");
+    }
+    match result {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => eprintln!("keygate: {err}"),
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            u8::from(!report.findings.is_empty())
+        }
+        Err(err) => {
+            eprintln!("keygate: reconcile: {err}");
+            2
+        }
+    }
+}
+
 /// Runs a pass now, then one every `interval`, for as long as the task lives (`serve`).
 pub async fn run_every(reconciler: Arc<Reconciler>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);

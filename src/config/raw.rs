@@ -23,6 +23,23 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub policy: Option<crate::policy::org::RawOrgPolicyConfig>,
     pub telemetry: RawTelemetry,
+    pub reconcile: Option<RawReconcile>,
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReconcile {
+    pub interval: Option<String>,
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuota {
+    pub kafka_keys_per_cluster: Option<u64>,
+    pub warn_ratio: Option<f64>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -136,6 +136,30 @@ pub fn loads(scope: &KeyScope, counts: &Counts, inventory: &Inventory) -> Vec<Cl
     loads
 }
 
+/// Every Kafka cluster (of the inventory, and any with keys) with the keys counting against its
+/// quota: for the per-cluster metrics.
+pub fn all_loads(counts: &Counts, inventory: &Inventory) -> Vec<ClusterLoad> {
+    let mut seen: HashMap<&str, Option<ClusterKind>> = inventory.kafka_clusters().collect();
+    for id in counts.kafka.keys() {
+        seen.entry(id).or_insert(None);
+    }
+    let mut all: Vec<ClusterLoad> = seen
+        .into_iter()
+        .map(|(id, kind)| ClusterLoad {
+            id: id.to_owned(),
+            kind,
+            keys: counts.kafka.get(id).copied().unwrap_or(0)
+                + if counts_global_keys(kind) {
+                    counts.global
+                } else {
+                    0
+                },
+        })
+        .collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all
+}
+
 /// The guard's verdict on one create.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -377,3 +401,116 @@ impl Drop for Hold {
 
 #[cfg(test)]
 mod tests;
+
+// === Guard ===
+
+/// What the decision stage consults: the configured quota (if any), the ledger, and how old its
+/// counts may be.
+#[derive(Debug)]
+pub struct Guard {
+    config: Option<QuotaConfig>,
+    ledger: Arc<Ledger>,
+    max_staleness: std::time::Duration,
+}
+
+/// What the guard knows about one create: the clusters it counts against, with their loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// What the key counts against.
+    pub scope: KeyScope,
+    /// The clusters, fullest first; `None` when the counts are unknown or too old.
+    pub loads: Option<Vec<ClusterLoad>>,
+}
+
+/// The guard's decision on one create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing to say.
+    Allow,
+    /// Allowed, with warnings (near the quota, or what dry-run would have denied).
+    Warn {
+        /// The warnings, in words.
+        warnings: Vec<String>,
+        /// Set in dry-run when enforcing would have denied.
+        would_deny: bool,
+    },
+    /// Denied: past the quota.
+    Deny(String),
+    /// The counts are not known (or too old) for a key that counts against a cluster: fail
+    /// closed.
+    Unknown(String),
+}
+
+impl Guard {
+    /// A guard over `ledger`; `config` `None` means no quota (counts are still kept for policies).
+    pub fn new(
+        config: Option<QuotaConfig>,
+        ledger: Arc<Ledger>,
+        max_staleness: std::time::Duration,
+    ) -> Arc<Guard> {
+        Arc::new(Guard {
+            config,
+            ledger,
+            max_staleness,
+        })
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The configured quota, if any.
+    pub fn config(&self) -> Option<&QuotaConfig> {
+        self.config.as_ref()
+    }
+
+    /// The facts for a create for `resource_id`, with `inventory` giving cluster kinds.
+    pub fn facts(&self, resource_id: &str, inventory: &Inventory) -> Facts {
+        let scope = KeyScope::of(resource_id);
+        let loads = self
+            .ledger
+            .counts()
+            .filter(|(_, listed_at)| listed_at.elapsed() <= self.max_staleness)
+            .map(|(counts, _)| loads(&scope, &counts, inventory));
+        Facts { scope, loads }
+    }
+
+    /// The decision for a create with `facts`.
+    pub fn decide(&self, facts: &Facts) -> Decision {
+        let Some(config) = &self.config else {
+            return Decision::Allow;
+        };
+        if facts.scope == KeyScope::Other {
+            return Decision::Allow;
+        }
+        let verdict = match &facts.loads {
+            Some(loads) => check(config, &facts.scope, loads),
+            None => {
+                let why = "the API-key counts per cluster are not known (no reconcile listing \
+                           has completed recently), so keygate cannot check the Kafka API-key \
+                           quota"
+                    .to_owned();
+                return match config.mode {
+                    QuotaMode::Enforce => Decision::Unknown(why),
+                    QuotaMode::DryRun => Decision::Warn {
+                        warnings: vec![why],
+                        would_deny: false,
+                    },
+                };
+            }
+        };
+        match (verdict, config.mode) {
+            (Verdict::Allow, _) => Decision::Allow,
+            (Verdict::Warn(warning), _) => Decision::Warn {
+                warnings: vec![warning],
+                would_deny: false,
+            },
+            (Verdict::Exceeds(why), QuotaMode::Enforce) => Decision::Deny(why),
+            (Verdict::Exceeds(why), QuotaMode::DryRun) => Decision::Warn {
+                warnings: vec![format!("dry-run: would deny: {why}")],
+                would_deny: true,
+            },
+        }
+    }
+}

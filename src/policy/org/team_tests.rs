@@ -56,6 +56,7 @@ fn create<'a>(owner: &'a str, env: &'a str, name: &'a str, description: &'a str)
         source_ip: None,
         request_id: "req-1",
         target_key: None,
+        quota: None,
     }
 }
 
@@ -1032,6 +1033,7 @@ fn random_input<'a>(rng: &mut Rng, groups: &'a [String]) -> OrgInput<'a> {
             description: "",
             display_name: rng.pick(&["bad", "fine"]),
         }),
+        quota: None,
     }
 }
 
