@@ -28,6 +28,7 @@ mod policy_cli;
 mod pool;
 mod python_client;
 mod ratelimit;
+mod reconcile;
 mod reload;
 mod shared_limits;
 mod teams;
