@@ -27,6 +27,7 @@ mod otel;
 mod policy_cli;
 mod pool;
 mod python_client;
+mod quota;
 mod ratelimit;
 mod reconcile;
 mod reload;
