@@ -115,6 +115,11 @@ pub struct AuditConfig {
     pub stdout: bool,
     /// Also POST batches of events to this URL.
     pub webhook: Option<Uri>,
+    /// Where undelivered webhook batches wait (default: beside the audit file; in memory without
+    /// one).
+    pub webhook_spool: Option<PathBuf>,
+    /// The webhook spool's bound in bytes.
+    pub webhook_spool_max_bytes: u64,
     /// Also record one event per ungoverned request.
     pub ungoverned: bool,
     /// The `source` of events (`keygate://<instance>`); the hostname when absent.

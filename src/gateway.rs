@@ -332,9 +332,16 @@ pub(crate) fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
         sinks.push(Box::new(StdoutSink::stdout(AUDIT_QUEUE)?));
     }
     if let Some(url) = &config.webhook {
-        sinks.push(Box::new(WebhookSink::spawn(WebhookConfig::new(
-            url.clone(),
-        ))?));
+        let mut webhook = WebhookConfig::new(url.clone());
+        webhook.spool_dir = config.webhook_spool.clone();
+        webhook.spool_max_bytes = config.webhook_spool_max_bytes;
+        if webhook.spool_dir.is_none() {
+            tracing::warn!(
+                "audit.webhook without an audit file or audit.webhook_spool: undelivered events \
+                 wait in memory and are lost when keygate stops"
+            );
+        }
+        sinks.push(Box::new(WebhookSink::spawn(webhook)?));
     }
     Ok(Auditor::new(file, sinks))
 }

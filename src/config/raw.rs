@@ -86,6 +86,8 @@ pub struct RawAudit {
     pub max_file_bytes: Option<u64>,
     pub stdout: Option<bool>,
     pub webhook: Option<String>,
+    pub webhook_spool: Option<String>,
+    pub webhook_spool_max_bytes: Option<u64>,
     pub ungoverned: Option<bool>,
     pub instance_id: Option<String>,
 }

@@ -513,10 +513,37 @@ fn audit(raw: super::raw::RawAudit, base: &Path) -> Result<AuditConfig, ConfigEr
             }
         })
         .transpose()?;
+    if webhook.is_none() && (raw.webhook_spool.is_some() || raw.webhook_spool_max_bytes.is_some()) {
+        return Err(ConfigError::field(
+            "audit.webhook_spool",
+            "only used with `audit.webhook`",
+        ));
+    }
+    let webhook_spool = match raw.webhook_spool.as_deref() {
+        Some(p) => Some(resolved(base, "audit.webhook_spool", p)?),
+        // Beside the audit file: storage that already outlives the process.
+        None => file.as_ref().map(|f| {
+            let mut name = f.path.as_os_str().to_owned();
+            name.push("-webhook-spool");
+            PathBuf::from(name)
+        }),
+    };
+    let webhook_spool_max_bytes = match raw.webhook_spool_max_bytes {
+        Some(0) => {
+            return Err(ConfigError::field(
+                "audit.webhook_spool_max_bytes",
+                "must be greater than 0",
+            ))
+        }
+        Some(n) => n,
+        None => crate::audit::sink::webhook::DEFAULT_SPOOL_MAX_BYTES,
+    };
     Ok(AuditConfig {
         file,
         stdout: raw.stdout.unwrap_or(false),
         webhook,
+        webhook_spool,
+        webhook_spool_max_bytes,
         ungoverned: raw.ungoverned.unwrap_or(false),
         instance_id: raw.instance_id,
     })

@@ -512,10 +512,28 @@ impl Collector for AuditCollector {
             dropped.push(("file", file.dropped));
             failed.push(("file", file.failed));
         }
+        let mut spooled = Vec::new();
         for (name, stats) in &snapshot.sinks {
             written.push((name, stats.delivered));
             dropped.push((name, stats.dropped));
             failed.push((name, stats.failed));
+            if *name == "webhook" {
+                spooled.push((*name, stats.spooled));
+            }
+        }
+        if !spooled.is_empty() {
+            let mut metric_encoder = encoder.encode_descriptor(
+                "audit_events_spooled",
+                "Audit events waiting in a sink's spool for delivery (webhook: the collector is \
+                 away or slow), by sink",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (sink, value) in spooled {
+                let labels = SinkLabels { sink };
+                let family_encoder = metric_encoder.encode_family(&labels)?;
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family_encoder)?;
+            }
         }
         encode_per_sink(
             &mut encoder,
