@@ -35,3 +35,4 @@ mod shared_limits;
 mod teams;
 mod tls;
 mod transparency;
+mod webhook;

@@ -181,7 +181,10 @@ async fn an_absent_collector_keeps_batches_spooled_and_a_full_spool_drops_and_co
         }
     }
     assert!(refused > 0);
-    assert!(sink.stats().dropped > refused, "the spool drop and the queue drops");
+    assert!(
+        sink.stats().dropped > refused,
+        "the spool drop and the queue drops"
+    );
 }
 
 #[tokio::test]
