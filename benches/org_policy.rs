@@ -299,6 +299,7 @@ fn main() {
         source_ip: Some("10.20.30.40".parse().unwrap()),
         request_id: "0f8e2c4a-bench",
         target_key: None,
+        quota: None,
     };
     // For the many-teams set: a key of team 250's service account in its environment, created by
     // a member of its group, named and ticketed its way — so the platform set and team 250's

@@ -14,7 +14,8 @@
 //! 6. rate limit — after identity, so governed traffic is keyed by the verified principal (and
 //!    ungoverned by source address); *before* the decision, so a runaway caller is stopped before
 //!    it costs decisions or upstream lookups (429).
-//! 7. decide — governed only: the RBAC matrix; a `Permit` or 403.
+//! 7. decide — governed only: the RBAC matrix, the organisation's policies and the API-key quota
+//!    guard; a `Permit` or 403.
 //! 8. audit gate — an allowed create's `request_received` record is made durable before forwarding.
 //! 9. forward — the upstream exchange; refuses a governed request without a `Permit`.
 
@@ -73,6 +74,8 @@ pub struct Shared {
     pub authz: Arc<AuthzRuntime>,
     /// Audit sinks and event source.
     pub audit: Arc<AuditContext>,
+    /// Key counts per cluster and the API-key quota guard.
+    pub quota: Arc<crate::policy::quota::Guard>,
     /// Rewrites upstream links in responses to keygate's origin (`None`: off).
     pub links: Option<Arc<Links>>,
 }
@@ -96,6 +99,7 @@ pub fn pipeline(shared: &Shared) -> Pipeline {
             shared.authz.clone(),
             shared.upstream.clone(),
             shared.metrics.clone(),
+            shared.quota.clone(),
         )))
         .layer(StageLayer::new(AuditGateStage::new(shared.audit.clone())))
         .service(Forward::new(

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 pub use chain::{run_verify_cli, verify, verify_anchored, VerifyReport};
 pub use event::{
     method_name, AuditEvent, AuditRecord, AuthMethod, DecisionInfo, DecisionResult, EgressInfo,
-    EventSource, EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, Stage, Target,
+    EventSource, EventType, HttpInfo, Outcome, PrincipalInfo, PrincipalKind, ReconcileInfo, Stage,
+    Target,
 };
-pub use file::{Committed, FileSink, FileSinkConfig, FileStats};
+pub use file::{Committed, FileSink, FileSinkConfig, FileStats, Receipt};
 pub use sink::stdout::StdoutSink;
 pub use sink::webhook::{WebhookConfig, WebhookSink};
 pub use sink::{EncodedEvent, Queue, Sink, SinkStats};
@@ -70,6 +71,13 @@ pub enum AuditError {
         path: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// Another process (another keygate, or `keygate reconcile` while `serve` runs) writes the
+    /// file: two writers would break the chain.
+    #[error("audit file `{path}` is in use by another keygate process")]
+    InUse {
+        /// The file.
+        path: String,
     },
     /// The file sink failed earlier; it refuses events until restart.
     #[error("audit file sink is unhealthy after a write failure: no durable audit until restart")]
@@ -139,18 +147,28 @@ impl Auditor {
     /// record, and the request must be refused (503). Other sinks are offered the event without
     /// waiting.
     pub async fn emit(&self, event: &AuditEvent) -> Result<Option<Committed>, AuditError> {
+        // Async mode never refuses a request: a lost event is counted and logged.
+        self.emit_deferred(event).await?.durable().await
+    }
+
+    /// Queues a governed request's event and returns without waiting for it to be durable (only
+    /// for queue space): the [`Deferred`] resolves once it is. For a create's `request_received`
+    /// record, committed while the create is forwarded. An `Err` here already means no durable
+    /// record.
+    pub async fn emit_deferred(&self, event: &AuditEvent) -> Result<Deferred, AuditError> {
         let encoded = self.encode(event)?;
         self.offer_to_sinks(&encoded);
         match &self.file {
-            Some((file, FileMode::Blocking)) => file.append_durable(encoded).await.map(Some),
+            Some((file, FileMode::Blocking)) => {
+                file.append(encoded).await.map(|r| Deferred(Some(r)))
+            }
             Some((file, FileMode::Async)) => {
-                // Async mode never refuses a request: a lost event is counted and logged.
                 if let Err(err) = file.append_async(encoded) {
                     self.losses.note(&err);
                 }
-                Ok(None)
+                Ok(Deferred(None))
             }
-            None => Ok(None),
+            None => Ok(Deferred(None)),
         }
     }
 
@@ -209,6 +227,15 @@ impl Auditor {
         }
     }
 
+    /// Waits until every event emitted so far is in the file (fsynced), without waiting for the
+    /// other sinks (a webhook may be retrying for minutes).
+    pub async fn flush_file(&self) -> Result<(), AuditError> {
+        match &self.file {
+            Some((file, _)) => file.flush().await,
+            None => Ok(()),
+        }
+    }
+
     fn encode(&self, event: &AuditEvent) -> Result<EncodedEvent, AuditError> {
         let encoded = EncodedEvent::new(event).inspect_err(|e| {
             self.encode_failures.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +258,22 @@ impl Auditor {
             if let Err(err) = sink.offer(encoded.clone()) {
                 self.losses.note(&err);
             }
+        }
+    }
+}
+
+// === impl Deferred ===
+
+/// An event queued by [`Auditor::emit_deferred`], whose durability is awaited later.
+#[derive(Debug)]
+pub struct Deferred(Option<Receipt>);
+
+impl Deferred {
+    /// With a blocking file sink, resolves once the event is fsynced; otherwise at once.
+    pub async fn durable(self) -> Result<Option<Committed>, AuditError> {
+        match self.0 {
+            Some(receipt) => receipt.durable().await.map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -287,4 +330,4 @@ impl LossLog {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -119,6 +119,22 @@ enum Command {
     },
     /// Hash an API secret read from stdin for the static key directory.
     HashSecret,
+    /// Compare the organisation's API keys upstream with the audit trail, once: report (and
+    /// record in the trail) unmanaged, vanished and unresolved keys. Run it while `serve` is
+    /// stopped; `[reconcile] interval` runs it inside `serve`. Exit 0 nothing new, 1 new findings,
+    /// 2 the run failed.
+    Reconcile {
+        /// The TOML config file (its `audit.file` and `upstream.credential`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Accept the keys that predate keygate (created before its first audit record) as the
+        /// baseline, once; it is recorded in the trail.
+        #[arg(long)]
+        accept_baseline: bool,
+    },
     /// Audit file tools.
     Audit {
         #[command(subcommand)]
@@ -257,7 +273,26 @@ pub fn main() -> ExitCode {
                 .unwrap_or(u8::MAX),
         ),
         Command::Healthcheck { url, timeout } => healthcheck(&url, timeout),
+        Command::Reconcile {
+            config,
+            json,
+            accept_baseline,
+        } => reconcile(&config, json, accept_baseline),
     }
+}
+
+fn reconcile(path: &Path, json: bool, accept_baseline: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("keygate: config error: {err}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let options = crate::reconcile::RunOptions { accept_baseline };
+    block_on(None, async move {
+        ExitCode::from(crate::reconcile::command(config, options, json).await)
+    })
 }
 
 fn healthcheck(url: &str, timeout: Duration) -> ExitCode {

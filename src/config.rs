@@ -54,6 +54,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The egress forward-proxy listener (off unless `[egress]` is present).
     pub egress: Option<crate::egress::config::EgressConfig>,
+    /// Reconcile with the upstream's keys, when a `[reconcile]` table is present.
+    pub reconcile: Option<crate::reconcile::ReconcileConfig>,
+    /// The API-key quota guard, when `[quota]` sets `kafka_keys_per_cluster`.
+    pub quota: Option<crate::policy::quota::QuotaConfig>,
 }
 
 /// Identity of governed-route callers.
@@ -113,6 +117,11 @@ pub struct AuditConfig {
     pub stdout: bool,
     /// Also POST batches of events to this URL.
     pub webhook: Option<Uri>,
+    /// Where undelivered webhook batches wait (default: beside the audit file; in memory without
+    /// one).
+    pub webhook_spool: Option<PathBuf>,
+    /// The webhook spool's bound in bytes.
+    pub webhook_spool_max_bytes: u64,
     /// Also record one event per ungoverned request.
     pub ungoverned: bool,
     /// The `source` of events (`keygate://<instance>`); the hostname when absent.

@@ -61,6 +61,8 @@ pub struct DecisionRecord {
     pub dry_run: Vec<String>,
     /// The revision of the policy set that decided.
     pub revision: Option<Arc<String>>,
+    /// Warnings of an allowed request (a cluster near its API-key quota).
+    pub warnings: Vec<String>,
 }
 
 /// One request's identity and shared state.
@@ -77,6 +79,12 @@ pub struct RequestContext {
     /// Set when the request came through the egress listener.
     pub egress: Option<EgressRequest>,
     state: Mutex<ContextState>,
+    /// A create's `request_received` record, queued before forwarding and awaited before the
+    /// response is released (see `audit::stage`).
+    deferred_audit: Mutex<Option<crate::audit::Deferred>>,
+    /// An allowed create's (or delete's) place in the key counts, settled by the forwarder with
+    /// the upstream's answer (see `policy::quota`).
+    quota_hold: Mutex<Option<crate::policy::quota::Hold>>,
 }
 
 impl RequestContext {
@@ -99,7 +107,38 @@ impl RequestContext {
             started: Instant::now(),
             egress,
             state: Mutex::new(ContextState::default()),
+            deferred_audit: Mutex::new(None),
+            quota_hold: Mutex::new(None),
         })
+    }
+
+    /// Keeps a create's or delete's hold on the key counts until the upstream answers.
+    pub fn hold_quota(&self, hold: crate::policy::quota::Hold) {
+        *self.quota_hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(hold);
+    }
+
+    /// The hold kept by [`RequestContext::hold_quota`], if any.
+    pub fn take_quota_hold(&self) -> Option<crate::policy::quota::Hold> {
+        self.quota_hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Keeps a queued audit record whose durability the audit layer awaits.
+    pub fn defer_audit(&self, deferred: crate::audit::Deferred) {
+        *self
+            .deferred_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(deferred);
+    }
+
+    /// The queued audit record kept by [`RequestContext::defer_audit`], if any.
+    pub fn take_deferred_audit(&self) -> Option<crate::audit::Deferred> {
+        self.deferred_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The request id as text (always visible ASCII, see `telemetry::request_id`).

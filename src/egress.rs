@@ -535,6 +535,7 @@ impl Refuser<'_> {
             rule_ids: Vec::new(),
             explanation: Some(crate::redact::redact_text(detail).into_owned()),
             dry_run_findings: Vec::new(),
+            warnings: Vec::new(),
         });
         let event = AuditEvent::new(self.source, EventType::EgressRefused, record);
         if let Err(err) = self.audit.emit(&event).await {

@@ -19,13 +19,15 @@ use crate::identity::basic::UpstreamResolver;
 use crate::identity::cache::IdentityCache;
 use crate::identity::directory::Directory;
 use crate::identity::{Authenticator, Source};
+use crate::policy::quota::{self, Ledger};
 use crate::policy::runtime::{AuthzError, AuthzRuntime, UpstreamFetch};
 use crate::proxy::links::Links;
 use crate::proxy::Upstream;
 use crate::ratelimit::RateLimiter;
+use crate::reconcile::{self, ReconcileError, ReconcileMetrics, Reconciler, Report, RunOptions};
 use crate::reload::{ReloadError, Reloader, Revision, WATCH_INTERVAL};
 use crate::server::{self, ConnSettings, Listener, ShutdownTrigger};
-use crate::telemetry::metrics::{AuditSnapshot, AuditSource};
+use crate::telemetry::metrics::{AuditSnapshot, AuditSource, QuotaSnapshot, QuotaSource};
 use crate::telemetry::Metrics;
 use crate::tls::{self, TlsError};
 
@@ -69,6 +71,7 @@ pub struct Gateway {
     background: JoinSet<()>,
     auditor: Arc<Auditor>,
     reloader: Arc<Reloader>,
+    reconciler: Option<Arc<Reconciler>>,
 }
 
 /// Binds the listeners and starts serving. Must run inside a tokio runtime.
@@ -113,6 +116,19 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     }
     let auditor = Arc::new(auditor(&config.audit)?);
     metrics.register_audit(audit_snapshot(auditor.clone()));
+    let ledger = Ledger::new();
+    let quota = quota::Guard::new(
+        config.quota.clone(),
+        ledger.clone(),
+        config.authz.max_staleness,
+    );
+    let reconcile_metrics = config
+        .reconcile
+        .as_ref()
+        .map(|_| ReconcileMetrics::register(metrics.registry_mut()));
+    if config.reconcile.is_some() {
+        metrics.register_quota(quota_snapshot(quota.clone(), authz.clone()));
+    }
     let shared_store = limiter.load().shared_store().cloned();
     if let Some(store) = &shared_store {
         metrics.register_ratelimit_shared(store.up_gauge());
@@ -127,6 +143,14 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         Some(egress) => Some(egress_listener(&config, egress, &auditor, &source, &metrics).await?),
         None => None,
     };
+    let reconciler = reconciler(
+        &config,
+        &upstream,
+        &auditor,
+        &source,
+        &ledger,
+        reconcile_metrics,
+    );
     let audit = AuditContext::new(
         auditor.clone(),
         source,
@@ -142,6 +166,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         limiter: limiter.clone(),
         authz: authz.clone(),
         audit,
+        quota,
         links: links(&config),
     };
     let settings = conn_settings(&config);
@@ -178,6 +203,13 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         background.spawn(store.run());
     }
     background.spawn(reloader.clone().watch(WATCH_INTERVAL));
+    if let (Some(reconciler), Some(interval)) = (
+        &reconciler,
+        config.reconcile.as_ref().and_then(|r| r.interval),
+    ) {
+        // A first run at once: the quota guard needs its counts.
+        background.spawn(reconcile::run_every(reconciler.clone(), interval));
+    }
     // Registered here, before `build` returns, so a SIGHUP never meets the default disposition
     // (terminate) once keygate is up: `systemctl reload` must not stop it.
     #[cfg(unix)]
@@ -238,6 +270,46 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         background,
         auditor,
         reloader,
+        reconciler,
+    })
+}
+
+/// The reconciler, when `[reconcile]` is configured (validation made sure of the audit file and
+/// the credential).
+fn reconciler(
+    config: &Config,
+    upstream: &Arc<Upstream>,
+    auditor: &Arc<Auditor>,
+    source: &EventSource,
+    ledger: &Arc<Ledger>,
+    metrics: Option<ReconcileMetrics>,
+) -> Option<Arc<Reconciler>> {
+    let settings = config.reconcile.as_ref()?;
+    let file = config.audit.file.as_ref()?;
+    let fetch = UpstreamFetch::new(upstream.clone(), config.upstream.credential.as_ref()?)?;
+    let reconciler = Reconciler::new(
+        file.path.clone(),
+        auditor.clone(),
+        source.clone(),
+        Arc::new(fetch),
+        settings,
+        ledger.clone(),
+    );
+    Some(Arc::new(match metrics {
+        Some(metrics) => reconciler.with_metrics(metrics),
+        None => reconciler,
+    }))
+}
+
+/// Reads the key counts per cluster for `/metrics`.
+fn quota_snapshot(quota: Arc<quota::Guard>, authz: Arc<AuthzRuntime>) -> QuotaSource {
+    Box::new(move || {
+        let limit = quota.config().map(|c| c.kafka_keys_per_cluster);
+        let clusters = match (quota.ledger().counts(), authz.snapshot()) {
+            (Some((counts, _)), Some(snapshot)) => quota::all_loads(&counts, snapshot.inventory()),
+            _ => Vec::new(),
+        };
+        QuotaSnapshot { limit, clusters }
     })
 }
 
@@ -371,7 +443,9 @@ fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authentica
     Ok(Authenticator::new(source, cache).with_sessions(sessions))
 }
 
-fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
+/// The auditor for `config` (the file sink, stdout, webhook), as `serve` and `keygate reconcile`
+/// build it.
+pub(crate) fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
     let file = match &config.file {
         Some(f) => {
             let mut sink = FileSinkConfig::new(f.path.clone());
@@ -385,9 +459,16 @@ fn auditor(config: &AuditConfig) -> Result<Auditor, StartError> {
         sinks.push(Box::new(StdoutSink::stdout(AUDIT_QUEUE)?));
     }
     if let Some(url) = &config.webhook {
-        sinks.push(Box::new(WebhookSink::spawn(WebhookConfig::new(
-            url.clone(),
-        ))?));
+        let mut webhook = WebhookConfig::new(url.clone());
+        webhook.spool_dir = config.webhook_spool.clone();
+        webhook.spool_max_bytes = config.webhook_spool_max_bytes;
+        if webhook.spool_dir.is_none() {
+            tracing::warn!(
+                "audit.webhook without an audit file or audit.webhook_spool: undelivered events \
+                 wait in memory and are lost when keygate stops"
+            );
+        }
+        sinks.push(Box::new(WebhookSink::spawn(webhook)?));
     }
     Ok(Auditor::new(file, sinks))
 }
@@ -517,6 +598,12 @@ impl Gateway {
     /// Reloads the policy set now (as SIGHUP does); on error the old set stays in force.
     pub async fn reload(&self) -> Result<Revision, ReloadError> {
         self.reloader.reload().await
+    }
+
+    /// Runs a reconcile pass now (after any pass in progress), as `[reconcile] interval` does;
+    /// `None` when `[reconcile]` is not configured.
+    pub async fn reconcile(&self) -> Option<Result<Report, ReconcileError>> {
+        Some(self.reconciler.as_ref()?.run(RunOptions::default()).await)
     }
 
     /// The active policy-set revision.

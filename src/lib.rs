@@ -17,6 +17,8 @@
 //! - [`config`]: the TOML file, validated; [`error`]: the one error → response mapping.
 //! - [`telemetry`]: logs, metrics, the observing stage; [`context`]: per-request state.
 //! - [`proxy`]: the upstream client and forwarding; [`policy`]: what a request asks and may do.
+//! - [`reconcile`]: compares the organisation's keys upstream with the audit trail (what keygate
+//!   cannot stop, it must see), and counts keys per cluster for the quota guard.
 //! - [`simulator`]: an in-memory Confluent IAM API, the upstream of tests and `keygate dev`.
 //! - [`cli`]: the `keygate` command.
 
@@ -37,6 +39,7 @@ pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod redact;
 pub mod reload;
 pub mod server;

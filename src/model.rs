@@ -62,6 +62,8 @@ pub enum DecidedBy {
     Policy,
     /// The rate limiter (429).
     RateLimit,
+    /// The API-key quota guard.
+    Quota,
     /// The upstream (its status decided).
     Upstream,
     /// The audit trail itself (no durable audit, no action).

@@ -12,6 +12,7 @@ pub mod decision;
 pub mod inventory;
 pub mod matrix;
 pub mod org;
+pub mod quota;
 pub mod rbac;
 pub mod revision;
 pub mod runtime;

@@ -34,6 +34,13 @@
 //!   answers `{"bytes": N, "sha256": "<hex>"}`.
 //! - `GET /_simulator/blob?bytes=N`: N bytes where byte `i` is `i % 251`, generated as they are
 //!   sent, with `Content-Length`.
+//! - `POST /_simulator/api-keys` with `{owner, resource? (default "cloud"), environment?,
+//!   display_name?, description?, created_at?, count? (default 1)}`: creates keys "behind
+//!   keygate's back", as the Cloud Console or a direct API call would, and answers 201
+//!   `{"keys": [{"id", "secret"}…]}`. `DELETE /_simulator/api-keys/{id}` deletes one (204, or 404).
+//! - `POST /_simulator/stall` with `{method?, path_prefix, times? (default 1)}`: the next `times`
+//!   matching requests are carried out (a create creates its key) but their answers are held back
+//!   until `DELETE /_simulator/stall` — an upstream that acted and has not answered yet.
 //!
 //! The log records every request except those to `/_simulator/requests` and
 //! `/_simulator/faults` (so reading the log does not change it), as received: method,
@@ -202,6 +209,68 @@ pub struct Fault {
     pub times: u32,
 }
 
+/// Answers to hold back: the next `times` requests whose method (any, when `None`) and path prefix
+/// match are carried out, and their answers wait until [`Simulator::release_stalled`].
+#[derive(Clone, Debug)]
+pub struct Stall {
+    /// Only requests with this method match; `None` matches any.
+    pub method: Option<Method>,
+    /// Requests whose path starts with this match.
+    pub path_prefix: String,
+    /// How many matching requests are held.
+    pub times: u32,
+}
+
+/// An API key created directly in the simulated organisation, bypassing keygate (what the Cloud
+/// Console or a direct API call does).
+#[derive(Clone, Debug)]
+pub struct DirectKey {
+    /// `u-…` or `sa-…` (must exist).
+    pub owner: String,
+    /// `cloud`, `global`, `tableflow`, a cluster id, or a Flink region (with `environment`).
+    pub resource: String,
+    /// The environment of a Flink key.
+    pub environment: Option<String>,
+    /// `spec.display_name`.
+    pub display_name: String,
+    /// `spec.description`.
+    pub description: String,
+    /// `metadata.created_at` (RFC 3339); now when `None`.
+    pub created_at: Option<String>,
+}
+
+impl DirectKey {
+    /// A key of `owner` for `resource`, created now, without name or description.
+    pub fn new(owner: &str, resource: &str) -> Self {
+        DirectKey {
+            owner: owner.to_owned(),
+            resource: resource.to_owned(),
+            environment: None,
+            display_name: String::new(),
+            description: String::new(),
+            created_at: None,
+        }
+    }
+}
+
+/// A key created by [`Simulator::create_keys_directly`]: its id and its secret.
+#[derive(Clone)]
+pub struct CreatedKey {
+    /// The key id.
+    pub id: String,
+    /// The secret (shown once, as Confluent does).
+    pub secret: String,
+}
+
+impl fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("id", &self.id)
+            .field("secret", &"**REDACTED**")
+            .finish()
+    }
+}
+
 /// A seeded Cloud or Global API key, for the `keygate dev` banner.
 #[derive(Clone)]
 pub struct DemoKey {
@@ -233,6 +302,11 @@ pub struct Simulator {
     store: Mutex<Store>,
     log: Mutex<VecDeque<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,
+    stalls: Mutex<Vec<Stall>>,
+    /// Bumped by [`Simulator::release_stalled`]; a held answer waits for a later value.
+    released: tokio::sync::watch::Sender<u64>,
+    /// Answers held back right now.
+    held: tokio::sync::watch::Sender<usize>,
     rate: Mutex<RateWindow>,
     minter: Minter,
     demo_keys: Vec<DemoKey>,
@@ -282,6 +356,9 @@ impl Simulator {
             store: Mutex::new(store),
             log: Mutex::new(VecDeque::new()),
             faults: Mutex::new(Vec::new()),
+            stalls: Mutex::new(Vec::new()),
+            released: tokio::sync::watch::Sender::new(0),
+            held: tokio::sync::watch::Sender::new(0),
             rate: Mutex::new(RateWindow {
                 started: Instant::now(),
                 used: 0,
@@ -338,6 +415,85 @@ impl Simulator {
         lock(&self.faults).clear();
     }
 
+    /// Holds back the answers of the next matching requests (see [`Stall`]).
+    pub fn stall(&self, stall: Stall) {
+        if stall.times > 0 {
+            lock(&self.stalls).push(stall);
+        }
+    }
+
+    /// Sends every held answer and drops the pending stalls.
+    pub fn release_stalled(&self) {
+        lock(&self.stalls).clear();
+        self.released.send_modify(|generation| *generation += 1);
+    }
+
+    /// Waits until at least `n` answers are being held back.
+    pub async fn stalled(&self, n: usize) {
+        let mut held = self.held.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = held.wait_for(|held| *held >= n).await;
+    }
+
+    /// Creates `count` API keys directly, bypassing keygate, as the Cloud Console would. Each
+    /// gets a fresh id and secret; the error names what does not exist.
+    pub fn create_keys_directly(
+        &self,
+        spec: &DirectKey,
+        count: usize,
+    ) -> Result<Vec<CreatedKey>, String> {
+        let mut store = self.store();
+        if !store.identity_exists(&spec.owner) {
+            return Err(format!("owner `{}` does not exist", spec.owner));
+        }
+        let resource = store
+            .resolve_resource(&spec.resource, spec.environment.as_deref())
+            .map_err(|_| format!("resource `{}` does not exist", spec.resource))?;
+        let created_at = match &spec.created_at {
+            Some(at) => {
+                humantime::parse_rfc3339_weak(at)
+                    .map_err(|_| format!("created_at `{at}` is not an RFC 3339 time"))?;
+                at.clone()
+            }
+            None => store::now(),
+        };
+        let mut created = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = loop {
+                let id = self.minter.key_id().map_err(|_| "no randomness")?;
+                if !store.api_keys.contains_key(&id) {
+                    break id;
+                }
+            };
+            let secret = self.minter.secret().map_err(|_| "no randomness")?;
+            store.api_keys.insert(
+                id.clone(),
+                store::ApiKey {
+                    id: id.clone(),
+                    digest: secret::SecretDigest::of(&secret),
+                    owner: spec.owner.clone(),
+                    resource: resource.clone(),
+                    display_name: spec.display_name.clone(),
+                    description: spec.description.clone(),
+                    created_at: created_at.clone(),
+                    updated_at: created_at.clone(),
+                },
+            );
+            created.push(CreatedKey { id, secret });
+        }
+        Ok(created)
+    }
+
+    /// Deletes an API key directly, bypassing keygate. Returns whether it existed.
+    pub fn delete_key_directly(&self, id: &str) -> bool {
+        self.store().api_keys.remove(id).is_some()
+    }
+
+    /// The ids of every API key in the organisation, sorted.
+    pub fn api_key_ids(&self) -> Vec<String> {
+        self.store().api_keys.keys().cloned().collect()
+    }
+
     /// The seeded Cloud and Global keys with their secrets, for the `keygate dev` banner.
     pub fn demo_keys(&self) -> Vec<DemoKey> {
         self.demo_keys.clone()
@@ -388,6 +544,32 @@ impl Simulator {
             faults.remove(index);
         }
         Some(taken)
+    }
+
+    /// Takes one use of the first pending stall matching `method` and `path`.
+    fn take_stall(&self, method: &Method, path: &str) -> bool {
+        let mut stalls = lock(&self.stalls);
+        let Some(index) = stalls.iter().position(|s| {
+            s.method.as_ref().is_none_or(|m| m == method) && path.starts_with(&s.path_prefix)
+        }) else {
+            return false;
+        };
+        if let Some(stall) = stalls.get_mut(index) {
+            stall.times -= 1;
+            if stall.times == 0 {
+                stalls.remove(index);
+            }
+        }
+        true
+    }
+
+    /// Holds an answer back until the next [`Simulator::release_stalled`].
+    async fn hold(&self) {
+        let mut released = self.released.subscribe();
+        let generation = *released.borrow_and_update();
+        self.held.send_modify(|held| *held += 1);
+        let _ = released.wait_for(|g| *g > generation).await;
+        self.held.send_modify(|held| *held -= 1);
     }
 
     /// Counts a successful request in the informational rate window; returns the values of

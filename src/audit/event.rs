@@ -121,6 +121,18 @@ pub enum EventType {
     /// destination it may not reach, a mismatched SNI, a failed proxy authentication.
     #[serde(rename = "io.keygate.egress.refused")]
     EgressRefused,
+    /// Reconcile: a key exists upstream that never passed keygate.
+    #[serde(rename = "io.keygate.apikey.unmanaged")]
+    ApiKeyUnmanaged,
+    /// Reconcile: a key created through keygate is gone upstream without a recorded delete.
+    #[serde(rename = "io.keygate.apikey.vanished")]
+    ApiKeyVanished,
+    /// Reconcile: a create whose outcome keygate never recorded.
+    #[serde(rename = "io.keygate.apikey.unresolved")]
+    ApiKeyUnresolved,
+    /// Reconcile: the keys that predate keygate, accepted once as a baseline.
+    #[serde(rename = "io.keygate.apikey.baseline")]
+    ApiKeyBaseline,
 }
 
 impl EventType {
@@ -134,6 +146,10 @@ impl EventType {
             EventType::ApiKeyDelete => "io.keygate.apikey.delete",
             EventType::HttpRequest => "io.keygate.http.request",
             EventType::EgressRefused => "io.keygate.egress.refused",
+            EventType::ApiKeyUnmanaged => "io.keygate.apikey.unmanaged",
+            EventType::ApiKeyVanished => "io.keygate.apikey.vanished",
+            EventType::ApiKeyUnresolved => "io.keygate.apikey.unresolved",
+            EventType::ApiKeyBaseline => "io.keygate.apikey.baseline",
         }
     }
 }
@@ -219,6 +235,9 @@ pub struct AuditRecord {
     /// the proxy-authenticated workload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressInfo>,
+    /// What a reconcile run found (reconcile events only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileInfo>,
 }
 
 /// The egress side of an event (see [`AuditRecord::egress`]).
@@ -262,6 +281,7 @@ impl AuditRecord {
             policy_revision: None,
             latency_ms: None,
             egress: None,
+            reconcile: None,
         }
     }
 }
@@ -282,14 +302,45 @@ pub enum Outcome {
     ClientGone,
 }
 
+/// The reconcile part of an `unmanaged`, `vanished`, `unresolved` or `baseline` event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileInfo {
+    /// Why this is a finding, in words.
+    pub reason: String,
+    /// `metadata.created_at` of the key upstream (unmanaged, unresolved with a match), or when
+    /// keygate recorded its create (vanished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_created_at: Option<String>,
+    /// Unresolved: the request id of the create whose outcome was never recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_request_id: Option<String>,
+    /// Unresolved: when that create was received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<String>,
+    /// Unresolved: how many upstream keys matched the create (0: none; the key is in
+    /// `target.keyId` when there is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<u64>,
+    /// Baseline: how many keys were accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_keys: Option<u64>,
+    /// Baseline: SHA-256 (hex) of the baseline file, so a later edit of it is detected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_sha256: Option<String>,
+}
+
 /// Which point of a request an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
-    /// Decided, before forwarding (the event a `blocking` file sink makes durable first).
+    /// Decided, before forwarding (a create's is committed while it is forwarded, and the
+    /// response waits for it).
     RequestReceived,
     /// After the response was sent downstream.
     ResponseComplete,
+    /// A finding (or the baseline) of a reconcile run, not a request.
+    Reconcile,
 }
 
 /// The caller, as established by the identity stage. Never a credential.
@@ -376,9 +427,13 @@ pub struct Target {
     /// Environment of the resource (`env-…`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// The key addressed by get, update or delete.
+    /// The key addressed by get, update or delete (or found by reconcile).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// `spec.display_name` of a create (or of a key found by reconcile), so that a create whose
+    /// outcome was never recorded can be matched to the key upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// A decision and its explanation.
@@ -398,6 +453,9 @@ pub struct DecisionInfo {
     /// Ids of `dry-run` policies that would have denied.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dry_run_findings: Vec<String>,
+    /// Warnings of an allowed request (a cluster near its API-key quota), in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Outcome of a decision.

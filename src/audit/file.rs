@@ -14,6 +14,12 @@
 //! chain. A torn final line (crash mid-write) is kept as evidence: that file is rotated aside
 //! unchanged and the chain continues from its last complete record (`verify` reports it as torn).
 //!
+//! One writer per file: the sink holds an advisory lock (`flock`) on the current file for as long
+//! as it runs (and takes it on each new file after a rotation), so a second keygate — or
+//! `keygate reconcile` while `serve` runs — cannot interleave records and break the chain; it
+//! fails to open with [`AuditError::InUse`]. Dropping the sink waits for its writer to finish
+//! what was queued and release the lock.
+//!
 //! Failure is final: after a failed write, fsync or rotation the sink reports unhealthy and
 //! refuses every later event until keygate restarts. Retrying is unsafe — after a failed fsync
 //! the kernel may have dropped the dirty pages and a second fsync can succeed without them — and a
@@ -70,6 +76,22 @@ impl FileSinkConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_batch: DEFAULT_MAX_BATCH,
         }
+    }
+}
+
+/// A queued event's durability, awaited later: what [`FileSink::append`] returns, so a caller can
+/// queue its record, do other work (forward a create), and only then wait for the fsync.
+#[derive(Debug)]
+pub struct Receipt {
+    wait: oneshot::Receiver<Result<Committed, AuditError>>,
+}
+
+impl Receipt {
+    /// Resolves once the event is fsynced (with its sequence), or with why it is not durable.
+    pub async fn durable(self) -> Result<Committed, AuditError> {
+        self.wait
+            .await
+            .map_err(|_| AuditError::Closed { sink: "file" })?
     }
 }
 
@@ -138,6 +160,19 @@ pub struct FileSink {
     tx: mpsc::Sender<Message>,
     counters: Arc<Counters>,
     path: PathBuf,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FileSink {
+    /// Closes the queue and waits for the writer to write what was queued and release the file
+    /// (and its lock), so the same file can be opened again right after.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl FileSink {
@@ -155,7 +190,7 @@ impl FileSink {
         let writer = Writer::recover(&config, Arc::clone(&counters))?;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let path = config.path.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name(WRITER_THREAD.to_owned())
             .spawn(move || writer.run(rx, gate))
             .map_err(|e| io_error(&path, "start writer thread", e))?;
@@ -163,6 +198,7 @@ impl FileSink {
             tx,
             counters,
             path: config.path,
+            writer: Some(writer),
         })
     }
 
@@ -170,6 +206,13 @@ impl FileSink {
     /// space (backpressure) rather than dropping. An error means the event is not durable: refuse
     /// the request.
     pub async fn append_durable(&self, event: EncodedEvent) -> Result<Committed, AuditError> {
+        self.append(event).await?.durable().await
+    }
+
+    /// Queues `event` (waiting for queue space, never dropping) and returns at once with a
+    /// [`Receipt`] for its fsync. Events are written in the order they were queued, so a record
+    /// queued after this one is durable only once this one is.
+    pub async fn append(&self, event: EncodedEvent) -> Result<Receipt, AuditError> {
         if !self.is_healthy() {
             return Err(AuditError::Unhealthy);
         }
@@ -181,8 +224,7 @@ impl FileSink {
             })
             .await
             .map_err(|_| AuditError::Closed { sink: "file" })?;
-        wait.await
-            .map_err(|_| AuditError::Closed { sink: "file" })?
+        Ok(Receipt { wait })
     }
 
     /// Queues `event` without waiting. On a full queue the event is dropped, counted, and
@@ -299,6 +341,7 @@ impl Writer {
             _ => PathBuf::from("."),
         };
         let mut file = open_append(&path).map_err(|e| io_error(&path, "open", e))?;
+        lock(&file, &path)?;
         sync_dir(&dir).map_err(|e| io_error(&dir, "fsync directory", e))?;
         let len = file
             .metadata()
@@ -497,7 +540,9 @@ impl Writer {
     fn start_new_file(&mut self) -> io::Result<()> {
         let target = rotated_name(&self.path, self.file_first)?;
         std::fs::rename(&self.path, &target)?;
-        self.file = open_append(&self.path)?;
+        let file = open_append(&self.path)?;
+        lock(&file, &self.path).map_err(io::Error::other)?;
+        self.file = file;
         sync_dir(&self.dir)?;
         self.size = 0;
         self.file_first = self.head.next_sequence;
@@ -582,6 +627,24 @@ fn chain_error(path: &Path, which: &str, reason: String) -> AuditError {
         path: path.display().to_string(),
         reason: format!("{which}: {reason}"),
     }
+}
+
+/// Takes the writer's advisory lock on a regular file (devices such as `/dev/full` are left
+/// alone); another holder means another writer.
+fn lock(file: &File, path: &Path) -> Result<(), AuditError> {
+    let regular = file
+        .metadata()
+        .map_err(|e| io_error(path, "stat", e))?
+        .is_file();
+    if !regular {
+        return Ok(());
+    }
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => AuditError::InUse {
+            path: path.display().to_string(),
+        },
+        std::fs::TryLockError::Error(e) => io_error(path, "lock", e),
+    })
 }
 
 fn open_append(path: &Path) -> io::Result<File> {

@@ -99,6 +99,8 @@ pub struct SinkStats {
     pub dropped: u64,
     /// Events given up on after retries (or refused by the destination).
     pub failed: u64,
+    /// Events waiting in the sink's spool for delivery (webhook).
+    pub spooled: u64,
 }
 
 /// Shared counters behind [`SinkStats`].
@@ -109,6 +111,7 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) spooled: AtomicU64,
 }
 
 impl Counters {
@@ -119,6 +122,7 @@ impl Counters {
             retries: self.retries.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            spooled: self.spooled.load(Ordering::Relaxed),
         }
     }
 

@@ -5,9 +5,13 @@
 //!   failures). It writes the `response_complete` event; in `blocking` mode the upstream response
 //!   is held until that event is durable, and if it cannot be written the caller gets 503 instead
 //!   (no durable audit, no action reported as done).
-//! - [`AuditGateStage`] runs last before the forwarder: for an allowed create it makes a
-//!   `request_received` record durable *before* the request is forwarded, so a crash can never
-//!   leave a created key without a trace. If that write fails, the create is not forwarded (503).
+//! - [`AuditGateStage`] runs last before the forwarder: for an allowed create it queues the
+//!   `request_received` record and lets the create go on while the record is committed (one
+//!   fsync less in series per create). The audit layer waits for that record *and* the
+//!   `response_complete` record before it releases the response, so no caller ever holds a
+//!   secret the trail does not record: if either write fails the caller gets 503 instead. A crash
+//!   in between can leave a key created upstream whose records never reached the disk; the
+//!   reconcile run (`crate::reconcile`) finds and reports it (unmanaged, or an unresolved create).
 //!
 //! The created key's id is read from the create response (never its secret) within
 //! `upstream.body_timeout`; the response body reaches the caller byte for byte. An upstream that
@@ -37,6 +41,7 @@ use super::{
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::guard::GovernedBody;
 use crate::model::Action;
 use crate::model::AuthMethod as PrincipalAuth;
 use crate::model::GovernedRoute;
@@ -82,16 +87,33 @@ impl AuditContext {
     }
 }
 
+/// What an event records beyond the request's context.
+#[derive(Debug, Default)]
+struct Facts {
+    /// The status keygate answered with (none when nothing was answered yet).
+    status: Option<StatusCode>,
+    /// The key a create made, read from its response.
+    created_key_id: Option<String>,
+    /// How the exchange ended, when not with keygate's answer handed to the caller.
+    outcome: Option<Outcome>,
+    /// A create's display name (its `request_received` record, for reconcile to match).
+    display_name: Option<String>,
+}
+
 /// Builds the event for a request from its context.
 fn event(
     audit: &AuditContext,
     ctx: &RequestContext,
     stage: EventStage,
     path: &str,
-    status: Option<StatusCode>,
-    created_key_id: Option<String>,
-    outcome: Option<Outcome>,
+    facts: Facts,
 ) -> AuditEvent {
+    let Facts {
+        status,
+        created_key_id,
+        outcome,
+        display_name,
+    } = facts;
     let state = ctx.state();
     let action = state.action;
     let mut record = AuditRecord::new(
@@ -146,6 +168,7 @@ fn event(
             .as_deref()
             .map(|k| redact_text(k).into_owned())
             .or_else(|| created_key_id.clone()),
+        display_name,
     };
     if target != Target::default() {
         record.target = Some(target);
@@ -165,6 +188,7 @@ fn event(
                 .clone()
                 .or_else(|| decision.map(|d| d.explanation.clone())),
             dry_run_findings: decision.map(|d| d.dry_run.clone()).unwrap_or_default(),
+            warnings: decision.map(|d| d.warnings.clone()).unwrap_or_default(),
         });
     }
     record.policy_revision = decision.and_then(|d| d.revision.as_deref().cloned());
@@ -222,21 +246,32 @@ impl Stage for AuditGateStage {
         request: &mut Request<Body>,
         ctx: Arc<RequestContext>,
     ) -> Result<(), GatewayError> {
+        // The display name lets reconcile match a create whose outcome was never recorded.
+        let display_name = match request.extensions().get::<GovernedBody>() {
+            Some(GovernedBody::Create(spec)) if !spec.display_name.is_empty() => {
+                Some(spec.display_name.clone())
+            }
+            _ => None,
+        };
         let event = event(
             &self.audit,
             &ctx,
             EventStage::RequestReceived,
             request.uri().path(),
-            None,
-            None,
-            None,
+            Facts {
+                display_name,
+                ..Facts::default()
+            },
         );
-        trace::in_span(
-            self.audit.auditor.emit(&event),
+        // Queued, in file order before anything this request records later; the fsync runs while
+        // the create is forwarded. Only a refusal to queue (an unhealthy sink) stops the create.
+        let deferred = trace::in_span(
+            self.audit.auditor.emit_deferred(&event),
             trace::audit_write_span("request_received"),
         )
         .await
         .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
+        ctx.defer_audit(deferred);
         // From here the create is forwarded: a caller that goes away no longer stops it.
         ctx.state().forwarding = true;
         Ok(())
@@ -461,9 +496,11 @@ async fn record(
                 &ctx,
                 EventStage::ResponseComplete,
                 &path,
-                Some(response.status()),
-                None,
-                gone.then_some(Outcome::ClientGone),
+                Facts {
+                    status: Some(response.status()),
+                    outcome: gone.then_some(Outcome::ClientGone),
+                    ..Facts::default()
+                },
             ));
         }
         return response;
@@ -485,12 +522,25 @@ async fn record(
         &ctx,
         EventStage::ResponseComplete,
         &path,
-        Some(response.status()),
-        created_key_id,
-        gone_outcome.or(outcome),
+        Facts {
+            status: Some(response.status()),
+            created_key_id,
+            outcome: gone_outcome.or(outcome),
+            display_name: None,
+        },
     );
+    // A create's `request_received` record was queued before forwarding and committed
+    // meanwhile: the response waits for it as well as for its own record (queued after it, so
+    // durable after it). Both waits are this span.
+    let received = ctx.take_deferred_audit();
     let written = trace::in_span(
-        audit.auditor.emit(&ev),
+        async {
+            let complete = audit.auditor.emit_deferred(&ev).await?;
+            if let Some(received) = received {
+                received.durable().await?;
+            }
+            complete.durable().await
+        },
         trace::audit_write_span("response_complete"),
     )
     .await;
@@ -529,9 +579,10 @@ async fn record_gone(audit: Arc<AuditContext>, ctx: Arc<RequestContext>, path: S
         &ctx,
         EventStage::ResponseComplete,
         &path,
-        None,
-        None,
-        Some(Outcome::ClientGone),
+        Facts {
+            outcome: Some(Outcome::ClientGone),
+            ..Facts::default()
+        },
     );
     if route != RouteClass::Governed {
         audit.auditor.emit_nowait(&ev);

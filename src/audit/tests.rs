@@ -44,6 +44,7 @@ pub(crate) fn sample_record(n: usize) -> AuditRecord {
             resource_type: Some("kafka".into()),
             environment: Some("env-xyz".into()),
             key_id: None,
+            display_name: Some("orders-producer".into()),
         }),
         decision: Some(DecisionInfo {
             result: DecisionResult::Allow,
@@ -53,6 +54,7 @@ pub(crate) fn sample_record(n: usize) -> AuditRecord {
                 "event {n}: CloudClusterAdmin on lkc-abc may create"
             )),
             dry_run_findings: vec!["ticket-in-description".into()],
+            warnings: Vec::new(),
         }),
         status: Some(202),
         upstream_status: Some(202),

@@ -24,6 +24,23 @@ pub struct RawConfig {
     pub policy: Option<crate::policy::org::RawOrgPolicyConfig>,
     pub telemetry: RawTelemetry,
     pub egress: Option<crate::egress::config::RawEgressConfig>,
+    pub reconcile: Option<RawReconcile>,
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReconcile {
+    pub interval: Option<String>,
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuota {
+    pub kafka_keys_per_cluster: Option<u64>,
+    pub warn_ratio: Option<f64>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +87,8 @@ pub struct RawAudit {
     pub max_file_bytes: Option<u64>,
     pub stdout: Option<bool>,
     pub webhook: Option<String>,
+    pub webhook_spool: Option<String>,
+    pub webhook_spool_max_bytes: Option<u64>,
     pub ungoverned: Option<bool>,
     pub instance_id: Option<String>,
 }

@@ -358,3 +358,97 @@ fn egress_section_is_typed_and_proxy_auth_directory_needs_the_identity_directory
     .unwrap_err();
     assert_eq!(err.field_path(), Some("egress.allow_destinations"));
 }
+
+#[test]
+fn reconcile_quota_and_webhook_spool_validate() {
+    let mut env = std::collections::HashMap::new();
+    env.insert("KG_CRED".to_string(), "KEY1:cfltSECRET".to_string());
+    let base = format!("{MINIMAL}[upstream.credential]\nenv = \"KG_CRED\"\n");
+    let ok = |extra: &str| Config::from_toml_with_env(&format!("{base}{extra}"), &env);
+    let field = |extra: &str| {
+        ok(extra)
+            .unwrap_err()
+            .field_path()
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+
+    let c = ok(
+        "[audit]\nfile = \"a.jsonl\"\n[reconcile]\ninterval = \"5m\"\ngrace = \"0s\"\n\
+                [quota]\nkafka_keys_per_cluster = 2000\nmode = \"dry-run\"\n",
+    )
+    .unwrap();
+    let reconcile = c.reconcile.unwrap();
+    assert_eq!(
+        reconcile.interval,
+        Some(std::time::Duration::from_secs(300))
+    );
+    assert_eq!(reconcile.grace, std::time::Duration::ZERO);
+    let quota = c.quota.unwrap();
+    assert_eq!(quota.kafka_keys_per_cluster, 2000);
+    assert_eq!(quota.warn_ratio, validate::DEFAULT_QUOTA_WARN_RATIO);
+    assert_eq!(quota.mode, crate::policy::quota::QuotaMode::DryRun);
+    // Without a [reconcile] table: no reconcile, no quota.
+    let c = ok("").unwrap();
+    assert!(c.reconcile.is_none() && c.quota.is_none());
+    assert_eq!(
+        ok("[audit]\nfile = \"a.jsonl\"\n[reconcile]\n")
+            .unwrap()
+            .reconcile
+            .unwrap()
+            .grace,
+        crate::reconcile::DEFAULT_GRACE
+    );
+
+    // Reconcile needs the trail and keygate's credential; the quota guard needs the listing.
+    assert_eq!(field("[reconcile]\ninterval = \"5m\"\n"), "reconcile");
+    let no_credential = Config::from_toml(&format!(
+        "{MINIMAL}[audit]\nfile = \"a.jsonl\"\n[reconcile]\n"
+    ))
+    .unwrap_err();
+    assert_eq!(no_credential.field_path(), Some("reconcile"));
+    assert_eq!(
+        field("[audit]\nfile = \"a.jsonl\"\n[quota]\nkafka_keys_per_cluster = 10\n"),
+        "quota"
+    );
+    let with_listing = "[audit]\nfile = \"a.jsonl\"\n[reconcile]\ninterval = \"1m\"\n[quota]\n";
+    assert_eq!(field(with_listing), "quota.kafka_keys_per_cluster");
+    assert_eq!(
+        field(&format!("{with_listing}kafka_keys_per_cluster = 0\n")),
+        "quota.kafka_keys_per_cluster"
+    );
+    assert_eq!(
+        field(&format!(
+            "{with_listing}kafka_keys_per_cluster = 5\nwarn_ratio = 1.5\n"
+        )),
+        "quota.warn_ratio"
+    );
+    assert_eq!(
+        field(&format!(
+            "{with_listing}kafka_keys_per_cluster = 5\nmode = \"on\"\n"
+        )),
+        "quota.mode"
+    );
+    assert_eq!(
+        field("[audit]\nfile = \"a.jsonl\"\n[reconcile]\ninterval = \"0s\"\n"),
+        "reconcile.interval"
+    );
+
+    // The webhook spool: beside the audit file by default, or where configured.
+    let c = ok(
+        "[audit]\nfile = \"/var/lib/keygate/audit.jsonl\"\nwebhook = \"https://siem.example/\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.audit.webhook_spool.as_deref(),
+        Some(std::path::Path::new(
+            "/var/lib/keygate/audit.jsonl-webhook-spool"
+        ))
+    );
+    let c = ok("[audit]\nwebhook = \"https://siem.example/\"\n").unwrap();
+    assert!(c.audit.webhook_spool.is_none(), "in memory without a file");
+    assert_eq!(
+        field("[audit]\nwebhook_spool = \"spool\"\n"),
+        "audit.webhook_spool"
+    );
+}

@@ -287,6 +287,28 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
             ));
         }
     }
+    let reconcile = raw.reconcile.map(reconcile).transpose()?;
+    if reconcile.is_some() {
+        if audit.file.is_none() {
+            return Err(ConfigError::field(
+                "reconcile",
+                "reconcile compares the upstream's keys with the audit trail: set `audit.file`",
+            ));
+        }
+        if upstream.credential_source.is_none() {
+            return Err(ConfigError::field(
+                "reconcile",
+                "reconcile lists the organisation's keys with keygate's own credential: set `upstream.credential.env` or `upstream.credential.file`",
+            ));
+        }
+    }
+    let quota = raw.quota.map(quota).transpose()?;
+    if quota.is_some() && reconcile.as_ref().and_then(|r| r.interval).is_none() {
+        return Err(ConfigError::field(
+            "quota",
+            "the quota guard counts keys from the reconcile listing: set `reconcile.interval`",
+        ));
+    }
 
     Ok(Config {
         listener,
@@ -303,6 +325,73 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
         source_path: None,
         telemetry,
         egress,
+        reconcile,
+        quota,
+    })
+}
+
+/// A Global key near a cluster's quota warns from 90 % of it on.
+pub const DEFAULT_QUOTA_WARN_RATIO: f64 = 0.9;
+
+fn reconcile(
+    raw: super::raw::RawReconcile,
+) -> Result<crate::reconcile::ReconcileConfig, ConfigError> {
+    let interval = raw
+        .interval
+        .map(|text| duration("reconcile.interval", Some(text), Duration::ZERO))
+        .transpose()?;
+    let grace = match raw.grace.as_deref() {
+        None => crate::reconcile::DEFAULT_GRACE,
+        // Zero is allowed: judge everything at once (tests, a stopped keygate).
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            ConfigError::field(
+                "reconcile.grace",
+                format!("`{text}` is not a duration like `1m` or `30s`: {e}"),
+            )
+        })?,
+    };
+    Ok(crate::reconcile::ReconcileConfig { interval, grace })
+}
+
+fn quota(raw: super::raw::RawQuota) -> Result<crate::policy::quota::QuotaConfig, ConfigError> {
+    use crate::policy::quota::{QuotaConfig, QuotaMode};
+    let kafka_keys_per_cluster = match raw.kafka_keys_per_cluster {
+        None => {
+            return Err(ConfigError::field(
+                "quota.kafka_keys_per_cluster",
+                "required: the Kafka API keys a cluster may hold (your organisation's quota; \
+                 keygate assumes none)",
+            ))
+        }
+        Some(0) => {
+            return Err(ConfigError::field(
+                "quota.kafka_keys_per_cluster",
+                "must be greater than 0",
+            ))
+        }
+        Some(n) => n,
+    };
+    let warn_ratio = raw.warn_ratio.unwrap_or(DEFAULT_QUOTA_WARN_RATIO);
+    if !(warn_ratio > 0.0 && warn_ratio <= 1.0) {
+        return Err(ConfigError::field(
+            "quota.warn_ratio",
+            format!("`{warn_ratio}` must be greater than 0 and at most 1"),
+        ));
+    }
+    let mode = match raw.mode.as_deref() {
+        None | Some("enforce") => QuotaMode::Enforce,
+        Some("dry-run") => QuotaMode::DryRun,
+        Some(other) => {
+            return Err(ConfigError::field(
+                "quota.mode",
+                format!("unknown mode `{other}`, expected `enforce` or `dry-run`"),
+            ))
+        }
+    };
+    Ok(QuotaConfig {
+        kafka_keys_per_cluster,
+        warn_ratio,
+        mode,
     })
 }
 
@@ -492,10 +581,37 @@ fn audit(raw: super::raw::RawAudit, base: &Path) -> Result<AuditConfig, ConfigEr
             }
         })
         .transpose()?;
+    if webhook.is_none() && (raw.webhook_spool.is_some() || raw.webhook_spool_max_bytes.is_some()) {
+        return Err(ConfigError::field(
+            "audit.webhook_spool",
+            "only used with `audit.webhook`",
+        ));
+    }
+    let webhook_spool = match raw.webhook_spool.as_deref() {
+        Some(p) => Some(resolved(base, "audit.webhook_spool", p)?),
+        // Beside the audit file: storage that already outlives the process.
+        None => file.as_ref().map(|f| {
+            let mut name = f.path.as_os_str().to_owned();
+            name.push("-webhook-spool");
+            PathBuf::from(name)
+        }),
+    };
+    let webhook_spool_max_bytes = match raw.webhook_spool_max_bytes {
+        Some(0) => {
+            return Err(ConfigError::field(
+                "audit.webhook_spool_max_bytes",
+                "must be greater than 0",
+            ))
+        }
+        Some(n) => n,
+        None => crate::audit::sink::webhook::DEFAULT_SPOOL_MAX_BYTES,
+    };
     Ok(AuditConfig {
         file,
         stdout: raw.stdout.unwrap_or(false),
         webhook,
+        webhook_spool,
+        webhook_spool_max_bytes,
         ungoverned: raw.ungoverned.unwrap_or(false),
         instance_id: raw.instance_id,
     })

@@ -1,5 +1,7 @@
 //! The resource inventory: which environments exist, which environment each Kafka, Schema Registry
-//! and ksqlDB cluster belongs to, and which Kafka cluster a ksqlDB cluster runs on.
+//! and ksqlDB cluster belongs to, which Kafka cluster a ksqlDB cluster runs on, and each Kafka
+//! cluster's type (`spec.config.kind`: Basic, Standard, Enterprise, Dedicated, Freight), which
+//! decides whether a Global key counts against its API-key quota.
 //!
 //! The layer-1 decision needs it to build a resource's CRN, so that an environment- or
 //! cluster-scoped binding can be checked. Two sources produce the same [`Inventory`]: a TOML file
@@ -40,6 +42,14 @@ pub enum InventoryError {
         /// The cluster.
         cluster: String,
     },
+    /// In a file, a Kafka cluster's kind is not one Confluent has.
+    #[error("Kafka cluster `{cluster}`: unknown kind `{kind}` (Basic, Standard, Enterprise, Dedicated or Freight)")]
+    Kind {
+        /// The cluster.
+        cluster: String,
+        /// The kind given.
+        kind: String,
+    },
     /// In a file, a ksqlDB cluster names a Kafka cluster that is not listed in its environment.
     #[error("ksqlDB cluster `{ksqldb}`: Kafka cluster `{kafka}` is not listed in environment `{environment}`")]
     KsqlKafkaCluster {
@@ -52,14 +62,66 @@ pub enum InventoryError {
     },
 }
 
+/// A Kafka cluster's type, as `/cmk/v2/clusters` reports it in `spec.config.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClusterKind {
+    /// `Basic`.
+    Basic,
+    /// `Standard`.
+    Standard,
+    /// `Enterprise`.
+    Enterprise,
+    /// `Dedicated`.
+    Dedicated,
+    /// `Freight`.
+    Freight,
+    /// A kind keygate does not know (Confluent added one).
+    Other,
+}
+
+impl ClusterKind {
+    /// Parses Confluent's spelling (case-insensitively); anything else is [`ClusterKind::Other`].
+    pub fn parse(kind: &str) -> ClusterKind {
+        const KINDS: [(&str, ClusterKind); 5] = [
+            ("basic", ClusterKind::Basic),
+            ("standard", ClusterKind::Standard),
+            ("enterprise", ClusterKind::Enterprise),
+            ("dedicated", ClusterKind::Dedicated),
+            ("freight", ClusterKind::Freight),
+        ];
+        KINDS
+            .iter()
+            .find(|(name, _)| kind.eq_ignore_ascii_case(name))
+            .map_or(ClusterKind::Other, |(_, k)| *k)
+    }
+
+    /// Confluent's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterKind::Basic => "Basic",
+            ClusterKind::Standard => "Standard",
+            ClusterKind::Enterprise => "Enterprise",
+            ClusterKind::Dedicated => "Dedicated",
+            ClusterKind::Freight => "Freight",
+            ClusterKind::Other => "Other",
+        }
+    }
+}
+
 /// Where a cluster lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
     environment: Box<str>,
     kafka_cluster: Option<Box<str>>,
+    kind: Option<ClusterKind>,
 }
 
 impl Cluster {
+    /// A Kafka cluster's type, when known (the upstream always says; a file may not).
+    pub fn kind(&self) -> Option<ClusterKind> {
+        self.kind
+    }
+
     /// The environment id (`env-…`).
     pub fn environment(&self) -> &str {
         &self.environment
@@ -88,10 +150,23 @@ impl Inventory {
             environments: BTreeMap<String, RawEnvironment>,
         }
         #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum RawKafka {
+            Id(String),
+            WithKind { id: String, kind: String },
+        }
+        impl RawKafka {
+            fn id(&self) -> &str {
+                match self {
+                    RawKafka::Id(id) | RawKafka::WithKind { id, .. } => id,
+                }
+            }
+        }
+        #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct RawEnvironment {
             #[serde(default)]
-            kafka_clusters: Vec<String>,
+            kafka_clusters: Vec<RawKafka>,
             #[serde(default)]
             schema_registries: Vec<String>,
             #[serde(default)]
@@ -107,15 +182,26 @@ impl Inventory {
         let mut b = InventoryBuilder::new();
         for (env, e) in &raw.environments {
             b.environment(env)?;
-            for id in &e.kafka_clusters {
-                b.kafka_cluster(id, env)?;
+            for k in &e.kafka_clusters {
+                match k {
+                    RawKafka::Id(id) => b.kafka_cluster(id, env)?,
+                    RawKafka::WithKind { id, kind } => match ClusterKind::parse(kind) {
+                        ClusterKind::Other => {
+                            return Err(InventoryError::Kind {
+                                cluster: id.clone(),
+                                kind: kind.chars().take(64).collect(),
+                            })
+                        }
+                        kind => b.kafka_cluster_of_kind(id, env, Some(kind))?,
+                    },
+                }
             }
             for id in &e.schema_registries {
                 b.schema_registry(id, env)?;
             }
             for k in &e.ksqldb_clusters {
                 if let Some(kafka) = &k.kafka_cluster {
-                    if !e.kafka_clusters.contains(kafka) {
+                    if !e.kafka_clusters.iter().any(|c| c.id() == kafka) {
                         return Err(InventoryError::KsqlKafkaCluster {
                             ksqldb: k.id.clone(),
                             kafka: kafka.clone(),
@@ -148,6 +234,14 @@ impl Inventory {
     pub fn cluster_count(&self) -> usize {
         self.clusters.len()
     }
+
+    /// Every Kafka cluster (`lkc-…`) with its kind when known.
+    pub fn kafka_clusters(&self) -> impl Iterator<Item = (&str, Option<ClusterKind>)> {
+        self.clusters
+            .iter()
+            .filter(|(id, _)| id.starts_with("lkc-"))
+            .map(|(id, c)| (&**id, c.kind))
+    }
 }
 
 /// Builds an [`Inventory`], validating ids; add an environment before its clusters.
@@ -169,16 +263,26 @@ impl InventoryBuilder {
         Ok(())
     }
 
-    /// Adds a Kafka cluster (`lkc-…`) in an environment.
+    /// Adds a Kafka cluster (`lkc-…`) in an environment, of unknown kind.
     pub fn kafka_cluster(&mut self, id: &str, environment: &str) -> Result<(), InventoryError> {
+        self.kafka_cluster_of_kind(id, environment, None)
+    }
+
+    /// Adds a Kafka cluster (`lkc-…`) in an environment, with its kind when known.
+    pub fn kafka_cluster_of_kind(
+        &mut self,
+        id: &str,
+        environment: &str,
+        kind: Option<ClusterKind>,
+    ) -> Result<(), InventoryError> {
         check_id(id, "Kafka cluster", "lkc-")?;
-        self.cluster(id, environment, None)
+        self.cluster(id, environment, None, kind)
     }
 
     /// Adds a Schema Registry cluster (`lsrc-…`) in an environment.
     pub fn schema_registry(&mut self, id: &str, environment: &str) -> Result<(), InventoryError> {
         check_id(id, "Schema Registry cluster", "lsrc-")?;
-        self.cluster(id, environment, None)
+        self.cluster(id, environment, None, None)
     }
 
     /// Adds a ksqlDB cluster (`lksqlc-…`) in an environment, with its Kafka cluster when known.
@@ -192,7 +296,7 @@ impl InventoryBuilder {
         if let Some(kafka) = kafka_cluster {
             check_id(kafka, "Kafka cluster", "lkc-")?;
         }
-        self.cluster(id, environment, kafka_cluster)
+        self.cluster(id, environment, kafka_cluster, None)
     }
 
     fn cluster(
@@ -200,6 +304,7 @@ impl InventoryBuilder {
         id: &str,
         environment: &str,
         kafka_cluster: Option<&str>,
+        kind: Option<ClusterKind>,
     ) -> Result<(), InventoryError> {
         if !self.inventory.environments.contains(environment) {
             return Err(InventoryError::UnknownEnvironment {
@@ -210,6 +315,7 @@ impl InventoryBuilder {
         let cluster = Cluster {
             environment: Box::from(environment),
             kafka_cluster: kafka_cluster.map(Box::from),
+            kind,
         };
         match self.inventory.clusters.get(id) {
             Some(existing) if *existing == cluster => Ok(()),
@@ -327,6 +433,33 @@ mod tests {
         b.kafka_cluster("lkc-1", "env-x").unwrap();
         b.kafka_cluster("lkc-1", "env-x").unwrap();
         assert_eq!(b.build().cluster_count(), 1);
+    }
+
+    #[test]
+    fn kafka_clusters_may_name_their_kind() {
+        let inv = Inventory::from_toml_str(
+            "[environments.env-a]\nkafka_clusters = [\"lkc-1\", { id = \"lkc-2\", kind = \"Dedicated\" }]",
+        )
+        .unwrap();
+        assert_eq!(inv.cluster("lkc-1").unwrap().kind(), None);
+        assert_eq!(
+            inv.cluster("lkc-2").unwrap().kind(),
+            Some(ClusterKind::Dedicated)
+        );
+        let mut all: Vec<_> = inv.kafka_clusters().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            [("lkc-1", None), ("lkc-2", Some(ClusterKind::Dedicated))]
+        );
+        assert!(matches!(
+            Inventory::from_toml_str(
+                "[environments.env-a]\nkafka_clusters = [{ id = \"lkc-2\", kind = \"Huge\" }]"
+            ),
+            Err(InventoryError::Kind { .. })
+        ));
+        assert_eq!(ClusterKind::parse("FREIGHT"), ClusterKind::Freight);
+        assert_eq!(ClusterKind::parse("Quantum"), ClusterKind::Other);
     }
 
     #[test]

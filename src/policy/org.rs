@@ -173,6 +173,15 @@ pub struct KeyResource<'a> {
     pub cluster: Option<&'a str>,
 }
 
+/// The API-key load of the clusters a create counts against (`context.quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaInput<'a> {
+    /// `[quota] kafka_keys_per_cluster`, when configured.
+    pub limit: Option<u64>,
+    /// The clusters, fullest first, with the keys counting against each now.
+    pub clusters: &'a [crate::policy::quota::ClusterLoad],
+}
+
 /// What keygate knows of an existing key (`context.target_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetKey<'a> {
@@ -232,6 +241,8 @@ pub struct OrgInput<'a> {
     pub request_id: &'a str,
     /// The existing key, as far as keygate knows it (get, update, delete).
     pub target_key: Option<TargetKey<'a>>,
+    /// For a create, the key counts of the clusters it would count against, when known.
+    pub quota: Option<QuotaInput<'a>>,
 }
 
 /// What keygate knows about a loaded policy.
@@ -328,6 +339,7 @@ impl<'a> OrgInput<'a> {
             source_ip: None,
             request_id: "",
             target_key: None,
+            quota: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::bindings::{BindingIndex, BindingIndexBuilder};
 use super::crn::OrgId;
-use super::inventory::{Inventory, InventoryBuilder};
+use super::inventory::{ClusterKind, Inventory, InventoryBuilder};
 
 /// Page size asked of the upstream; Confluent documents 100 as the maximum.
 const PAGE_SIZE: u32 = 100;
@@ -114,7 +114,7 @@ pub async fn fetch_bindings(f: &dyn Fetch, org: &OrgId) -> Result<BindingIndex, 
 }
 
 /// Fetches the inventory: `GET /org/v2/environments`, then per environment its Kafka
-/// (`/cmk/v2/clusters`), Schema Registry (`/srcm/v3/clusters`) and ksqlDB (`/ksqldbcm/v2/clusters`)
+/// (`/cmk/v2/clusters`, with each cluster's `spec.config.kind`), Schema Registry (`/srcm/v3/clusters`) and ksqlDB (`/ksqldbcm/v2/clusters`)
 /// clusters, all paginated.
 pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
     #[derive(Deserialize)]
@@ -127,6 +127,13 @@ pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
     struct Spec {
         #[serde(default)]
         kafka_cluster: Option<Ref>,
+        #[serde(default)]
+        config: Option<ClusterConfig>,
+    }
+    #[derive(Deserialize)]
+    struct ClusterConfig {
+        #[serde(default)]
+        kind: Option<String>,
     }
     #[derive(Deserialize)]
     struct Ref {
@@ -152,7 +159,12 @@ pub async fn fetch_inventory(f: &dyn Fetch) -> Result<Inventory, FetchError> {
         );
         let (k, s, x) = tokio::join!(list_all(f, &kafka), list_all(f, &sr), list_all(f, &ksql));
         for c in typed::<Item>(k?, &kafka)? {
-            skipped += usize::from(b.kafka_cluster(&c.id, &env.id).is_err());
+            let kind = c
+                .spec
+                .and_then(|s| s.config)
+                .and_then(|config| config.kind)
+                .map(|kind| ClusterKind::parse(&kind));
+            skipped += usize::from(b.kafka_cluster_of_kind(&c.id, &env.id, kind).is_err());
         }
         for c in typed::<Item>(s?, &sr)? {
             skipped += usize::from(b.schema_registry(&c.id, &env.id).is_err());
@@ -190,10 +202,25 @@ struct PageMetadata {
 
 /// All items of a paginated list. `base` is a path ending in `?` or in a query.
 async fn list_all(f: &dyn Fetch, base: &str) -> Result<Vec<Value>, FetchError> {
+    let mut items = Vec::new();
+    for_each_page(f, base, |page| {
+        items.extend(page);
+        Ok(())
+    })
+    .await?;
+    Ok(items)
+}
+
+/// Hands every page of a paginated list to `on_page` as it arrives, so a listing of any length
+/// holds one page at a time. `base` is a path ending in `?` or in a query.
+pub(crate) async fn for_each_page(
+    f: &dyn Fetch,
+    base: &str,
+    mut on_page: impl FnMut(Vec<Value>) -> Result<(), FetchError>,
+) -> Result<(), FetchError> {
     let sep = if base.ends_with('?') { "" } else { "&" };
     let first = format!("{base}{sep}page_size={PAGE_SIZE}");
     let mut path = first.clone();
-    let mut items = Vec::new();
     let mut seen = HashSet::new();
     for _ in 0..MAX_PAGES {
         let body = f.get_json(&path).await?;
@@ -201,10 +228,10 @@ async fn list_all(f: &dyn Fetch, base: &str) -> Result<Vec<Value>, FetchError> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        items.extend(page.data);
+        on_page(page.data)?;
         let next = page.metadata.and_then(|m| m.next).filter(|n| !n.is_empty());
         let Some(next) = next else {
-            return Ok(items);
+            return Ok(());
         };
         let token = page_token(&next).ok_or_else(|| FetchError::Pagination {
             path: path.clone(),

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::org::{Mode, OrgInput, RoleBinding as OrgBinding, TargetKey};
+use super::org::{Mode, OrgInput, QuotaInput, RoleBinding as OrgBinding, TargetKey};
+use super::quota;
 use super::runtime::AuthzRuntime;
 use super::Permit;
 use crate::body::Body;
@@ -22,7 +23,7 @@ use crate::model::Principal;
 use crate::model::{Action, CreateSpec};
 use crate::proxy::Upstream;
 use crate::stage::Stage;
-use crate::telemetry::metrics::{DecisionLabels, PolicyLabels};
+use crate::telemetry::metrics::{DecisionLabels, PolicyLabels, ResultLabels};
 use crate::telemetry::Metrics;
 
 /// See the module doc.
@@ -31,15 +32,22 @@ pub struct DecideStage {
     authz: Arc<AuthzRuntime>,
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
+    quota: Arc<quota::Guard>,
 }
 
 impl DecideStage {
-    /// The stage over the live authorization data.
-    pub fn new(authz: Arc<AuthzRuntime>, upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
+    /// The stage over the live authorization data and key counts.
+    pub fn new(
+        authz: Arc<AuthzRuntime>,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        quota: Arc<quota::Guard>,
+    ) -> Self {
         DecideStage {
             authz,
             upstream,
             metrics,
+            quota,
         }
     }
 }
@@ -108,6 +116,7 @@ impl DecideStage {
             target: decision.target.clone(),
             dry_run: Vec::new(),
             revision: Some(revision),
+            warnings: Vec::new(),
         };
         {
             let mut state = ctx.state();
@@ -124,6 +133,13 @@ impl DecideStage {
                 entries: Vec::new(),
             })));
         }
+        // What the quota guard knows about a create's clusters (also `context.quota` for policies).
+        let quota_facts = match (action, decision.target.resource_id.as_deref()) {
+            (Action::CreateApiKey, Some(resource)) => {
+                Some(self.quota.facts(resource, snapshot.inventory()))
+            }
+            _ => None,
+        };
         if let Some(org) = snapshot.org_policies() {
             let update = match request.extensions().get::<GovernedBody>() {
                 Some(GovernedBody::Update(update)) => Some(update.clone()),
@@ -144,6 +160,12 @@ impl DecideStage {
                     resource_id: t.resource_id.as_deref(),
                     description: &t.description,
                     display_name: &t.display_name,
+                }),
+                quota: quota_facts.as_ref().and_then(|f| {
+                    f.loads.as_deref().map(|clusters| QuotaInput {
+                        limit: self.quota.config().map(|c| c.kafka_keys_per_cluster),
+                        clusters,
+                    })
                 }),
                 ..OrgInput::for_decision(
                     &principal,
@@ -225,6 +247,10 @@ impl DecideStage {
                 })));
             }
         }
+        if let Some(facts) = &quota_facts {
+            self.check_quota(&ctx, &principal, action, facts)?;
+        }
+        self.hold_quota(&ctx, action, quota_facts);
         self.decided(&ctx, &principal, action);
         if action == Action::CreateApiKey && snapshot.org_policies().is_some() {
             if let Some(owner) = decision.target.owner_id.as_deref() {
@@ -239,6 +265,87 @@ impl DecideStage {
 }
 
 impl DecideStage {
+    /// The quota guard's say on an allowed create (`policy::quota`): a denial (403) past the
+    /// quota, 503 when the counts are unknown, or warnings recorded with the decision.
+    fn check_quota(
+        &self,
+        ctx: &RequestContext,
+        principal: &Principal,
+        action: Action,
+        facts: &quota::Facts,
+    ) -> Result<(), GatewayError> {
+        let count = |result: &'static str| {
+            self.metrics
+                .quota_decisions
+                .get_or_create(&ResultLabels { result })
+                .inc();
+        };
+        match self.quota.decide(facts) {
+            quota::Decision::Allow => Ok(()),
+            quota::Decision::Warn {
+                warnings,
+                would_deny,
+            } => {
+                count(if would_deny { "would_deny" } else { "warn" });
+                for warning in &warnings {
+                    tracing::warn!(request.id = %ctx.id_str(), reason = %warning, "API-key quota warning");
+                }
+                let mut state = ctx.state();
+                if let Some(record) = state.decision.as_mut() {
+                    if would_deny {
+                        record.dry_run.push(quota::RULE.to_owned());
+                    }
+                    record.warnings.extend(warnings);
+                }
+                Ok(())
+            }
+            quota::Decision::Deny(explanation) => {
+                count("deny");
+                {
+                    let mut state = ctx.state();
+                    state.decided_by = Some(DecidedBy::Quota);
+                    if let Some(record) = state.decision.as_mut() {
+                        record.allow = false;
+                        record.rule_ids.push(quota::RULE.to_owned());
+                        record.explanation = explanation.clone();
+                    }
+                }
+                self.decided(ctx, principal, action);
+                Err(GatewayError::Denied(Box::new(Denial {
+                    explanation,
+                    rule_ids: vec![quota::RULE.to_owned()],
+                    pointer: Some(super::decision::pointer::RESOURCE_ID),
+                    by: DecidedBy::Quota,
+                    entries: Vec::new(),
+                })))
+            }
+            quota::Decision::Unknown(why) => {
+                count("unknown");
+                ctx.state().decided_by = Some(DecidedBy::Quota);
+                Err(GatewayError::AuthzUnavailable(why))
+            }
+        }
+    }
+
+    /// Counts an allowed create (or a delete, once confirmed) in the key counts; the forwarder
+    /// settles the hold with the upstream's answer.
+    fn hold_quota(&self, ctx: &RequestContext, action: Action, facts: Option<quota::Facts>) {
+        let ledger = self.quota.ledger();
+        let hold = match (action, facts) {
+            (Action::CreateApiKey, Some(facts)) if facts.scope != quota::KeyScope::Other => {
+                Some(ledger.reserve(facts.scope))
+            }
+            (Action::DeleteApiKey, _) => {
+                let key_id = ctx.state().key_id.clone();
+                key_id.map(|id| ledger.delete(&id))
+            }
+            _ => None,
+        };
+        if let Some(hold) = hold {
+            ctx.hold_quota(hold);
+        }
+    }
+
     /// Logs and counts the final decision recorded in the context: one line per decided request.
     fn decided(&self, ctx: &RequestContext, principal: &Principal, action: Action) {
         let state = ctx.state();

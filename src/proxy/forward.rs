@@ -20,6 +20,7 @@ use crate::body::Body;
 use crate::context::{EgressRequest, RequestContext};
 use crate::error::GatewayError;
 use crate::model::GovernedRoute;
+use crate::policy::quota::Outcome;
 use crate::policy::Permit;
 use crate::stage::Chain;
 use crate::telemetry::metrics::KindLabels;
@@ -127,6 +128,14 @@ impl Chain for Forward {
             Ok(response) => {
                 if let Some(ctx) = &ctx {
                     ctx.state().upstream_status = Some(response.status());
+                    settle_quota(
+                        ctx,
+                        if response.status().is_success() {
+                            Outcome::Succeeded
+                        } else {
+                            Outcome::Refused
+                        },
+                    );
                 }
                 if response.status() == StatusCode::TOO_MANY_REQUESTS {
                     self.metrics.upstream_ratelimited.inc();
@@ -147,6 +156,21 @@ impl Chain for Forward {
                 }
             }
             Err(err) => {
+                if let Some(ctx) = &ctx {
+                    // Not connected: nothing happened upstream. Anything later (a timeout, a lost
+                    // connection): it may have (counted, to fail closed).
+                    settle_quota(
+                        ctx,
+                        match err {
+                            ProxyError::Connect(_)
+                            | ProxyError::Tls(_)
+                            | ProxyError::ConnectTimeout(_) => Outcome::Refused,
+                            ProxyError::Timeout(_)
+                            | ProxyError::BodyTimeout(_)
+                            | ProxyError::Protocol(_) => Outcome::Unknown,
+                        },
+                    );
+                }
                 self.metrics
                     .upstream_errors
                     .get_or_create(&KindLabels { kind: err.kind() })
@@ -154,6 +178,13 @@ impl Chain for Forward {
                 Err(err.into())
             }
         }
+    }
+}
+
+/// Settles a governed create's or delete's hold on the key counts (`policy::quota`).
+fn settle_quota(ctx: &RequestContext, outcome: Outcome) {
+    if let Some(hold) = ctx.take_quota_hold() {
+        hold.settle(outcome);
     }
 }
 

@@ -59,7 +59,7 @@ const MAX_EXACT_MICROS: u64 = 1 << 53;
 /// Whole microseconds, rounded up (so a shared limit is never looser than its local twin).
 fn micros(d: Duration) -> u64 {
     let whole = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    whole.saturating_add(u64::from(d.subsec_nanos() % 1000 != 0))
+    whole.saturating_add(u64::from(!d.subsec_nanos().is_multiple_of(1000)))
 }
 
 /// What one shared limit contributes to every check: its key stem and its quota in the script's

@@ -272,7 +272,7 @@ pub(crate) fn kafka_cluster(ctx: &Ctx<'_>, c: &Cluster) -> Value {
             "availability": "SINGLE_ZONE",
             "cloud": c.cloud,
             "region": c.region,
-            "config": { "kind": "Basic" },
+            "config": { "kind": c.kind },
             "kafka_bootstrap_endpoint": format!("SASL_SSL://{pkc}:9092"),
             "http_endpoint": format!("https://{pkc}:443"),
             "api_endpoint": format!("https://{}", host("pkac", &c.id, &c.cloud, &c.region)),

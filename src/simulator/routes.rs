@@ -99,7 +99,10 @@ where
 
     // Control endpoints are neither logged nor faulted, so reading the log does not change it
     // and a fault on `/` cannot lock tests out of clearing it.
-    let control = path == "/_simulator/requests" || path == "/_simulator/faults";
+    let control = matches!(
+        path,
+        "/_simulator/requests" | "/_simulator/faults" | "/_simulator/stall"
+    );
     if !control {
         sim.record(record(&parts, &read));
     }
@@ -112,6 +115,10 @@ where
         Some(fault) => fault_response(&fault),
         None => route(sim, &parts, &read).unwrap_or_else(|e| error_response(sim, &e)),
     };
+    if !control && sim.take_stall(&parts.method, path) {
+        // Carried out, answer held back: an upstream that acted and has not answered yet.
+        sim.hold().await;
+    }
     finish(sim, &mut response, &request_id);
     response
 }

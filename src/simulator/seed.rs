@@ -69,6 +69,18 @@ pub(crate) struct SeedCluster {
     pub(crate) cloud: String,
     #[serde(default = "default_region")]
     pub(crate) region: String,
+    /// The cluster type of a Kafka cluster (`spec.config.kind`): `Basic`, `Standard`,
+    /// `Enterprise`, `Dedicated` or `Freight`. Ignored for Schema Registry clusters.
+    #[serde(default = "default_kind")]
+    pub(crate) kind: String,
+}
+
+/// Kafka cluster types as `/cmk/v2/clusters` reports them in `spec.config.kind`.
+pub(crate) const CLUSTER_KINDS: [&str; 5] =
+    ["Basic", "Standard", "Enterprise", "Dedicated", "Freight"];
+
+fn default_kind() -> String {
+    "Basic".to_owned()
 }
 
 fn default_cloud() -> String {
@@ -179,6 +191,12 @@ impl Seed {
         Seed::from_toml(BUILTIN_SEED).expect("the embedded dev/org.toml is valid")
     }
 
+    /// The text of the built-in seed (`dev/org.toml`).
+    #[cfg(test)]
+    pub(crate) fn builtin_text() -> &'static str {
+        BUILTIN_SEED
+    }
+
     /// Reads and validates a seed file.
     pub fn from_path(path: &Path) -> Result<Seed, SimulatorError> {
         let text = std::fs::read_to_string(path).map_err(|source| SimulatorError::ReadSeed {
@@ -248,6 +266,14 @@ impl Seed {
                 unique(&c.id)?;
                 require_prefix(&c.id, prefix)?;
                 require_env(&envs, &c.id, &c.environment)?;
+                if !CLUSTER_KINDS.contains(&c.kind.as_str()) {
+                    return Err(format!(
+                        "cluster `{}`: kind `{}` is not one of {}",
+                        c.id,
+                        c.kind,
+                        CLUSTER_KINDS.join(", ")
+                    ));
+                }
             }
         }
         for k in &self.ksqldb_clusters {

@@ -38,6 +38,8 @@ pub(crate) struct Cluster {
     pub(crate) environment: String,
     pub(crate) cloud: String,
     pub(crate) region: String,
+    /// Kafka clusters: `Basic`, `Standard`, `Enterprise`, `Dedicated` or `Freight`.
+    pub(crate) kind: String,
     pub(crate) created_at: String,
 }
 
@@ -157,6 +159,7 @@ impl Store {
                     environment: c.environment.clone(),
                     cloud: c.cloud.clone(),
                     region: c.region.clone(),
+                    kind: c.kind.clone(),
                     created_at: at.clone(),
                 },
             )
@@ -366,6 +369,17 @@ impl Store {
                     }
                     _ => false,
                 }
+        })
+    }
+
+    /// Whether `caller` holds OrganizationAdmin on the organisation (and so may manage every key).
+    pub(crate) fn is_organization_admin(&self, caller: &str, org: &str) -> bool {
+        let principal = format!("User:{caller}");
+        let org_crn = format!("crn://confluent.cloud/organization={org}");
+        self.role_bindings.values().any(|rb| {
+            rb.principal == principal
+                && rb.role_name == "OrganizationAdmin"
+                && rb.crn_pattern == org_crn
         })
     }
 

@@ -858,3 +858,165 @@ async fn a_login_gives_a_session_token_that_authenticates_on_every_route_until_r
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }
+
+// === Behind keygate's back ===
+
+#[tokio::test]
+async fn keys_created_and_deleted_directly_show_in_listings_and_authenticate() {
+    let h = Harness::start().await;
+    let r = h
+        .send(
+            Method::POST,
+            "/_simulator/api-keys",
+            None,
+            Some(json!({ "owner": "sa-orders", "resource": "lkc-prod01", "display_name": "console" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.bytes);
+    let keys = r.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 1);
+    let id = keys[0]["id"].as_str().unwrap().to_owned();
+    let got = h.get(&format!("/iam/v2/api-keys/{id}")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["spec"]["display_name"], "console");
+    assert_eq!(got.json()["spec"]["resource"]["id"], "lkc-prod01");
+
+    // A directly created Cloud key is a working credential, like any other.
+    let cloud = h
+        .send(
+            Method::POST,
+            "/_simulator/api-keys",
+            None,
+            Some(json!({ "owner": "u-alice" })),
+        )
+        .await
+        .json();
+    let auth = basic(
+        cloud["keys"][0]["id"].as_str().unwrap(),
+        cloud["keys"][0]["secret"].as_str().unwrap(),
+    );
+    let listed = h
+        .send(Method::GET, "/iam/v2/api-keys", Some(&auth), None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+
+    let deleted = h
+        .send(
+            Method::DELETE,
+            &format!("/_simulator/api-keys/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.get(&format!("/iam/v2/api-keys/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let again = h
+        .send(
+            Method::DELETE,
+            &format!("/_simulator/api-keys/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    let unknown_owner = h
+        .send(
+            Method::POST,
+            "/_simulator/api-keys",
+            None,
+            Some(json!({ "owner": "sa-nobody" })),
+        )
+        .await;
+    assert_eq!(unknown_owner.status, StatusCode::UNPROCESSABLE_ENTITY);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tens_of_thousands_of_keys_page_through_without_repeats() {
+    let h = Harness::start().await;
+    let before = h.sim.api_key_ids().len();
+    h.sim
+        .create_keys_directly(&super::DirectKey::new("sa-payments", "lkc-dev01"), 20_000)
+        .unwrap();
+    let mut seen = HashSet::new();
+    let mut path = "/iam/v2/api-keys?page_size=100".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = h.get(&path).await.json();
+        pages += 1;
+        assert_eq!(page["metadata"]["total_size"], before + 20_000);
+        for key in page["data"].as_array().unwrap() {
+            assert!(seen.insert(key["id"].as_str().unwrap().to_owned()));
+        }
+        match page["metadata"]["next"].as_str() {
+            Some(next) => path = next.strip_prefix(&h.base).unwrap().to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), before + 20_000);
+    assert_eq!(pages, (before + 20_000).div_ceil(100));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_create_is_carried_out_and_answered_only_when_released() {
+    let h = Arc::new(Harness::start().await);
+    let stall = h
+        .send(
+            Method::POST,
+            "/_simulator/stall",
+            None,
+            Some(json!({ "method": "POST", "path_prefix": "/iam/v2/api-keys" })),
+        )
+        .await;
+    assert_eq!(stall.status, StatusCode::NO_CONTENT);
+    let before = h.sim.api_key_ids();
+    let creating = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.create_key("sa-orders", Some(json!({ "id": "lkc-prod01" })))
+                .await
+        })
+    };
+    h.sim.stalled(1).await;
+    // The key exists while its answer is held back.
+    assert_eq!(h.sim.api_key_ids().len(), before.len() + 1);
+    assert!(!creating.is_finished());
+    let release = h
+        .send(Method::DELETE, "/_simulator/stall", None, None)
+        .await;
+    assert_eq!(release.status, StatusCode::NO_CONTENT);
+    let created = creating.await.unwrap();
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    // One stall, one held answer: the next create is answered at once.
+    let next = h
+        .create_key("sa-orders", Some(json!({ "id": "lkc-prod01" })))
+        .await;
+    assert_eq!(next.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn kafka_clusters_report_their_kind() {
+    let h = Harness::start().await;
+    let prod = h
+        .get("/cmk/v2/clusters/lkc-prod01?environment=env-prod01")
+        .await
+        .json();
+    assert_eq!(prod["spec"]["config"]["kind"], "Dedicated");
+    let dev = h
+        .get("/cmk/v2/clusters/lkc-dev01?environment=env-dev01")
+        .await
+        .json();
+    assert_eq!(dev["spec"]["config"]["kind"], "Basic");
+    h.stop().await;
+}
+
+#[test]
+fn a_cluster_kind_confluent_does_not_have_is_a_seed_error() {
+    let text = Seed::builtin_text().replace("kind = \"Basic\"", "kind = \"Huge\"");
+    let err = Seed::from_toml(&text).unwrap_err().to_string();
+    assert!(err.contains("kind `Huge`"), "{err}");
+}

@@ -170,6 +170,8 @@ pub struct Metrics {
     /// Connections on the egress listener by outcome (`intercepted`, `tunnelled`, or the refusal
     /// reason of an `io.keygate.egress.refused` event).
     pub egress: Family<ResultLabels, Counter>,
+    /// The quota guard's say on creates (`deny`, `warn`, `would_deny`, `unknown`).
+    pub quota_decisions: Family<ResultLabels, Counter>,
     /// Handles into `requests` and `latency` for the label sets nearly every request ends with.
     hot: HotHandles,
 }
@@ -317,8 +319,16 @@ impl Metrics {
             "Organisation policy evaluation errors (fail closed when enforced), by policy id",
             policy_errors.clone(),
         );
+        let quota_decisions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "quota_decisions",
+            "Creates the API-key quota guard denied, warned about, would have denied (dry-run) or \
+             could not check (counts unknown), by result",
+            quota_decisions.clone(),
+        );
         Metrics {
             egress,
+            quota_decisions,
             would_deny,
             policy_errors,
             reloads,
@@ -390,6 +400,13 @@ impl Metrics {
     pub fn register_audit(&mut self, source: AuditSource) {
         self.registry
             .register_collector(Box::new(AuditCollector { source }));
+    }
+
+    /// Exports the key counts per Kafka cluster (and the configured quota), read from `source` at
+    /// every scrape.
+    pub fn register_quota(&mut self, source: QuotaSource) {
+        self.registry
+            .register_collector(Box::new(QuotaCollector { source }));
     }
 
     /// Mutable access to register further families at start-up.
@@ -505,10 +522,28 @@ impl Collector for AuditCollector {
             dropped.push(("file", file.dropped));
             failed.push(("file", file.failed));
         }
+        let mut spooled = Vec::new();
         for (name, stats) in &snapshot.sinks {
             written.push((name, stats.delivered));
             dropped.push((name, stats.dropped));
             failed.push((name, stats.failed));
+            if *name == "webhook" {
+                spooled.push((*name, stats.spooled));
+            }
+        }
+        if !spooled.is_empty() {
+            let mut metric_encoder = encoder.encode_descriptor(
+                "audit_events_spooled",
+                "Audit events waiting in a sink's spool for delivery (webhook: the collector is \
+                 away or slow), by sink",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (sink, value) in spooled {
+                let labels = SinkLabels { sink };
+                let family_encoder = metric_encoder.encode_family(&labels)?;
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family_encoder)?;
+            }
         }
         encode_per_sink(
             &mut encoder,
@@ -534,6 +569,70 @@ impl Collector for AuditCollector {
             "Audit events in which a credential-shaped value was masked (each one is a bug)",
             &ConstCounter::new(snapshot.scrubbed),
         )
+    }
+}
+
+// === quota ===
+
+/// The key counts at one moment, as [`Metrics::register_quota`] exports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaSnapshot {
+    /// `[quota] kafka_keys_per_cluster`, when configured.
+    pub limit: Option<u64>,
+    /// Every Kafka cluster with the keys counting against its quota; empty before the first
+    /// reconcile listing.
+    pub clusters: Vec<crate::policy::quota::ClusterLoad>,
+}
+
+/// Reads a [`QuotaSnapshot`]; called on every scrape of `/metrics`.
+pub type QuotaSource = Box<dyn Fn() -> QuotaSnapshot + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+    kind: &'static str,
+}
+
+struct QuotaCollector {
+    source: QuotaSource,
+}
+
+impl std::fmt::Debug for QuotaCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for QuotaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = (self.source)();
+        if let Some(limit) = snapshot.limit {
+            encode_one(
+                &mut encoder,
+                "quota_kafka_keys_limit",
+                "The configured Kafka API-key quota per cluster ([quota] kafka_keys_per_cluster)",
+                &ConstGauge::new(i64::try_from(limit).unwrap_or(i64::MAX)),
+            )?;
+        }
+        if snapshot.clusters.is_empty() {
+            return Ok(());
+        }
+        let mut metric_encoder = encoder.encode_descriptor(
+            "quota_kafka_keys",
+            "Kafka API keys counting against each cluster's quota (its own keys, plus Global keys \
+             on Dedicated, Enterprise, Freight and unknown-kind clusters), by cluster and kind",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &snapshot.clusters {
+            let labels = ClusterLabels {
+                cluster: c.id.clone(),
+                kind: c.kind_str(),
+            };
+            let family_encoder = metric_encoder.encode_family(&labels)?;
+            ConstGauge::new(i64::try_from(c.keys).unwrap_or(i64::MAX)).encode(family_encoder)?;
+        }
+        Ok(())
     }
 }
 

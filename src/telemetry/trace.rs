@@ -392,6 +392,7 @@ fn decided_by_str(by: crate::context::DecidedBy) -> &'static str {
         DecidedBy::Matrix => "matrix",
         DecidedBy::Policy => "policy",
         DecidedBy::RateLimit => "rate_limit",
+        DecidedBy::Quota => "quota",
         DecidedBy::Upstream => "upstream",
         DecidedBy::Audit => "audit",
         DecidedBy::Egress => "egress",

@@ -528,13 +528,33 @@ async fn blocking_mode_without_a_writable_audit_file_refuses_governed_requests()
     assert_eq!(response.status, 503);
     let error = response.error();
     assert_eq!(error["code"], "audit_unavailable");
+    // The create's request record is committed while it is forwarded, so this first create may
+    // have reached the upstream; its caller never got the key (or its secret): the response
+    // waits for both records. Such a key is what reconcile reports as unmanaged.
     assert!(
-        !h.sim
+        !String::from_utf8_lossy(&response.body).contains("cflt"),
+        "a secret reached the caller without a durable audit record"
+    );
+    let forwarded = |h: &Harness| {
+        h.sim
             .received("/iam/v2/api-keys")
             .iter()
-            .any(|r| r.method == "POST"),
-        "the create reached the upstream without a durable audit record"
-    );
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+    let before = forwarded(&h);
+    assert!(before <= 1);
+    // Once the sink is known to have failed, no create is forwarded at all.
+    let second = h
+        .send(
+            "POST",
+            "/iam/v2/api-keys",
+            Some("u-alice"),
+            Some(&create_body("sa-orders", "lkc-prod01")),
+        )
+        .await;
+    assert_eq!(second.status, 503);
+    assert_eq!(forwarded(&h), before, "forwarded after the sink failed");
 
     let list = h
         .send("GET", "/iam/v2/api-keys", Some("u-alice"), None)

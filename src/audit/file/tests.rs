@@ -251,3 +251,42 @@ fn garbage_last_record_refuses_to_open() {
     let err = FileSink::open(config(&path)).unwrap_err();
     assert!(matches!(err, AuditError::Chain { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_second_writer_is_refused_while_the_first_holds_the_file_even_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut cfg = config(&path);
+    cfg.max_bytes = 1; // every record after the first rotates
+    let sink = FileSink::open(cfg.clone()).unwrap();
+    assert!(matches!(
+        FileSink::open(cfg.clone()),
+        Err(AuditError::InUse { .. })
+    ));
+    assert_eq!(append(&sink, 1).await, 1);
+    assert_eq!(append(&sink, 2).await, 2);
+    assert_eq!(sink.stats().rotations, 1);
+    // The new current file is locked too.
+    assert!(matches!(
+        FileSink::open(cfg.clone()),
+        Err(AuditError::InUse { .. })
+    ));
+    drop(sink);
+    // Dropping the sink released the lock at once.
+    let sink = FileSink::open(cfg).unwrap();
+    assert_eq!(append(&sink, 3).await, 3);
+}
+
+#[tokio::test]
+async fn a_receipt_resolves_after_the_fsync_and_later_records_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (sink, gate) = FileSink::open_gated(config(&path)).unwrap();
+    let first = sink.append(encode(&sample_event(1))).await.unwrap();
+    let second = sink.append(encode(&sample_event(2))).await.unwrap();
+    assert_eq!(sink.stats().events_written, 0);
+    gate.send(()).unwrap();
+    assert_eq!(second.durable().await.unwrap().sequence, 2);
+    assert_eq!(first.durable().await.unwrap().sequence, 1);
+    assert_eq!(current_sequences(&path), vec![1, 2]);
+}

@@ -236,6 +236,30 @@ pub(crate) fn resource_id<'a>(input: &OrgInput<'a>) -> &'a str {
     }
 }
 
+fn long(n: u64) -> Value {
+    Value::from(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// `context.quota`: the clusters a create counts against, their loads, the fullest, the limit.
+fn quota(q: &super::QuotaInput<'_>) -> Value {
+    let clusters = Value::set(
+        q.clusters.iter().map(|c| {
+            record([
+                ("id", string(&c.id)),
+                ("kind", string(c.kind_str())),
+                ("keys", long(c.keys)),
+            ])
+        }),
+        None,
+    );
+    let max = q.clusters.iter().map(|c| c.keys).max().unwrap_or(0);
+    let mut fields = vec![("clusters", clusters), ("max_keys", long(max))];
+    if let Some(limit) = q.limit {
+        fields.push(("limit", long(limit)));
+    }
+    record(fields)
+}
+
 fn known_key(key: &TargetKey<'_>) -> Value {
     let mut fields = vec![
         ("id", string(key.id)),
@@ -422,6 +446,9 @@ impl OrgPolicies {
                         "owner_key_count",
                         Value::from(i64::try_from(n).unwrap_or(i64::MAX)),
                     ));
+                }
+                if let Some(q) = &input.quota {
+                    fields.push(("quota", quota(q)));
                 }
             }
             Action::ListApiKeys => {

@@ -27,8 +27,9 @@
 //!
 //! Other optional keys: `bindings = [{ role, crn_pattern }]`, `key_id`, `matrix = { allowed,
 //! rule }` (default allowed, rule "policy-test"), `owner_key_count`, `time`, `source_ip`,
-//! `request_id`, `target_key = { id, owner, resource_id, description, display_name }`, `errors`
-//! (ids expected to fail evaluation). Unknown keys are errors.
+//! `request_id`, `target_key = { id, owner, resource_id, description, display_name }`,
+//! `quota = { limit, clusters = [{ id, kind, keys }] }` (`context.quota`), `errors` (ids expected
+//! to fail evaluation). Unknown keys are errors.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -101,6 +102,23 @@ struct CaseTargetKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CaseQuota {
+    limit: Option<u64>,
+    #[serde(default)]
+    clusters: Vec<CaseQuotaCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseQuotaCluster {
+    id: String,
+    /// Confluent's spelling; anything else is an unknown kind.
+    kind: String,
+    keys: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Case {
     name: String,
     principal: String,
@@ -120,6 +138,7 @@ struct Case {
     source_ip: Option<IpAddr>,
     request_id: Option<String>,
     target_key: Option<CaseTargetKey>,
+    quota: Option<CaseQuota>,
     expect: Expect,
     #[serde(default)]
     policies: Vec<String>,
@@ -411,6 +430,19 @@ fn run_case(policies: &OrgPolicies, team: Option<&str>, case: &Case) -> Option<S
             crn_pattern: &b.crn_pattern,
         })
         .collect();
+    let quota_clusters: Vec<crate::policy::quota::ClusterLoad> = case
+        .quota
+        .iter()
+        .flat_map(|q| &q.clusters)
+        .map(|c| crate::policy::quota::ClusterLoad {
+            id: c.id.clone(),
+            kind: match crate::policy::inventory::ClusterKind::parse(&c.kind) {
+                crate::policy::inventory::ClusterKind::Other => None,
+                kind => Some(kind),
+            },
+            keys: c.keys,
+        })
+        .collect();
     let input = OrgInput {
         principal_id: &case.principal,
         principal_kind,
@@ -445,6 +477,10 @@ fn run_case(policies: &OrgPolicies, team: Option<&str>, case: &Case) -> Option<S
             resource_id: k.resource_id.as_deref(),
             description: &k.description,
             display_name: &k.display_name,
+        }),
+        quota: case.quota.as_ref().map(|q| super::QuotaInput {
+            limit: q.limit,
+            clusters: &quota_clusters,
         }),
     };
     let Some(d) = policies.evaluate_set(team, &input) else {

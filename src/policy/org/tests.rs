@@ -67,6 +67,7 @@ pub(super) fn create() -> OrgInput<'static> {
         source_ip: Some("10.1.2.3".parse().unwrap()),
         request_id: "req-1",
         target_key: None,
+        quota: None,
     }
 }
 
@@ -536,9 +537,18 @@ fn built_requests_conform_to_the_schema_for_every_action() {
         },
     ];
     let groups = vec!["platform".to_owned(), "platform".to_owned()];
+    let clusters = [crate::policy::quota::ClusterLoad {
+        id: "lkc-prod01".into(),
+        kind: Some(crate::policy::inventory::ClusterKind::Dedicated),
+        keys: 7,
+    }];
     let full_create = OrgInput {
         bindings: &bindings,
         groups: &groups,
+        quota: Some(QuotaInput {
+            limit: Some(10),
+            clusters: &clusters,
+        }),
         ..create()
     };
     let minimal_create = OrgInput {
@@ -586,6 +596,41 @@ fn built_requests_conform_to_the_schema_for_every_action() {
         p.build_request_checked(input)
             .unwrap_or_else(|e| panic!("{:?}: {e}", input.action));
     }
+}
+
+#[test]
+fn policies_see_the_key_counts_of_the_clusters_a_create_counts_against() {
+    let policy =
+        "@id(\"global-near-quota\")\n@reason(\"{resource} would take a cluster near its quota\")\n\
+        forbid (principal, action == Action::\"CreateApiKey\", resource)\n\
+        when { context has quota && context.quota has limit &&\n\
+        context.quota.max_keys * 10 >= context.quota.limit * 8 &&\n\
+        context.quota.clusters.contains({id: \"lkc-prod01\", kind: \"Dedicated\", keys: 9}) };\n";
+    let dir = scratch(&[("quota.cedar", policy)]);
+    let p = OrgPolicies::load(&scratch_config(dir.path())).unwrap();
+    let near = [crate::policy::quota::ClusterLoad {
+        id: "lkc-prod01".into(),
+        kind: Some(crate::policy::inventory::ClusterKind::Dedicated),
+        keys: 9,
+    }];
+    let far = [crate::policy::quota::ClusterLoad {
+        keys: 2,
+        ..near[0].clone()
+    }];
+    let with = |clusters: &'static [crate::policy::quota::ClusterLoad]| OrgInput {
+        quota: Some(QuotaInput {
+            limit: Some(10),
+            clusters,
+        }),
+        ..create()
+    };
+    let near: &'static [_] = Box::leak(Box::new(near));
+    let far: &'static [_] = Box::leak(Box::new(far));
+    let denied = p.evaluate(&with(near));
+    assert_eq!(ids(&denied.denied), ["global-near-quota"], "{denied:?}");
+    assert!(p.evaluate(&with(far)).allowed);
+    // Unknown counts: the attribute is absent, and the policy says what that means.
+    assert!(p.evaluate(&create()).allowed);
 }
 
 #[test]
@@ -764,6 +809,7 @@ pub(super) fn create_in<'a>(
         source_ip: None,
         request_id: "req-1",
         target_key: None,
+        quota: None,
     }
 }
 

@@ -209,7 +209,11 @@ async fn inventory_is_synced_from_environments_and_their_clusters() {
         ),
         (
             p("/cmk/v2/clusters?environment=env-prod&page_size=100&page_token=k2"),
-            Ok(list("ClusterList", vec![cluster("Cluster", "lkc-p2", "env-prod", None)], None)),
+            Ok(list("ClusterList", vec![{
+                let mut c = cluster("Cluster", "lkc-p2", "env-prod", None);
+                c["spec"]["config"] = json!({ "kind": "Dedicated" });
+                c
+            }], None)),
         ),
         (
             p("/srcm/v3/clusters?environment=env-prod&page_size=100"),
@@ -237,6 +241,11 @@ async fn inventory_is_synced_from_environments_and_their_clusters() {
     assert_eq!(inv.environment_count(), 2);
     assert_eq!(inv.cluster_count(), 5);
     assert_eq!(inv.cluster("lkc-p2").unwrap().environment(), "env-prod");
+    assert_eq!(
+        inv.cluster("lkc-p2").unwrap().kind(),
+        Some(crate::policy::inventory::ClusterKind::Dedicated)
+    );
+    assert_eq!(inv.cluster("lkc-p1").unwrap().kind(), None);
     assert_eq!(inv.cluster("lsrc-p1").unwrap().environment(), "env-prod");
     assert_eq!(
         inv.cluster("lksqlc-p1").unwrap().kafka_cluster(),

@@ -89,6 +89,27 @@ impl Listing<'_> {
         items: &[(&str, T)],
         render: impl Fn(&T) -> Value,
     ) -> Result<Response<SimBody>, ApiError> {
+        let (page_size, after) = self.page_request(call)?;
+        // Keyset pagination: a page starts after the last id of the previous one, so objects
+        // created or deleted between pages neither repeat nor vanish.
+        let start = after.map_or(0, |after| {
+            items.partition_point(|(id, _)| *id <= after.as_str())
+        });
+        let end = (start + page_size).min(items.len());
+        Ok(self.render_page(
+            call,
+            &items[start..end],
+            items.len(),
+            end < items.len(),
+            render,
+        ))
+    }
+
+    /// `page_size` (validated) and the id the page starts after (from `page_token`).
+    pub(super) fn page_request(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<(usize, Option<String>), ApiError> {
         let page_size = match call.query.get("page_size") {
             None => DEFAULT_PAGE_SIZE,
             Some(raw) => raw
@@ -108,25 +129,30 @@ impl Listing<'_> {
                 ApiError::invalid_filter("page_token", "page_token is not valid")
             })?),
         };
-        // Keyset pagination: a page starts after the last id of the previous one, so objects
-        // created or deleted between pages neither repeat nor vanish.
-        let start = after.map_or(0, |after| {
-            items.partition_point(|(id, _)| *id <= after.as_str())
-        });
-        let end = (start + page_size).min(items.len());
-        let page = &items[start..end];
+        Ok((page_size, after))
+    }
+
+    /// One page: `page` of `total` items, with a `next` link when `more` follow.
+    pub(super) fn render_page<T>(
+        &self,
+        call: &Call<'_>,
+        page: &[(&str, T)],
+        total: usize,
+        more: bool,
+        render: impl Fn(&T) -> Value,
+    ) -> Response<SimBody> {
         let mut metadata = json!({
             "first": self.link(call, None),
-            "total_size": items.len(),
+            "total_size": total,
         });
-        if end < items.len() {
+        if more {
             if let (Some((last, _)), Some(obj)) = (page.last(), metadata.as_object_mut()) {
                 let token = URL_SAFE_NO_PAD.encode(last.as_bytes());
                 obj.insert("next".to_owned(), json!(self.link(call, Some(&token))));
             }
         }
         let data: Vec<Value> = page.iter().map(|(_, item)| render(item)).collect();
-        Ok(json_response(
+        json_response(
             StatusCode::OK,
             &json!({
                 "api_version": self.api_version,
@@ -134,7 +160,7 @@ impl Listing<'_> {
                 "metadata": metadata,
                 "data": data,
             }),
-        ))
+        )
     }
 
     pub(super) fn link(&self, call: &Call<'_>, token: Option<&str>) -> String {

@@ -23,6 +23,36 @@ pub(super) fn one() -> u32 {
     1
 }
 
+/// Body of `POST /_simulator/stall`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StallSpec {
+    #[serde(default)]
+    pub(super) method: Option<String>,
+    pub(super) path_prefix: String,
+    #[serde(default = "one")]
+    pub(super) times: u32,
+}
+
+/// Body of `POST /_simulator/api-keys`: a key created behind keygate's back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DirectKeySpec {
+    pub(super) owner: String,
+    #[serde(default)]
+    pub(super) resource: Option<String>,
+    #[serde(default)]
+    pub(super) environment: Option<String>,
+    #[serde(default)]
+    pub(super) display_name: String,
+    #[serde(default)]
+    pub(super) description: String,
+    #[serde(default)]
+    pub(super) created_at: Option<String>,
+    #[serde(default = "one")]
+    pub(super) count: u32,
+}
+
 pub(super) fn support(call: &Call<'_>, rest: &[&str]) -> Result<Response<SimBody>, ApiError> {
     match (call.method, rest) {
         (&Method::GET, ["requests"]) => {
@@ -42,6 +72,54 @@ pub(super) fn support(call: &Call<'_>, rest: &[&str]) -> Result<Response<SimBody
         (&Method::DELETE, ["faults"]) => {
             call.sim.clear_faults();
             Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["stall"]) => {
+            let spec: StallSpec = serde_json::from_slice(&call.body.kept)
+                .map_err(|e| ApiError::bad_request(format!("invalid stall: {e}")))?;
+            let method = spec
+                .method
+                .map(|m| Method::from_bytes(m.as_bytes()))
+                .transpose()
+                .map_err(|_| ApiError::invalid("/method", "`method` is not an HTTP method"))?;
+            call.sim.stall(crate::simulator::Stall {
+                method,
+                path_prefix: spec.path_prefix,
+                times: spec.times,
+            });
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        (&Method::DELETE, ["stall"]) => {
+            call.sim.release_stalled();
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["api-keys"]) => {
+            let spec: DirectKeySpec = serde_json::from_slice(&call.body.kept)
+                .map_err(|e| ApiError::bad_request(format!("invalid key: {e}")))?;
+            let direct = crate::simulator::DirectKey {
+                owner: spec.owner,
+                resource: spec.resource.unwrap_or_else(|| "cloud".to_owned()),
+                environment: spec.environment,
+                display_name: spec.display_name,
+                description: spec.description,
+                created_at: spec.created_at,
+            };
+            let count = usize::try_from(spec.count).unwrap_or(usize::MAX);
+            let created = call
+                .sim
+                .create_keys_directly(&direct, count)
+                .map_err(|reason| ApiError::invalid("/", reason))?;
+            let keys: Vec<Value> = created
+                .iter()
+                .map(|k| json!({ "id": k.id, "secret": k.secret }))
+                .collect();
+            Ok(json_response(StatusCode::CREATED, &json!({ "keys": keys })))
+        }
+        (&Method::DELETE, ["api-keys", id]) => {
+            if call.sim.delete_key_directly(id) {
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            } else {
+                Err(missing("API key", id))
+            }
         }
         (&Method::POST, ["echo"]) => {
             // INVARIANT: `handle` hashes every echo body.
@@ -95,6 +173,9 @@ pub(super) fn support(call: &Call<'_>, rest: &[&str]) -> Result<Response<SimBody
             Ok(response)
         }
         (_, ["requests" | "faults"]) => Err(ApiError::method_not_allowed("GET, POST, DELETE")),
+        (_, ["stall"]) => Err(ApiError::method_not_allowed("POST, DELETE")),
+        (_, ["api-keys"]) => Err(ApiError::method_not_allowed("POST")),
+        (_, ["api-keys", _]) => Err(ApiError::method_not_allowed("DELETE")),
         (_, ["echo"]) => Err(ApiError::method_not_allowed("POST")),
         (_, ["blob" | "links"]) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found("unknown simulator endpoint")),

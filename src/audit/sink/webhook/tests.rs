@@ -59,7 +59,6 @@ fn test_config(url: Uri) -> WebhookConfig {
         max_batch_delay: Duration::from_secs(60),
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
-        max_retries: 3,
         ..WebhookConfig::new(url)
     }
 }
@@ -98,6 +97,7 @@ async fn delivers_json_array_batches_and_retries_after_a_500() {
             retries: 1,
             dropped: 0,
             failed: 0,
+            spooled: 0,
         }
     );
 }
@@ -137,36 +137,110 @@ async fn refused_batch_is_not_retried_and_is_counted_failed() {
     assert_eq!((stats.failed, stats.retries, stats.delivered), (1, 0, 1));
 }
 
-#[tokio::test]
-async fn unreachable_collector_gives_up_after_retries_and_full_queue_drops() {
-    // Bind then drop: nothing listens on this port any more, so connects are refused.
-    let addr = TcpListener::bind("127.0.0.1:0")
+/// An address nothing listens on (bound, then released): connects are refused.
+async fn refused_address() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
         .local_addr()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_absent_collector_keeps_batches_spooled_and_a_full_spool_drops_and_counts() {
+    let addr = refused_address().await;
     let config = WebhookConfig {
         queue_capacity: 1,
-        max_retries: 2,
+        // Room for one batch only (a lone batch is always taken).
+        spool_max_bytes: 1,
         ..test_config(format!("http://{addr}/").parse().unwrap())
     };
     let sink = WebhookSink::spawn(config).unwrap();
     sink.offer(encode(&sample_event(1))).unwrap();
     sink.flush().await;
     let stats = sink.stats();
-    assert_eq!((stats.failed, stats.retries, stats.delivered), (1, 2, 0));
+    assert_eq!((stats.spooled, stats.failed, stats.delivered), (1, 0, 0));
+    assert!(stats.retries >= 1, "{stats:?}");
+    // Nothing is given up on: the next flush tries again.
+    sink.flush().await;
+    assert!(sink.stats().retries >= 2);
+    assert_eq!(sink.stats().spooled, 1);
 
-    let mut dropped = 0;
+    sink.offer(encode(&sample_event(2))).unwrap();
+    sink.flush().await;
+    assert_eq!(sink.stats().dropped, 1, "spool full");
+    assert_eq!(sink.stats().spooled, 1);
+
+    let mut refused = 0;
     for i in 0..50 {
         if matches!(
             sink.offer(encode(&sample_event(i))),
             Err(AuditError::QueueFull { .. })
         ) {
-            dropped += 1;
+            refused += 1;
         }
     }
-    assert!(dropped > 0);
-    assert_eq!(sink.stats().dropped, dropped);
+    assert!(refused > 0);
+    assert!(
+        sink.stats().dropped > refused,
+        "the spool drop and the queue drops"
+    );
+}
+
+#[tokio::test]
+async fn spooled_batches_are_delivered_after_a_restart_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let down = refused_address().await;
+    {
+        let config = WebhookConfig {
+            spool_dir: Some(spool.clone()),
+            ..test_config(format!("http://{down}/").parse().unwrap())
+        };
+        let sink = WebhookSink::spawn(config).unwrap();
+        for i in 1..=5 {
+            sink.offer(encode(&sample_event(i))).unwrap();
+        }
+        sink.flush().await;
+        assert_eq!(sink.stats().spooled, 5);
+        // A second keygate cannot use the same spool.
+        let again = WebhookSink::spawn(WebhookConfig {
+            spool_dir: Some(spool.clone()),
+            ..test_config(format!("http://{down}/").parse().unwrap())
+        });
+        assert!(matches!(again, Err(AuditError::InUse { .. })), "{again:?}");
+    }
+    let files = std::fs::read_dir(&spool).unwrap().count();
+    assert_eq!(files, 2, "two batches of at most 3 events on disk");
+
+    let (url, mut received) = collector(vec![503]).await;
+    let config = WebhookConfig {
+        spool_dir: Some(spool.clone()),
+        ..test_config(url)
+    };
+    // The first sink's task lets go of the spool's lock when it has ended.
+    let sink = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match WebhookSink::spawn(config.clone()) {
+                Ok(sink) => break sink,
+                Err(AuditError::InUse { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // Delivered without a new event: the 503 is retried, then both batches arrive in order.
+    let (refused, _) = received.recv().await.unwrap();
+    let (first, _) = received.recv().await.unwrap();
+    let (second, _) = received.recv().await.unwrap();
+    assert_eq!(refused, first);
+    assert_eq!(batch_ids(&first), ["req-1", "req-2", "req-3"]);
+    assert_eq!(batch_ids(&second), ["req-4", "req-5"]);
+    sink.flush().await;
+    let stats = sink.stats();
+    assert_eq!((stats.delivered, stats.spooled), (5, 0));
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
 }
 
 #[tokio::test]

@@ -263,6 +263,7 @@ fn random_input<'a>(rng: &mut Rng, groups: &'a [String]) -> OrgInput<'a> {
             description: "",
             display_name: rng.pick(&["bad", "fine"]),
         }),
+        quota: None,
     }
 }
 
