@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use criterion::Criterion;
 use http::{HeaderValue, Request};
 use keygate::config::{LogConfig, LogFormat, TelemetryConfig};
-use keygate::context::ContextState;
+use keygate::telemetry::trace::SpanFacts;
 use keygate::telemetry::{self, trace};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
@@ -63,7 +63,7 @@ fn traced(request: &Request<()>, id: &HeaderValue) -> u32 {
                 drop(span);
             }
             trace::annotate(|| [KeyValue::new("keygate.identity.cache", "hit")]);
-            trace::annotate(|| trace::decision_attributes(&ContextState::default()));
+            trace::annotate(|| trace::decision_attributes(&SpanFacts::default()));
             n
         },
         server,

@@ -19,13 +19,18 @@
 //! 8. audit gate — an allowed create's `request_received` record is made durable before forwarding.
 //! 9. forward — the upstream exchange; refuses a governed request without a `Permit`.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use tower::ServiceBuilder;
+use http::{Request, Response};
+use tower::{Service, ServiceBuilder};
 
-use crate::audit::stage::{AuditContext, AuditGateStage, AuditLayer, Audited};
-use crate::error::{Rescue, RescueLayer};
+use crate::audit::stage::{AuditContext, AuditGateStage};
+use crate::body::Body;
 use crate::guard::stage::GuardStage;
 use crate::identity::stage::AuthenticateStage;
 use crate::identity::Authenticator;
@@ -36,22 +41,17 @@ use crate::proxy::links::Links;
 use crate::proxy::Upstream;
 use crate::ratelimit::stage::RateLimitStage;
 use crate::ratelimit::RateLimiter;
-use crate::stage::{StageLayer, Staged};
-use crate::telemetry::observe::{Observe, ObserveLayer};
+use crate::stage::{Chain, StageLayer, Staged};
+use crate::state::RequestState;
+use crate::telemetry::observe::{Completion, ObservedBody, Observer};
 use crate::telemetry::Metrics;
 
-/// The composed downstream service.
-pub type Pipeline = Observe<
-    Audited<
-        Rescue<
-            Staged<
-                GuardStage,
-                Staged<
-                    AuthenticateStage,
-                    Staged<RateLimitStage, Staged<DecideStage, Staged<AuditGateStage, Forward>>>,
-                >,
-            >,
-        >,
+/// The request-side stages, outermost first, down to the forwarder.
+pub type Stages = Staged<
+    GuardStage,
+    Staged<
+        AuthenticateStage,
+        Staged<RateLimitStage, Staged<DecideStage, Staged<AuditGateStage, Forward>>>,
     >,
 >;
 
@@ -78,14 +78,13 @@ pub struct Shared {
     pub quota: Arc<crate::policy::quota::Guard>,
     /// Rewrites upstream links in responses to keygate's origin (`None`: off).
     pub links: Option<Arc<Links>>,
+    /// How long a governed create's response body may take (`upstream.body_timeout`).
+    pub body_timeout: std::time::Duration,
 }
 
 /// Builds the pipeline.
 pub fn pipeline(shared: &Shared) -> Pipeline {
-    ServiceBuilder::new()
-        .layer(ObserveLayer::new(shared.metrics.clone(), shared.access_log))
-        .layer(AuditLayer::new(shared.audit.clone()))
-        .layer(RescueLayer)
+    let stages = ServiceBuilder::new()
         .layer(StageLayer::new(GuardStage::new(shared.max_body_bytes)))
         .layer(StageLayer::new(AuthenticateStage::new(
             shared.authenticator.clone(),
@@ -106,5 +105,164 @@ pub fn pipeline(shared: &Shared) -> Pipeline {
             shared.upstream.clone(),
             shared.metrics.clone(),
             shared.links.clone(),
+            shared.body_timeout,
+        ));
+    Pipeline {
+        root: Arc::new(Root {
+            observer: Observer::new(shared.metrics.clone(), shared.access_log),
+            stages,
+            audit: shared.audit.clone(),
+        }),
+    }
+}
+
+/// The composed downstream service: one future per request, which owns the request's state.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    root: Arc<Root>,
+}
+
+#[derive(Debug)]
+struct Root {
+    observer: Observer,
+    stages: Stages,
+    audit: Arc<AuditContext>,
+}
+
+impl Service<Request<Body>> for Pipeline {
+    type Response = Response<ObservedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ObservedBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Every stage and the forwarder are always ready (the upstream pool queues internally).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let completion = self.root.observer.begin(&mut request);
+        let span = completion.span().clone();
+        let root = self.root.clone();
+        // The path, for the audit record (only when something is recorded).
+        let path = root
+            .audit
+            .is_enabled()
+            .then(|| request.uri().path().to_owned());
+        let exchange = Exchange {
+            completion: Some(completion),
+            audit: root.audit.clone(),
+            path,
+        };
+        Box::pin(crate::telemetry::trace::in_span(
+            async move { Ok(root.serve(request, exchange).await) },
+            span,
         ))
+    }
+}
+
+impl Root {
+    /// One request, start to finish: the stages and the forwarder, the error rescue, the audit
+    /// record, and the response with its access-log completion.
+    async fn serve(
+        &self,
+        mut request: Request<Body>,
+        mut exchange: Exchange,
+    ) -> Response<ObservedBody> {
+        let result = self.stages.run(&mut request, exchange.state()).await;
+        drop(request);
+        let state = exchange.state();
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                // The single error → response mapping (`error::rescue`); logged once, in the
+                // access log.
+                let (response, rescued) = crate::error::rescue(&err, state.id_str());
+                state.rescued(rescued);
+                response
+            }
+        };
+        let response = match exchange.parts() {
+            (state, Some(path)) => {
+                crate::audit::stage::record(&self.audit, state, path, response).await
+            }
+            (_, None) => response,
+        };
+        exchange.finish().respond(response)
+    }
+}
+
+/// The request's state while its response is being made, with the drop guard that keeps the
+/// access log and the audit trail complete when the caller goes away first: the connection
+/// drops this future, the guard logs the request (499) and takes the state over on a task that
+/// writes `response_complete` — after following a forwarded create to its end, so the record
+/// says what the upstream did; anything not yet forwarded never will be.
+struct Exchange {
+    completion: Option<Completion>,
+    audit: Arc<AuditContext>,
+    /// The request path when audit is on; taken when the response is recorded.
+    path: Option<String>,
+}
+
+impl Exchange {
+    fn state(&mut self) -> &mut RequestState {
+        match &mut self.completion {
+            Some(completion) => completion.state(),
+            // INVARIANT: the completion is taken only by `finish` (which consumes the exchange)
+            // and by drop.
+            None => unreachable!("exchange used after it finished"),
+        }
+    }
+
+    /// The state and the path to record (when audit is on).
+    fn parts(&mut self) -> (&mut RequestState, Option<&str>) {
+        match &mut self.completion {
+            Some(completion) => (completion.state(), self.path.as_deref()),
+            None => unreachable!("exchange used after it finished"),
+        }
+    }
+
+    /// The response is made: the guard is disarmed.
+    fn finish(mut self) -> Completion {
+        match self.completion.take() {
+            Some(completion) => completion,
+            None => unreachable!("exchange finished twice"),
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let Some(completion) = self.completion.take() else {
+            return;
+        };
+        let mut state = completion.abandon();
+        // Nothing to record, or recorded already (its record queued).
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        if state.recorded {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let audit = self.audit.clone();
+        runtime.spawn(async move {
+            if state.in_flight.is_some() {
+                tracing::debug!(request.id = %state.id_str(), "Caller gone; following the forwarded create to its end");
+                let response = match crate::proxy::forward::land(&mut state).await {
+                    Ok(response) => response,
+                    Err(err) => {
+                        let err = crate::error::GatewayError::from(err);
+                        let (response, rescued) = crate::error::rescue(&err, state.id_str());
+                        state.rescued(rescued);
+                        response
+                    }
+                };
+                crate::audit::stage::record(&audit, &mut state, &path, response).await;
+            } else {
+                crate::audit::stage::record_gone(&audit, &state, &path).await;
+            }
+        });
+    }
 }

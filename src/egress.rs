@@ -6,7 +6,7 @@
 //!   answers 200, then terminates TLS with a certificate for that host (`certs.rs`; ALPN `h2` and
 //!   `http/1.1`). The client's SNI must be present and equal the CONNECT host, or the connection
 //!   is closed. The decrypted requests are served by **the same pipeline** as the reverse-proxy
-//!   listener (the same composed service), each marked with a [`crate::context::EgressRequest`],
+//!   listener (the same composed service), each marked with a [`crate::state::EgressRequest`],
 //!   so that they are decided exactly like direct ones and their links keep the upstream's names.
 //! - `CONNECT host:port` to a **tunnelled** host (default `confluent.cloud:443` and
 //!   `login.confluent.io:443`, which carry passwords and refresh tokens and are never
@@ -42,9 +42,9 @@ use tokio::net::TcpStream;
 use crate::audit::{
     AuditEvent, AuditRecord, Auditor, EgressInfo, EventSource, EventType, Stage as EventStage,
 };
-use crate::context::EgressRequest;
 use crate::identity::directory::Directory;
 use crate::server::{BoxFuture, Handshake, Handshaken};
+use crate::state::EgressRequest;
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;
 use certs::InterceptCerts;

@@ -11,26 +11,17 @@
 //! id), so [`GatewayError::detail`] — the only form in which an error leaves keygate, in a body, a
 //! log line or an audit record — masks anything credential-shaped in it as well.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Serialize;
-use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::context::RequestContext;
 use crate::guard::GuardError;
 use crate::identity::IdentityError;
 use crate::model::DecidedBy;
 use crate::proxy::ProxyError;
 use crate::ratelimit::{RateLimited, SharedUnavailable};
-use crate::stage::StageFuture;
 
 /// Everything that can stop a request inside keygate.
 #[derive(Debug, thiserror::Error)]
@@ -449,82 +440,30 @@ pub fn error_response_all(status: StatusCode, bodies: &[ErrorBody<'_>]) -> Respo
     response
 }
 
-/// Builds [`Rescue`].
-#[derive(Debug, Clone, Default)]
-pub struct RescueLayer;
-
-impl<S> Layer<S> for RescueLayer {
-    type Service = Rescue<S>;
-    fn layer(&self, inner: S) -> Rescue<S> {
-        Rescue { inner }
-    }
+/// What a rescued error leaves in the request's record (access log, audit, traces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescued {
+    /// The error's code (`Confluent`'s `code` member).
+    pub code: &'static str,
+    /// Its detail, free of secrets ([`GatewayError::detail`]).
+    pub detail: String,
+    /// The stage it stands for, when it decided the request (even after an allow: an upstream
+    /// failure, no durable audit).
+    pub decided_by: Option<DecidedBy>,
 }
 
-/// Turns a [`GatewayError`] from any inner stage into its response, and records the error's code
-/// and detail in the request context for the access log and audit (logged once, there).
-#[derive(Debug, Clone)]
-pub struct Rescue<S> {
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for Rescue<S>
-where
-    S: Service<
-        Request<Body>,
-        Response = Response<Body>,
-        Error = GatewayError,
-        Future = StageFuture,
-    >,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = RescueFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Inner stages are always ready; an error here would be a bug, reported on `call`.
-        let _ = self.inner.poll_ready(cx);
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
-        RescueFuture {
-            inner: self.inner.call(request),
-            ctx,
-        }
-    }
-}
-
-/// [`Rescue`]'s future: the inner stages' result, with an error turned into its response.
-pub struct RescueFuture {
-    inner: StageFuture,
-    ctx: Option<Arc<RequestContext>>,
-}
-
-impl Future for RescueFuture {
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let err = match self.inner.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
-            Poll::Ready(Err(err)) => err,
-        };
-        let ctx = self.ctx.as_ref();
-        let id = ctx.map(|c| c.id_str()).unwrap_or("-");
-        let response = err.to_response(id);
-        if let Some(ctx) = ctx {
-            let mut state = ctx.state();
-            state.error_code = Some(err.parts().code);
-            state.error_detail = Some(err.detail());
-            // The stage that ended the request is what decided it, even after an allow (an
-            // upstream failure, no durable audit).
-            if let Some(by) = err.decided_by() {
-                state.decided_by = Some(by);
-            }
-        }
-        Poll::Ready(Ok(response))
-    }
+/// THE error → response mapping of the pipeline: whatever ended a request inside keygate becomes
+/// its Confluent-shaped response (carrying `request_id`), and what the request's record must say
+/// about it. Called once, by the pipeline's root (`app.rs`), for every error of every stage; and
+/// for the errors found after the chain (a create's body that did not arrive, an audit record
+/// that could not be written).
+pub fn rescue(err: &GatewayError, request_id: &str) -> (Response<Body>, Rescued) {
+    let rescued = Rescued {
+        code: err.parts().code,
+        detail: err.detail(),
+        decided_by: err.decided_by(),
+    };
+    (err.to_response(request_id), rescued)
 }
 
 #[cfg(test)]

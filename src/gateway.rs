@@ -151,12 +151,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         &ledger,
         reconcile_metrics,
     );
-    let audit = AuditContext::new(
-        auditor.clone(),
-        source,
-        config.audit.ungoverned,
-        config.upstream.body_timeout,
-    );
+    let audit = AuditContext::new(auditor.clone(), source, config.audit.ungoverned);
     let shared = Shared {
         upstream,
         metrics: metrics.clone(),
@@ -168,6 +163,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         audit,
         quota,
         links: links(&config),
+        body_timeout: config.upstream.body_timeout,
     };
     let settings = conn_settings(&config);
     let admin_settings = ConnSettings {

@@ -28,7 +28,7 @@ pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;
-pub mod context;
+
 pub mod dev;
 pub mod egress;
 pub mod error;
@@ -45,6 +45,7 @@ pub mod reload;
 pub mod server;
 pub mod simulator;
 pub mod stage;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;

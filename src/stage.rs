@@ -1,27 +1,23 @@
 //! The shape shared by the request-side pipeline stages (guard, identity, rate limit, decide,
-//! audit gate): look at the request, maybe change it or record what was learned, and either pass it
-//! on or stop it with a [`GatewayError`].
+//! audit gate): look at the request and the request's state, maybe change the request or record
+//! what was learned in the state, and either pass it on or stop it with a [`GatewayError`].
 //!
-//! Each stage implements [`Stage`]; [`StageLayer`] turns it into a tower layer so `app.rs` composes
-//! them with `ServiceBuilder` like any other layer. Stages that must see the response (observe,
-//! audit, rescue) are full tower services of their own. Each stage's work runs in a span named
-//! after it, a child of the request's server span (free when tracing is off).
+//! Each stage implements [`Stage`]; [`StageLayer`] nests it in front of the rest of the chain (so
+//! `app.rs` composes them with `ServiceBuilder`), and [`Chain::run`] runs the nest as one future,
+//! lending each stage the request and its [`RequestState`] in turn. The root of the pipeline
+//! (`app::Pipeline`) owns both. Each stage's work runs in a span named after it, a child of the
+//! request's server span (free when tracing is off).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tower::{Layer, Service};
+use tower::Layer;
 
 use crate::body::Body;
-use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::state::RequestState;
 use crate::telemetry::trace;
-
-/// The future every stage, and the forwarder behind them, returns.
-pub type StageFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 /// One request-side stage.
 pub trait Stage: Send + Sync + 'static {
@@ -30,18 +26,19 @@ pub trait Stage: Send + Sync + 'static {
         std::any::type_name::<Self>()
     }
 
-    /// Whether the stage has anything to do for `request`. When it has not, the request goes
+    /// Whether the stage has anything to do for this request. When it has not, the request goes
     /// straight on to the next stage: no span, no allocation, no future of this stage's own (most
     /// stages only act on governed routes, and ungoverned traffic is the bulk). Default: always.
-    fn applies_to(&self, _request: &Request<Body>) -> bool {
+    fn applies_to(&self, _request: &Request<Body>, _state: &RequestState) -> bool {
         true
     }
 
-    /// Checks (and possibly rewrites) the request in place; an error ends the request here.
+    /// Checks (and possibly rewrites) the request in place and records what it learned in
+    /// `state`; an error ends the request here.
     fn apply(
         &self,
         request: &mut Request<Body>,
-        ctx: Arc<RequestContext>,
+        state: &mut RequestState,
     ) -> impl Future<Output = Result<(), GatewayError>> + Send;
 }
 
@@ -103,70 +100,52 @@ impl<T, S> Clone for Staged<T, S> {
 /// The request side as one future: each stage, then the next, down to the forwarder. Running
 /// the chain through this trait instead of through each layer's `Service::call` makes a request
 /// ONE allocation for all stages together (the root's box) rather than one per stage, and the
-/// request moves between stages inside that single state machine.
+/// request and its state move between stages inside that single state machine.
 pub trait Chain: Send + Sync + 'static {
     /// Runs this part of the chain (and everything after it) for `request`, which the stages
     /// work on in place and the forwarder finally takes.
     fn run(
         &self,
         request: &mut Request<Body>,
+        state: &mut RequestState,
     ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + Send;
 }
 
 impl<T: Stage, S: Chain> Chain for Staged<T, S> {
-    async fn run(&self, request: &mut Request<Body>) -> Result<Response<Body>, GatewayError> {
-        // The request lives once, in the root's future, and every level holds a reference; the
-        // one await of the rest of the chain comes after this stage's own work. (Requests passed
-        // by value and two `inner.run` awaits made the whole chain's future 19.7 KB, copied into
-        // its box on every request.)
-        if self.stage.applies_to(request) {
+    async fn run(
+        &self,
+        request: &mut Request<Body>,
+        state: &mut RequestState,
+    ) -> Result<Response<Body>, GatewayError> {
+        // The request and its state live once, in the root's future, and every level holds a
+        // reference; the one await of the rest of the chain comes after this stage's own work.
+        // (Requests passed by value and two `inner.run` awaits made the whole chain's future
+        // 19.7 KB, copied into its box on every request.)
+        if self.stage.applies_to(request, state) {
             // Boxed: a stage's own work (reading and parsing a body, resolving an identity,
             // deciding) is governed-only and its state is large. Inline, it made the whole chain
             // future 3.5 KB, copied into its box on every request, ungoverned ones included;
             // boxed, only the requests a stage applies to pay for it, with one allocation.
-            Box::pin(self.apply(request)).await?;
+            Box::pin(self.apply(request, state)).await?;
         }
-        self.inner.run(request).await
+        self.inner.run(request, state).await
     }
 }
 
 impl<T: Stage, S> Staged<T, S> {
     /// This stage's own work, in its span.
-    async fn apply(&self, request: &mut Request<Body>) -> Result<(), GatewayError> {
-        let Some(ctx) = request.extensions().get::<Arc<RequestContext>>().cloned() else {
-            return Err(GatewayError::Internal("request without a context"));
-        };
+    async fn apply(
+        &self,
+        request: &mut Request<Body>,
+        state: &mut RequestState,
+    ) -> Result<(), GatewayError> {
         let span = trace::stage_span(self.stage.name());
-        let applied = trace::in_span(self.stage.apply(request, ctx), span.clone()).await;
+        let applied = trace::in_span(self.stage.apply(request, state), span.clone()).await;
         if let Err(err) = &applied {
-            trace::stage_failed(&span, err);
+            trace::stage_failed(&span, err.parts().code);
         }
         // The stage's span ends here, before the stages after it run.
         applied
-    }
-}
-
-/// The chain as a tower service, for the layers outside it (rescue, audit, observe).
-impl<T, S> Service<Request<Body>> for Staged<T, S>
-where
-    T: Stage,
-    S: Chain,
-{
-    type Response = Response<Body>;
-    type Error = GatewayError;
-    type Future = StageFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        // Every stage and the forwarder are always ready (the upstream pool queues internally).
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let chain = self.clone();
-        Box::pin(async move {
-            let mut request = request;
-            chain.run(&mut request).await
-        })
     }
 }
 
@@ -181,12 +160,16 @@ mod tests {
         async fn apply(
             &self,
             request: &mut Request<Body>,
-            _ctx: Arc<RequestContext>,
+            state: &mut RequestState,
         ) -> Result<(), GatewayError> {
             let scratch = [7u8; 4096];
             tokio::task::yield_now().await;
             let header = http::HeaderValue::from(u32::from(scratch[4095]));
             request.headers_mut().insert("x-bulky", header);
+            state.key_id = Some(format!(
+                "{}",
+                state.key_id.as_deref().unwrap_or("").len() + 1
+            ));
             Ok(())
         }
     }
@@ -195,7 +178,11 @@ mod tests {
     struct Answer;
 
     impl Chain for Answer {
-        async fn run(&self, request: &mut Request<Body>) -> Result<Response<Body>, GatewayError> {
+        async fn run(
+            &self,
+            request: &mut Request<Body>,
+            _state: &mut RequestState,
+        ) -> Result<Response<Body>, GatewayError> {
             let mut response = Response::new(Body::Empty);
             *response.headers_mut() = request.headers().clone();
             Ok(response)
@@ -208,15 +195,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stage_work_stays_out_of_the_chain_future() {
+    async fn stage_work_stays_out_of_the_chain_future_and_each_stage_sees_the_last_ones_state() {
         let chain = chain();
         let mut request = Request::new(Body::Empty);
-        request.extensions_mut().insert(RequestContext::new(
-            http::HeaderValue::from_static("id"),
-            std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-            http::Method::GET,
-        ));
-        let future = chain.run(&mut request);
+        let mut state = RequestState::for_test(http::Method::GET);
+        let future = chain.run(&mut request, &mut state);
         // Two stages each holding 4 KiB across an await: inline they would make the chain's
         // future over 4 KiB, and every request (whether a stage applies or not) would copy it
         // into its box.
@@ -227,5 +210,7 @@ mod tests {
         );
         let response = future.await.unwrap();
         assert_eq!(response.headers()["x-bulky"], "7");
+        // The second stage found what the first one recorded.
+        assert_eq!(state.key_id.as_deref(), Some("2"));
     }
 }

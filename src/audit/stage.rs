@@ -1,59 +1,47 @@
 //! Audit in the pipeline: one event per governed request, whatever its outcome; two for a create.
 //!
-//! - [`AuditLayer`] sits outside the error mapping, so it sees every response keygate sends,
-//!   including the ones it synthesised (guard, identity, policy, rate-limit denials, upstream
-//!   failures). It writes the `response_complete` event; in `blocking` mode the upstream response
-//!   is held until that event is durable, and if it cannot be written the caller gets 503 instead
-//!   (no durable audit, no action reported as done).
+//! - [`record`] runs at the pipeline's root after the error rescue, so it sees every response
+//!   keygate sends, including the ones it synthesised (guard, identity, policy, rate-limit
+//!   denials, upstream failures). It writes the `response_complete` event; in `blocking` mode the
+//!   response is held until that event is durable, and if it cannot be written the caller gets
+//!   503 instead (no durable audit, no action reported as done).
 //! - [`AuditGateStage`] runs last before the forwarder: for an allowed create it queues the
 //!   `request_received` record and lets the create go on while the record is committed (one
-//!   fsync less in series per create). The audit layer waits for that record *and* the
+//!   fsync less in series per create). [`record`] waits for that record *and* the
 //!   `response_complete` record before it releases the response, so no caller ever holds a
 //!   secret the trail does not record: if either write fails the caller gets 503 instead. A crash
 //!   in between can leave a key created upstream whose records never reached the disk; the
 //!   reconcile run (`crate::reconcile`) finds and reports it (unmanaged, or an unresolved create).
 //!
-//! The created key's id is read from the create response (never its secret) within
-//! `upstream.body_timeout`; the response body reaches the caller byte for byte. An upstream that
-//! stalls the body gets the caller a 504, recorded with the outcome `upstream_body_timeout`.
+//! The created key's id is read by the forwarder from the create response (never its secret)
+//! within `upstream.body_timeout`; the response body reaches the caller byte for byte. An
+//! upstream that stalls the body gets the caller a 504, recorded with the outcome
+//! `upstream_body_timeout`.
 //!
 //! `response_complete` is written also when the caller disconnects first (outcome `client_gone`):
-//! the exchange's future is dropped then, and its drop hands the rest to a task. A create that
-//! passed the gate is followed to its end, so the record says what the upstream did and which key
-//! it created; anything not yet forwarded is not forwarded. Each durable write runs in an
-//! `audit_write` trace span.
+//! the pipeline's drop guard (`app.rs`) takes the request's state over. A create that passed the
+//! gate is followed to its end, so the record says what the upstream did and which key it
+//! created; anything not yet forwarded is not forwarded ([`record_gone`]). Each durable write runs
+//! in an `audit_write` trace span.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use tower::{Layer, Service};
 
 use super::{
     method_name, AuditEvent, AuditRecord, Auditor, DecisionInfo, DecisionResult, EventSource,
     EventType, HttpInfo, Outcome, PrincipalInfo, Stage as EventStage, Target,
 };
 use crate::body::Body;
-use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::guard::GovernedBody;
 use crate::model::Action;
 use crate::model::AuthMethod as PrincipalAuth;
-use crate::model::GovernedRoute;
 use crate::model::RouteClass;
-use crate::proxy::pool::BodyIdleTimeout;
-use crate::proxy::ProxyError;
 use crate::redact::{redact_path, redact_text};
 use crate::stage::Stage;
+use crate::state::RequestState;
 use crate::telemetry::trace;
-
-/// Largest create response read to find the new key's id (an ApiKey is about 1 KiB).
-const MAX_CREATE_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// What the audit stages share.
 #[derive(Debug)]
@@ -61,24 +49,21 @@ pub struct AuditContext {
     auditor: Arc<Auditor>,
     source: EventSource,
     ungoverned: bool,
-    body_timeout: std::time::Duration,
 }
 
 impl AuditContext {
     /// Audit through `auditor`, events from `source`; `ungoverned` also records other routes.
-    /// A create response body is read within `body_timeout`.
-    pub fn new(
-        auditor: Arc<Auditor>,
-        source: EventSource,
-        ungoverned: bool,
-        body_timeout: std::time::Duration,
-    ) -> Arc<Self> {
+    pub fn new(auditor: Arc<Auditor>, source: EventSource, ungoverned: bool) -> Arc<Self> {
         Arc::new(AuditContext {
             auditor,
             source,
             ungoverned,
-            body_timeout,
         })
+    }
+
+    /// Whether any event is recorded at all (a sink is configured).
+    pub fn is_enabled(&self) -> bool {
+        self.auditor.is_enabled()
     }
 
     /// The auditor.
@@ -103,7 +88,7 @@ struct Facts {
 /// Builds the event for a request from its context.
 fn event(
     audit: &AuditContext,
-    ctx: &RequestContext,
+    state: &RequestState,
     stage: EventStage,
     path: &str,
     facts: Facts,
@@ -114,20 +99,19 @@ fn event(
         outcome,
         display_name,
     } = facts;
-    let state = ctx.state();
     let action = state.action;
     let mut record = AuditRecord::new(
         stage,
-        ctx.id_str(),
+        state.id_str(),
         match action {
             Some(action) => method_name(action),
             None if state.route == RouteClass::Governed => "RejectedApiKeyRequest",
             None => "HttpRequest",
         },
     );
-    record.client_address = Some(ctx.peer);
+    record.client_address = Some(state.peer);
     record.http = Some(HttpInfo {
-        method: ctx.method.to_string(),
+        method: state.method.to_string(),
         // Paths are the caller's text: a secret pasted into one is masked here, by the builder,
         // so the sinks' own scrub stays a last resort (and its counter a bug signal).
         path: redact_path(path).into_owned(),
@@ -200,8 +184,8 @@ fn event(
     record.upstream_status = state.upstream_status.map(|s| s.as_u16());
     record.created_key_id = created_key_id;
     record.outcome = outcome;
-    record.latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1000.0);
-    record.egress = ctx.egress.as_ref().map(|e| super::EgressInfo {
+    record.latency_ms = Some(state.started.elapsed().as_secs_f64() * 1000.0);
+    record.egress = state.egress.as_ref().map(|e| super::EgressInfo {
         host: e.host.to_string(),
         port: e.port,
         workload: e.workload.as_deref().map(str::to_owned),
@@ -215,7 +199,8 @@ fn event(
 
 // === impl AuditGateStage ===
 
-/// Makes the `request_received` record of an allowed create durable before it is forwarded.
+/// Queues the `request_received` record of an allowed create before it is forwarded; [`record`]
+/// awaits it before the response is released.
 #[derive(Debug)]
 pub struct AuditGateStage {
     audit: Arc<AuditContext>,
@@ -233,21 +218,21 @@ impl Stage for AuditGateStage {
         "audit_gate"
     }
 
-    fn applies_to(&self, request: &Request<Body>) -> bool {
+    fn applies_to(&self, _request: &Request<Body>, state: &RequestState) -> bool {
         self.audit.auditor.is_enabled()
-            && request
-                .extensions()
-                .get::<GovernedRoute>()
+            && state
+                .governed
+                .as_ref()
                 .is_some_and(|r| r.action == Action::CreateApiKey)
     }
 
     async fn apply(
         &self,
         request: &mut Request<Body>,
-        ctx: Arc<RequestContext>,
+        state: &mut RequestState,
     ) -> Result<(), GatewayError> {
         // The display name lets reconcile match a create whose outcome was never recorded.
-        let display_name = match request.extensions().get::<GovernedBody>() {
+        let display_name = match &state.body {
             Some(GovernedBody::Create(spec)) if !spec.display_name.is_empty() => {
                 Some(spec.display_name.clone())
             }
@@ -255,7 +240,7 @@ impl Stage for AuditGateStage {
         };
         let event = event(
             &self.audit,
-            &ctx,
+            state,
             EventStage::RequestReceived,
             request.uri().path(),
             Facts {
@@ -271,231 +256,33 @@ impl Stage for AuditGateStage {
         )
         .await
         .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
-        ctx.defer_audit(deferred);
+        state.deferred_audit = Some(deferred);
         // From here the create is forwarded: a caller that goes away no longer stops it.
-        ctx.state().forwarding = true;
+        state.forwarding = true;
         Ok(())
     }
 }
 
-// === impl AuditLayer ===
+// === recording ===
 
-/// Builds [`Audited`].
-#[derive(Debug, Clone)]
-pub struct AuditLayer {
-    audit: Arc<AuditContext>,
-}
-
-impl AuditLayer {
-    /// The layer over the shared audit context.
-    pub fn new(audit: Arc<AuditContext>) -> Self {
-        AuditLayer { audit }
-    }
-}
-
-impl<S> Layer<S> for AuditLayer {
-    type Service = Audited<S>;
-    fn layer(&self, inner: S) -> Audited<S> {
-        Audited {
-            inner,
-            audit: self.audit.clone(),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// [`Audited`]'s future: the inner pipeline's own when auditing is off (no extra allocation
-    /// on every request), or the audited exchange.
-    #[project = AuditedProj]
-    pub enum AuditedFuture<F> {
-        /// Auditing is off.
-        Direct { #[pin] inner: F },
-        /// The exchange and its audit record.
-        Audited { exchange: Exchange },
-    }
-}
-
-impl<F> Future for AuditedFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
-{
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AuditedProj::Direct { inner } => inner.poll(cx),
-            AuditedProj::Audited { exchange } => Pin::new(exchange).poll(cx).map(Ok),
-        }
-    }
-}
-
-/// See the module doc.
-#[derive(Debug, Clone)]
-pub struct Audited<S> {
-    inner: S,
-    audit: Arc<AuditContext>,
-}
-
-impl<S> Service<Request<Body>> for Audited<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = AuditedFuture<S::Future>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if !self.audit.auditor.is_enabled() {
-            return AuditedFuture::Direct {
-                inner: self.inner.call(request),
-            };
-        }
-        let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
-        let path = request.uri().path().to_string();
-        AuditedFuture::Audited {
-            exchange: Exchange {
-                phase: Phase::Waiting(Box::pin(self.inner.call(request))),
-                audit: self.audit.clone(),
-                ctx,
-                path,
-            },
-        }
-    }
-}
-
-// === impl Exchange ===
-
-/// The pipeline's response, boxed so that a dropped exchange can hand it to a task.
-type PipelineFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-/// Recording the response: reading a create's body, the durable write.
-type RecordFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
-
-/// An audited exchange: the pipeline's response, then its record. Dropped before it is done
-/// (the caller went away), it hands what is left to a task, so `response_complete` is always
-/// written (see the module doc).
-pub struct Exchange {
-    phase: Phase,
-    audit: Arc<AuditContext>,
-    ctx: Option<Arc<RequestContext>>,
-    path: String,
-}
-
-enum Phase {
-    Waiting(PipelineFuture),
-    Recording(RecordFuture),
-    Done,
-}
-
-impl std::fmt::Debug for Exchange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let phase = match self.phase {
-            Phase::Waiting(_) => "waiting",
-            Phase::Recording(_) => "recording",
-            Phase::Done => "done",
-        };
-        f.debug_struct("Exchange")
-            .field("phase", &phase)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Future for Exchange {
-    type Output = Response<Body>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        let this = self.get_mut();
-        loop {
-            match &mut this.phase {
-                Phase::Waiting(pipeline) => {
-                    let Ok(response) = std::task::ready!(pipeline.as_mut().poll(cx));
-                    let Some(ctx) = this.ctx.clone() else {
-                        this.phase = Phase::Done;
-                        return Poll::Ready(response);
-                    };
-                    let path = std::mem::take(&mut this.path);
-                    this.phase =
-                        Phase::Recording(Box::pin(record(this.audit.clone(), ctx, path, response)));
-                }
-                Phase::Recording(recording) => {
-                    let response = std::task::ready!(recording.as_mut().poll(cx));
-                    this.phase = Phase::Done;
-                    return Poll::Ready(response);
-                }
-                // Polled after completion: nothing more will come.
-                Phase::Done => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Done);
-        let Some(ctx) = self.ctx.take() else { return };
-        if matches!(phase, Phase::Done) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let audit = self.audit.clone();
-        let path = std::mem::take(&mut self.path);
-        // Read when the record is built, whichever phase the exchange was in.
-        ctx.state().client_gone = true;
-        match phase {
-            Phase::Done => {}
-            // The record is being written: finish it.
-            Phase::Recording(recording) => {
-                runtime.spawn(async move {
-                    recording.await;
-                });
-            }
-            // A forwarded create: learn what the upstream did, then record it.
-            Phase::Waiting(pipeline) if ctx.state().forwarding => {
-                tracing::debug!(request.id = %ctx.id_str(), "Caller gone; following the forwarded create to its end");
-                runtime.spawn(async move {
-                    let Ok(response) = pipeline.await;
-                    record(audit, ctx, path, response).await;
-                });
-            }
-            // Not forwarded: it never will be; record that the caller left.
-            Phase::Waiting(pipeline) => {
-                drop(pipeline);
-                runtime.spawn(record_gone(audit, ctx, path));
-            }
-        }
-    }
-}
-
-/// Records a finished exchange and returns the response to send: the same one, a 504/502 for a
-/// create body that did not arrive, or a 503 when a durable record could not be written. When the
-/// caller went away (before or while this runs) nobody receives it, and the record says so.
-async fn record(
-    audit: Arc<AuditContext>,
-    ctx: Arc<RequestContext>,
-    path: String,
+/// Records a finished exchange (`response_complete`) and returns the response to send: the same
+/// one, or a 503 when a durable record could not be written (rescued like any other error, and
+/// noted in `state`). When the caller went away (before or while this runs) nobody receives it,
+/// and the record says so. `path` is the request's path.
+pub async fn record(
+    audit: &AuditContext,
+    state: &mut RequestState,
+    path: &str,
     response: Response<Body>,
 ) -> Response<Body> {
-    let (route, action) = {
-        let state = ctx.state();
-        (state.route, state.action)
-    };
-    if route != RouteClass::Governed {
+    if state.route != RouteClass::Governed {
         if audit.ungoverned {
-            let gone = ctx.state().client_gone;
+            let gone = state.client_gone;
             audit.auditor.emit_nowait(&event(
-                &audit,
-                &ctx,
+                audit,
+                state,
                 EventStage::ResponseComplete,
-                &path,
+                path,
                 Facts {
                     status: Some(response.status()),
                     outcome: gone.then_some(Outcome::ClientGone),
@@ -505,37 +292,29 @@ async fn record(
         }
         return response;
     }
-    let (response, created_key_id, outcome) =
-        if action == Some(Action::CreateApiKey) && response.status().is_success() {
-            created_key(response, &ctx, audit.body_timeout).await
-        } else {
-            (response, None, None)
-        };
-    let (gone, failed_body) = {
-        let state = ctx.state();
-        (state.client_gone, failed_body(&state))
-    };
-    let gone_outcome = gone.then_some(Outcome::ClientGone);
-    let outcome = outcome.or(failed_body);
+    let gone_outcome = state.client_gone.then_some(Outcome::ClientGone);
     let ev = event(
-        &audit,
-        &ctx,
+        audit,
+        state,
         EventStage::ResponseComplete,
-        &path,
+        path,
         Facts {
             status: Some(response.status()),
-            created_key_id,
-            outcome: gone_outcome.or(outcome),
+            created_key_id: state.created_key_id.clone(),
+            outcome: gone_outcome.or(failed_body(state)),
             display_name: None,
         },
     );
     // A create's `request_received` record was queued before forwarding and committed
     // meanwhile: the response waits for it as well as for its own record (queued after it, so
     // durable after it). Both waits are this span.
-    let received = ctx.take_deferred_audit();
+    let received = state.deferred_audit.take();
+    let recorded = &mut state.recorded;
     let written = trace::in_span(
         async {
             let complete = audit.auditor.emit_deferred(&ev).await?;
+            // Queued: a caller that goes away from here on changes nothing in the trail.
+            *recorded = true;
             if let Some(received) = received {
                 received.durable().await?;
             }
@@ -547,15 +326,21 @@ async fn record(
     match written {
         Ok(_) => response,
         Err(err) => {
-            tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed; response withheld");
-            GatewayError::AuditUnavailable(err.to_string()).to_response(ctx.id_str())
+            tracing::error!(request.id = %state.id_str(), error = %err, "Audit write failed; response withheld");
+            let (response, rescued) = crate::error::rescue(
+                &GatewayError::AuditUnavailable(err.to_string()),
+                state.id_str(),
+            );
+            state.rescued(rescued);
+            response
         }
     }
 }
 
 /// The outcome of an exchange whose upstream answered with a head but ended in an upstream error:
-/// the body failed where another stage read it whole (link rewriting).
-fn failed_body(state: &crate::context::ContextState) -> Option<Outcome> {
+/// a create's body that did not arrive, or a body that failed where another stage read it whole
+/// (link rewriting).
+fn failed_body(state: &RequestState) -> Option<Outcome> {
     if state.upstream_status.is_none()
         || state.decided_by != Some(crate::model::DecidedBy::Upstream)
     {
@@ -568,18 +353,20 @@ fn failed_body(state: &crate::context::ContextState) -> Option<Outcome> {
     }
 }
 
-/// Records that the caller went away before anything was forwarded.
-async fn record_gone(audit: Arc<AuditContext>, ctx: Arc<RequestContext>, path: String) {
-    let route = ctx.state().route;
+/// Records that the caller went away before anything was forwarded, or after keygate had its
+/// answer (`upstreamStatus` and `createdKeyId` then say what the upstream did).
+pub async fn record_gone(audit: &AuditContext, state: &RequestState, path: &str) {
+    let route = state.route;
     if route != RouteClass::Governed && !audit.ungoverned {
         return;
     }
     let ev = event(
-        &audit,
-        &ctx,
+        audit,
+        state,
         EventStage::ResponseComplete,
-        &path,
+        path,
         Facts {
+            created_key_id: state.created_key_id.clone(),
             outcome: Some(Outcome::ClientGone),
             ..Facts::default()
         },
@@ -594,69 +381,6 @@ async fn record_gone(audit: Arc<AuditContext>, ctx: Arc<RequestContext>, path: S
     )
     .await;
     if let Err(err) = written {
-        tracing::error!(request.id = %ctx.id_str(), error = %err, "Audit write failed for a request whose caller went away");
+        tracing::error!(request.id = %state.id_str(), error = %err, "Audit write failed for a request whose caller went away");
     }
-}
-
-/// Reads a create response (bounded in size and by `timeout`) to find the new key's id, and
-/// rebuilds it unchanged. If the body does not arrive in time the caller gets a 504, if it breaks
-/// off a 502, recorded in `ctx` as an upstream error and returned as the outcome.
-async fn created_key(
-    response: Response<Body>,
-    ctx: &RequestContext,
-    timeout: std::time::Duration,
-) -> (Response<Body>, Option<String>, Option<Outcome>) {
-    let (parts, body) = response.into_parts();
-    let read = tokio::time::timeout(
-        timeout,
-        Limited::new(body, MAX_CREATE_RESPONSE_BYTES).collect(),
-    )
-    .await;
-    let (error, outcome) = match read {
-        Ok(Ok(collected)) => {
-            let bytes: Bytes = collected.to_bytes();
-            #[derive(serde::Deserialize)]
-            struct Created {
-                id: String,
-            }
-            let id = serde_json::from_slice::<Created>(&bytes).ok().map(|c| c.id);
-            return (Response::from_parts(parts, Body::full(bytes)), id, None);
-        }
-        Ok(Err(err)) => match idle_timeout(err.as_ref()) {
-            Some(idle) => (ProxyError::BodyTimeout(idle), Outcome::UpstreamBodyTimeout),
-            None => {
-                tracing::warn!(request.id = %ctx.id_str(), error = %err, "Create response could not be read for audit");
-                (
-                    ProxyError::Protocol("create response body could not be read".into()),
-                    Outcome::UpstreamBodyError,
-                )
-            }
-        },
-        Err(_) => (
-            ProxyError::BodyTimeout(timeout),
-            Outcome::UpstreamBodyTimeout,
-        ),
-    };
-    if outcome == Outcome::UpstreamBodyTimeout {
-        tracing::warn!(request.id = %ctx.id_str(), upstream.status = parts.status.as_u16(), "Create response body did not arrive in time");
-    }
-    let error = GatewayError::Upstream(error);
-    let failed = error.to_response(ctx.id_str());
-    let mut state = ctx.state();
-    state.error_code = Some(error.parts().code);
-    state.error_detail = Some(error.detail());
-    state.decided_by = error.decided_by();
-    (failed, None, Some(outcome))
-}
-
-/// The idle timeout of a body error caused by an upstream that stopped sending.
-fn idle_timeout(err: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
-    let mut next = Some(err);
-    while let Some(cause) = next {
-        if let Some(idle) = cause.downcast_ref::<BodyIdleTimeout>() {
-            return Some(idle.0);
-        }
-        next = cause.source();
-    }
-    None
 }

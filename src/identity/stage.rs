@@ -8,10 +8,9 @@ use http::Request;
 
 use super::{Authenticator, Lookup};
 use crate::body::Body;
-use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::model::GovernedRoute;
 use crate::stage::Stage;
+use crate::state::RequestState;
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;
 
@@ -37,14 +36,14 @@ impl Stage for AuthenticateStage {
         "identity"
     }
 
-    fn applies_to(&self, request: &Request<Body>) -> bool {
-        request.extensions().get::<GovernedRoute>().is_some()
+    fn applies_to(&self, _request: &Request<Body>, state: &RequestState) -> bool {
+        state.is_governed()
     }
 
     async fn apply(
         &self,
         request: &mut Request<Body>,
-        ctx: Arc<RequestContext>,
+        state: &mut RequestState,
     ) -> Result<(), GatewayError> {
         let outcome = self.authenticator.authenticate(request.headers()).await;
         let result = match &outcome {
@@ -63,8 +62,7 @@ impl Stage for AuthenticateStage {
             )]
         });
         let (principal, _) = outcome?;
-        ctx.state().principal = Some(principal.clone());
-        request.extensions_mut().insert(principal);
+        state.principal = Some(principal);
         Ok(())
     }
 }

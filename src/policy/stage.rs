@@ -14,15 +14,14 @@ use super::quota;
 use super::runtime::AuthzRuntime;
 use super::Permit;
 use crate::body::Body;
-use crate::context::{DecisionRecord, RequestContext};
 use crate::error::{Denial, DenialEntry, GatewayError, UpstreamAnswer};
 use crate::guard::GovernedBody;
 use crate::model::DecidedBy;
-use crate::model::GovernedRoute;
 use crate::model::Principal;
 use crate::model::{Action, CreateSpec};
 use crate::proxy::Upstream;
 use crate::stage::Stage;
+use crate::state::{DecisionRecord, RequestState};
 use crate::telemetry::metrics::{DecisionLabels, PolicyLabels, ResultLabels};
 use crate::telemetry::Metrics;
 
@@ -57,19 +56,19 @@ impl Stage for DecideStage {
         "decide"
     }
 
-    fn applies_to(&self, request: &Request<Body>) -> bool {
-        request.extensions().get::<GovernedRoute>().is_some()
+    fn applies_to(&self, _request: &Request<Body>, state: &RequestState) -> bool {
+        state.is_governed()
     }
 
     async fn apply(
         &self,
         request: &mut Request<Body>,
-        ctx: Arc<RequestContext>,
+        state: &mut RequestState,
     ) -> Result<(), GatewayError> {
-        let decided = self.decide(request, ctx.clone()).await;
+        let decided = self.decide(request, state).await;
         // The final decision (matrix, then organisation policies), on this stage's span.
         crate::telemetry::trace::annotate(|| {
-            crate::telemetry::trace::decision_attributes(&ctx.state())
+            crate::telemetry::trace::decision_attributes(&state.span_facts())
         });
         decided
     }
@@ -79,12 +78,9 @@ impl DecideStage {
     async fn decide(
         &self,
         request: &mut Request<Body>,
-        ctx: Arc<RequestContext>,
+        state: &mut RequestState,
     ) -> Result<(), GatewayError> {
-        let (principal, action) = {
-            let state = ctx.state();
-            (state.principal.clone(), state.action)
-        };
+        let (principal, action) = (state.principal.clone(), state.action);
         // INVARIANT: the guard sets the action and identity sets the principal on governed routes;
         // if either is missing, something upstream of here is broken: refuse.
         let (Some(principal), Some(action)) = (principal, action) else {
@@ -92,14 +88,14 @@ impl DecideStage {
                 "governed request without principal or action",
             ));
         };
-        let spec: Option<&CreateSpec> = match request.extensions().get::<GovernedBody>() {
+        let spec: Option<&CreateSpec> = match &state.body {
             Some(GovernedBody::Create(spec)) => Some(spec),
             _ => None,
         };
         let (mut decision, snapshot) = match self.authz.decide(&principal, action, spec).await {
             Ok(decided) => decided,
             Err(reason) => {
-                ctx.state().decided_by = Some(DecidedBy::Matrix);
+                state.decided_by = Some(DecidedBy::Matrix);
                 return Err(GatewayError::AuthzUnavailable(reason));
             }
         };
@@ -119,12 +115,11 @@ impl DecideStage {
             warnings: Vec::new(),
         };
         {
-            let mut state = ctx.state();
             state.decided_by = Some(DecidedBy::Matrix);
             state.decision = Some(record);
         }
         if !decision.allow {
-            self.decided(&ctx, &principal, action);
+            self.decided(state, &principal, action);
             return Err(GatewayError::Denied(Box::new(Denial {
                 explanation: decision.explanation,
                 rule_ids: vec![decision.rule.to_string()],
@@ -141,19 +136,25 @@ impl DecideStage {
             _ => None,
         };
         if let Some(org) = snapshot.org_policies() {
-            let update = match request.extensions().get::<GovernedBody>() {
+            let update = match &state.body {
                 Some(GovernedBody::Update(update)) => Some(update.clone()),
                 _ => None,
             };
             // Boxed: upstream lookups for org policies only; out of the matrix-only future.
-            let facts =
-                Box::pin(self.facts(org, action, &decision, &ctx, request.headers())).await?;
+            let facts = Box::pin(self.facts(
+                org,
+                action,
+                &decision,
+                state.key_id.as_deref(),
+                request.headers(),
+            ))
+            .await?;
             let bindings = OrgBinding::all_of(snapshot.bindings().of(principal.id()));
-            let key_id = ctx.state().key_id.clone();
+            let key_id = state.key_id.clone();
             let input = OrgInput {
                 owner_key_count: facts.owner_key_count,
-                source_ip: Some(ctx.peer.ip()),
-                request_id: ctx.id_str(),
+                source_ip: Some(state.peer.ip()),
+                request_id: state.id_str(),
                 target_key: facts.target.as_ref().map(|t| TargetKey {
                     id: &t.id,
                     owner_id: t.owner_id.as_deref(),
@@ -179,7 +180,7 @@ impl DecideStage {
             };
             let outcome = org.evaluate(&input);
             for finding in &outcome.would_deny {
-                tracing::info!(request.id = %ctx.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy would deny (dry-run)");
+                tracing::info!(request.id = %state.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy would deny (dry-run)");
                 self.metrics
                     .would_deny
                     .get_or_create(&PolicyLabels {
@@ -188,7 +189,7 @@ impl DecideStage {
                     .inc();
             }
             for finding in &outcome.errors {
-                tracing::warn!(request.id = %ctx.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy evaluation error");
+                tracing::warn!(request.id = %state.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy evaluation error");
                 self.metrics
                     .policy_errors
                     .get_or_create(&PolicyLabels {
@@ -197,7 +198,6 @@ impl DecideStage {
                     .inc();
             }
             {
-                let mut state = ctx.state();
                 if let Some(record) = state.decision.as_mut() {
                     record.dry_run = outcome.would_deny.iter().map(|f| f.id.clone()).collect();
                 }
@@ -229,7 +229,6 @@ impl DecideStage {
                         .join("; ")
                 );
                 {
-                    let mut state = ctx.state();
                     state.decided_by = Some(DecidedBy::Policy);
                     if let Some(record) = state.decision.as_mut() {
                         record.allow = false;
@@ -237,7 +236,7 @@ impl DecideStage {
                         record.explanation = explanation.clone();
                     }
                 }
-                self.decided(&ctx, &principal, action);
+                self.decided(state, &principal, action);
                 return Err(GatewayError::Denied(Box::new(Denial {
                     explanation,
                     rule_ids,
@@ -248,10 +247,10 @@ impl DecideStage {
             }
         }
         if let Some(facts) = &quota_facts {
-            self.check_quota(&ctx, &principal, action, facts)?;
+            self.check_quota(state, &principal, action, facts)?;
         }
-        self.hold_quota(&ctx, action, quota_facts);
-        self.decided(&ctx, &principal, action);
+        self.hold_quota(state, action, quota_facts);
+        self.decided(state, &principal, action);
         if action == Action::CreateApiKey && snapshot.org_policies().is_some() {
             if let Some(owner) = decision.target.owner_id.as_deref() {
                 // Count the key being created now, so a burst within the cache lifetime cannot
@@ -259,7 +258,7 @@ impl DecideStage {
                 self.authz.note_key_created(owner);
             }
         }
-        request.extensions_mut().insert(Permit::new());
+        state.permit = Some(Permit::new());
         Ok(())
     }
 }
@@ -269,7 +268,7 @@ impl DecideStage {
     /// quota, 503 when the counts are unknown, or warnings recorded with the decision.
     fn check_quota(
         &self,
-        ctx: &RequestContext,
+        state: &mut RequestState,
         principal: &Principal,
         action: Action,
         facts: &quota::Facts,
@@ -288,9 +287,8 @@ impl DecideStage {
             } => {
                 count(if would_deny { "would_deny" } else { "warn" });
                 for warning in &warnings {
-                    tracing::warn!(request.id = %ctx.id_str(), reason = %warning, "API-key quota warning");
+                    tracing::warn!(request.id = %state.id_str(), reason = %warning, "API-key quota warning");
                 }
-                let mut state = ctx.state();
                 if let Some(record) = state.decision.as_mut() {
                     if would_deny {
                         record.dry_run.push(quota::RULE.to_owned());
@@ -302,7 +300,6 @@ impl DecideStage {
             quota::Decision::Deny(explanation) => {
                 count("deny");
                 {
-                    let mut state = ctx.state();
                     state.decided_by = Some(DecidedBy::Quota);
                     if let Some(record) = state.decision.as_mut() {
                         record.allow = false;
@@ -310,7 +307,7 @@ impl DecideStage {
                         record.explanation = explanation.clone();
                     }
                 }
-                self.decided(ctx, principal, action);
+                self.decided(state, principal, action);
                 Err(GatewayError::Denied(Box::new(Denial {
                     explanation,
                     rule_ids: vec![quota::RULE.to_owned()],
@@ -321,7 +318,7 @@ impl DecideStage {
             }
             quota::Decision::Unknown(why) => {
                 count("unknown");
-                ctx.state().decided_by = Some(DecidedBy::Quota);
+                state.decided_by = Some(DecidedBy::Quota);
                 Err(GatewayError::AuthzUnavailable(why))
             }
         }
@@ -329,30 +326,29 @@ impl DecideStage {
 
     /// Counts an allowed create (or a delete, once confirmed) in the key counts; the forwarder
     /// settles the hold with the upstream's answer.
-    fn hold_quota(&self, ctx: &RequestContext, action: Action, facts: Option<quota::Facts>) {
+    fn hold_quota(&self, state: &mut RequestState, action: Action, facts: Option<quota::Facts>) {
         let ledger = self.quota.ledger();
         let hold = match (action, facts) {
             (Action::CreateApiKey, Some(facts)) if facts.scope != quota::KeyScope::Other => {
                 Some(ledger.reserve(facts.scope))
             }
             (Action::DeleteApiKey, _) => {
-                let key_id = ctx.state().key_id.clone();
+                let key_id = state.key_id.clone();
                 key_id.map(|id| ledger.delete(&id))
             }
             _ => None,
         };
         if let Some(hold) = hold {
-            ctx.hold_quota(hold);
+            state.quota_hold = Some(hold);
         }
     }
 
     /// Logs and counts the final decision recorded in the context: one line per decided request.
-    fn decided(&self, ctx: &RequestContext, principal: &Principal, action: Action) {
-        let state = ctx.state();
+    fn decided(&self, state: &RequestState, principal: &Principal, action: Action) {
         let Some(record) = state.decision.as_ref() else {
             return;
         };
-        log_decision(ctx, principal, record);
+        log_decision(state, principal, record);
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {
@@ -398,7 +394,7 @@ impl DecideStage {
         org: &super::org::OrgPolicies,
         action: Action,
         decision: &super::Decision,
-        ctx: &RequestContext,
+        key_id: Option<&str>,
         headers: &http::HeaderMap,
     ) -> Result<Facts, GatewayError> {
         let mut facts = Facts::default();
@@ -411,11 +407,10 @@ impl DecideStage {
             Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey
                 if org.governs(action) =>
             {
-                let key_id = ctx.state().key_id.clone();
                 if let (Some(key_id), Some(auth)) =
                     (key_id, headers.get(http::header::AUTHORIZATION))
                 {
-                    facts.target = Some(self.target(&key_id, auth).await?);
+                    facts.target = Some(self.target(key_id, auth).await?);
                 }
             }
             Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey => {}
@@ -465,10 +460,10 @@ impl DecideStage {
     }
 }
 
-fn log_decision(ctx: &RequestContext, principal: &Principal, record: &DecisionRecord) {
+fn log_decision(state: &RequestState, principal: &Principal, record: &DecisionRecord) {
     let target = &record.target;
     tracing::info!(
-        request.id = %ctx.id_str(),
+        request.id = %state.id_str(),
         principal.id = %principal.id(),
         principal.auth = principal.auth().as_str(),
         decision = if record.allow { "allow" } else { "deny" },

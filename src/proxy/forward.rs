@@ -3,6 +3,10 @@
 //! in `traceparent` when tracing is on.
 
 use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
 
 use http::header::HeaderValue;
 use http::uri::PathAndQuery;
@@ -15,16 +19,15 @@ use http::HeaderMap;
 
 use super::headers::strip_hop_by_hop;
 use super::links::Links;
+use super::pool::BodyIdleTimeout;
 use super::{ProxyError, Then, Upstream};
 use crate::body::Body;
-use crate::context::{EgressRequest, RequestContext};
 use crate::error::GatewayError;
-use crate::model::GovernedRoute;
+use crate::model::Action;
 use crate::policy::quota::Outcome;
-use crate::policy::Permit;
 use crate::stage::Chain;
+use crate::state::{InFlight, Landed, RequestState};
 use crate::telemetry::metrics::KindLabels;
-use crate::telemetry::observe::mint_request_id;
 use crate::telemetry::{trace, Metrics, X_REQUEST_ID};
 
 /// Forwards `request` to the upstream: same method, path, query, end-to-end headers and body
@@ -72,46 +75,111 @@ pub fn forward<'a>(
     })
 }
 
-/// The innermost service: forwards every request that reaches it.
+/// The end of the chain: forwards every request that reaches it.
 #[derive(Debug, Clone)]
 pub struct Forward {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     /// Rewrites the upstream's links in responses to keygate's origin (`None`: off).
     links: Option<Arc<Links>>,
+    /// How long a governed create's response body may take (`upstream.body_timeout`).
+    body_timeout: Duration,
 }
 
 impl Forward {
-    /// The forwarding service over a shared upstream client.
-    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>, links: Option<Arc<Links>>) -> Self {
+    /// The forwarder over a shared upstream client.
+    pub fn new(
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        links: Option<Arc<Links>>,
+        body_timeout: Duration,
+    ) -> Self {
         Forward {
             upstream,
             metrics,
             links,
+            body_timeout,
         }
+    }
+
+    /// A governed create's exchange, on a task of its own: the upstream's answer, read whole
+    /// (bounded in size and by `upstream.body_timeout`) for the new key's id, and the key counts
+    /// settled with it. The create ends the same way whether or not the caller stays: the request
+    /// state keeps the receiving end ([`RequestState::in_flight`]), and whoever holds the state
+    /// (the chain, or the pipeline's drop guard when the caller left) lands it.
+    fn spawn_create(
+        &self,
+        request: Request<Body>,
+        id: HeaderValue,
+        hold: Option<crate::policy::quota::Hold>,
+    ) -> InFlight {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let upstream = self.upstream.clone();
+        let timeout = self.body_timeout;
+        let exchange = async move {
+            let landed = match forward(&upstream, request, &id).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let (result, created_key_id) = read_create(response, timeout).await;
+                    Landed {
+                        status: Some(status),
+                        result,
+                        created_key_id,
+                    }
+                }
+                Err(err) => Landed {
+                    status: None,
+                    result: Err(err),
+                    created_key_id: None,
+                },
+            };
+            if let Some(hold) = hold {
+                hold.settle(outcome_of(landed.status, landed.result.as_ref().err()));
+            }
+            // Nobody waiting: the receiver was dropped with a state that no longer matters.
+            let _ = tx.send(landed);
+        };
+        tokio::spawn(trace::in_span(exchange, tracing::Span::current()));
+        InFlight(rx)
     }
 }
 
+/// Waits for the forwarded create's exchange kept in `state` ([`Forward::spawn_create`]) and
+/// records the upstream's status and the key it created there. The exchange stays in `state`
+/// while this waits: dropped, the wait can be taken up again by the next holder of the state.
+pub async fn land(state: &mut RequestState) -> Result<Response<Body>, ProxyError> {
+    let Some(in_flight) = state.in_flight.as_mut() else {
+        return Err(ProxyError::Protocol(
+            "no upstream exchange in flight".into(),
+        ));
+    };
+    let landed = (&mut in_flight.0).await;
+    state.in_flight = None;
+    let landed = landed.map_err(|_| {
+        ProxyError::Protocol("the upstream exchange ended without an answer".into())
+    })?;
+    state.upstream_status = landed.status;
+    state.created_key_id = landed.created_key_id;
+    landed.result
+}
+
 impl Chain for Forward {
-    async fn run(&self, request: &mut Request<Body>) -> Result<Response<Body>, GatewayError> {
-        let request = std::mem::take(request);
-        let ctx = request.extensions().get::<Arc<RequestContext>>().cloned();
+    async fn run(
+        &self,
+        request: &mut Request<Body>,
+        state: &mut RequestState,
+    ) -> Result<Response<Body>, GatewayError> {
+        let mut request = std::mem::take(request);
         // INVARIANT: a governed request is forwarded only with the decision stage's permit.
-        let governed = request.extensions().get::<GovernedRoute>().is_some();
-        let permitted = request.extensions().get::<Permit>().is_some();
-        if governed && !permitted {
+        if state.governed.is_some() && state.permit.is_none() {
             return Err(GatewayError::Internal(
                 "governed request reached the forwarder without a decision",
             ));
         }
-        let id = ctx
-            .as_ref()
-            .map(|c| c.id.clone())
-            .unwrap_or_else(mint_request_id);
-        let mut request = request;
+        let id = state.id.clone();
         // A request through the egress listener keeps the upstream's names (the caller asked for
         // the upstream's host), so its links are not rewritten to keygate's origin.
-        let via_egress = request.extensions().get::<EgressRequest>().is_some();
+        let via_egress = state.egress.is_some();
         let links = self
             .links
             .as_ref()
@@ -124,19 +192,30 @@ impl Chain for Forward {
                 ask_for_identity_encoding(request.headers_mut());
                 Some((links.clone(), request.method().clone(), target))
             });
-        match forward(&self.upstream, request, &id).await {
+        let create = state
+            .governed
+            .as_ref()
+            .is_some_and(|r| r.action == Action::CreateApiKey);
+        let sent = if create {
+            let hold = state.quota_hold.take();
+            let in_flight = self.spawn_create(request, id, hold);
+            state.in_flight = Some(in_flight);
+            land(state).await
+        } else {
+            let sent = forward(&self.upstream, request, &id).await;
+            if let Ok(response) = &sent {
+                state.upstream_status = Some(response.status());
+            }
+            if let Some(hold) = state.quota_hold.take() {
+                hold.settle(outcome_of(
+                    sent.as_ref().ok().map(Response::status),
+                    sent.as_ref().err(),
+                ));
+            }
+            sent
+        };
+        match sent {
             Ok(response) => {
-                if let Some(ctx) = &ctx {
-                    ctx.state().upstream_status = Some(response.status());
-                    settle_quota(
-                        ctx,
-                        if response.status().is_success() {
-                            Outcome::Succeeded
-                        } else {
-                            Outcome::Refused
-                        },
-                    );
-                }
                 if response.status() == StatusCode::TOO_MANY_REQUESTS {
                     self.metrics.upstream_ratelimited.inc();
                 }
@@ -156,21 +235,6 @@ impl Chain for Forward {
                 }
             }
             Err(err) => {
-                if let Some(ctx) = &ctx {
-                    // Not connected: nothing happened upstream. Anything later (a timeout, a lost
-                    // connection): it may have (counted, to fail closed).
-                    settle_quota(
-                        ctx,
-                        match err {
-                            ProxyError::Connect(_)
-                            | ProxyError::Tls(_)
-                            | ProxyError::ConnectTimeout(_) => Outcome::Refused,
-                            ProxyError::Timeout(_)
-                            | ProxyError::BodyTimeout(_)
-                            | ProxyError::Protocol(_) => Outcome::Unknown,
-                        },
-                    );
-                }
                 self.metrics
                     .upstream_errors
                     .get_or_create(&KindLabels { kind: err.kind() })
@@ -181,11 +245,78 @@ impl Chain for Forward {
     }
 }
 
-/// Settles a governed create's or delete's hold on the key counts (`policy::quota`).
-fn settle_quota(ctx: &RequestContext, outcome: Outcome) {
-    if let Some(hold) = ctx.take_quota_hold() {
-        hold.settle(outcome);
+/// How a forwarded create or delete ended, for the key counts: not connected, nothing happened
+/// upstream; anything later (a timeout, a lost connection, a body that did not arrive) it may
+/// have (counted, to fail closed).
+fn outcome_of(status: Option<StatusCode>, err: Option<&ProxyError>) -> Outcome {
+    match (status, err) {
+        (_, Some(ProxyError::Connect(_) | ProxyError::Tls(_) | ProxyError::ConnectTimeout(_))) => {
+            Outcome::Refused
+        }
+        (Some(status), None) if status.is_success() => Outcome::Succeeded,
+        (Some(_), None) => Outcome::Refused,
+        _ => Outcome::Unknown,
     }
+}
+
+/// Largest create response read to find the new key's id (an ApiKey is about 1 KiB).
+const MAX_CREATE_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Reads a create response whole (bounded in size and by `timeout`) to find the new key's id,
+/// and rebuilds it unchanged. A body that does not arrive in time is a 504, one that breaks off a
+/// 502 (an upstream error: the caller never gets a half answer to a create).
+async fn read_create(
+    response: Response<Body>,
+    timeout: Duration,
+) -> (Result<Response<Body>, ProxyError>, Option<String>) {
+    let (parts, body) = response.into_parts();
+    let read = tokio::time::timeout(
+        timeout,
+        Limited::new(body, MAX_CREATE_RESPONSE_BYTES).collect(),
+    )
+    .await;
+    let error = match read {
+        Ok(Ok(collected)) => {
+            let bytes: Bytes = collected.to_bytes();
+            #[derive(serde::Deserialize)]
+            struct Created {
+                id: String,
+            }
+            let id = if parts.status.is_success() {
+                serde_json::from_slice::<Created>(&bytes).ok().map(|c| c.id)
+            } else {
+                None
+            };
+            return (Ok(Response::from_parts(parts, Body::full(bytes))), id);
+        }
+        Ok(Err(err)) => match idle_timeout(err.as_ref()) {
+            Some(idle) => ProxyError::BodyTimeout(idle),
+            None => {
+                tracing::warn!(error = %err, "Create response body could not be read");
+                ProxyError::Protocol("create response body could not be read".into())
+            }
+        },
+        Err(_) => ProxyError::BodyTimeout(timeout),
+    };
+    if matches!(error, ProxyError::BodyTimeout(_)) {
+        tracing::warn!(
+            upstream.status = parts.status.as_u16(),
+            "Create response body did not arrive in time"
+        );
+    }
+    (Err(error), None)
+}
+
+/// The idle timeout of a body error caused by an upstream that stopped sending.
+fn idle_timeout(err: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if let Some(idle) = cause.downcast_ref::<BodyIdleTimeout>() {
+            return Some(idle.0);
+        }
+        next = cause.source();
+    }
+    None
 }
 
 /// With link rewriting on, a JSON body must come back unencoded: a caller's `Accept-Encoding`
@@ -230,9 +361,15 @@ mod tests {
             "forward: {} bytes",
             std::mem::size_of_val(&forwarding)
         );
-        let forwarder = Forward::new(upstream.clone(), Arc::new(Metrics::new()), None);
+        let forwarder = Forward::new(
+            upstream.clone(),
+            Arc::new(Metrics::new()),
+            None,
+            std::time::Duration::from_secs(10),
+        );
         let mut request = Request::new(Body::Empty);
-        let running = forwarder.run(&mut request);
+        let mut state = RequestState::for_test(http::Method::GET);
+        let running = forwarder.run(&mut request, &mut state);
         assert!(
             std::mem::size_of_val(&running) < 2048,
             "Forward::run: {} bytes",

@@ -13,10 +13,9 @@ use http::Request;
 
 use super::{RateLimiter, Rejected, Subject};
 use crate::body::Body;
-use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::model::GovernedRoute;
 use crate::stage::Stage;
+use crate::state::RequestState;
 use crate::telemetry::metrics::LimitLabels;
 use crate::telemetry::Metrics;
 
@@ -41,25 +40,22 @@ impl Stage for RateLimitStage {
 
     /// Governed requests always pass through the stage (and show it in their trace); ungoverned
     /// ones skip it when no limit is configured.
-    fn applies_to(&self, request: &Request<Body>) -> bool {
-        request.extensions().get::<GovernedRoute>().is_some() || !self.limiter.load().is_unlimited()
+    fn applies_to(&self, _request: &Request<Body>, state: &RequestState) -> bool {
+        state.is_governed() || !self.limiter.load().is_unlimited()
     }
 
     async fn apply(
         &self,
         _request: &mut Request<Body>,
-        ctx: Arc<RequestContext>,
+        state: &mut RequestState,
     ) -> Result<(), GatewayError> {
-        let (principal, action) = {
-            let state = ctx.state();
-            (state.principal.clone(), state.action)
-        };
-        let subject = match &principal {
+        let action = state.action;
+        let subject = match &state.principal {
             Some(p) => Subject::Principal {
                 id: p.id(),
                 groups: p.groups(),
             },
-            None => Subject::Address(ctx.peer.ip()),
+            None => Subject::Address(state.peer.ip()),
         };
         let limiter = self.limiter.load();
         let outcome = if limiter.has_shared_limits() {

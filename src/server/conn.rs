@@ -43,7 +43,7 @@ use super::io::{CloseRequest, ConnIo, ConnState, InFlight, Socket};
 use super::limit::Slot;
 use super::{ConnSettings, Handshake, Handshaken};
 use crate::body::Body;
-use crate::context::PeerAddr;
+use crate::state::PeerAddr;
 
 /// How long an HTTP/1.1 connection stays idle with hyper's buffers before it is parked (at most
 /// a quarter of the idle timeout). Long enough that a client sending request after request

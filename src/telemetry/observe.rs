@@ -1,4 +1,4 @@
-//! The outermost stage: request id, sensitive headers, in-flight gauge, latency, access log, and
+//! The first and last step of every request: request id, sensitive headers, in-flight gauge, latency, access log, and
 //! the request's server span (continuing the caller's trace; free when tracing is off).
 //!
 //! It runs before anything can log a header: `Authorization`, `Cookie` and friends are marked
@@ -6,8 +6,6 @@
 //! are written when the last byte is sent — or, if the caller goes away, when the body is dropped
 //! (status logged as 499, as nginx does). Only allowlisted header values are logged.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -17,12 +15,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
-use tower::{Layer, Service};
 
 use super::metrics::MethodLabel;
 use super::{Metrics, X_REQUEST_ID, X_UPSTREAM_REQUEST_ID};
 use crate::body::Body;
-use crate::context::{EgressRequest, PeerAddr, RequestContext};
+use crate::state::{EgressRequest, PeerAddr, RequestState};
 
 /// Headers whose values are secret; marked sensitive before any other stage runs.
 pub const SENSITIVE_HEADERS: [HeaderName; 4] = [
@@ -41,62 +38,31 @@ pub const ACCESS_LOG_TARGET: &str = "keygate::access";
 /// Status logged for a request whose caller went away before the response was complete.
 const CLIENT_CLOSED: u16 = 499;
 
-/// Builds [`Observe`].
+/// The pipeline root's first and last step (see the module doc): [`Observer::begin`] when a
+/// request arrives, [`Completion::respond`] with its response, or [`Completion::abandon`] when
+/// the caller went away first.
 #[derive(Debug, Clone)]
-pub struct ObserveLayer {
+pub struct Observer {
     metrics: Arc<Metrics>,
     access_log: bool,
 }
 
-impl ObserveLayer {
-    /// The layer; `access_log` turns the per-request log line on.
+impl Observer {
+    /// The observer; `access_log` turns the per-request log line on.
     pub fn new(metrics: Arc<Metrics>, access_log: bool) -> Self {
-        ObserveLayer {
+        Observer {
             metrics,
             access_log,
         }
     }
-}
 
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            metrics: self.metrics.clone(),
-            access_log: self.access_log,
-        }
-    }
-}
-
-/// See the module doc.
-#[derive(Debug, Clone)]
-pub struct Observe<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-    access_log: bool,
-}
-
-impl<S> Service<Request<Body>> for Observe<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ObservedBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    /// Marks the credentials sensitive, accepts or mints the request id, opens the server span,
+    /// counts the request in flight, and creates the request's state, owned by the returned
+    /// completion until the request is done.
+    pub fn begin(&self, request: &mut Request<Body>) -> Completion {
         mark_sensitive(request.headers_mut());
         // The upstream gets the id from the forwarder (set after hop-by-hop stripping), the caller
-        // with the response; the stages read it from the context.
+        // with the response; the stages read it from the state.
         let id = request_id(request.headers());
         let peer = request
             .extensions()
@@ -104,44 +70,18 @@ where
             .map(|p| p.0)
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let egress = request.extensions().get::<EgressRequest>().cloned();
-        let ctx = RequestContext::new_via(id.clone(), peer, request.method().clone(), egress);
-        request.extensions_mut().insert(ctx.clone());
-        let span = super::trace::server_span(&request, &id);
-
+        let span = super::trace::server_span(request, &id);
+        let state = RequestState::new(id, peer, request.method().clone(), egress);
         self.metrics.in_flight.inc();
-        let completion = Completion {
-            access: self.access_log.then(|| AccessFields::capture(&request)),
-            ctx,
+        Completion {
+            access: self.access_log.then(|| AccessFields::capture(request)),
+            state: Box::new(state),
+            written: false,
             metrics: self.metrics.clone(),
             status: None,
             bytes: 0,
-            span: span.clone(),
-        };
-        let future = {
-            let _entered = span.enter();
-            self.inner.call(request)
-        };
-        let future = async move {
-            let mut completion = completion;
-            let Ok(response) = future.await;
-            let (mut parts, body) = response.into_parts();
-            // The caller gets keygate's id, the one in keygate's log, audit and traces; the
-            // upstream's own id, if it sent one, travels under its own name.
-            if let Some(upstream) = parts.headers.insert(X_REQUEST_ID, id) {
-                if upstream != parts.headers[X_REQUEST_ID] {
-                    parts.headers.insert(X_UPSTREAM_REQUEST_ID, upstream);
-                }
-            }
-            completion.status = Some(parts.status.as_u16());
-            Ok(Response::from_parts(
-                parts,
-                ObservedBody {
-                    inner: body,
-                    completion: Some(completion),
-                },
-            ))
-        };
-        Box::pin(super::trace::in_span(future, span))
+            span,
+        }
     }
 }
 
@@ -197,10 +137,14 @@ impl AccessFields {
     }
 }
 
-/// Written exactly once per request, when it is dropped: at the end of the response body, or
-/// earlier if the request or response was abandoned.
-struct Completion {
-    ctx: Arc<RequestContext>,
+/// A request's state until it is done, and its access-log line, latency and span, written
+/// exactly once: when the last byte of the response is sent, when the response is abandoned, or
+/// at once if the caller went away before there was one ([`Completion::abandon`]).
+pub struct Completion {
+    /// The request's state.
+    state: Box<RequestState>,
+    /// The line was written (the caller went away: [`Completion::abandon`]).
+    written: bool,
     metrics: Arc<Metrics>,
     access: Option<AccessFields>,
     status: Option<u16>,
@@ -209,17 +153,75 @@ struct Completion {
     span: tracing::Span,
 }
 
-impl Drop for Completion {
-    fn drop(&mut self) {
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion")
+            .field("status", &self.status)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Completion {
+    /// The request's server span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The request's state, lent to the stages.
+    pub fn state(&mut self) -> &mut RequestState {
+        &mut self.state
+    }
+
+    /// The response for the caller: it gets keygate's request id (the one in keygate's log,
+    /// audit and traces; the upstream's own travels under its own name), and its body completes
+    /// the request when the last byte is sent.
+    pub fn respond(mut self, response: Response<Body>) -> Response<ObservedBody> {
+        let (mut parts, body) = response.into_parts();
+        let id = self.state.id.clone();
+        if let Some(upstream) = parts.headers.insert(X_REQUEST_ID, id) {
+            if upstream != parts.headers[X_REQUEST_ID] {
+                parts.headers.insert(X_UPSTREAM_REQUEST_ID, upstream);
+            }
+        }
+        self.status = Some(parts.status.as_u16());
+        Response::from_parts(
+            parts,
+            ObservedBody {
+                inner: body,
+                completion: Some(self),
+            },
+        )
+    }
+
+    /// The caller went away before its response: the request is logged now (status 499, as
+    /// nginx does) and its state handed back, for the audit record.
+    pub fn abandon(mut self) -> Box<RequestState> {
+        self.state.client_gone = true;
+        self.status = None;
+        self.write();
+        self.written = true;
+        // What is left behind is never read (a placeholder of the same request, only on this
+        // rare path).
+        let placeholder = RequestState::new(
+            self.state.id.clone(),
+            self.state.peer,
+            self.state.method.clone(),
+            None,
+        );
+        std::mem::replace(&mut self.state, Box::new(placeholder))
+    }
+
+    fn write(&self) {
+        let state = &self.state;
         let _entered = self.span.enter();
-        let elapsed = self.ctx.started.elapsed();
-        let state = self.ctx.state();
+        let elapsed = state.started.elapsed();
         let route = state.route.as_str();
         let status = self.status.unwrap_or(CLIENT_CLOSED);
-        super::trace::finish_server_span(&self.span, &self.ctx.method, &state, status);
+        super::trace::finish_server_span(&self.span, &state.method, &state.span_facts(), status);
         self.metrics.in_flight.dec();
         self.metrics
-            .count_request(state.route, MethodLabel::from(&self.ctx.method), status);
+            .count_request(state.route, MethodLabel::from(&state.method), status);
         self.metrics
             .observe_latency(state.route, elapsed.as_secs_f64());
         let Some(access) = &self.access else {
@@ -234,9 +236,9 @@ impl Drop for Completion {
         tracing::event!(
             target: ACCESS_LOG_TARGET,
             tracing::Level::INFO,
-            request.id = %self.ctx.id_str(),
-            peer = %self.ctx.peer,
-            method = %self.ctx.method,
+            request.id = %state.id_str(),
+            peer = %state.peer,
+            method = %state.method,
             path = %access.path,
             version = ?access.version,
             route,
@@ -253,6 +255,14 @@ impl Drop for Completion {
             content_length = text(&access.content_length),
             "Request completed"
         );
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write();
+        }
     }
 }
 

@@ -39,10 +39,42 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub(crate) use ids::{DispatchSlot, WithTraceIds};
 
 use crate::config::TelemetryConfig;
-use crate::context::ContextState;
-use crate::error::GatewayError;
 use crate::model::Action;
 use crate::model::RouteClass;
+use crate::model::{DecidedBy, ResourceType};
+
+/// What a request's server span and decision attributes say: plain values read from the
+/// request's state (`state::RequestState::span_facts`). Nothing here is a secret.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanFacts<'a> {
+    /// Governed or not.
+    pub route: RouteClass,
+    /// The governed action.
+    pub action: Option<Action>,
+    /// The verified principal's id.
+    pub principal_id: Option<&'a str>,
+    /// The stage that ended or decided the request.
+    pub decided_by: Option<DecidedBy>,
+    /// The error code that ended the request inside keygate.
+    pub error_code: Option<&'static str>,
+    /// The decision, once one was made.
+    pub decision: Option<DecisionFacts<'a>>,
+}
+
+/// The decision part of [`SpanFacts`].
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionFacts<'a> {
+    /// Allowed or denied.
+    pub allow: bool,
+    /// The deciding matrix rule and policy ids.
+    pub rule_ids: &'a [String],
+    /// The target's resource type.
+    pub resource_type: Option<ResourceType>,
+    /// Dry-run policies that would have denied.
+    pub dry_run: &'a [String],
+    /// The revision of the policy set that decided.
+    pub revision: Option<&'a str>,
+}
 
 /// The `tracing` target of every span keygate exports. Only the OpenTelemetry layer enables it.
 pub const SPAN_TARGET: &str = "keygate::trace";
@@ -215,7 +247,7 @@ pub fn server_span<B>(request: &Request<B>, request_id: &HeaderValue) -> Span {
 }
 
 /// Records what the pipeline learned on the server span, once the response status is known.
-pub(crate) fn finish_server_span(span: &Span, method: &Method, state: &ContextState, status: u16) {
+pub(crate) fn finish_server_span(span: &Span, method: &Method, state: &SpanFacts<'_>, status: u16) {
     if span.is_disabled() {
         return;
     }
@@ -226,8 +258,8 @@ pub(crate) fn finish_server_span(span: &Span, method: &Method, state: &ContextSt
     if let Some(code) = state.error_code {
         span.record("error.type", code);
     }
-    if let Some(principal) = &state.principal {
-        span.record("keygate.principal.id", principal.id());
+    if let Some(principal) = state.principal_id {
+        span.record("keygate.principal.id", principal);
     }
     if let Some(decision) = &state.decision {
         span.record("keygate.decision", allow_str(decision.allow));
@@ -250,9 +282,9 @@ pub fn stage_span(name: &'static str) -> Span {
 }
 
 /// Marks a stage span with the code of the error that ended the request there.
-pub(crate) fn stage_failed(span: &Span, error: &GatewayError) {
+pub(crate) fn stage_failed(span: &Span, code: &'static str) {
     if !span.is_disabled() {
-        span.record("error.type", error.parts().code);
+        span.record("error.type", code);
     }
 }
 
@@ -338,7 +370,7 @@ where
 /// The attributes of the decision recorded in `state`, for [`annotate`]: principal, action,
 /// resource type, decision, deciding rule and policy ids, dry-run findings, policy revision.
 /// Empty when nothing was decided.
-pub fn decision_attributes(state: &ContextState) -> Vec<KeyValue> {
+pub fn decision_attributes(state: &SpanFacts<'_>) -> Vec<KeyValue> {
     let Some(decision) = &state.decision else {
         return Vec::new();
     };
@@ -352,18 +384,15 @@ pub fn decision_attributes(state: &ContextState) -> Vec<KeyValue> {
     };
     let mut attributes = vec![
         KeyValue::new("keygate.decision", allow_str(decision.allow)),
-        KeyValue::new("keygate.decision.rule_ids", strings(&decision.rule_ids)),
+        KeyValue::new("keygate.decision.rule_ids", strings(decision.rule_ids)),
     ];
-    if let Some(principal) = &state.principal {
-        attributes.push(KeyValue::new(
-            "keygate.principal.id",
-            principal.id().to_string(),
-        ));
+    if let Some(principal) = state.principal_id {
+        attributes.push(KeyValue::new("keygate.principal.id", principal.to_string()));
     }
     if let Some(action) = state.action {
         attributes.push(KeyValue::new("keygate.action", action.as_str()));
     }
-    if let Some(t) = decision.target.resource_type {
+    if let Some(t) = decision.resource_type {
         attributes.push(KeyValue::new("keygate.resource.type", t.as_str()));
     }
     if let Some(by) = state.decided_by {
@@ -372,20 +401,19 @@ pub fn decision_attributes(state: &ContextState) -> Vec<KeyValue> {
     if !decision.dry_run.is_empty() {
         attributes.push(KeyValue::new(
             "keygate.decision.dry_run",
-            strings(&decision.dry_run),
+            strings(decision.dry_run),
         ));
     }
-    if let Some(revision) = &decision.revision {
+    if let Some(revision) = decision.revision {
         attributes.push(KeyValue::new(
             "keygate.policy.revision",
-            revision.as_str().to_string(),
+            revision.to_string(),
         ));
     }
     attributes
 }
 
-fn decided_by_str(by: crate::context::DecidedBy) -> &'static str {
-    use crate::model::DecidedBy;
+fn decided_by_str(by: DecidedBy) -> &'static str {
     match by {
         DecidedBy::Guard => "guard",
         DecidedBy::Identity => "identity",

@@ -232,36 +232,35 @@ fn a_new_trace_starts_without_a_caller_traceparent_and_sends_no_empty_tracestate
 
 #[test]
 fn decision_attributes_describe_the_final_decision_without_secrets() {
-    use crate::context::{ContextState, DecisionRecord};
     use crate::model::DecidedBy;
     use crate::model::{AuthMethod, Principal};
-    assert!(decision_attributes(&ContextState::default()).is_empty());
-    let state = ContextState {
-        action: Some(Action::CreateApiKey),
-        principal: Some(Arc::new(
-            Principal::new(
-                "u-bob",
-                AuthMethod::ApiKey {
-                    key_id: "KEYID123".into(),
-                },
-            )
-            .unwrap(),
-        )),
-        decided_by: Some(DecidedBy::Policy),
-        decision: Some(DecisionRecord {
-            allow: false,
-            rule_ids: vec!["matrix.env_admin".into(), "naming-convention".into()],
-            explanation: "denied by organisation policy: secret-ish text".into(),
-            dry_run: vec!["max-keys".into()],
-            revision: Some(Arc::new("rev-42".into())),
-            ..DecisionRecord::default()
-        }),
-        ..ContextState::default()
-    };
-    let attributes: std::collections::BTreeMap<String, String> = decision_attributes(&state)
-        .into_iter()
-        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-        .collect();
+    use crate::state::{DecisionRecord, RequestState};
+    let mut state = RequestState::for_test(http::Method::POST);
+    assert!(decision_attributes(&state.span_facts()).is_empty());
+    state.action = Some(Action::CreateApiKey);
+    state.principal = Some(Arc::new(
+        Principal::new(
+            "u-bob",
+            AuthMethod::ApiKey {
+                key_id: "KEYID123".into(),
+            },
+        )
+        .unwrap(),
+    ));
+    state.decided_by = Some(DecidedBy::Policy);
+    state.decision = Some(DecisionRecord {
+        allow: false,
+        rule_ids: vec!["matrix.env_admin".into(), "naming-convention".into()],
+        explanation: "denied by organisation policy: secret-ish text".into(),
+        dry_run: vec!["max-keys".into()],
+        revision: Some(Arc::new("rev-42".into())),
+        ..DecisionRecord::default()
+    });
+    let attributes: std::collections::BTreeMap<String, String> =
+        decision_attributes(&state.span_facts())
+            .into_iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
     assert_eq!(attributes["keygate.decision"], "deny");
     assert_eq!(attributes["keygate.decision.by"], "policy");
     assert_eq!(attributes["keygate.principal.id"], "u-bob");
