@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::proxy::links::Rewriting;
 use crate::proxy::pool::UpstreamBody;
 
 /// A body's error: hyper's or keygate's own.
@@ -34,9 +33,27 @@ pub enum Body {
     /// An upstream response body, with an idle-read deadline; an HTTP/1.1 one returns its
     /// connection to the pool once it is read.
     Upstream(UpstreamBody),
-    /// An upstream JSON body streamed with its links rewritten (boxed: rare, and it holds a
-    /// body of its own).
-    Rewrite(Box<Rewriting>),
+    /// A body transformed as it streams (an upstream JSON body with its links rewritten,
+    /// `proxy::links`): boxed, since it is rare and holds a body of its own.
+    Boxed(Boxed),
+}
+
+/// A [`Body::Boxed`] body.
+pub struct Boxed(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static>>);
+
+impl Boxed {
+    /// Boxes `body`.
+    pub fn new(
+        body: impl http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    ) -> Self {
+        Boxed(Box::pin(body))
+    }
+}
+
+impl std::fmt::Debug for Boxed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Boxed")
+    }
 }
 
 impl Body {
@@ -75,7 +92,7 @@ impl http_body::Body for Body {
                 Poll::Pending => Poll::Pending,
             },
             Body::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
-            Body::Rewrite(rewriting) => Pin::new(rewriting.as_mut()).poll_frame(cx),
+            Body::Boxed(boxed) => boxed.0.as_mut().poll_frame(cx),
         }
     }
 
@@ -85,7 +102,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Incoming(incoming) => incoming.is_end_stream(),
             Body::Upstream(upstream) => upstream.is_end_stream(),
-            Body::Rewrite(rewriting) => rewriting.is_end_stream(),
+            Body::Boxed(boxed) => boxed.0.is_end_stream(),
         }
     }
 
@@ -96,7 +113,7 @@ impl http_body::Body for Body {
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Incoming(incoming) => incoming.size_hint(),
             Body::Upstream(upstream) => upstream.size_hint(),
-            Body::Rewrite(rewriting) => rewriting.size_hint(),
+            Body::Boxed(boxed) => boxed.0.size_hint(),
         }
     }
 }

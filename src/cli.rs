@@ -291,8 +291,89 @@ fn reconcile(path: &Path, json: bool, accept_baseline: bool) -> ExitCode {
     };
     let options = crate::reconcile::RunOptions { accept_baseline };
     block_on(None, async move {
-        ExitCode::from(crate::reconcile::command(config, options, json).await)
+        ExitCode::from(reconcile_run(config, options, json).await)
     })
+}
+
+/// `keygate reconcile --config FILE [--json] [--accept-baseline]`: one run against the audit trail
+/// of a stopped `serve` (the file has one writer). Exit 0: nothing new; 1: new findings (each
+/// recorded in the trail); 2: the run failed; 78: the config does not allow a run.
+async fn reconcile_run(config: Config, options: crate::reconcile::RunOptions, json: bool) -> u8 {
+    use crate::audit::{AuditError, EventSource};
+    use crate::reconcile::Reconciler;
+    use std::sync::Arc;
+    let Some(file) = &config.audit.file else {
+        eprintln!("keygate: reconcile compares the upstream's keys with the audit trail: set `audit.file`");
+        return EX_CONFIG;
+    };
+    let Some(credential) = &config.upstream.credential else {
+        eprintln!(
+            "keygate: reconcile lists the organisation's keys with keygate's own credential: set \
+             `upstream.credential.env` or `upstream.credential.file`"
+        );
+        return EX_CONFIG;
+    };
+    crate::tls::install_provider();
+    let upstream = match crate::proxy::Upstream::new(&config.upstream) {
+        Ok(upstream) => Arc::new(upstream),
+        Err(err) => {
+            eprintln!("keygate: {err}");
+            return EX_CONFIG;
+        }
+    };
+    let Some(fetch) = crate::policy::runtime::UpstreamFetch::new(upstream, credential) else {
+        eprintln!("keygate: keygate's credential is not a valid header value");
+        return EX_CONFIG;
+    };
+    let auditor = match crate::gateway::auditor(&config.audit) {
+        Ok(auditor) => Arc::new(auditor),
+        Err(crate::StartError::Audit(err @ AuditError::InUse { .. })) => {
+            eprintln!(
+                "keygate: {err}: stop `keygate serve` first, or let its `[reconcile] interval` \
+                 reconcile"
+            );
+            return 1;
+        }
+        Err(err) => {
+            eprintln!("keygate: {err}");
+            return 2;
+        }
+    };
+    let source = match &config.audit.instance_id {
+        Some(id) => EventSource::new(id),
+        None => EventSource::from_hostname(),
+    };
+    let settings = config.reconcile.clone().unwrap_or_default();
+    let reconciler = Reconciler::new(
+        file.path.clone(),
+        auditor.clone(),
+        source,
+        Arc::new(fetch),
+        &settings,
+        crate::policy::quota::Ledger::new(),
+    );
+    let result = reconciler.run(options).await;
+    drop(reconciler);
+    if let Err(err) = auditor.flush().await {
+        eprintln!("keygate: audit flush: {err}");
+    }
+    match result {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => eprintln!("keygate: {err}"),
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            u8::from(!report.findings.is_empty())
+        }
+        Err(err) => {
+            eprintln!("keygate: reconcile: {err}");
+            2
+        }
+    }
 }
 
 fn healthcheck(url: &str, timeout: Duration) -> ExitCode {

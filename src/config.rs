@@ -55,7 +55,7 @@ pub struct Config {
     /// The egress forward-proxy listener (off unless `[egress]` is present).
     pub egress: Option<crate::egress::config::EgressConfig>,
     /// Reconcile with the upstream's keys, when a `[reconcile]` table is present.
-    pub reconcile: Option<crate::reconcile::ReconcileConfig>,
+    pub reconcile: Option<crate::reconcile::config::ReconcileConfig>,
     /// The API-key quota guard, when `[quota]` sets `kafka_keys_per_cluster`.
     pub quota: Option<crate::policy::quota::QuotaConfig>,
 }

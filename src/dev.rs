@@ -250,10 +250,8 @@ fn dev_egress(
     );
     let raw: crate::egress::config::RawEgressConfig =
         toml::from_str(&text).map_err(|e| DevError::Certs(e.to_string()))?;
-    Ok(crate::egress::config::EgressConfig::validate(
-        raw,
-        std::path::Path::new(""),
-    )?)
+    crate::egress::config::EgressConfig::validate(raw, std::path::Path::new(""))
+        .map_err(|e| DevError::Config(ConfigError::field(e.field, e.message)))
 }
 
 /// The egress part of the banner: what to paste, and a curl through the proxy that works as

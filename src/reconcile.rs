@@ -25,6 +25,7 @@
 //! not list.
 
 pub mod baseline;
+pub mod config;
 pub mod findings;
 pub mod listing;
 pub mod state;
@@ -49,35 +50,13 @@ use crate::audit::{
 };
 use crate::policy::quota::Ledger;
 use crate::policy::source::{Fetch, FetchError};
+pub use config::{ReconcileConfig, DEFAULT_GRACE};
 use findings::{Finding, Inputs};
 use listing::{now_unix, unix_seconds, Listing, UpstreamKey};
 use state::State;
 
-/// How long a create may take before its missing outcome is a finding, and how old a key must be
-/// before it is judged: longer than any request keygate lets run (`upstream.request_timeout`
-/// defaults to 30 s), so nothing in flight is reported.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
-
 /// `methodName` of reconcile events.
 const METHOD_NAME: &str = "ReconcileAPIKeys";
-
-/// `[reconcile]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReconcileConfig {
-    /// Run inside `serve` this often (and once at start); `None`: only `keygate reconcile`.
-    pub interval: Option<Duration>,
-    /// See [`DEFAULT_GRACE`].
-    pub grace: Duration,
-}
-
-impl Default for ReconcileConfig {
-    fn default() -> Self {
-        ReconcileConfig {
-            interval: None,
-            grace: DEFAULT_GRACE,
-        }
-    }
-}
 
 /// Why a run failed. Nothing is recorded as a finding when a run fails.
 #[derive(Debug, thiserror::Error)]
@@ -718,85 +697,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ReconcileError::Task(e.to_string()))
-}
-
-/// `keygate reconcile --config FILE [--json] [--accept-baseline]`: one run against the audit trail
-/// of a stopped `serve` (the file has one writer). Exit 0: nothing new; 1: new findings (each
-/// recorded in the trail); 2: the run failed; 78: the config does not allow a run.
-pub async fn command(config: crate::config::Config, options: RunOptions, json: bool) -> u8 {
-    use crate::config::EX_CONFIG;
-    let Some(file) = &config.audit.file else {
-        eprintln!("keygate: reconcile compares the upstream's keys with the audit trail: set `audit.file`");
-        return EX_CONFIG;
-    };
-    let Some(credential) = &config.upstream.credential else {
-        eprintln!(
-            "keygate: reconcile lists the organisation's keys with keygate's own credential: set \
-             `upstream.credential.env` or `upstream.credential.file`"
-        );
-        return EX_CONFIG;
-    };
-    crate::tls::install_provider();
-    let upstream = match crate::proxy::Upstream::new(&config.upstream) {
-        Ok(upstream) => Arc::new(upstream),
-        Err(err) => {
-            eprintln!("keygate: {err}");
-            return EX_CONFIG;
-        }
-    };
-    let Some(fetch) = crate::policy::runtime::UpstreamFetch::new(upstream, credential) else {
-        eprintln!("keygate: keygate's credential is not a valid header value");
-        return EX_CONFIG;
-    };
-    let auditor = match crate::gateway::auditor(&config.audit) {
-        Ok(auditor) => Arc::new(auditor),
-        Err(crate::StartError::Audit(err @ AuditError::InUse { .. })) => {
-            eprintln!(
-                "keygate: {err}: stop `keygate serve` first, or let its `[reconcile] interval` \
-                 reconcile"
-            );
-            return 1;
-        }
-        Err(err) => {
-            eprintln!("keygate: {err}");
-            return 2;
-        }
-    };
-    let source = match &config.audit.instance_id {
-        Some(id) => EventSource::new(id),
-        None => EventSource::from_hostname(),
-    };
-    let settings = config.reconcile.clone().unwrap_or_default();
-    let reconciler = Reconciler::new(
-        file.path.clone(),
-        auditor.clone(),
-        source,
-        Arc::new(fetch),
-        &settings,
-        Ledger::new(),
-    );
-    let result = reconciler.run(options).await;
-    drop(reconciler);
-    if let Err(err) = auditor.flush().await {
-        eprintln!("keygate: audit flush: {err}");
-    }
-    match result {
-        Ok(report) => {
-            if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(err) => eprintln!("keygate: {err}"),
-                }
-            } else {
-                print!("{}", report.text());
-            }
-            u8::from(!report.findings.is_empty())
-        }
-        Err(err) => {
-            eprintln!("keygate: reconcile: {err}");
-            2
-        }
-    }
 }
 
 /// Runs a pass now, then one every `interval`, for as long as the task lives (`serve`).

@@ -136,18 +136,31 @@ pub struct ConnSettings {
     pub h2_keep_alive_timeout: Duration,
 }
 
+/// Long enough for a slow mobile link to send a request head, short enough to shed slowloris.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above the 60 s idle timeout of the usual cloud load balancers in front of keygate, so the
+/// balancer closes an idle connection first and never sends a request on one keygate just closed
+/// (nginx's `keepalive_timeout` is 75 s too).
+pub const DEFAULT_LISTENER_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Detects a vanished HTTP/2 peer within a minute without chattering on healthy connections.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// A live peer answers a PING in milliseconds; 20 s allows for a congested path.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Confluent's own requests have small heads; 64 KiB leaves room for large bearer tokens.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Matches Kubernetes' default termination grace period.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 impl Default for ConnSettings {
     fn default() -> Self {
-        use crate::config::validate as defaults;
         ConnSettings {
-            header_read_timeout: defaults::DEFAULT_HEADER_READ_TIMEOUT,
-            idle_timeout: defaults::DEFAULT_LISTENER_IDLE_TIMEOUT,
-            max_header_bytes: defaults::DEFAULT_MAX_HEADER_BYTES,
-            shutdown_grace: defaults::DEFAULT_SHUTDOWN_GRACE,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_LISTENER_IDLE_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: default_max_connections(),
             max_connections_per_ip: None,
-            h2_keep_alive_interval: Some(defaults::DEFAULT_H2_KEEP_ALIVE_INTERVAL),
-            h2_keep_alive_timeout: defaults::DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+            h2_keep_alive_interval: Some(DEFAULT_H2_KEEP_ALIVE_INTERVAL),
+            h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
         }
     }
 }

@@ -17,26 +17,18 @@ use super::{
 
 /// The listener address when none is configured: loopback, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub use crate::proxy::links::origin;
+pub use crate::server::{
+    DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_LISTENER_IDLE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_SHUTDOWN_GRACE,
+};
+
 /// The admin address when none is configured: loopback, metrics are not for the world.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 /// Confluent Cloud's public API.
 pub const DEFAULT_UPSTREAM: &str = "https://api.confluent.cloud";
 /// Confluent's web host, where the CLI logs in and asks who it is (`/api/sessions`, `/api/me`).
 pub const DEFAULT_WEB_URL: &str = "https://confluent.cloud";
-/// Long enough for a slow mobile link to send a request head, short enough to shed slowloris.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Above the 60 s idle timeout of the usual cloud load balancers in front of keygate, so the
-/// balancer closes an idle connection first and never sends a request on one keygate just closed
-/// (nginx's `keepalive_timeout` is 75 s too).
-pub const DEFAULT_LISTENER_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-/// Detects a vanished HTTP/2 peer within a minute without chattering on healthy connections.
-pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// A live peer answers a PING in milliseconds; 20 s allows for a congested path.
-pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Confluent's own requests have small heads; 64 KiB leaves room for large bearer tokens.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Matches Kubernetes' default termination grace period.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A healthy upstream connects in milliseconds; seconds mean it is unreachable.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Below Terraform's own HTTP timeout, so the caller sees our 504 rather than its own timeout.
@@ -275,7 +267,10 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
     let telemetry = telemetry(raw.telemetry)?;
     let egress = raw
         .egress
-        .map(|e| crate::egress::config::EgressConfig::validate(e, base))
+        .map(|e| {
+            crate::egress::config::EgressConfig::validate(e, base)
+                .map_err(|e| ConfigError::field(e.field, e.message))
+        })
         .transpose()?;
     if let Some(egress) = &egress {
         if egress.proxy_auth == Some(crate::egress::config::ProxyAuthSource::IdentityDirectory)
@@ -335,13 +330,13 @@ pub const DEFAULT_QUOTA_WARN_RATIO: f64 = 0.9;
 
 fn reconcile(
     raw: super::raw::RawReconcile,
-) -> Result<crate::reconcile::ReconcileConfig, ConfigError> {
+) -> Result<crate::reconcile::config::ReconcileConfig, ConfigError> {
     let interval = raw
         .interval
         .map(|text| duration("reconcile.interval", Some(text), Duration::ZERO))
         .transpose()?;
     let grace = match raw.grace.as_deref() {
-        None => crate::reconcile::DEFAULT_GRACE,
+        None => crate::reconcile::config::DEFAULT_GRACE,
         // Zero is allowed: judge everything at once (tests, a stopped keygate).
         Some(text) => humantime::parse_duration(text).map_err(|e| {
             ConfigError::field(
@@ -350,7 +345,7 @@ fn reconcile(
             )
         })?,
     };
-    Ok(crate::reconcile::ReconcileConfig { interval, grace })
+    Ok(crate::reconcile::config::ReconcileConfig { interval, grace })
 }
 
 fn quota(raw: super::raw::RawQuota) -> Result<crate::policy::quota::QuotaConfig, ConfigError> {
@@ -721,16 +716,6 @@ fn resolved(base: &Path, field: &str, value: &str) -> Result<PathBuf, ConfigErro
 /// Validates an upstream base URL (`upstream.url`).
 pub fn upstream_url(text: &str) -> Result<Uri, ConfigError> {
     base_url("upstream.url", text)
-}
-
-/// `scheme://authority` of a base URL, lowercase.
-pub fn origin(uri: &Uri) -> String {
-    format!(
-        "{}://{}",
-        uri.scheme_str().unwrap_or("http"),
-        uri.authority().map_or("", |a| a.as_str())
-    )
-    .to_ascii_lowercase()
 }
 
 /// An `http(s)://authority` URL without path or query, for `field`.

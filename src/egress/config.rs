@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
 /// The hosts whose TLS keygate terminates by default: the Cloud API the CLI's `/iam/v2` calls go to.
 pub const DEFAULT_INTERCEPT: &[&str] = &["api.confluent.cloud:443"];
 /// The hosts tunnelled by default: Confluent's web host (`/api/sessions` carries passwords and
@@ -194,45 +192,62 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 // === validate ===
 
+/// A problem with one field of `[egress]`: the config reports it with the file it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path (`egress.address`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl EgressConfig {
     /// Validates `[egress]`; relative paths resolve against `base`.
-    pub fn validate(raw: RawEgressConfig, base: &Path) -> Result<EgressConfig, ConfigError> {
+    pub fn validate(raw: RawEgressConfig, base: &Path) -> Result<EgressConfig, FieldError> {
         let address = raw.address.as_deref().ok_or_else(|| {
-            ConfigError::field(
+            FieldError::new(
                 "egress.address",
                 "required: where the forward proxy listens, e.g. `127.0.0.1:3128`",
             )
         })?;
         let address: SocketAddr = address
             .parse()
-            .map_err(|e| ConfigError::field("egress.address", format!("`{address}`: {e}")))?;
+            .map_err(|e| FieldError::new("egress.address", format!("`{address}`: {e}")))?;
         let targets = |field: &str, list: Option<Vec<String>>, default: &[&str]| {
             let list = list.unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect());
             list.iter()
                 .map(|t| {
-                    Target::parse(t).ok_or_else(|| {
-                        ConfigError::field(field, format!("`{t}` is not `host:port`"))
-                    })
+                    Target::parse(t)
+                        .ok_or_else(|| FieldError::new(field, format!("`{t}` is not `host:port`")))
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
         let intercept = targets("egress.intercept", raw.intercept, DEFAULT_INTERCEPT)?;
         let tunnel = targets("egress.tunnel", raw.tunnel, DEFAULT_TUNNEL)?;
         if let Some(both) = intercept.iter().find(|t| tunnel.contains(t)) {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 "egress.tunnel",
                 format!("`{both}` is also intercepted: a host is either decrypted or tunnelled"),
             ));
         }
         if let Some(ip) = intercept.iter().find(|t| t.host.parse::<IpAddr>().is_ok()) {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 "egress.intercept",
                 format!("`{ip}`: intercepted hosts are names (clients send them as SNI)"),
             ));
         }
-        let path = |field: &str, value: &str| -> Result<PathBuf, ConfigError> {
+        let path = |field: &str, value: &str| -> Result<PathBuf, FieldError> {
             if value.is_empty() {
-                return Err(ConfigError::field(field, "must not be empty"));
+                return Err(FieldError::new(field, "must not be empty"));
             }
             Ok(base.join(value))
         };
@@ -246,13 +261,13 @@ impl EgressConfig {
                 key: path("egress.key", &key)?,
             },
             (None, None, None, None) => {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     "egress.ca_cert",
                     "intercepting needs a certificate: set `ca_cert` and `ca_key` (keygate mints a leaf per intercepted host) or `cert` and `key` (a ready leaf)",
                 ))
             }
             _ => {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     "egress",
                     "set either `ca_cert` and `ca_key`, or `cert` and `key`",
                 ))
@@ -262,8 +277,8 @@ impl EgressConfig {
             None => Ok(default),
             Some(text) => match humantime::parse_duration(&text) {
                 Ok(d) if !d.is_zero() => Ok(d),
-                Ok(_) => Err(ConfigError::field(field, "must be greater than zero")),
-                Err(e) => Err(ConfigError::field(field, format!("`{text}`: {e}"))),
+                Ok(_) => Err(FieldError::new(field, "must be greater than zero")),
+                Err(e) => Err(FieldError::new(field, format!("`{text}`: {e}"))),
             },
         };
         let allow_destinations = raw
@@ -272,7 +287,7 @@ impl EgressConfig {
             .iter()
             .map(|n| {
                 Network::parse(n).ok_or_else(|| {
-                    ConfigError::field(
+                    FieldError::new(
                         "egress.allow_destinations",
                         format!("`{n}` is not an address or `address/prefix`"),
                     )
@@ -283,15 +298,15 @@ impl EgressConfig {
         for (target, to) in raw.connect_to.unwrap_or_default() {
             let field = format!("egress.connect_to.{target}");
             let parsed = Target::parse(&target)
-                .ok_or_else(|| ConfigError::field(&field, "the key must be `host:port`"))?;
+                .ok_or_else(|| FieldError::new(&field, "the key must be `host:port`"))?;
             if !tunnel.contains(&parsed) {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     &field,
                     "only tunnelled hosts can be connected elsewhere",
                 ));
             }
             if Target::parse(&to).is_none() {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     &field,
                     format!("`{to}` is not `host:port`"),
                 ));
@@ -301,7 +316,7 @@ impl EgressConfig {
         let max_connections = match raw.max_connections {
             None => None,
             Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
-                ConfigError::field("egress.max_connections", "must be greater than 0")
+                FieldError::new("egress.max_connections", "must be greater than 0")
             })?),
         };
         let proxy_auth = match raw.proxy_auth.as_deref() {
@@ -368,7 +383,7 @@ mod tests {
             Path::new(""),
         )
         .unwrap_err();
-        assert_eq!(err.field_path(), Some("egress.tunnel"));
+        assert_eq!(err.field, "egress.tunnel");
     }
 
     #[test]

@@ -35,7 +35,6 @@ use memchr::memmem::Finder;
 use super::pool::BodyIdleTimeout;
 use super::ProxyError;
 use crate::body::Body;
-use crate::config::origin;
 
 /// JSON bodies with a `Content-Length` up to this are read whole and rewritten with an exact
 /// length (Confluent's list pages are a few KiB); larger ones stream.
@@ -182,7 +181,7 @@ impl Links {
                 };
                 Ok(Response::from_parts(
                     parts,
-                    Body::Rewrite(Box::new(rewriting)),
+                    Body::Boxed(crate::body::Boxed::new(rewriting)),
                 ))
             }
         }
@@ -300,6 +299,16 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// `scheme://authority` of a base URL, lowercase.
+pub fn origin(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str())
+    )
+    .to_ascii_lowercase()
 }
 
 // === impl Rewriting ===

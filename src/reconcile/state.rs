@@ -17,7 +17,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::listing::unix_seconds;
-use super::trail::Position;
+
+/// Where in the trail the index has folded up to (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The first sequence of the file that holds the record.
+    pub file_first: u64,
+    /// The byte offset of the record's line in that file.
+    pub line_start: u64,
+    /// The record's sequence.
+    pub sequence: u64,
+    /// SHA-256 (hex) of the record's line.
+    pub hash: String,
+}
 
 /// Format version of the index file; another version is rebuilt from the trail.
 const VERSION: u32 = 1;

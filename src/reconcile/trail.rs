@@ -14,9 +14,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::state::{Record, State};
+use super::state::{Position, Record, State};
 use crate::audit::chain::{hash_line, parse_link, read_first_line, rotated_files};
 
 /// The prefix of every governed event's type in a record line.
@@ -24,19 +24,6 @@ const TYPE_PREFIX: &[u8] = br#""type":"io.keygate.apikey."#;
 
 /// Read buffer per file.
 const READ_BUFFER: usize = 256 * 1024;
-
-/// Where in the trail the index has folded up to (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    /// The first sequence of the file that holds the record.
-    pub file_first: u64,
-    /// The byte offset of the record's line in that file.
-    pub line_start: u64,
-    /// The record's sequence.
-    pub sequence: u64,
-    /// SHA-256 (hex) of the record's line.
-    pub hash: String,
-}
 
 /// What one catch-up read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
