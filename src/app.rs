@@ -29,21 +29,21 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use tower::{Service, ServiceBuilder};
 
-use crate::audit::stage::{AuditContext, AuditGateStage};
 use crate::body::Body;
-use crate::guard::stage::GuardStage;
-use crate::identity::stage::AuthenticateStage;
 use crate::identity::Authenticator;
 use crate::policy::runtime::AuthzRuntime;
-use crate::policy::stage::DecideStage;
-use crate::proxy::forward::Forward;
 use crate::proxy::links::Links;
 use crate::proxy::Upstream;
-use crate::ratelimit::stage::RateLimitStage;
 use crate::ratelimit::RateLimiter;
-use crate::stage::{Chain, StageLayer, Staged};
+use crate::stages::audit::{AuditContext, AuditGateStage};
+use crate::stages::decide::DecideStage;
+use crate::stages::forward::Forward;
+use crate::stages::guard::GuardStage;
+use crate::stages::identity::AuthenticateStage;
+use crate::stages::observe::{Completion, ObservedBody, Observer};
+use crate::stages::ratelimit::RateLimitStage;
+use crate::stages::{Chain, StageLayer, Staged};
 use crate::state::RequestState;
-use crate::telemetry::observe::{Completion, ObservedBody, Observer};
 use crate::telemetry::Metrics;
 
 /// The request-side stages, outermost first, down to the forwarder.
@@ -183,7 +183,7 @@ impl Root {
         };
         let response = match exchange.parts() {
             (state, Some(path)) => {
-                crate::audit::stage::record(&self.audit, state, path, response).await
+                crate::stages::audit::record(&self.audit, state, path, response).await
             }
             (_, None) => response,
         };
@@ -250,7 +250,7 @@ impl Drop for Exchange {
         runtime.spawn(async move {
             if state.in_flight.is_some() {
                 tracing::debug!(request.id = %state.id_str(), "Caller gone; following the forwarded create to its end");
-                let response = match crate::proxy::forward::land(&mut state).await {
+                let response = match crate::stages::forward::land(&mut state).await {
                     Ok(response) => response,
                     Err(err) => {
                         let err = crate::error::GatewayError::from(err);
@@ -259,9 +259,9 @@ impl Drop for Exchange {
                         response
                     }
                 };
-                crate::audit::stage::record(&audit, &mut state, &path, response).await;
+                crate::stages::audit::record(&audit, &mut state, &path, response).await;
             } else {
-                crate::audit::stage::record_gone(&audit, &state, &path).await;
+                crate::stages::audit::record_gone(&audit, &state, &path).await;
             }
         });
     }

@@ -20,7 +20,6 @@ pub mod chain;
 pub mod event;
 pub mod file;
 pub mod sink;
-pub mod stage;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

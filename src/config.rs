@@ -10,6 +10,10 @@
 pub mod raw;
 pub mod validate;
 
+pub use crate::env::{Env, ProcessEnv, Secrets};
+pub use crate::policy::config::{AuthzConfig, DataSource};
+pub use crate::proxy::config::{CredentialError, CredentialSource, UpstreamConfig};
+pub use crate::telemetry::config::{LogConfig, LogFormat, TelemetryConfig};
 pub use validate::origin;
 
 use std::fmt;
@@ -78,34 +82,6 @@ pub enum IdentitySource {
     Upstream,
     /// A static directory file (development, air-gapped).
     Directory(PathBuf),
-}
-
-/// Where one kind of authorization data comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataSource {
-    /// A TOML file (GitOps, development).
-    File(PathBuf),
-    /// The upstream, with keygate's own credential, refreshed in the background.
-    Upstream,
-}
-
-/// Authorization data for layer 1.
-#[derive(Debug, Clone)]
-pub struct AuthzConfig {
-    /// The Confluent organisation id (UUID).
-    pub org_id: crate::policy::crn::OrgId,
-    /// The RBAC creation matrix file.
-    pub matrix: PathBuf,
-    /// Role bindings.
-    pub bindings: DataSource,
-    /// Resource inventory.
-    pub inventory: DataSource,
-    /// How often upstream-sourced data is refreshed.
-    pub refresh_interval: Duration,
-    /// Past this age, upstream-sourced data is too stale to decide creates on (503).
-    pub max_staleness: Duration,
-    /// At most one on-demand inventory refresh (for an unknown cluster) per this interval.
-    pub inventory_refresh_min_interval: Duration,
 }
 
 /// Audit output.
@@ -177,41 +153,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// The upstream and the pooled client to it.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// Base URL, scheme and authority only (`https://api.confluent.cloud`).
-    pub url: Uri,
-    /// Confluent's web host (`https://confluent.cloud`): where a session bearer token is resolved
-    /// (`GET /api/me`), the call the Confluent CLI makes itself.
-    pub web_url: Uri,
-    /// Extra CA certificates (PEM) trusted for the upstream, on top of the webpki roots.
-    pub ca_file: Option<PathBuf>,
-    /// TCP connect (and TLS handshake) deadline.
-    pub connect_timeout: Duration,
-    /// Deadline for the upstream's response head, from the moment the request is sent.
-    pub request_timeout: Duration,
-    /// Deadline for a governed response body keygate reads whole (a create's, for the new key's
-    /// id), from the response head.
-    pub body_timeout: Duration,
-    /// Longest wait for the next bytes of a streamed response body.
-    pub body_idle_timeout: Duration,
-    /// How long an idle pooled connection is kept.
-    pub idle_timeout: Duration,
-    /// Idle connections kept per upstream host.
-    pub max_idle_per_host: usize,
-    /// Whether absolute upstream links in responses are rewritten to keygate's own origin.
-    pub rewrite_links: bool,
-    /// The origins (`scheme://authority`) the upstream writes into its links; empty: the origin
-    /// of [`UpstreamConfig::url`].
-    pub link_origins: Vec<String>,
-    /// keygate's own credential (`KEY:SECRET`), for role bindings, inventory and key counts;
-    /// `None` when none is configured or when the config was loaded without secrets.
-    pub credential: Option<crate::redact::Secret>,
-    /// Where the credential is configured to come from (set even when it was not read).
-    pub credential_source: Option<CredentialSource>,
-}
-
 /// Request limits.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
@@ -224,37 +165,6 @@ pub struct LimitsConfig {
 pub struct AdminConfig {
     /// Address to bind; loopback by default.
     pub address: SocketAddr,
-}
-
-/// Log output.
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    /// JSON lines (default) or human-readable text.
-    pub format: LogFormat,
-    /// A `tracing` filter directive (`info`, `keygate=debug`, …).
-    pub level: String,
-    /// One access-log line per request.
-    pub access_log: bool,
-}
-
-/// OpenTelemetry trace export.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TelemetryConfig {
-    /// The OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); no export when absent.
-    pub otlp_endpoint: Option<Uri>,
-    /// Share of new traces sampled, 0.0–1.0; a caller's `traceparent` decision is followed.
-    pub sample_ratio: f64,
-    /// `service.instance.id`; the hostname when absent.
-    pub instance_id: Option<String>,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable.
-    Text,
 }
 
 /// The async runtime.
@@ -303,6 +213,18 @@ impl ConfigError {
     }
 }
 
+impl From<CredentialError> for ConfigError {
+    fn from(e: CredentialError) -> Self {
+        ConfigError::field(e.field, e.message)
+    }
+}
+
+impl From<crate::egress::config::FieldError> for ConfigError {
+    fn from(e: crate::egress::config::FieldError) -> Self {
+        ConfigError::field(e.field, e.message)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = if self.file.is_empty() {
@@ -314,26 +236,6 @@ impl fmt::Display for ConfigError {
             Some(field) => write!(f, "{file}: `{field}`: {}", self.message),
             None => write!(f, "{file}: {}", self.message),
         }
-    }
-}
-
-/// Whether loading a config reads keygate's own credential (the variable or file that
-/// `upstream.credential` names).
-#[derive(Clone, Copy)]
-pub enum Secrets<'a> {
-    /// Read it, through this environment: what `serve` needs.
-    Read(&'a dyn Env),
-    /// Check only that it is configured, never read it: what `check` and `explain` need, so a CI
-    /// pipeline can validate a config without holding secrets.
-    Skip,
-}
-
-impl fmt::Debug for Secrets<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Secrets::Read(_) => "Secrets::Read",
-            Secrets::Skip => "Secrets::Skip",
-        })
     }
 }
 
@@ -391,77 +293,6 @@ impl Config {
 /// The directory relative paths in the config file at `path` are resolved against.
 pub fn config_dir(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
-}
-
-/// Where keygate's own credential comes from (`[upstream.credential]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialSource {
-    /// An environment variable holding `KEY:SECRET`.
-    Env(String),
-    /// A file holding `KEY:SECRET` (resolved against the config file's directory).
-    File(PathBuf),
-}
-
-impl CredentialSource {
-    /// Reads and checks the credential.
-    pub fn read(&self, env: &dyn Env) -> Result<crate::redact::Secret, ConfigError> {
-        let value = match self {
-            CredentialSource::Env(name) => env.var(name).ok_or_else(|| {
-                ConfigError::field(
-                    "upstream.credential.env",
-                    format!("environment variable `{name}` is not set"),
-                )
-            })?,
-            CredentialSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::field(
-                    "upstream.credential.file",
-                    format!("cannot read `{}`: {e}", path.display()),
-                )
-            })?,
-        };
-        let value = value.trim();
-        match value.split_once(':') {
-            Some((key, secret)) if !key.is_empty() && !secret.is_empty() => {
-                Ok(crate::redact::Secret::new(value))
-            }
-            _ => Err(ConfigError::field(
-                "upstream.credential",
-                "the credential must be `KEY:SECRET` (a Cloud API key of keygate's service account)",
-            )),
-        }
-    }
-}
-
-impl fmt::Display for CredentialSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialSource::Env(name) => write!(f, "environment variable `{name}`"),
-            CredentialSource::File(path) => write!(f, "file `{}`", path.display()),
-        }
-    }
-}
-
-/// Environment lookups, behind a trait so tests pass a map instead of mutating the process
-/// environment.
-pub trait Env {
-    /// The value of `name`, if set.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for std::collections::HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
 }
 
 #[cfg(test)]

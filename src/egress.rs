@@ -418,7 +418,7 @@ impl Egress {
             source: &self.source,
         }
         .audit(
-            &crate::telemetry::observe::mint_request_id(),
+            &crate::stages::observe::mint_request_id(),
             peer,
             target,
             workload,
@@ -452,7 +452,7 @@ impl Refuser<'_> {
         workload: Option<Arc<str>>,
         refusal: Refusal,
     ) {
-        let id = crate::telemetry::observe::mint_request_id();
+        let id = crate::stages::observe::mint_request_id();
         let id = id.to_str().unwrap_or("0").to_owned();
         tracing::info!(
             peer = %peer,

@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 
 use crate::admin::{Admin, AdminState};
 use crate::app::{self, Shared};
-use crate::audit::stage::AuditContext;
 use crate::audit::{
     Auditor, EventSource, FileSink, FileSinkConfig, Sink, StdoutSink, WebhookConfig, WebhookSink,
 };
@@ -27,7 +26,10 @@ use crate::ratelimit::RateLimiter;
 use crate::reconcile::{self, ReconcileError, ReconcileMetrics, Reconciler, Report, RunOptions};
 use crate::reload::{ReloadError, Reloader, Revision, WATCH_INTERVAL};
 use crate::server::{self, ConnSettings, Listener, ShutdownTrigger};
-use crate::telemetry::metrics::{AuditSnapshot, AuditSource, QuotaSnapshot, QuotaSource};
+use crate::stages::audit::AuditContext;
+use crate::telemetry::metrics::{
+    AuditSnapshot, AuditSource, ClusterCount, QuotaSnapshot, QuotaSource,
+};
 use crate::telemetry::Metrics;
 use crate::tls::{self, TlsError};
 
@@ -302,7 +304,14 @@ fn quota_snapshot(quota: Arc<quota::Guard>, authz: Arc<AuthzRuntime>) -> QuotaSo
     Box::new(move || {
         let limit = quota.config().map(|c| c.kafka_keys_per_cluster);
         let clusters = match (quota.ledger().counts(), authz.snapshot()) {
-            (Some((counts, _)), Some(snapshot)) => quota::all_loads(&counts, snapshot.inventory()),
+            (Some((counts, _)), Some(snapshot)) => quota::all_loads(&counts, snapshot.inventory())
+                .into_iter()
+                .map(|load| ClusterCount {
+                    kind: load.kind_str(),
+                    id: load.id,
+                    keys: load.keys,
+                })
+                .collect(),
             _ => Vec::new(),
         };
         QuotaSnapshot { limit, clusters }

@@ -21,7 +21,6 @@ mod json;
 pub mod lenient;
 mod route;
 mod spec;
-pub mod stage;
 
 use http::{Method, StatusCode};
 

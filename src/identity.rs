@@ -16,7 +16,6 @@ pub mod basic;
 pub mod cache;
 pub mod directory;
 pub mod session;
-pub mod stage;
 
 use std::sync::Arc;
 

@@ -31,6 +31,7 @@ pub mod config;
 
 pub mod dev;
 pub mod egress;
+pub mod env;
 pub mod error;
 pub mod guard;
 mod id;
@@ -44,7 +45,7 @@ pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod simulator;
-pub mod stage;
+pub mod stages;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -7,6 +7,7 @@
 //! [`source::Fetch`] trait the caller implements.
 
 pub mod bindings;
+pub mod config;
 pub mod crn;
 pub mod decision;
 pub mod inventory;
@@ -18,7 +19,6 @@ pub mod revision;
 pub mod runtime;
 pub mod snapshot;
 pub mod source;
-pub mod stage;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! no response head within the deadline → 504. Bodies are streamed, never buffered here. Whether a
 //! request may be forwarded at all is decided before this stage (see `app.rs`).
 
+pub mod config;
 pub mod forward;
 pub mod headers;
 pub mod links;

@@ -72,7 +72,6 @@
 mod config;
 mod key;
 pub mod shared;
-pub mod stage;
 
 use std::fmt;
 use std::net::IpAddr;

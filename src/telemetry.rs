@@ -11,8 +11,8 @@
 //! - [`observe::ObserveLayer`]: the outermost pipeline stage (request id, sensitive headers,
 //!   in-flight gauge, latency, access log, server span).
 
+pub mod config;
 pub mod metrics;
-pub mod observe;
 pub mod trace;
 
 use http::HeaderName;
@@ -26,8 +26,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub use metrics::Metrics;
 pub use trace::TraceError;
 
-use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 use crate::redact::RedactingWriter;
+use crate::telemetry::config::{LogConfig, LogFormat, TelemetryConfig};
 use trace::{DispatchSlot, WithTraceIds};
 
 /// `X-Request-Id`, accepted from the caller or minted, returned on every response.

@@ -267,10 +267,7 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
     let telemetry = telemetry(raw.telemetry)?;
     let egress = raw
         .egress
-        .map(|e| {
-            crate::egress::config::EgressConfig::validate(e, base)
-                .map_err(|e| ConfigError::field(e.field, e.message))
-        })
+        .map(|e| crate::egress::config::EgressConfig::validate(e, base).map_err(ConfigError::from))
         .transpose()?;
     if let Some(egress) = &egress {
         if egress.proxy_auth == Some(crate::egress::config::ProxyAuthSource::IdentityDirectory)

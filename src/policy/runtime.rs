@@ -17,9 +17,9 @@ use super::matrix::Matrix;
 use super::revision::{revision, Revision, RevisionInputs};
 use super::source::{fetch_bindings, fetch_inventory, Fetch, FetchError, FetchFuture};
 use super::{decide, AuthzData, AuthzSnapshot, Decision};
-use crate::config::{AuthzConfig, DataSource};
 use crate::model::Principal;
 use crate::model::{Action, CreateSpec};
+use crate::policy::config::{AuthzConfig, DataSource};
 use crate::proxy::Upstream;
 use crate::redact::Secret;
 

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::pool::{Pool, SendError};
 use super::ProxyError;
 use crate::body::Body;
-use crate::config::UpstreamConfig;
+use crate::proxy::config::UpstreamConfig;
 use crate::tls::{self, TlsError};
 
 /// The upstream: where it is and the connections to it.

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::shared::config::{OnUnavailable, RawSharedConfig, SharedConfig};
 use super::{KeyKind, RateLimitError};
-use crate::config::Secrets;
+use crate::env::Secrets;
 use crate::model::Action;
 
 /// Upper bound on the number of limits in one config.

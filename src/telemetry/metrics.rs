@@ -581,7 +581,18 @@ pub struct QuotaSnapshot {
     pub limit: Option<u64>,
     /// Every Kafka cluster with the keys counting against its quota; empty before the first
     /// reconcile listing.
-    pub clusters: Vec<crate::policy::quota::ClusterLoad>,
+    pub clusters: Vec<ClusterCount>,
+}
+
+/// One cluster's line of a [`QuotaSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterCount {
+    /// `lkc-…`.
+    pub id: String,
+    /// Its kind as Confluent spells it (`Unknown` when not known).
+    pub kind: &'static str,
+    /// Keys that count against its quota.
+    pub keys: u64,
 }
 
 /// Reads a [`QuotaSnapshot`]; called on every scrape of `/metrics`.
@@ -627,7 +638,7 @@ impl Collector for QuotaCollector {
         for c in &snapshot.clusters {
             let labels = ClusterLabels {
                 cluster: c.id.clone(),
-                kind: c.kind_str(),
+                kind: c.kind,
             };
             let family_encoder = metric_encoder.encode_family(&labels)?;
             ConstGauge::new(i64::try_from(c.keys).unwrap_or(i64::MAX)).encode(family_encoder)?;

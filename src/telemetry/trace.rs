@@ -38,10 +38,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub(crate) use ids::{DispatchSlot, WithTraceIds};
 
-use crate::config::TelemetryConfig;
 use crate::model::Action;
 use crate::model::RouteClass;
 use crate::model::{DecidedBy, ResourceType};
+use crate::telemetry::config::TelemetryConfig;
 
 /// What a request's server span and decision attributes say: plain values read from the
 /// request's state (`state::RequestState::span_facts`). Nothing here is a secret.

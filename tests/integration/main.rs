@@ -34,6 +34,7 @@ mod ratelimit;
 mod reconcile;
 mod reload;
 mod shared_limits;
+mod structure;
 mod teams;
 mod tls;
 mod transparency;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::Deserialize;
 
-use crate::config::{Env, Secrets};
+use crate::env::{Env, Secrets};
 use crate::ratelimit::RateLimitError;
 use crate::redact::Secret;
 

@@ -3,11 +3,13 @@
 
 use http::Request;
 
-use super::{check_headers, classify, declared_content_length, parse_body, read_body, Route};
+use super::Stage;
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::guard::{
+    check_headers, classify, declared_content_length, parse_body, read_body, Route,
+};
 use crate::model::RouteClass;
-use crate::stage::Stage;
 use crate::state::RequestState;
 
 /// See the module doc.

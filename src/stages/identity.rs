@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::{Authenticator, Lookup};
+use super::Stage;
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::stage::Stage;
+use crate::identity::{Authenticator, Lookup};
 use crate::state::RequestState;
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;

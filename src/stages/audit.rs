@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 
-use super::{
+use super::Stage;
+use crate::audit::{
     method_name, AuditEvent, AuditRecord, Auditor, DecisionInfo, DecisionResult, EventSource,
     EventType, HttpInfo, Outcome, PrincipalInfo, Stage as EventStage, Target,
 };
@@ -39,7 +40,6 @@ use crate::model::Action;
 use crate::model::AuthMethod as PrincipalAuth;
 use crate::model::RouteClass;
 use crate::redact::{redact_path, redact_text};
-use crate::stage::Stage;
 use crate::state::RequestState;
 use crate::telemetry::trace;
 
@@ -127,14 +127,14 @@ fn event(
         };
         PrincipalInfo {
             id: p.id().to_string(),
-            kind: super::PrincipalKind::from_id(p.id()),
+            kind: crate::audit::PrincipalKind::from_id(p.id()),
             authentication_method: match p.auth() {
                 PrincipalAuth::ApiKey { .. } | PrincipalAuth::Directory { .. } => {
-                    super::AuthMethod::Basic
+                    crate::audit::AuthMethod::Basic
                 }
-                PrincipalAuth::Jwt { .. } => super::AuthMethod::Bearer,
-                PrincipalAuth::ConfluentSession => super::AuthMethod::Session,
-                PrincipalAuth::Mtls { .. } => super::AuthMethod::Mtls,
+                PrincipalAuth::Jwt { .. } => crate::audit::AuthMethod::Bearer,
+                PrincipalAuth::ConfluentSession => crate::audit::AuthMethod::Session,
+                PrincipalAuth::Mtls { .. } => crate::audit::AuthMethod::Mtls,
             },
             key_id,
         }
@@ -185,7 +185,7 @@ fn event(
     record.created_key_id = created_key_id;
     record.outcome = outcome;
     record.latency_ms = Some(state.started.elapsed().as_secs_f64() * 1000.0);
-    record.egress = state.egress.as_ref().map(|e| super::EgressInfo {
+    record.egress = state.egress.as_ref().map(|e| crate::audit::EgressInfo {
         host: e.host.to_string(),
         port: e.port,
         workload: e.workload.as_deref().map(str::to_owned),

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::Request;
 
-use super::{RateLimiter, Rejected, Subject};
+use super::Stage;
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::stage::Stage;
+use crate::ratelimit::{RateLimiter, Rejected, Subject};
 use crate::state::RequestState;
 use crate::telemetry::metrics::LimitLabels;
 use crate::telemetry::Metrics;

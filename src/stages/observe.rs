@@ -16,10 +16,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 
-use super::metrics::MethodLabel;
-use super::{Metrics, X_REQUEST_ID, X_UPSTREAM_REQUEST_ID};
 use crate::body::Body;
 use crate::state::{EgressRequest, PeerAddr, RequestState};
+use crate::telemetry::metrics::MethodLabel;
+use crate::telemetry::{trace, Metrics, X_REQUEST_ID, X_UPSTREAM_REQUEST_ID};
 
 /// Headers whose values are secret; marked sensitive before any other stage runs.
 pub const SENSITIVE_HEADERS: [HeaderName; 4] = [
@@ -70,7 +70,7 @@ impl Observer {
             .map(|p| p.0)
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let egress = request.extensions().get::<EgressRequest>().cloned();
-        let span = super::trace::server_span(request, &id);
+        let span = trace::server_span(request, &id);
         let state = RequestState::new(id, peer, request.method().clone(), egress);
         self.metrics.in_flight.inc();
         Completion {
@@ -218,7 +218,7 @@ impl Completion {
         let elapsed = state.started.elapsed();
         let route = state.route.as_str();
         let status = self.status.unwrap_or(CLIENT_CLOSED);
-        super::trace::finish_server_span(&self.span, &state.method, &state.span_facts(), status);
+        trace::finish_server_span(&self.span, &state.method, &state.span_facts(), status);
         self.metrics.in_flight.dec();
         self.metrics
             .count_request(state.route, MethodLabel::from(&state.method), status);

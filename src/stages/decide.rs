@@ -9,18 +9,18 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::org::{Mode, OrgInput, QuotaInput, RoleBinding as OrgBinding, TargetKey};
-use super::quota;
-use super::runtime::AuthzRuntime;
-use super::Permit;
+use super::Stage;
 use crate::body::Body;
 use crate::error::{Denial, DenialEntry, GatewayError, UpstreamAnswer};
 use crate::guard::GovernedBody;
 use crate::model::DecidedBy;
 use crate::model::Principal;
 use crate::model::{Action, CreateSpec};
+use crate::policy::org::{Mode, OrgInput, QuotaInput, RoleBinding as OrgBinding, TargetKey};
+use crate::policy::quota;
+use crate::policy::runtime::AuthzRuntime;
+use crate::policy::Permit;
 use crate::proxy::Upstream;
-use crate::stage::Stage;
 use crate::state::{DecisionRecord, RequestState};
 use crate::telemetry::metrics::{DecisionLabels, PolicyLabels, ResultLabels};
 use crate::telemetry::Metrics;
@@ -311,7 +311,7 @@ impl DecideStage {
                 Err(GatewayError::Denied(Box::new(Denial {
                     explanation,
                     rule_ids: vec![quota::RULE.to_owned()],
-                    pointer: Some(super::decision::pointer::RESOURCE_ID),
+                    pointer: Some(crate::policy::decision::pointer::RESOURCE_ID),
                     by: DecidedBy::Quota,
                     entries: Vec::new(),
                 })))
@@ -391,9 +391,9 @@ impl DecideStage {
     /// and says that the key could not be checked.
     async fn facts(
         &self,
-        org: &super::org::OrgPolicies,
+        org: &crate::policy::org::OrgPolicies,
         action: Action,
-        decision: &super::Decision,
+        decision: &crate::policy::Decision,
         key_id: Option<&str>,
         headers: &http::HeaderMap,
     ) -> Result<Facts, GatewayError> {

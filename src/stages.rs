@@ -1,12 +1,26 @@
-//! The shape shared by the request-side pipeline stages (guard, identity, rate limit, decide,
-//! audit gate): look at the request and the request's state, maybe change the request or record
-//! what was learned in the state, and either pass it on or stop it with a [`GatewayError`].
+//! The pipeline's stages, and the shape they share.
+//!
+//! Each request-side stage (guard, identity, rate limit, decide, audit gate) looks at the request
+//! and the request's state, maybe changes the request or records what it learned in the state, and
+//! either passes it on or stops it with a [`GatewayError`]. The stages live here, above the
+//! modules whose work they call (a stage is the glue between the pipeline's per-request state and
+//! a module's plain functions; `guard`, `identity`, `ratelimit`, `policy`, `audit` and `proxy`
+//! know nothing of requests in flight), next to the two ends of every request: [`observe`] (its
+//! first and last step) and [`forward`] (the end of the chain).
 //!
 //! Each stage implements [`Stage`]; [`StageLayer`] nests it in front of the rest of the chain (so
 //! `app.rs` composes them with `ServiceBuilder`), and [`Chain::run`] runs the nest as one future,
 //! lending each stage the request and its [`RequestState`] in turn. The root of the pipeline
 //! (`app::Pipeline`) owns both. Each stage's work runs in a span named after it, a child of the
 //! request's server span (free when tracing is off).
+
+pub mod audit;
+pub mod decide;
+pub mod forward;
+pub mod guard;
+pub mod identity;
+pub mod observe;
+pub mod ratelimit;
 
 use std::future::Future;
 use std::sync::Arc;
