@@ -404,3 +404,242 @@ async fn session_token_errors_map_to_401_with_a_bearer_challenge() {
         .unwrap()
         .starts_with("Basic "));
 }
+
+/// Every row of the error → response table, pinned: what the caller gets (status, `code`,
+/// `title`, the challenge or `Allow` header) and what [`rescue`] records (code, decided-by). One
+/// line per arm of [`GatewayError::parts`]; [`every_error`] makes sure no variant is missing.
+#[tokio::test]
+async fn every_row_of_the_table_is_pinned_and_rescued_the_same_way() {
+    use crate::guard::GuardError as G;
+    use crate::identity::IdentityError as I;
+    type Row = (
+        GatewayError,
+        u16,
+        &'static str,
+        &'static str,
+        Option<(http::HeaderName, &'static str)>,
+        Option<DecidedBy>,
+    );
+    let basic = Some((WWW_AUTHENTICATE, BASIC_CHALLENGE));
+    let rows: Vec<Row> = vec![
+        (
+            G::InvalidTarget.into(),
+            400,
+            "invalid_request",
+            "Bad Request",
+            None,
+            Some(DecidedBy::Guard),
+        ),
+        (
+            G::MethodNotAllowed {
+                method: http::Method::PUT,
+                path: "/iam/v2/api-keys/{id}",
+                allow: "GET, PATCH, DELETE",
+            }
+            .into(),
+            405,
+            "method_not_allowed",
+            "Method Not Allowed",
+            Some((ALLOW, "GET, PATCH, DELETE")),
+            Some(DecidedBy::Guard),
+        ),
+        (
+            G::PayloadTooLarge { limit: 65536 }.into(),
+            413,
+            "payload_too_large",
+            "Payload Too Large",
+            None,
+            Some(DecidedBy::Guard),
+        ),
+        (
+            G::UnsupportedMediaType {
+                reason: "no `Content-Type`",
+            }
+            .into(),
+            415,
+            "unsupported_media_type",
+            "Unsupported Media Type",
+            None,
+            Some(DecidedBy::Guard),
+        ),
+        (
+            I::UpstreamRateLimited(crate::identity::RateLimitHeaders::default()).into(),
+            429,
+            "rate_limit_exceeded",
+            "Too Many Requests",
+            None,
+            Some(DecidedBy::Identity),
+        ),
+        (
+            I::Unavailable("upstream answered 503".into()).into(),
+            503,
+            "identity_unavailable",
+            "Service Unavailable",
+            None,
+            Some(DecidedBy::Identity),
+        ),
+        (
+            I::Missing.into(),
+            401,
+            "user_unauthenticated",
+            "Authentication Required",
+            basic.clone(),
+            Some(DecidedBy::Identity),
+        ),
+        (
+            I::SessionExpired.into(),
+            401,
+            "user_unauthenticated",
+            "Authentication Required",
+            Some((WWW_AUTHENTICATE, BEARER_CHALLENGE)),
+            Some(DecidedBy::Identity),
+        ),
+        (
+            GatewayError::Denied(Box::new(Denial {
+                explanation: "no".into(),
+                rule_ids: vec!["quota.kafka_keys".into()],
+                pointer: None,
+                by: DecidedBy::Quota,
+                entries: Vec::new(),
+            })),
+            403,
+            "user_unauthorized",
+            "Forbidden by keygate policy",
+            None,
+            Some(DecidedBy::Quota),
+        ),
+        (
+            GatewayError::RateLimited(RateLimited::sample("l")),
+            429,
+            "rate_limit_exceeded",
+            "Too Many Requests",
+            Some((http::header::RETRY_AFTER, "")),
+            Some(DecidedBy::RateLimit),
+        ),
+        (
+            crate::ratelimit::SharedUnavailable::sample("l").into(),
+            503,
+            "ratelimit_unavailable",
+            "Service Unavailable",
+            Some((http::header::RETRY_AFTER, "1")),
+            Some(DecidedBy::RateLimit),
+        ),
+        (
+            GatewayError::AuthzUnavailable("x".into()),
+            503,
+            "authorization_unavailable",
+            "Service Unavailable",
+            None,
+            Some(DecidedBy::Matrix),
+        ),
+        (
+            GatewayError::AuditUnavailable("x".into()),
+            503,
+            "audit_unavailable",
+            "Service Unavailable",
+            None,
+            Some(DecidedBy::Audit),
+        ),
+        (
+            ProxyError::Connect("refused".into()).into(),
+            502,
+            "upstream_unavailable",
+            "Bad Gateway",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            ProxyError::Tls("bad".into()).into(),
+            502,
+            "upstream_tls_failure",
+            "Bad Gateway",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            ProxyError::Protocol("reset".into()).into(),
+            502,
+            "upstream_protocol_error",
+            "Bad Gateway",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            ProxyError::ConnectTimeout(Duration::from_secs(1)).into(),
+            504,
+            "upstream_timeout",
+            "Gateway Timeout",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            ProxyError::Timeout(Duration::from_secs(1)).into(),
+            504,
+            "upstream_timeout",
+            "Gateway Timeout",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            ProxyError::BodyTimeout(Duration::from_secs(1)).into(),
+            504,
+            "upstream_timeout",
+            "Gateway Timeout",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+                "K",
+                StatusCode::NOT_FOUND,
+                &http::HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+            ))),
+            404,
+            "upstream_answer",
+            "Not Found",
+            None,
+            Some(DecidedBy::Upstream),
+        ),
+        (
+            GatewayError::Internal("x"),
+            500,
+            "internal_error",
+            "Internal Server Error",
+            None,
+            None,
+        ),
+    ];
+    for (err, status, code, title, header, decided_by) in rows {
+        let label = format!("{err:?}");
+        let parts = err.parts();
+        assert_eq!(
+            (parts.status.as_u16(), parts.code, parts.title),
+            (status, code, title),
+            "{label}"
+        );
+        let (response, rescued) = rescue(&err, "req-1");
+        assert_eq!(response.status().as_u16(), status, "{label}");
+        assert_eq!(rescued.code, code, "{label}");
+        assert_eq!(rescued.detail, err.detail(), "{label}");
+        assert_eq!(rescued.decided_by, decided_by, "{label}");
+        match header {
+            // Present, whatever its value.
+            Some((name, "")) => assert!(response.headers().contains_key(&name), "{label}: {name}"),
+            Some((name, value)) => assert_eq!(response.headers()[&name], value, "{label}: {name}"),
+            None => {
+                assert!(
+                    !response.headers().contains_key(WWW_AUTHENTICATE),
+                    "{label}"
+                );
+                assert!(!response.headers().contains_key(ALLOW), "{label}");
+            }
+        }
+        if !matches!(err, GatewayError::LookupRefused(_)) {
+            let (_, _, json) = render(err).await;
+            assert_eq!(member(&json)["code"], code, "{label}");
+            assert_eq!(member(&json)["title"], title, "{label}");
+            assert_eq!(member(&json)["id"], "req-1", "{label}");
+        }
+    }
+}
