@@ -1,23 +1,25 @@
 //! The ONE place that composes the request pipeline (docs/architecture.md §1). Order lives here.
 //!
-//! Outermost first (`ServiceBuilder`'s first `.layer()` is the outermost):
+//! [`Pipeline`] runs one request start to finish as one future that owns its [`RequestState`]:
 //! 1. observe — marks credentials sensitive before anything can log them, accepts or mints the
-//!    request id, counts in-flight requests, writes the access log and latency when the response
-//!    body is finished. Outermost, so it sees every response, including synthesised ones.
-//! 2. audit — one event per governed request whatever its outcome (outside rescue, so it sees
-//!    denials as the responses they became); in blocking mode the response waits for durability.
-//! 3. rescue — the single error → response mapping (`error.rs`). Everything inside may fail with a
-//!    `GatewayError`; nothing outside sees one.
-//! 4. guard — classifies every request; governed ones are framing-, path- and body-checked and
+//!    request id, creates the state, counts in-flight requests (`stages::observe`).
+//! 2. guard — classifies every request; governed ones are framing-, path- and body-checked and
 //!    their body read whole and parsed strictly (400/405/413/415).
-//! 5. identity — governed only: the verified principal (401; 503 if it cannot be verified).
-//! 6. rate limit — after identity, so governed traffic is keyed by the verified principal (and
+//! 3. identity — governed only: the verified principal (401; 503 if it cannot be verified).
+//! 4. rate limit — after identity, so governed traffic is keyed by the verified principal (and
 //!    ungoverned by source address); *before* the decision, so a runaway caller is stopped before
 //!    it costs decisions or upstream lookups (429).
-//! 7. decide — governed only: the RBAC matrix, the organisation's policies and the API-key quota
+//! 5. decide — governed only: the RBAC matrix, the organisation's policies and the API-key quota
 //!    guard; a `Permit` or 403.
-//! 8. audit gate — an allowed create's `request_received` record is made durable before forwarding.
-//! 9. forward — the upstream exchange; refuses a governed request without a `Permit`.
+//! 6. audit gate — an allowed create's `request_received` record is queued before forwarding.
+//! 7. forward — the upstream exchange; refuses a governed request without a `Permit`.
+//! 8. rescue — the single error → response mapping (`error::rescue`), for whatever ended the
+//!    request in 2–7.
+//! 9. audit — `response_complete` for every governed request whatever its outcome, after the
+//!    rescue so it sees denials as the responses they became; in blocking mode the response
+//!    waits for durability (and for the create's `request_received`).
+//! 10. observe — the caller gets keygate's request id; the access log and latency are written when
+//!    the last byte is sent. A caller that leaves early is logged and audited by the drop guard.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -3,10 +3,11 @@
 //! Every request flows through one pipeline (composed in [`app`], docs/architecture.md §1):
 //!
 //! ```text
-//! downstream ─TLS?─► server ─► observe ─► rescue ─► guard ─► identity ─► decide ─► rate limit ─► forward ─► upstream
-//!                              (request id,  (errors →   (framing,  (who is   (matrix +   (per caller,  (pool, TLS,
-//!                               access log,   Confluent   path,      it)       org policy) per action)   timeouts)
-//!                               metrics)      JSON)       body)
+//! downstream ─TLS?─► server ─► observe ─► guard ─► identity ─► rate limit ─► decide ─► audit gate ─► forward ─► upstream
+//!                              (request id,  (framing,  (who is    (per caller,   (matrix,    (request_      (pool, TLS,
+//!                               state)        path,      it)        per action)    Cedar,      received       timeouts,
+//!                                             body)                                quota)      queued)        links)
+//!                   ◄── observe (access log) ◄── audit (response_complete) ◄── rescue (errors → Confluent JSON) ◄─┘
 //! ```
 //!
 //! Ungoverned routes (everything but `/iam/v2/api-keys…`) are forwarded byte for byte with
@@ -15,7 +16,8 @@
 //! - [`egress`]: the forward-proxy listener (`HTTPS_PROXY`): intercepted hosts are served by the
 //!   same pipeline, tunnelled hosts are copied byte for byte, anything else is refused.
 //! - [`config`]: the TOML file, validated; [`error`]: the one error → response mapping.
-//! - [`telemetry`]: logs, metrics, the observing stage; [`context`]: per-request state.
+//! - [`stages`]: the pipeline's stages over the modules below; [`state`]: one request's state.
+//! - [`telemetry`]: logs, metrics, traces; [`env`]: the environment and the secrets switch.
 //! - [`proxy`]: the upstream client and forwarding; [`policy`]: what a request asks and may do.
 //! - [`reconcile`]: compares the organisation's keys upstream with the audit trail (what keygate
 //!   cannot stop, it must see), and counts keys per cluster for the quota guard.

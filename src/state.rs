@@ -73,10 +73,10 @@ pub struct RequestState {
     pub forwarding: bool,
     /// The downstream connection went away before the response was handed over.
     pub client_gone: bool,
-    /// The `response_complete` record is queued (`audit::stage::record`).
+    /// The `response_complete` record is queued (`stages::audit::record`).
     pub recorded: bool,
     /// A create's `request_received` record, queued before forwarding and awaited before the
-    /// response is released (see `audit::stage`).
+    /// response is released (see `stages::audit`).
     pub deferred_audit: Option<Deferred>,
     /// An allowed create's (or delete's) place in the key counts, settled with the upstream's
     /// answer (see `policy::quota`).
@@ -141,7 +141,7 @@ impl RequestState {
         }
     }
 
-    /// The request id as text (always visible ASCII, see `telemetry::observe`).
+    /// The request id as text (always visible ASCII, see `stages::observe`).
     pub fn id_str(&self) -> &str {
         self.id.to_str().unwrap_or("-")
     }

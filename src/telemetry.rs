@@ -1,15 +1,15 @@
-//! Logs, metrics, traces and the request-observing stage.
+//! Logs, metrics and traces.
 //!
 //! - Logs: `tracing`, JSON lines by default, to stderr. One access-log line per request (target
 //!   `keygate::access`) when the response body is finished or abandoned. Header values are never
-//!   logged except the allowlist in [`observe`]. Every line passes through
+//!   logged except the allowlist of `stages::observe`. Every line passes through
 //!   [`RedactingWriter`] on its way out, so credential-shaped text is masked whatever its source.
 //!   Inside a traced request, lines carry `trace_id` and `span_id`.
 //! - Metrics: a Prometheus registry ([`Metrics`]) rendered by the admin listener.
 //! - Traces: OpenTelemetry over OTLP/HTTP when `[telemetry] otlp_endpoint` is set ([`trace`]);
 //!   otherwise no span is ever created.
-//! - [`observe::ObserveLayer`]: the outermost pipeline stage (request id, sensitive headers,
-//!   in-flight gauge, latency, access log, server span).
+//! - The request-observing step (request id, sensitive headers, in-flight gauge, latency, access
+//!   log, server span) is a pipeline stage: `stages::observe`.
 
 pub mod config;
 pub mod metrics;

@@ -90,7 +90,7 @@ impl Forward {
     }
 }
 
-/// Waits for the forwarded create's exchange kept in `state` ([`Forward::spawn_create`]) and
+/// Waits for the forwarded create's exchange kept in `state` (`Forward::spawn_create`) and
 /// records the upstream's status and the key it created there. The exchange stays in `state`
 /// while this waits: dropped, the wait can be taken up again by the next holder of the state.
 pub async fn land(state: &mut RequestState) -> Result<Response<Body>, ProxyError> {
