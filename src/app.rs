@@ -19,7 +19,7 @@
 //!    rescue so it sees denials as the responses they became; in blocking mode the response
 //!    waits for durability (and for the create's `request_received`).
 //! 10. observe — the caller gets keygate's request id; the access log and latency are written when
-//!    the last byte is sent. A caller that leaves early is logged and audited by the drop guard.
+//!     the last byte is sent. A caller that leaves early is logged and audited by the drop guard.
 
 use std::convert::Infallible;
 use std::future::Future;
