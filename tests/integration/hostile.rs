@@ -906,3 +906,45 @@ async fn stream_that_pauses_less_than_the_body_idle_timeout_is_complete() {
     assert_eq!(response.status, 200);
     assert_eq!(&response.body[..], b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n");
 }
+
+#[tokio::test]
+async fn a_caller_that_leaves_mid_request_is_in_the_access_log_as_499() {
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let up = channel_upstream(move |_request| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let _ = arrived_tx.send(());
+            std::future::pending::<()>().await;
+            let (_tx, body) = channel_body(Some(0));
+            Response::builder().status(200).body(body).unwrap()
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+             [upstream]\nurl = \"http://{up}\"\n{}",
+            support::file_authz_for_file(),
+        ),
+    )
+    .unwrap();
+    let keygate = crate::support::binary::spawn(&["serve", "--config", config.to_str().unwrap()]);
+    let (addr, _) = keygate.serve_addresses();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /org/v2/environments HTTP/1.1\r\nhost: keygate\r\nx-request-id: left-early-1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    within(5, arrived.recv()).await.unwrap();
+    drop(stream);
+    let line = keygate.wait_stderr("left-early-1");
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["message"], "Request completed", "{line}");
+    assert_eq!(json["status"], 499, "{line}");
+    assert_eq!(json["path"], "/org/v2/environments", "{line}");
+}
