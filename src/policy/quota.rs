@@ -21,7 +21,7 @@
 //! assumes a default). A cluster whose kind keygate does not know counts Global keys too: it may be
 //! one that does (fail closed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -261,8 +261,9 @@ struct LedgerState {
     reserved: Counts,
     /// Changes confirmed since the last listing started, re-applied over the next listing when
     /// they are newer than its start (the listing may not contain them; counting one twice errs
-    /// on the safe side).
-    changes: Vec<(Instant, KeyScope, i64)>,
+    /// on the safe side). A queue: at the bound, the oldest is dropped in O(1) on every change
+    /// (without reconcile nothing else ever prunes it).
+    changes: VecDeque<(Instant, KeyScope, i64)>,
 }
 
 /// Changes kept between listings at most (beyond it the oldest are dropped).
@@ -336,9 +337,9 @@ impl Ledger {
     fn confirm(state: &mut LedgerState, scope: KeyScope, n: i64) {
         state.counts.add(&scope, n);
         if state.changes.len() >= MAX_CHANGES {
-            state.changes.remove(0);
+            state.changes.pop_front();
         }
-        state.changes.push((Instant::now(), scope, n));
+        state.changes.push_back((Instant::now(), scope, n));
     }
 }
 
