@@ -1,14 +1,16 @@
 //! Policy: what a governed request asks for, and whether the caller may do it.
 //!
 //! Layer 1 is Confluent's RBAC creation matrix (kept as data in `policies/`), evaluated against the
-//! caller's role bindings and the resource inventory ([`decide`], [`decide_create`]); layer 2 is
-//! the organisation's own Cedar `forbid` policies ([`org`]). This module decides; it never
+//! caller's role bindings and the resource inventory ([`decide_matrix`], [`decide_create`]);
+//! layer 2 is the organisation's own Cedar `forbid` policies ([`org`]); [`decide`] combines both
+//! with the API-key quota into the one decision, as a plain function over values. This module decides; it never
 //! forwards, never logs secrets, and does its upstream fetching only through the
 //! [`source::Fetch`] trait the caller implements.
 
 pub mod bindings;
 pub mod config;
 pub mod crn;
+pub mod decide;
 pub mod decision;
 pub mod inventory;
 pub mod matrix;
@@ -24,7 +26,8 @@ pub mod source;
 mod tests;
 
 pub use decision::Decision;
-pub use rbac::{decide, decide_create};
+pub use decide::{decide, Facts, Response, Rules};
+pub use rbac::{decide_create, decide_matrix};
 pub use snapshot::{AuthzData, AuthzSnapshot};
 
 /// Proof that the decision stage allowed a governed request. Only that stage creates one, and the

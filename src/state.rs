@@ -105,6 +105,31 @@ pub struct DecisionRecord {
     pub warnings: Vec<String>,
 }
 
+impl DecisionRecord {
+    /// Layer 1's decision, before anything else decided.
+    pub fn of_matrix(matrix: &crate::policy::Decision, revision: &Arc<String>) -> DecisionRecord {
+        DecisionRecord {
+            allow: matrix.allow,
+            rule_ids: vec![matrix.rule.to_owned()],
+            explanation: matrix.explanation.clone(),
+            target: matrix.target.clone(),
+            dry_run: Vec::new(),
+            revision: Some(revision.clone()),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Takes the whole decision's outcome. A decision that could not be made (503) is an error,
+    /// not a denial: the record keeps the allow of the layers that did decide.
+    pub fn take(&mut self, response: &crate::policy::Response) {
+        self.allow = response.allow || response.unavailable.is_some();
+        self.rule_ids.clone_from(&response.rule_ids);
+        self.explanation.clone_from(&response.explanation);
+        self.dry_run.clone_from(&response.dry_run);
+        self.warnings.clone_from(&response.warnings);
+    }
+}
+
 impl RequestState {
     /// A fresh state for a request that came through the egress listener (`egress`) or not.
     pub fn new(

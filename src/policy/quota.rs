@@ -477,41 +477,47 @@ impl Guard {
         Facts { scope, loads }
     }
 
-    /// The decision for a create with `facts`.
+    /// The decision for a create with `facts` ([`decide`] with this guard's quota).
     pub fn decide(&self, facts: &Facts) -> Decision {
-        let Some(config) = &self.config else {
-            return Decision::Allow;
-        };
-        if facts.scope == KeyScope::Other {
-            return Decision::Allow;
+        decide(self.config.as_ref(), facts)
+    }
+}
+
+/// The quota's decision on a create with `facts`, under `config` (`None`: no quota). A plain
+/// function over values: the request path and `keygate policy replay` both call it.
+pub fn decide(config: Option<&QuotaConfig>, facts: &Facts) -> Decision {
+    let Some(config) = config else {
+        return Decision::Allow;
+    };
+    if facts.scope == KeyScope::Other {
+        return Decision::Allow;
+    }
+    let verdict = match &facts.loads {
+        Some(loads) => check(config, &facts.scope, loads),
+        None => {
+            let why = "the API-key counts per cluster are not known (no reconcile listing \
+                       has completed recently), so keygate cannot check the Kafka API-key \
+                       quota"
+                .to_owned();
+            return match config.mode {
+                QuotaMode::Enforce => Decision::Unknown(why),
+                QuotaMode::DryRun => Decision::Warn {
+                    warnings: vec![why],
+                    would_deny: false,
+                },
+            };
         }
-        let verdict = match &facts.loads {
-            Some(loads) => check(config, &facts.scope, loads),
-            None => {
-                let why = "the API-key counts per cluster are not known (no reconcile listing \
-                           has completed recently), so keygate cannot check the Kafka API-key \
-                           quota"
-                    .to_owned();
-                return match config.mode {
-                    QuotaMode::Enforce => Decision::Unknown(why),
-                    QuotaMode::DryRun => Decision::Warn {
-                        warnings: vec![why],
-                        would_deny: false,
-                    },
-                };
-            }
-        };
-        match (verdict, config.mode) {
-            (Verdict::Allow, _) => Decision::Allow,
-            (Verdict::Warn(warning), _) => Decision::Warn {
-                warnings: vec![warning],
-                would_deny: false,
-            },
-            (Verdict::Exceeds(why), QuotaMode::Enforce) => Decision::Deny(why),
-            (Verdict::Exceeds(why), QuotaMode::DryRun) => Decision::Warn {
-                warnings: vec![format!("dry-run: would deny: {why}")],
-                would_deny: true,
-            },
-        }
+    };
+    match (verdict, config.mode) {
+        (Verdict::Allow, _) => Decision::Allow,
+        (Verdict::Warn(warning), _) => Decision::Warn {
+            warnings: vec![warning],
+            would_deny: false,
+        },
+        (Verdict::Exceeds(why), QuotaMode::Enforce) => Decision::Deny(why),
+        (Verdict::Exceeds(why), QuotaMode::DryRun) => Decision::Warn {
+            warnings: vec![format!("dry-run: would deny: {why}")],
+            would_deny: true,
+        },
     }
 }

@@ -39,7 +39,7 @@ const MAX_SHOWN_INPUT: usize = 64;
 
 /// Decides any governed action. Creates go through the matrix; list and get pass through; update
 /// and delete pass this layer (rule `matrix.passthrough`). A create without a spec is denied.
-pub fn decide(
+pub fn decide_matrix(
     data: &AuthzSnapshot,
     principal: &Principal,
     action: Action,

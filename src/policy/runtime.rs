@@ -16,7 +16,7 @@ use super::inventory::Inventory;
 use super::matrix::Matrix;
 use super::revision::{revision, Revision, RevisionInputs};
 use super::source::{fetch_bindings, fetch_inventory, Fetch, FetchError, FetchFuture};
-use super::{decide, AuthzData, AuthzSnapshot, Decision};
+use super::{decide_matrix, AuthzData, AuthzSnapshot, Decision};
 use crate::model::Principal;
 use crate::model::{Action, CreateSpec};
 use crate::policy::config::{AuthzConfig, DataSource};
@@ -78,10 +78,15 @@ fn parse_inventory(path: &std::path::Path, text: &str) -> Result<Inventory, Auth
     Inventory::from_toml_str(text).map_err(|e| AuthzError::File(format!("{}: {e}", path.display())))
 }
 
-/// Fetches JSON from the upstream with keygate's own credential.
+/// Fetches JSON from the upstream with keygate's own credential ([`UpstreamFetch::new`]) or, for
+/// a lookup on a caller's behalf, with the caller's ([`UpstreamFetch::as_caller`]).
 pub struct UpstreamFetch {
     upstream: Arc<Upstream>,
     authorization: HeaderValue,
+    /// Largest response read.
+    limit: usize,
+    /// Keep 4xx answers whole ([`FetchError::Refused`]) so they can be passed on.
+    keep_refusals: bool,
 }
 
 impl std::fmt::Debug for UpstreamFetch {
@@ -100,21 +105,46 @@ impl UpstreamFetch {
         Some(UpstreamFetch {
             upstream,
             authorization,
+            limit: MAX_PAGE_BYTES,
+            keep_refusals: false,
         })
+    }
+
+    /// A fetcher reading with the caller's own `Authorization` value, at most `limit` bytes per
+    /// answer, keeping refusals (4xx) whole so the caller receives the upstream's own answer.
+    pub fn as_caller(upstream: Arc<Upstream>, authorization: &HeaderValue, limit: usize) -> Self {
+        let mut authorization = authorization.clone();
+        authorization.set_sensitive(true);
+        UpstreamFetch {
+            upstream,
+            authorization,
+            limit,
+            keep_refusals: true,
+        }
     }
 }
 
 impl Fetch for UpstreamFetch {
     fn get_json<'a>(&'a self, path_and_query: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
-            let (status, _, body) = self
+            let (status, headers, body) = self
                 .upstream
-                .get(path_and_query, &self.authorization, MAX_PAGE_BYTES)
+                .get(path_and_query, &self.authorization, self.limit)
                 .await
                 .map_err(|e| FetchError::Transport {
                     path: path_and_query.to_string(),
                     reason: e.to_string(),
                 })?;
+            if self.keep_refusals && status.is_client_error() {
+                return Err(FetchError::Refused {
+                    path: path_and_query.to_string(),
+                    answer: Box::new(super::source::Refusal {
+                        status,
+                        headers,
+                        body,
+                    }),
+                });
+            }
             if status != StatusCode::OK {
                 return Err(FetchError::Status {
                     path: path_and_query.to_string(),
@@ -469,14 +499,14 @@ impl AuthzRuntime {
         if action == Action::CreateApiKey {
             self.check_fresh(&snapshot)?;
         }
-        let decision = decide(&snapshot, principal, action, spec);
+        let decision = decide_matrix(&snapshot, principal, action, spec);
         // Boxed: the refresh (an upstream sync) is rare, and its state would otherwise be part of
         // every governed request's future.
         if !decision.needs_inventory_refresh() || !Box::pin(self.refresh_inventory_once()).await {
             return Ok((decision, Arc::clone(&snapshot)));
         }
         let snapshot = data.load_full();
-        Ok((decide(&snapshot, principal, action, spec), snapshot))
+        Ok((decide_matrix(&snapshot, principal, action, spec), snapshot))
     }
 
     fn check_fresh(&self, snapshot: &AuthzSnapshot) -> Result<(), String> {

@@ -68,6 +68,15 @@ pub enum FetchError {
         /// What did not match.
         reason: String,
     },
+    /// The upstream refused the request (4xx) and the fetcher keeps refusals whole, so the caller
+    /// can pass the answer on (a key lookup made with the caller's own credential).
+    #[error("upstream `{path}`: status {}", .answer.status)]
+    Refused {
+        /// The path and query requested.
+        path: String,
+        /// The upstream's answer.
+        answer: Box<Refusal>,
+    },
     /// Pagination did not terminate properly.
     #[error("upstream `{path}`: {reason}")]
     Pagination {
@@ -76,6 +85,49 @@ pub enum FetchError {
         /// What went wrong.
         reason: &'static str,
     },
+}
+
+/// An upstream refusal kept whole (see [`FetchError::Refused`]).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The status (4xx).
+    pub status: http::StatusCode,
+    /// The response headers.
+    pub headers: http::HeaderMap,
+    /// The response body.
+    pub body: bytes::Bytes,
+}
+
+/// What keygate knows of an existing API key (`GET /iam/v2/api-keys/{id}`), for organisation
+/// policies (`context.target_key`). Never its secret: Confluent does not return one on a read,
+/// and only these fields are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// The key id.
+    pub id: String,
+    /// `spec.owner.id`, if present.
+    pub owner_id: Option<String>,
+    /// `spec.resource.id`, if present (absent for Cloud keys).
+    pub resource_id: Option<String>,
+    /// `spec.description`, `""` when absent.
+    pub description: String,
+    /// `spec.display_name`, `""` when absent.
+    pub display_name: String,
+}
+
+/// Looks up one API key (`GET /iam/v2/api-keys/{id}`). The fetcher decides whose credential is
+/// used; the request path reads with the caller's own, exactly as the caller would read it.
+pub async fn fetch_key(f: &dyn Fetch, key_id: &str) -> Result<KeyFacts, FetchError> {
+    let v = f.get_json(&format!("/iam/v2/api-keys/{key_id}")).await?;
+    let spec = &v["spec"];
+    let text = |p: &Value| p.as_str().map(str::to_string);
+    Ok(KeyFacts {
+        id: key_id.to_string(),
+        owner_id: text(&spec["owner"]["id"]),
+        resource_id: text(&spec["resource"]["id"]),
+        description: text(&spec["description"]).unwrap_or_default(),
+        display_name: text(&spec["display_name"]).unwrap_or_default(),
+    })
 }
 
 /// Fetches every role binding of the organisation from `GET /iam/v2/role-bindings`, using the

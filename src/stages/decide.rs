@@ -1,9 +1,11 @@
-//! The decision stage: layer 1 (the RBAC matrix) on governed routes, then layer 2 (the
-//! organisation's policies), then a [`Permit`] for the forwarder or a 403 with the explanation —
-//! one `errors[]` member per denying policy. Every decision is logged as one structured line with
-//! the final outcome (an allow by the matrix that a policy then denies is logged as the denial it
-//! is), recorded in the request context for the audit event, and set on the stage's trace span
-//! (principal, action, resource type, decision, rule ids, policy revision).
+//! The decision stage: gathers what the decision needs that takes I/O, calls the pure
+//! [`policy::decide`](crate::policy::decide) and acts on its [`Response`]. Layer 1 comes first
+//! (the runtime may refresh the inventory for a cluster it does not know, and a matrix denial
+//! needs no lookups); then the quota counts, the owner's key count and the target key (through
+//! [`policy::source::Fetch`](crate::policy::source::Fetch), with the caller's own credential).
+//! The outcome is recorded in the request state for the access log, audit and traces, logged as
+//! one line with the final outcome, counted, and becomes a [`Permit`] for the forwarder, a 403
+//! with the explanation (one `errors[]` member per denying policy) or a 503.
 
 use std::sync::Arc;
 
@@ -13,13 +15,12 @@ use super::Stage;
 use crate::body::Body;
 use crate::error::{Denial, DenialEntry, GatewayError, UpstreamAnswer};
 use crate::guard::GovernedBody;
-use crate::model::DecidedBy;
-use crate::model::Principal;
-use crate::model::{Action, CreateSpec};
-use crate::policy::org::{Mode, OrgInput, QuotaInput, RoleBinding as OrgBinding, TargetKey};
+use crate::model::{Action, DecidedBy, Principal};
+use crate::policy::decide::{self as policy, Facts, Response, Rules};
 use crate::policy::quota;
-use crate::policy::runtime::AuthzRuntime;
-use crate::policy::Permit;
+use crate::policy::runtime::{AuthzRuntime, UpstreamFetch};
+use crate::policy::source::{fetch_key, FetchError};
+use crate::policy::{AuthzSnapshot, Decision, Permit};
 use crate::proxy::Upstream;
 use crate::state::{DecisionRecord, RequestState};
 use crate::telemetry::metrics::{DecisionLabels, PolicyLabels, ResultLabels};
@@ -65,8 +66,7 @@ impl Stage for DecideStage {
         request: &mut Request<Body>,
         state: &mut RequestState,
     ) -> Result<(), GatewayError> {
-        let decided = self.decide(request, state).await;
-        // The final decision (matrix, then organisation policies), on this stage's span.
+        let decided = self.decide(request.headers(), state).await;
         crate::telemetry::trace::annotate(|| {
             crate::telemetry::trace::decision_attributes(&state.span_facts())
         });
@@ -77,182 +77,69 @@ impl Stage for DecideStage {
 impl DecideStage {
     async fn decide(
         &self,
-        request: &mut Request<Body>,
+        headers: &http::HeaderMap,
         state: &mut RequestState,
     ) -> Result<(), GatewayError> {
-        let (principal, action) = (state.principal.clone(), state.action);
-        // INVARIANT: the guard sets the action and identity sets the principal on governed routes;
-        // if either is missing, something upstream of here is broken: refuse.
-        let (Some(principal), Some(action)) = (principal, action) else {
+        // INVARIANT: the guard sets the action and identity the principal on governed routes.
+        let (Some(principal), Some(action)) = (state.principal.clone(), state.action) else {
             return Err(GatewayError::Internal(
                 "governed request without principal or action",
             ));
         };
-        let spec: Option<&CreateSpec> = match &state.body {
+        let spec = match &state.body {
             Some(GovernedBody::Create(spec)) => Some(spec),
             _ => None,
         };
-        let (mut decision, snapshot) = match self.authz.decide(&principal, action, spec).await {
-            Ok(decided) => decided,
-            Err(reason) => {
-                state.decided_by = Some(DecidedBy::Matrix);
-                return Err(GatewayError::AuthzUnavailable(reason));
-            }
+        let decided = self.authz.decide(&principal, action, spec).await;
+        state.decided_by = Some(DecidedBy::Matrix);
+        let (matrix, snapshot) = decided.map_err(GatewayError::AuthzUnavailable)?;
+        // Recorded before the lookups, so a failed lookup still reports layer 1's decision.
+        state.decision = Some(DecisionRecord::of_matrix(&matrix, snapshot.revision()));
+        let facts = match matrix.allow {
+            // Boxed: lookups happen on allowed requests only; out of the denials' future.
+            true => Box::pin(self.facts(&snapshot, &matrix, state, headers)).await?,
+            false => Facts::default(),
         };
-        let revision = snapshot.revision().clone();
-        let record = DecisionRecord {
-            allow: decision.allow,
-            rule_ids: vec![decision.rule.to_string()],
-            // A denial still needs its explanation for the error body; an allow does not.
-            explanation: if decision.allow {
-                std::mem::take(&mut decision.explanation)
-            } else {
-                decision.explanation.clone()
-            },
-            target: decision.target.clone(),
-            dry_run: Vec::new(),
-            revision: Some(revision),
-            warnings: Vec::new(),
-        };
-        {
-            state.decided_by = Some(DecidedBy::Matrix);
-            state.decision = Some(record);
-        }
-        if !decision.allow {
-            self.decided(state, &principal, action);
-            return Err(GatewayError::Denied(Box::new(Denial {
-                explanation: decision.explanation,
-                rule_ids: vec![decision.rule.to_string()],
-                pointer: decision.pointer,
-                by: DecidedBy::Matrix,
-                entries: Vec::new(),
-            })));
-        }
-        // What the quota guard knows about a create's clusters (also `context.quota` for policies).
-        let quota_facts = match (action, decision.target.resource_id.as_deref()) {
-            (Action::CreateApiKey, Some(resource)) => {
-                Some(self.quota.facts(resource, snapshot.inventory()))
-            }
-            _ => None,
-        };
-        if let Some(org) = snapshot.org_policies() {
+        let response = {
             let update = match &state.body {
-                Some(GovernedBody::Update(update)) => Some(update.clone()),
+                Some(GovernedBody::Update(update)) => Some(update),
                 _ => None,
             };
-            // Boxed: upstream lookups for org policies only; out of the matrix-only future.
-            let facts = Box::pin(self.facts(
-                org,
-                action,
-                &decision,
-                state.key_id.as_deref(),
-                request.headers(),
-            ))
-            .await?;
-            let bindings = OrgBinding::all_of(snapshot.bindings().of(principal.id()));
-            let key_id = state.key_id.clone();
-            let input = OrgInput {
-                owner_key_count: facts.owner_key_count,
-                source_ip: Some(state.peer.ip()),
-                request_id: state.id_str(),
-                target_key: facts.target.as_ref().map(|t| TargetKey {
-                    id: &t.id,
-                    owner_id: t.owner_id.as_deref(),
-                    resource_id: t.resource_id.as_deref(),
-                    description: &t.description,
-                    display_name: &t.display_name,
-                }),
-                quota: quota_facts.as_ref().and_then(|f| {
-                    f.loads.as_deref().map(|clusters| QuotaInput {
-                        limit: self.quota.config().map(|c| c.kafka_keys_per_cluster),
-                        clusters,
-                    })
-                }),
-                ..OrgInput::for_decision(
-                    &principal,
-                    &bindings,
-                    action,
-                    key_id.as_deref(),
-                    &decision,
-                    spec,
-                    update.as_ref(),
-                )
+            let spec = match &state.body {
+                Some(GovernedBody::Create(spec)) => Some(spec),
+                _ => None,
             };
-            let outcome = org.evaluate(&input);
-            for finding in &outcome.would_deny {
-                tracing::info!(request.id = %state.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy would deny (dry-run)");
-                self.metrics
-                    .would_deny
-                    .get_or_create(&PolicyLabels {
-                        policy: finding.id.clone(),
-                    })
-                    .inc();
-            }
-            for finding in &outcome.errors {
-                tracing::warn!(request.id = %state.id_str(), policy.id = %finding.id, reason = %finding.reason, "Policy evaluation error");
-                self.metrics
-                    .policy_errors
-                    .get_or_create(&PolicyLabels {
-                        policy: finding.id.clone(),
-                    })
-                    .inc();
-            }
-            {
-                if let Some(record) = state.decision.as_mut() {
-                    record.dry_run = outcome.would_deny.iter().map(|f| f.id.clone()).collect();
-                }
-            }
-            if !outcome.allowed {
-                let findings: Vec<_> = outcome
-                    .denied
-                    .iter()
-                    .chain(outcome.errors.iter().filter(|f| f.mode == Mode::Enforce))
-                    .collect();
-                let rule_ids: Vec<String> = findings.iter().map(|f| f.id.clone()).collect();
-                let entries: Vec<DenialEntry> = findings
-                    .iter()
-                    .map(|f| DenialEntry {
-                        rule_id: f.id.clone(),
-                        detail: format!("denied by {}: {}", f.source(), f.reason),
-                        pointer: f.pointer.clone(),
-                    })
-                    .collect();
-                let explanation = format!(
-                    "denied by organisation policy: {}",
-                    findings
-                        .iter()
-                        .map(|f| match &f.team {
-                            None => format!("{} ({})", f.reason, f.id),
-                            Some(team) => format!("{} ({}, team `{team}`)", f.reason, f.id),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
-                {
-                    state.decided_by = Some(DecidedBy::Policy);
-                    if let Some(record) = state.decision.as_mut() {
-                        record.allow = false;
-                        record.rule_ids.extend(rule_ids.iter().cloned());
-                        record.explanation = explanation.clone();
-                    }
-                }
-                self.decided(state, &principal, action);
-                return Err(GatewayError::Denied(Box::new(Denial {
-                    explanation,
-                    rule_ids,
-                    pointer: None,
-                    by: DecidedBy::Policy,
-                    entries,
-                })));
-            }
+            let rules = Rules {
+                snapshot: &snapshot,
+                quota: self.quota.config(),
+            };
+            let asked = policy::Request {
+                principal: &principal,
+                action,
+                key_id: state.key_id.as_deref(),
+                spec,
+                update,
+                request_id: state.id_str(),
+                source_ip: Some(state.peer.ip()),
+                time: policy::now_unix(),
+            };
+            policy::decide_after(matrix, &rules, &asked, &facts)
+        };
+        self.report_findings(state, &response);
+        if let Some(record) = state.decision.as_mut() {
+            record.take(&response);
         }
-        if let Some(facts) = &quota_facts {
-            self.check_quota(state, &principal, action, facts)?;
+        state.decided_by = Some(response.by);
+        if let Some(why) = response.unavailable {
+            return Err(GatewayError::AuthzUnavailable(why));
         }
-        self.hold_quota(state, action, quota_facts);
         self.decided(state, &principal, action);
+        if !response.allow {
+            return Err(denial(response));
+        }
+        self.hold_quota(state, action, facts.quota);
         if action == Action::CreateApiKey && snapshot.org_policies().is_some() {
-            if let Some(owner) = decision.target.owner_id.as_deref() {
+            if let Some(owner) = response.matrix.target.owner_id.as_deref() {
                 // Count the key being created now, so a burst within the cache lifetime cannot
                 // slip past a key-count limit.
                 self.authz.note_key_created(owner);
@@ -261,203 +148,167 @@ impl DecideStage {
         state.permit = Some(Permit::new());
         Ok(())
     }
-}
 
-impl DecideStage {
-    /// The quota guard's say on an allowed create (`policy::quota`): a denial (403) past the
-    /// quota, 503 when the counts are unknown, or warnings recorded with the decision.
-    fn check_quota(
+    /// Gathers the facts of an allowed request: what the quota guard knows about a create's
+    /// clusters, and — only when organisation policies are configured — the owner's key count
+    /// (creates; unknown when it cannot be found out, and policies decide what unknown means) and
+    /// the target key (get, update, delete, when a policy can apply to the action), read with the
+    /// caller's own credential, exactly as the caller would read it.
+    ///
+    /// The target lookup has three outcomes: the key (policies decide); an upstream refusal —
+    /// 4xx, the key does not exist or the caller may not see it — which is the answer to the
+    /// request and is passed through; or a failure (transport, timeout, 5xx, an unreadable
+    /// answer), which fails closed with 503 and says that the key could not be checked.
+    async fn facts(
         &self,
-        state: &mut RequestState,
-        principal: &Principal,
-        action: Action,
-        facts: &quota::Facts,
-    ) -> Result<(), GatewayError> {
-        let count = |result: &'static str| {
-            self.metrics
-                .quota_decisions
-                .get_or_create(&ResultLabels { result })
-                .inc();
+        snapshot: &AuthzSnapshot,
+        matrix: &Decision,
+        state: &RequestState,
+        headers: &http::HeaderMap,
+    ) -> Result<Facts, GatewayError> {
+        let mut facts = Facts::default();
+        let action = state.action;
+        if let (Some(Action::CreateApiKey), Some(resource)) =
+            (action, matrix.target.resource_id.as_deref())
+        {
+            facts.quota = Some(self.quota.facts(resource, snapshot.inventory()));
+        }
+        let Some(org) = snapshot.org_policies() else {
+            return Ok(facts);
         };
-        match self.quota.decide(facts) {
-            quota::Decision::Allow => Ok(()),
-            quota::Decision::Warn {
-                warnings,
-                would_deny,
-            } => {
-                count(if would_deny { "would_deny" } else { "warn" });
-                for warning in &warnings {
-                    tracing::warn!(request.id = %state.id_str(), reason = %warning, "API-key quota warning");
+        match action {
+            Some(Action::CreateApiKey) => {
+                if let Some(owner) = matrix.target.owner_id.as_deref() {
+                    facts.owner_key_count = self.authz.owner_key_count(owner).await;
                 }
-                if let Some(record) = state.decision.as_mut() {
-                    if would_deny {
-                        record.dry_run.push(quota::RULE.to_owned());
-                    }
-                    record.warnings.extend(warnings);
-                }
-                Ok(())
             }
-            quota::Decision::Deny(explanation) => {
-                count("deny");
-                {
-                    state.decided_by = Some(DecidedBy::Quota);
-                    if let Some(record) = state.decision.as_mut() {
-                        record.allow = false;
-                        record.rule_ids.push(quota::RULE.to_owned());
-                        record.explanation = explanation.clone();
-                    }
+            Some(a @ (Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey))
+                if org.governs(a) =>
+            {
+                if let (Some(key_id), Some(auth)) = (
+                    state.key_id.as_deref(),
+                    headers.get(http::header::AUTHORIZATION),
+                ) {
+                    let fetch =
+                        UpstreamFetch::as_caller(self.upstream.clone(), auth, MAX_LOOKUP_BYTES);
+                    let key = fetch_key(&fetch, key_id).await;
+                    facts.target_key = Some(key.map_err(|e| lookup_failed(key_id, e))?);
                 }
-                self.decided(state, principal, action);
-                Err(GatewayError::Denied(Box::new(Denial {
-                    explanation,
-                    rule_ids: vec![quota::RULE.to_owned()],
-                    pointer: Some(crate::policy::decision::pointer::RESOURCE_ID),
-                    by: DecidedBy::Quota,
-                    entries: Vec::new(),
-                })))
             }
-            quota::Decision::Unknown(why) => {
-                count("unknown");
-                state.decided_by = Some(DecidedBy::Quota);
-                Err(GatewayError::AuthzUnavailable(why))
+            _ => {}
+        }
+        Ok(facts)
+    }
+
+    /// Logs and counts dry-run findings, policy evaluation errors and the quota guard's say.
+    fn report_findings(&self, state: &RequestState, response: &Response) {
+        let id = state.id_str();
+        if let Some(org) = &response.org {
+            for finding in &org.would_deny {
+                tracing::info!(request.id = %id, policy.id = %finding.id, reason = %finding.reason, "Policy would deny (dry-run)");
+                let labels = PolicyLabels {
+                    policy: finding.id.clone(),
+                };
+                self.metrics.would_deny.get_or_create(&labels).inc();
+            }
+            for finding in &org.errors {
+                tracing::warn!(request.id = %id, policy.id = %finding.id, reason = %finding.reason, "Policy evaluation error");
+                let labels = PolicyLabels {
+                    policy: finding.id.clone(),
+                };
+                self.metrics.policy_errors.get_or_create(&labels).inc();
             }
         }
+        let result = match &response.quota {
+            None | Some(quota::Decision::Allow) => return,
+            Some(quota::Decision::Warn { warnings, would_deny }) => {
+                for warning in warnings {
+                    tracing::warn!(request.id = %id, reason = %warning, "API-key quota warning");
+                }
+                if *would_deny {
+                    "would_deny"
+                } else {
+                    "warn"
+                }
+            }
+            Some(quota::Decision::Deny(_)) => "deny",
+            Some(quota::Decision::Unknown(_)) => "unknown",
+        };
+        let labels = ResultLabels { result };
+        self.metrics.quota_decisions.get_or_create(&labels).inc();
     }
 
     /// Counts an allowed create (or a delete, once confirmed) in the key counts; the forwarder
     /// settles the hold with the upstream's answer.
     fn hold_quota(&self, state: &mut RequestState, action: Action, facts: Option<quota::Facts>) {
         let ledger = self.quota.ledger();
-        let hold = match (action, facts) {
+        state.quota_hold = match (action, facts) {
             (Action::CreateApiKey, Some(facts)) if facts.scope != quota::KeyScope::Other => {
                 Some(ledger.reserve(facts.scope))
             }
-            (Action::DeleteApiKey, _) => {
-                let key_id = state.key_id.clone();
-                key_id.map(|id| ledger.delete(&id))
-            }
+            (Action::DeleteApiKey, _) => state.key_id.as_deref().map(|id| ledger.delete(id)),
             _ => None,
         };
-        if let Some(hold) = hold {
-            state.quota_hold = Some(hold);
-        }
     }
 
-    /// Logs and counts the final decision recorded in the context: one line per decided request.
+    /// Logs and counts the final decision recorded in the state: one line per decided request.
     fn decided(&self, state: &RequestState, principal: &Principal, action: Action) {
         let Some(record) = state.decision.as_ref() else {
             return;
         };
         log_decision(state, principal, record);
-        self.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                action: action.as_str(),
-                result: if record.allow { "allow" } else { "deny" },
-            })
-            .inc();
+        let result = if record.allow { "allow" } else { "deny" };
+        let labels = DecisionLabels {
+            action: action.as_str(),
+            result,
+        };
+        self.metrics.decisions.get_or_create(&labels).inc();
     }
-}
-
-/// What keygate looked up for layer 2 (never a secret).
-#[derive(Debug, Default)]
-struct Facts {
-    owner_key_count: Option<u64>,
-    target: Option<TargetFacts>,
-}
-
-#[derive(Debug)]
-struct TargetFacts {
-    id: String,
-    owner_id: Option<String>,
-    resource_id: Option<String>,
-    description: String,
-    display_name: String,
 }
 
 /// Largest key lookup response read.
 const MAX_LOOKUP_BYTES: usize = 64 * 1024;
 
-impl DecideStage {
-    /// Looks up what organisation policies may need: the owner's key count (creates; unknown
-    /// when it cannot be found out, and policies decide what unknown means) and the target key
-    /// (get, update, delete — only when a policy can apply to the action), read with the caller's
-    /// own credential, exactly as the caller would read it.
-    ///
-    /// The target lookup has three outcomes: the key (policies decide); an upstream refusal — 4xx,
-    /// the key does not exist or the caller may not see it — which is the answer to the request
-    /// and is passed through, since the upstream would refuse the request itself the same way;
-    /// or a failure (transport, timeout, 5xx, an unreadable answer), which fails closed with 503
-    /// and says that the key could not be checked.
-    async fn facts(
-        &self,
-        org: &crate::policy::org::OrgPolicies,
-        action: Action,
-        decision: &crate::policy::Decision,
-        key_id: Option<&str>,
-        headers: &http::HeaderMap,
-    ) -> Result<Facts, GatewayError> {
-        let mut facts = Facts::default();
-        match action {
-            Action::CreateApiKey => {
-                if let Some(owner) = decision.target.owner_id.as_deref() {
-                    facts.owner_key_count = self.authz.owner_key_count(owner).await;
-                }
-            }
-            Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey
-                if org.governs(action) =>
-            {
-                if let (Some(key_id), Some(auth)) =
-                    (key_id, headers.get(http::header::AUTHORIZATION))
-                {
-                    facts.target = Some(self.target(key_id, auth).await?);
-                }
-            }
-            Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey => {}
-            Action::ListApiKeys => {}
-        }
-        Ok(facts)
-    }
+/// The 403 of a denial.
+fn denial(response: Response) -> GatewayError {
+    let rule_ids = response.denying_rule_ids().to_vec();
+    GatewayError::Denied(Box::new(Denial {
+        explanation: response.explanation,
+        rule_ids,
+        pointer: response.pointer,
+        by: response.by,
+        entries: response
+            .entries
+            .into_iter()
+            .map(|e| DenialEntry {
+                rule_id: e.rule_id,
+                detail: e.detail,
+                pointer: e.pointer,
+            })
+            .collect(),
+    }))
+}
 
-    async fn target(
-        &self,
-        key_id: &str,
-        auth: &http::HeaderValue,
-    ) -> Result<TargetFacts, GatewayError> {
-        let unavailable = |why: String| {
-            GatewayError::AuthzUnavailable(format!(
-                "could not look up API key `{key_id}`, so keygate could not check it against the organisation policies (for example whether it is protected): {why}"
-            ))
-        };
-        let path = format!("/iam/v2/api-keys/{key_id}");
-        let (status, headers, body) = self
-            .upstream
-            .get(&path, auth, MAX_LOOKUP_BYTES)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        if status.is_client_error() {
-            return Err(GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
-                key_id, status, &headers, body,
-            ))));
+/// A failed target lookup: the upstream's own refusal, passed through, or 503.
+fn lookup_failed(key_id: &str, error: FetchError) -> GatewayError {
+    let why = match error {
+        FetchError::Refused { answer, .. } => {
+            return GatewayError::LookupRefused(Box::new(UpstreamAnswer::new(
+                key_id,
+                answer.status,
+                &answer.headers,
+                answer.body,
+            )))
         }
-        if status != http::StatusCode::OK {
-            return Err(unavailable(format!(
-                "the upstream answered {}",
-                status.as_u16()
-            )));
+        FetchError::Transport { reason, .. } => reason,
+        FetchError::Status { status, .. } => format!("the upstream answered {status}"),
+        FetchError::Shape { .. } | FetchError::Pagination { .. } => {
+            "the upstream's answer is not JSON".to_owned()
         }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| unavailable("the upstream's answer is not JSON".into()))?;
-        let spec = &v["spec"];
-        let text = |p: &serde_json::Value| p.as_str().map(str::to_string);
-        Ok(TargetFacts {
-            id: key_id.to_string(),
-            owner_id: text(&spec["owner"]["id"]),
-            resource_id: text(&spec["resource"]["id"]),
-            description: text(&spec["description"]).unwrap_or_default(),
-            display_name: text(&spec["display_name"]).unwrap_or_default(),
-        })
-    }
+    };
+    GatewayError::AuthzUnavailable(format!(
+        "could not look up API key `{key_id}`, so keygate could not check it against the organisation policies (for example whether it is protected): {why}"
+    ))
 }
 
 fn log_decision(state: &RequestState, principal: &Principal, record: &DecisionRecord) {

@@ -105,15 +105,38 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
         GovernedBody::Create(spec) => Some(spec),
         _ => None,
     };
-    let decision = crate::policy::decide(&snapshot, &principal, route.action, spec);
+    let update = match &body {
+        GovernedBody::Update(u) => Some(u),
+        _ => None,
+    };
+    // The same decision as the request path's, over the facts explain has (the owner's key
+    // count only when given; no quota counts offline).
+    let response = crate::policy::decide(
+        &crate::policy::Rules {
+            snapshot: &snapshot,
+            quota: None,
+        },
+        &crate::policy::decide::Request {
+            principal: &principal,
+            action: route.action,
+            key_id: route.key_id.as_deref(),
+            spec,
+            update,
+            request_id: "explain",
+            source_ip: None,
+            time: crate::policy::decide::now_unix(),
+        },
+        &crate::policy::Facts {
+            owner_key_count: request.owner_key_count,
+            ..crate::policy::Facts::default()
+        },
+    );
+    let decision = &response.matrix;
     let revision = snapshot.revision().as_str();
+    // The findings, rendered: what each policy said about the same input.
     let layer2 = if decision.allow {
         snapshot.org_policies().map(|policies| {
             let bindings = RoleBinding::all_of(snapshot.bindings().of(principal.id()));
-            let update = match &body {
-                GovernedBody::Update(u) => Some(u),
-                _ => None,
-            };
             let input = OrgInput {
                 owner_key_count: request.owner_key_count,
                 request_id: "explain",
@@ -122,7 +145,7 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
                     &bindings,
                     route.action,
                     route.key_id.as_deref(),
-                    &decision,
+                    decision,
                     spec,
                     update,
                 )
@@ -132,7 +155,7 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     } else {
         None
     };
-    let allowed = decision.allow && layer2.as_ref().is_none_or(|e| e.allowed());
+    let allowed = response.allow;
     if request.json {
         let json = serde_json::json!({
             "action": route.action.as_str(),

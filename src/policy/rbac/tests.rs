@@ -10,7 +10,7 @@ use crate::policy::decision::{pointer, rule};
 use crate::policy::inventory::Inventory;
 use crate::policy::matrix::{Grant, Matrix};
 use crate::policy::tests::*;
-use crate::policy::{decide, decide_create, AuthzData, AuthzSnapshot};
+use crate::policy::{decide_create, decide_matrix, AuthzData, AuthzSnapshot};
 
 // === the creation matrix, exhaustively ===
 
@@ -742,15 +742,15 @@ fn reads_updates_and_deletes_pass_layer_one() {
         Action::UpdateApiKey,
         Action::DeleteApiKey,
     ] {
-        let d = decide(&snap, &user(CALLER), action, None);
+        let d = decide_matrix(&snap, &user(CALLER), action, None);
         assert!(d.allow, "{action}");
         assert_eq!(d.rule, rule::PASSTHROUGH);
         assert_eq!(d.pointer, None);
     }
-    let d = decide(&snap, &user(CALLER), Action::CreateApiKey, None);
+    let d = decide_matrix(&snap, &user(CALLER), Action::CreateApiKey, None);
     assert!(!d.allow);
     assert_eq!(d.rule, rule::DENY_MISSING_SPEC);
-    let d = decide(
+    let d = decide_matrix(
         &snap,
         &user(CALLER),
         Action::CreateApiKey,
