@@ -103,6 +103,9 @@ pub struct DecisionRecord {
     pub revision: Option<Arc<String>>,
     /// Warnings of an allowed request (a cluster near its API-key quota).
     pub warnings: Vec<String>,
+    /// What the decision was made from, for `keygate policy replay` (no secrets; absent when the
+    /// decision stopped short of the policies, e.g. a failed lookup).
+    pub input: Option<Box<crate::policy::input::DecisionInput>>,
 }
 
 impl DecisionRecord {
@@ -116,6 +119,7 @@ impl DecisionRecord {
             dry_run: Vec::new(),
             revision: Some(revision.clone()),
             warnings: Vec::new(),
+            input: None,
         }
     }
 

@@ -228,6 +228,10 @@ pub struct AuditRecord {
     /// Revision of the policy set that decided (so a decision can be replayed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<String>,
+    /// What a governed decision was made from, secret-free, for `keygate policy replay`
+    /// (`response_complete` events; the decision stage's `policy::input::DecisionInput`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_input: Option<RawJson>,
     /// Time from request received to this event, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
@@ -238,6 +242,29 @@ pub struct AuditRecord {
     /// What a reconcile run found (reconcile events only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileInfo>,
+}
+
+/// A JSON value encoded once, where it is built, and embedded as it is.
+#[derive(Debug, Clone)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// `value`, encoded; `None` if it cannot be.
+    pub fn of<T: Serialize>(value: &T) -> Option<RawJson> {
+        serde_json::value::to_raw_value(value).ok().map(RawJson)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// The egress side of an event (see [`AuditRecord::egress`]).
@@ -279,6 +306,7 @@ impl AuditRecord {
             created_key_id: None,
             outcome: None,
             policy_revision: None,
+            decision_input: None,
             latency_ms: None,
             egress: None,
             reconcile: None,

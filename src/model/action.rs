@@ -33,6 +33,22 @@ impl Action {
     }
 }
 
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 5] = [
+        Action::CreateApiKey,
+        Action::ListApiKeys,
+        Action::GetApiKey,
+        Action::UpdateApiKey,
+        Action::DeleteApiKey,
+    ];
+
+    /// The action named by [`Action::as_str`].
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -58,6 +58,37 @@ pub fn revision(inputs: &RevisionInputs<'_>) -> Revision {
     Arc::new(crate::id::hex(ctx.finish().as_ref()))
 }
 
+/// The revisions of each part of a policy set, as a replayable decision records them (see
+/// `policy::input`): which matrix, policies, bindings and inventory decided. Each is the first 16
+/// hex digits of the SHA-256 of the part (`upstream` for data synced from the upstream, whose
+/// content changes without a reload; `none` for policies when none are configured).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartRevisions {
+    /// The RBAC matrix file.
+    pub matrix: String,
+    /// The organisation policies (their digest).
+    pub policies: String,
+    /// The role bindings.
+    pub bindings: String,
+    /// The resource inventory.
+    pub inventory: String,
+}
+
+/// The [`PartRevisions`] of a policy set.
+pub fn part_revisions(inputs: &RevisionInputs<'_>) -> Arc<PartRevisions> {
+    let short = |text: &str| {
+        let digest = digest::digest(&digest::SHA256, text.as_bytes());
+        crate::id::hex(&digest.as_ref()[..8])
+    };
+    let or = |text: Option<&str>, absent: &str| text.map_or_else(|| absent.to_owned(), short);
+    Arc::new(PartRevisions {
+        matrix: short(inputs.matrix),
+        policies: or(inputs.org, "none"),
+        bindings: or(inputs.bindings, "upstream"),
+        inventory: or(inputs.inventory, "upstream"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use http::{HeaderValue, StatusCode};
 use super::bindings::BindingIndex;
 use super::inventory::Inventory;
 use super::matrix::Matrix;
-use super::revision::{revision, Revision, RevisionInputs};
+use super::revision::{part_revisions, revision, PartRevisions, Revision, RevisionInputs};
 use super::source::{fetch_bindings, fetch_inventory, Fetch, FetchError, FetchFuture};
 use super::{decide_matrix, AuthzData, AuthzSnapshot, Decision};
 use crate::model::Principal;
@@ -187,6 +187,8 @@ pub struct FileData {
     pub org: Option<Arc<super::org::OrgPolicies>>,
     /// The policy revision (`policy::revision`).
     pub revision: Revision,
+    /// The revisions of its parts.
+    pub parts: Arc<PartRevisions>,
 }
 
 /// How long an owner's key count is reused: short, since it changes with every create.
@@ -366,19 +368,21 @@ impl AuthzRuntime {
         if !problems.is_empty() {
             return Err(AuthzError::Files(problems));
         }
-        let revision = revision(&RevisionInputs {
+        let inputs = RevisionInputs {
             matrix: &matrix_text,
             bindings: bindings_text.as_deref(),
             inventory: inventory_text.as_deref(),
             org: org.as_ref().map(|o| o.digest()),
             rate_limits,
-        });
+        };
+        let (revision, parts) = (revision(&inputs), part_revisions(&inputs));
         Ok(FileData {
             matrix,
             bindings,
             inventory,
             org,
             revision,
+            parts,
         })
     }
 
@@ -406,7 +410,8 @@ impl AuthzRuntime {
             Instant::now(),
         )
         .with_org(files.org)
-        .with_revision(files.revision))
+        .with_revision(files.revision)
+        .with_parts(files.parts))
     }
 
     /// The files this data is loaded from (matrix, policy files, team sets' files, and

@@ -25,6 +25,7 @@ pub struct AuthzSnapshot {
     bindings_refreshed_at: Instant,
     inventory_refreshed_at: Instant,
     revision: Arc<String>,
+    parts: Arc<super::revision::PartRevisions>,
     org: Option<Arc<super::org::OrgPolicies>>,
 }
 
@@ -44,6 +45,7 @@ impl AuthzSnapshot {
             bindings_refreshed_at: refreshed_at,
             inventory_refreshed_at: refreshed_at,
             revision: Arc::default(),
+            parts: Arc::default(),
             org: None,
         }
     }
@@ -64,6 +66,22 @@ impl AuthzSnapshot {
     pub fn with_revision(mut self, revision: Arc<String>) -> Self {
         self.revision = revision;
         self
+    }
+
+    /// The matrix, shared.
+    pub fn matrix_shared(&self) -> &Arc<Matrix> {
+        &self.matrix
+    }
+
+    /// The same data stamped with the revisions of its parts.
+    pub fn with_parts(mut self, parts: Arc<super::revision::PartRevisions>) -> Self {
+        self.parts = parts;
+        self
+    }
+
+    /// The revisions of the parts (matrix, policies, bindings, inventory).
+    pub fn parts(&self) -> &Arc<super::revision::PartRevisions> {
+        &self.parts
     }
 
     /// The policy-set revision of this snapshot (empty until stamped).

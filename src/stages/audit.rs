@@ -176,6 +176,11 @@ fn event(
         });
     }
     record.policy_revision = decision.and_then(|d| d.revision.as_deref().cloned());
+    if stage == EventStage::ResponseComplete {
+        record.decision_input = decision
+            .and_then(|d| d.input.as_deref())
+            .and_then(crate::audit::event::RawJson::of);
+    }
     // A caller that went away received nothing: the status keygate had is still what decided the
     // result above.
     record.status = status

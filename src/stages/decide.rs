@@ -17,6 +17,7 @@ use crate::error::{Denial, DenialEntry, GatewayError, UpstreamAnswer};
 use crate::guard::GovernedBody;
 use crate::model::{Action, DecidedBy, Principal};
 use crate::policy::decide::{self as policy, Facts, Response, Rules};
+use crate::policy::input::{DecisionInput, InputOutcome};
 use crate::policy::quota;
 use crate::policy::runtime::{AuthzRuntime, UpstreamFetch};
 use crate::policy::source::{fetch_key, FetchError};
@@ -100,7 +101,7 @@ impl DecideStage {
             true => Box::pin(self.facts(&snapshot, &matrix, state, headers)).await?,
             false => Facts::default(),
         };
-        let response = {
+        let (response, mut input) = {
             let update = match &state.body {
                 Some(GovernedBody::Update(update)) => Some(update),
                 _ => None,
@@ -123,11 +124,15 @@ impl DecideStage {
                 source_ip: Some(state.peer.ip()),
                 time: policy::now_unix(),
             };
-            policy::decide_after(matrix, &rules, &asked, &facts)
+            // Recorded for `keygate policy replay` (secret-free; see `policy::input`).
+            let input = DecisionInput::capture(&asked, &facts, &snapshot, &matrix);
+            (policy::decide_after(matrix, &rules, &asked, &facts), input)
         };
+        input.outcome = InputOutcome::of(&response);
         self.report_findings(state, &response);
         if let Some(record) = state.decision.as_mut() {
             record.take(&response);
+            record.input = Some(Box::new(input));
         }
         state.decided_by = Some(response.by);
         if let Some(why) = response.unavailable {

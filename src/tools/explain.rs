@@ -230,5 +230,6 @@ fn snapshot(config: &Config, request: &ExplainRequest<'_>) -> Result<AuthzSnapsh
         std::time::Instant::now(),
     )
     .with_org(files.org)
-    .with_revision(files.revision))
+    .with_revision(files.revision)
+    .with_parts(files.parts))
 }
