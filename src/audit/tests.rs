@@ -60,6 +60,7 @@ pub(crate) fn sample_record(n: usize) -> AuditRecord {
         upstream_status: Some(202),
         created_key_id: Some("NEWKEY0000000001".into()),
         policy_revision: Some("rev-42".into()),
+        decision_input: crate::audit::event::RawJson::of(&sample_input()),
         latency_ms: Some(12.5),
         ..AuditRecord::new(
             Stage::ResponseComplete,
@@ -67,6 +68,23 @@ pub(crate) fn sample_record(n: usize) -> AuditRecord {
             method_name(Action::CreateApiKey),
         )
     }
+}
+
+/// A decision input as the decide stage records it (`policy::input`).
+fn sample_input() -> serde_json::Value {
+    serde_json::json!({
+        "version": 1,
+        "principal": {"id": "u-abc123", "kind": "User", "groups": ["group-x"], "authenticatedBy": "api_key"},
+        "action": "CreateApiKey",
+        "spec": {"ownerId": "sa-123", "resourceId": "lkc-abc", "displayName": "orders-producer", "description": ""},
+        "time": 1_735_689_600,
+        "sourceIp": "192.0.2.7",
+        "facts": {"ownerKeyCount": 2, "quota": {"scope": "kafka:lkc-abc", "clusters": [{"id": "lkc-abc", "kind": "Dedicated", "keys": 3}]}},
+        "bindings": [{"principal": "u-abc123", "role": "CloudClusterAdmin", "crnPattern": "crn://confluent.cloud/organization=o/environment=env-xyz/cloud-cluster=lkc-abc"}],
+        "inventory": {"environments": ["env-xyz"], "clusters": [{"id": "lkc-abc", "environment": "env-xyz", "kind": "Dedicated"}]},
+        "revisions": {"policy": "rev-42", "matrix": "0123456789abcdef", "policies": "none", "bindings": "upstream", "inventory": "upstream"},
+        "outcome": {"decision": "allow", "dryRun": ["ticket-in-description"]}
+    })
 }
 
 /// A minimal event of `event_type`.
@@ -163,6 +181,18 @@ fn schema_rejects_fields_the_struct_does_not_have() {
     let mut value = serde_json::to_value(sample_event(1)).unwrap();
     value["data"]["decision"]["result"] = "maybe".into();
     assert!(schema_errors(&value).is_some());
+    // The decision input holds no free-form place a credential could go.
+    for (path, field) in [
+        ("principal", "credential"),
+        ("facts", "secret"),
+        ("", "authorization"),
+    ] {
+        let mut value = serde_json::to_value(sample_event(1)).unwrap();
+        let input = &mut value["data"]["decisionInput"];
+        let at = if path.is_empty() { input } else { &mut input[path] };
+        at[field] = CANARY.into();
+        assert!(schema_errors(&value).is_some(), "{path}.{field}");
+    }
 }
 
 #[tokio::test]
