@@ -6,7 +6,8 @@
 //! and field. `keygate healthcheck` exits 1 when the probed endpoint does not answer 2xx in time;
 //! `keygate audit verify` exits 1 for a broken chain (or a missing anchor) and 2 for a file it
 //! cannot read; `keygate explain` exits 0 allow, 1 deny, 2 when it cannot decide;
-//! `keygate check` exits 1 when it finds a problem.
+//! `keygate check` exits 1 when it finds a problem; `keygate policy replay` exits 0 when nothing
+//! flips, 1 when something does, 2 on bad input.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -185,6 +186,39 @@ enum PolicyCommand {
         #[arg(long)]
         team: Option<String>,
     },
+    /// Re-decide the governed decisions of an audit trail with a candidate policy set and report
+    /// what flips (allow→deny, deny→allow, now erroring), by policy and principal, with samples.
+    /// Exit 0 nothing flips, 1 something does, 2 bad input (config, files, broken chain).
+    Replay {
+        /// Audit files (`audit.file`; each with its rotated files, oldest first).
+        #[arg(long, required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// The candidate config (its matrix, `[policy]` and `[quota]`; no secrets are read).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only decisions at or after this time: RFC 3339, or a duration back from now (`7d`).
+        #[arg(long, value_parser = crate::tools::replay::parse_time)]
+        since: Option<std::time::SystemTime>,
+        /// Only decisions before this time: RFC 3339, or a duration back from now.
+        #[arg(long, value_parser = crate::tools::replay::parse_time)]
+        until: Option<std::time::SystemTime>,
+        /// Only this principal's decisions.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Decide with the candidate config's role bindings and inventory (files) instead of the
+        /// ones recorded with each decision.
+        #[arg(long)]
+        current_data: bool,
+        /// Replay without verifying the hash chain first.
+        #[arg(long)]
+        no_verify: bool,
+        /// Sample changed decisions shown per kind of change.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+    },
 }
 
 /// Entry point of the binary.
@@ -266,6 +300,30 @@ pub fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { dir, config, team },
         } => crate::tools::policy_test(&dir, config.as_deref(), team.as_deref()),
+        Command::Policy {
+            command:
+                PolicyCommand::Replay {
+                    audit,
+                    config,
+                    since,
+                    until,
+                    principal,
+                    json,
+                    current_data,
+                    no_verify,
+                    samples,
+                },
+        } => crate::tools::replay(&crate::tools::ReplayOptions {
+            audit,
+            config,
+            since,
+            until,
+            principal,
+            json,
+            current_data,
+            verify: !no_verify,
+            samples,
+        }),
         Command::Audit {
             command: AuditCommand::Verify { file, expect_hash },
         } => ExitCode::from(

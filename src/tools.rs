@@ -10,12 +10,14 @@
 
 mod explain;
 pub mod preflight;
+pub mod replay;
 
 use std::path::Path;
 use std::process::ExitCode;
 
 pub use explain::{explain, ExplainRequest};
 pub use preflight::{preflight, Problem};
+pub use replay::{replay, ReplayOptions};
 
 use crate::config::{Config, DataSource, ProcessEnv, EX_CONFIG};
 use crate::policy::org::{run_all_policy_tests, OrgPolicies, OrgPolicyConfig};
