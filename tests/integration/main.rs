@@ -33,6 +33,7 @@ mod quota;
 mod ratelimit;
 mod reconcile;
 mod reload;
+mod replay;
 mod shared_limits;
 mod structure;
 mod teams;
