@@ -253,6 +253,13 @@ impl RawJson {
     pub fn of<T: Serialize>(value: &T) -> Option<RawJson> {
         serde_json::value::to_raw_value(value).ok().map(RawJson)
     }
+
+    /// `json`, a JSON text, as it is; `None` if it is not JSON.
+    pub fn from_json(json: String) -> Option<RawJson> {
+        serde_json::value::RawValue::from_string(json)
+            .ok()
+            .map(RawJson)
+    }
 }
 
 impl PartialEq for RawJson {

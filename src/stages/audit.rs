@@ -177,9 +177,17 @@ fn event(
     }
     record.policy_revision = decision.and_then(|d| d.revision.as_deref().cloned());
     if stage == EventStage::ResponseComplete {
+        // The caller's free text (names, descriptions, key ids) is in it: a secret pasted there is
+        // masked here, by the builder, like a path's.
         record.decision_input = decision
             .and_then(|d| d.input.as_deref())
-            .and_then(crate::audit::event::RawJson::of);
+            .and_then(crate::audit::event::RawJson::of)
+            .map(|raw| match redact_text(raw.0.get()) {
+                std::borrow::Cow::Borrowed(_) => raw,
+                std::borrow::Cow::Owned(masked) => {
+                    crate::audit::event::RawJson::from_json(masked).unwrap_or(raw)
+                }
+            });
     }
     // A caller that went away received nothing: the status keygate had is still what decided the
     // result above.

@@ -306,6 +306,32 @@ instance_id = "canary"
         )
         .await;
     assert_eq!(r.status, 403);
+    // A secret pasted into the fields policies see: the decision input every governed audit event
+    // carries records them, so it is scanned too.
+    let cflt_description = cflt(SECRET_ALPHABET);
+    canaries.push(("cflt in a description", cflt_description.clone()));
+    let r = d
+        .send(
+            "canary in a create description",
+            Method::POST,
+            "/iam/v2/api-keys",
+            &[("authorization", &dave), JSON],
+            format!(
+                r#"{{"spec":{{"display_name":"x","description":"{cflt_description}","owner":{{"id":"sa-orders"}},"resource":{{"id":"lkc-prod01"}}}}}}"#
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = d
+        .send(
+            "canary in an update description",
+            Method::PATCH,
+            &format!("/iam/v2/api-keys/{}", cloud["id"].as_str().unwrap()),
+            &[("authorization", &alice), JSON],
+            format!(r#"{{"spec":{{"description":"{cflt_description}"}}}}"#),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.status);
 
     // --- Credentials that are canaries -------------------------------------------------------
     for (label, auth) in [
@@ -757,6 +783,11 @@ instance_id = "canary"
     assert_eq!(support::send(&support::client(), direct).await.status, 200);
 
     // --- The scan -------------------------------------------------------------------------------
+    // The decision inputs are part of what is scanned.
+    assert!(
+        audit_text.matches("\"decisionInput\"").count() >= 8,
+        "governed events carry decision inputs"
+    );
     let mut outputs: Vec<(String, &str)> = Vec::new();
     outputs.extend(logs.iter().map(|l| ("log".to_string(), l.as_str())));
     outputs.push(("audit file".into(), &audit_text));
@@ -824,5 +855,7 @@ fn keygate_did_not_write(exchange: &Exchange) -> bool {
             | "canary in ungoverned path and query"
             | "percent-encoded canary in ungoverned path"
             | "canary as a key id"
+            // The upstream's answer to the update echoes the description it was sent.
+            | "canary in an update description"
     )
 }
