@@ -252,6 +252,12 @@ impl Replayer {
         })
     }
 
+    /// The candidate: its matrix and policies, with the candidate config's bindings and inventory
+    /// when they are files.
+    pub fn snapshot(&self) -> &AuthzSnapshot {
+        &self.snapshot
+    }
+
     /// The candidate's policy revision.
     pub fn revision(&self) -> &str {
         self.snapshot.revision()
