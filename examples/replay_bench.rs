@@ -218,7 +218,14 @@ fn record_inputs(replayer: &Replayer) -> Vec<(DecisionInput, String)> {
                         owner_key_count: Some(round),
                         ..Facts::default()
                     };
-                    out.push(capture(&rules, &principal, Action::CreateApiKey, Some(&spec), None, &facts));
+                    out.push(capture(
+                        &rules,
+                        &principal,
+                        Action::CreateApiKey,
+                        Some(&spec),
+                        None,
+                        &facts,
+                    ));
                 }
             }
             for (action, tag) in [

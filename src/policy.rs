@@ -26,8 +26,8 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 
-pub use decision::Decision;
 pub use decide::{decide, Facts, Response, Rules};
+pub use decision::Decision;
 pub use rbac::{decide_create, decide_matrix};
 pub use snapshot::{AuthzData, AuthzSnapshot};
 

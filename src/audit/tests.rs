@@ -189,7 +189,11 @@ fn schema_rejects_fields_the_struct_does_not_have() {
     ] {
         let mut value = serde_json::to_value(sample_event(1)).unwrap();
         let input = &mut value["data"]["decisionInput"];
-        let at = if path.is_empty() { input } else { &mut input[path] };
+        let at = if path.is_empty() {
+            input
+        } else {
+            &mut input[path]
+        };
         at[field] = CANARY.into();
         assert!(schema_errors(&value).is_some(), "{path}.{field}");
     }

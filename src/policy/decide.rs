@@ -149,8 +149,7 @@ pub fn decide_after(
         return response;
     }
     if let Some(org) = rules.snapshot.org_policies() {
-        let bindings =
-            RoleBinding::all_of(rules.snapshot.bindings().of(request.principal.id()));
+        let bindings = RoleBinding::all_of(rules.snapshot.bindings().of(request.principal.id()));
         let input = org_input(request, &bindings, &response.matrix, facts, rules.quota);
         let outcome = org.evaluate(&input);
         response.dry_run = outcome.would_deny.iter().map(|f| f.id.clone()).collect();

@@ -247,11 +247,10 @@ impl InputOutcome {
             .iter()
             .flat_map(|o| o.errors.iter().map(|f| f.id.clone()))
             .collect();
-        let enforced_error = response.org.as_ref().is_some_and(|o| {
-            o.errors
-                .iter()
-                .any(|f| f.mode == super::org::Mode::Enforce)
-        });
+        let enforced_error = response
+            .org
+            .as_ref()
+            .is_some_and(|o| o.errors.iter().any(|f| f.mode == super::org::Mode::Enforce));
         let decision = if response.unavailable.is_some() {
             "unavailable"
         } else if response.allow {
@@ -302,9 +301,12 @@ impl DecisionInput {
                 inventory.environments.push(env.to_owned());
             }
         }
-        for id in [target.resource_id.as_deref(), target.kafka_cluster.as_deref()]
-            .into_iter()
-            .flatten()
+        for id in [
+            target.resource_id.as_deref(),
+            target.kafka_cluster.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(c) = snapshot.inventory().cluster(id) {
                 inventory.clusters.push(InputCluster {

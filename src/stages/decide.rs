@@ -226,7 +226,10 @@ impl DecideStage {
         }
         let result = match &response.quota {
             None | Some(quota::Decision::Allow) => return,
-            Some(quota::Decision::Warn { warnings, would_deny }) => {
+            Some(quota::Decision::Warn {
+                warnings,
+                would_deny,
+            }) => {
                 for warning in warnings {
                     tracing::warn!(request.id = %id, reason = %warning, "API-key quota warning");
                 }

@@ -342,7 +342,10 @@ impl Replayer {
         };
         let data = event.data;
         // Governed decisions only: the decide stage recorded a rule id.
-        let decided = data.decision.as_ref().is_some_and(|d| !d.rule_ids.is_empty());
+        let decided = data
+            .decision
+            .as_ref()
+            .is_some_and(|d| !d.rule_ids.is_empty());
         if !event.event_type.starts_with("io.keygate.apikey.")
             || data.stage != "response_complete"
             || !(decided || data.decision_input.is_some())
@@ -368,7 +371,9 @@ impl Replayer {
             Err(reason) => {
                 report.failed += 1;
                 if report.failures.len() < report.sample_limit {
-                    report.failures.push(format!("{}: {reason}", data.request_id));
+                    report
+                        .failures
+                        .push(format!("{}: {reason}", data.request_id));
                 }
                 return;
             }
@@ -580,14 +585,23 @@ impl Report {
         }
         if ids.is_empty() {
             // The quota counts unknown to the candidate: no policy id.
-            bump(self.by_policy.entry(crate::policy::quota::RULE.to_owned()).or_default());
+            bump(
+                self.by_policy
+                    .entry(crate::policy::quota::RULE.to_owned())
+                    .or_default(),
+            );
         }
         for id in ids {
             bump(self.by_policy.entry(id.clone()).or_default());
         }
         let principal = &r.input.principal.id;
-        let full = self.principals.len() >= MAX_PRINCIPALS && !self.principals.contains_key(principal);
-        let key = if full { OTHER_PRINCIPALS } else { principal.as_str() };
+        let full =
+            self.principals.len() >= MAX_PRINCIPALS && !self.principals.contains_key(principal);
+        let key = if full {
+            OTHER_PRINCIPALS
+        } else {
+            principal.as_str()
+        };
         bump(self.principals.entry(key.to_owned()).or_default());
         let samples = match kind {
             Change::AllowToDeny => &mut self.samples_allow_to_deny,
@@ -608,7 +622,11 @@ impl Report {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let _ = writeln!(out, "candidate policy revision: {}", self.candidate_revision);
+        let _ = writeln!(
+            out,
+            "candidate policy revision: {}",
+            self.candidate_revision
+        );
         let _ = writeln!(out, "decisions replayed: {}", self.replayed);
         let _ = writeln!(out, "  unchanged: {}", self.unchanged);
         let _ = writeln!(out, "  allow -> deny: {}", self.allow_to_deny);
@@ -658,7 +676,11 @@ impl Report {
             }
         };
         table(&mut out, "by policy", &mut self.by_policy.iter().collect());
-        table(&mut out, "by principal", &mut self.by_principal.iter().collect());
+        table(
+            &mut out,
+            "by principal",
+            &mut self.by_principal.iter().collect(),
+        );
         if !self.dry_run.is_empty() {
             let _ = writeln!(out, "\ndry-run would-deny findings (recorded / candidate)");
             for (id, d) in &self.dry_run {

@@ -38,7 +38,14 @@ struct Trail {
     file: PathBuf,
 }
 
-async fn call(gw: &keygate::Gateway, sim: &Sim, who: &str, method: Method, path: &str, body: &str) -> Collected {
+async fn call(
+    gw: &keygate::Gateway,
+    sim: &Sim,
+    who: &str,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> Collected {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", gw.local_addr()))
@@ -46,7 +53,9 @@ async fn call(gw: &keygate::Gateway, sim: &Sim, who: &str, method: Method, path:
     if !body.is_empty() {
         request = request.header("content-type", "application/json");
     }
-    let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
     within(10, support::send(&support::client(), request)).await
 }
 
@@ -70,16 +79,45 @@ async fn record() -> Trail {
     let gw = support::start(support::config(&sim.url(), &extra)).await;
     let mut expected = 0;
     let mut expect = |response: &Collected, status: u16| {
-        assert_eq!(response.status.as_u16(), status, "{}", String::from_utf8_lossy(&response.body));
+        assert_eq!(
+            response.status.as_u16(),
+            status,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
         expected += 1;
     };
     let post = Method::POST;
     let keys = "/iam/v2/api-keys";
-    let ingest = call(&gw, &sim, "u-alice", post.clone(), keys, &create("orders-ingest-dev")).await;
+    let ingest = call(
+        &gw,
+        &sim,
+        "u-alice",
+        post.clone(),
+        keys,
+        &create("orders-ingest-dev"),
+    )
+    .await;
     expect(&ingest, 202);
-    let batch = call(&gw, &sim, "u-alice", post.clone(), keys, &create("orders-batch-dev")).await;
+    let batch = call(
+        &gw,
+        &sim,
+        "u-alice",
+        post.clone(),
+        keys,
+        &create("orders-batch-dev"),
+    )
+    .await;
     expect(&batch, 202);
-    let badly_named = call(&gw, &sim, "u-alice", post.clone(), keys, &create("Orders Ingest")).await;
+    let badly_named = call(
+        &gw,
+        &sim,
+        "u-alice",
+        post.clone(),
+        keys,
+        &create("Orders Ingest"),
+    )
+    .await;
     expect(&badly_named, 403);
     let no_role = call(&gw, &sim, "u-dave", post, keys, &create("orders-other-dev")).await;
     expect(&no_role, 403);
@@ -95,18 +133,30 @@ async fn record() -> Trail {
     )
     .await;
     expect(&update, 200);
-    let delete = call(&gw, &sim, "u-alice", Method::DELETE, &format!("{keys}/{batch_id}"), "").await;
+    let delete = call(
+        &gw,
+        &sim,
+        "u-alice",
+        Method::DELETE,
+        &format!("{keys}/{batch_id}"),
+        "",
+    )
+    .await;
     expect(&delete, 204);
     // Every response_complete record is written after its response: wait for all of them.
     let path = file.clone();
-    poll_until(Duration::from_secs(5), "the trail's response_complete records", || {
-        let events = crate::support::audit::read_events(&path);
-        let done = events
-            .iter()
-            .filter(|e| e["data"]["stage"] == "response_complete")
-            .count();
-        std::future::ready((done >= expected).then_some(()))
-    })
+    poll_until(
+        Duration::from_secs(5),
+        "the trail's response_complete records",
+        || {
+            let events = crate::support::audit::read_events(&path);
+            let done = events
+                .iter()
+                .filter(|e| e["data"]["stage"] == "response_complete")
+                .count();
+            std::future::ready((done >= expected).then_some(()))
+        },
+    )
     .await;
     drop(gw);
     Trail { _dir: dir, file }
@@ -174,7 +224,10 @@ async fn every_governed_decision_carries_a_valid_secret_free_decision_input() {
     for event in complete {
         let input = &event["data"]["decisionInput"];
         assert!(input.is_object(), "{event}");
-        assert_eq!(input["revisions"]["policy"], event["data"]["policyRevision"]);
+        assert_eq!(
+            input["revisions"]["policy"],
+            event["data"]["policyRevision"]
+        );
         assert_eq!(input["principal"]["authenticatedBy"], "api_key");
     }
     let create = events
@@ -183,7 +236,10 @@ async fn every_governed_decision_carries_a_valid_secret_free_decision_input() {
         .unwrap();
     let input = &create["data"]["decisionInput"];
     assert_eq!(input["outcome"]["decision"], "allow");
-    assert_eq!(input["outcome"]["dryRun"], serde_json::json!(["service-account-key-count-unknown"]));
+    assert_eq!(
+        input["outcome"]["dryRun"],
+        serde_json::json!(["service-account-key-count-unknown"])
+    );
     assert_eq!(input["bindings"][0]["role"], "OrganizationAdmin");
     assert_eq!(input["inventory"]["clusters"][0]["id"], "lkc-dev01");
 }
@@ -197,8 +253,14 @@ async fn an_unchanged_candidate_flips_nothing() {
     assert_eq!(report["replayed"], 6, "{report:#}");
     assert_eq!(report["unchanged"], 6, "{report:#}");
     assert_eq!(report["notReplayable"], 0);
-    assert_eq!(report["dryRun"]["service-account-key-count-unknown"]["recorded"], 3);
-    assert_eq!(report["dryRun"]["service-account-key-count-unknown"]["candidate"], 3);
+    assert_eq!(
+        report["dryRun"]["service-account-key-count-unknown"]["recorded"],
+        3
+    );
+    assert_eq!(
+        report["dryRun"]["service-account-key-count-unknown"]["candidate"],
+        3
+    );
 }
 
 #[tokio::test]
@@ -220,7 +282,10 @@ async fn a_naming_rule_flips_exactly_the_batch_key_under_its_policy_id() {
     assert_eq!(sample["action"], "CreateApiKey");
     assert_eq!(sample["principal"], "u-alice");
     assert_eq!(sample["old"]["decision"], "allow");
-    assert_eq!(sample["new"]["deniedBy"], serde_json::json!(["display-name-no-batch"]));
+    assert_eq!(
+        sample["new"]["deniedBy"],
+        serde_json::json!(["display-name-no-batch"])
+    );
     assert!(sample["new"]["explanation"]
         .as_str()
         .unwrap()
@@ -289,7 +354,10 @@ async fn events_without_a_decision_input_are_not_replayable() {
         .lines()
         .map(|line| {
             let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
-            event["data"].as_object_mut().unwrap().remove("decisionInput");
+            event["data"]
+                .as_object_mut()
+                .unwrap()
+                .remove("decisionInput");
             event.to_string()
         })
         .collect();

@@ -89,7 +89,11 @@ fn the_matrix_decides_when_no_policies_are_configured() {
     let denied = decide(&rules, &request(&dave, &spec), &Facts::default());
     assert!(!denied.allow);
     assert_eq!(denied.by, DecidedBy::Matrix);
-    assert!(denied.rule_ids[0].starts_with("matrix.deny."), "{:?}", denied.rule_ids);
+    assert!(
+        denied.rule_ids[0].starts_with("matrix.deny."),
+        "{:?}",
+        denied.rule_ids
+    );
     assert_eq!(denied.explanation, denied.matrix.explanation);
     assert!(denied.pointer.is_some());
 }
@@ -106,10 +110,16 @@ fn a_policy_denial_names_the_matrix_rule_then_the_policy_with_its_own_entry() {
     let response = decide(&rules, &request(&erin, &bad), &facts());
     assert!(!response.allow);
     assert_eq!(response.by, DecidedBy::Policy);
-    assert_eq!(response.rule_ids[1..], ["display-name-convention".to_owned()]);
+    assert_eq!(
+        response.rule_ids[1..],
+        ["display-name-convention".to_owned()]
+    );
     assert_eq!(response.denying_rule_ids(), ["display-name-convention"]);
     assert_eq!(response.entries.len(), 1);
-    assert_eq!(response.entries[0].pointer.as_deref(), Some("/spec/display_name"));
+    assert_eq!(
+        response.entries[0].pointer.as_deref(),
+        Some("/spec/display_name")
+    );
     assert!(response
         .explanation
         .starts_with("denied by organisation policy: "));

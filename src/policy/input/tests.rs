@@ -58,7 +58,10 @@ fn round_trip(principal: &str, groups: &[&str], spec: CreateSpec) {
     input.outcome = InputOutcome::of(&original);
 
     let json = serde_json::to_string(&input).unwrap();
-    assert!(!json.contains("KEY\""), "no key id of the caller's credential: {json}");
+    assert!(
+        !json.contains("KEY\""),
+        "no key id of the caller's credential: {json}"
+    );
     let input: DecisionInput = serde_json::from_str(&json).unwrap();
     let rebuilt = input.rebuild().unwrap();
     let recorded = input.recorded_snapshot(&snapshot).unwrap();
@@ -88,11 +91,35 @@ fn spec(owner: &str, resource: &str, display_name: &str) -> CreateSpec {
 
 #[test]
 fn allowed_denied_and_policy_denied_inputs_replay_to_the_same_decision() {
-    round_trip("u-erin", &[], spec("sa-orders", "lkc-dev01", "orders-ingest-dev"));
+    round_trip(
+        "u-erin",
+        &[],
+        spec("sa-orders", "lkc-dev01", "orders-ingest-dev"),
+    );
     round_trip("u-erin", &[], spec("sa-orders", "lkc-dev01", "Bad Name"));
-    round_trip("u-dave", &[], spec("sa-orders", "lkc-prod01", "orders-ingest-prod"));
-    round_trip("u-carol", &[], spec("sa-orders", "lkc-prod01", "orders-ingest-prod"));
-    round_trip("u-carol", &[], spec("sa-orders", "lksqlc-prod01", "orders-ksql-prod"));
-    round_trip("u-bob", &["group-x"], spec("sa-orders", "lsrc-prod01", "orders-sr-prod"));
-    round_trip("u-erin", &[], spec("sa-orders", "lkc-unknown", "orders-ingest-dev"));
+    round_trip(
+        "u-dave",
+        &[],
+        spec("sa-orders", "lkc-prod01", "orders-ingest-prod"),
+    );
+    round_trip(
+        "u-carol",
+        &[],
+        spec("sa-orders", "lkc-prod01", "orders-ingest-prod"),
+    );
+    round_trip(
+        "u-carol",
+        &[],
+        spec("sa-orders", "lksqlc-prod01", "orders-ksql-prod"),
+    );
+    round_trip(
+        "u-bob",
+        &["group-x"],
+        spec("sa-orders", "lsrc-prod01", "orders-sr-prod"),
+    );
+    round_trip(
+        "u-erin",
+        &[],
+        spec("sa-orders", "lkc-unknown", "orders-ingest-dev"),
+    );
 }
