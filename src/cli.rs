@@ -219,6 +219,24 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 10)]
         samples: usize,
     },
+    /// Compare two policy sets: policy ids added, removed or changed (by content), a changed
+    /// matrix or `[policy]` values; with `--audit`, the replay of the trail with each, side by
+    /// side. Exit 0 same, 1 different, 2 bad input.
+    Diff {
+        /// The config in force.
+        old: PathBuf,
+        /// The candidate config.
+        new: PathBuf,
+        /// Audit files to replay with both (each with its rotated files).
+        #[arg(long, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Replay without verifying the hash chain first.
+        #[arg(long)]
+        no_verify: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -323,6 +341,22 @@ pub fn main() -> ExitCode {
             current_data,
             verify: !no_verify,
             samples,
+        }),
+        Command::Policy {
+            command:
+                PolicyCommand::Diff {
+                    old,
+                    new,
+                    audit,
+                    json,
+                    no_verify,
+                },
+        } => crate::tools::diff(&crate::tools::DiffOptions {
+            old,
+            new,
+            audit,
+            json,
+            verify: !no_verify,
         }),
         Command::Audit {
             command: AuditCommand::Verify { file, expect_hash },

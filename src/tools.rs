@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 pub use explain::{explain, ExplainRequest};
 pub use preflight::{preflight, Problem};
-pub use replay::{replay, ReplayOptions};
+pub use replay::{diff, replay, DiffOptions, ReplayOptions};
 
 use crate::config::{Config, DataSource, ProcessEnv, EX_CONFIG};
 use crate::policy::org::{run_all_policy_tests, OrgPolicies, OrgPolicyConfig};

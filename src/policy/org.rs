@@ -397,6 +397,8 @@ struct CompiledSet {
     meta: Vec<PolicyMeta>,
     /// Policy id as reported → position.
     by_id: HashMap<String, usize>,
+    /// Per policy, its text as Cedar prints it (what `keygate policy diff` compares).
+    texts: Vec<String>,
 }
 
 impl CompiledSet {
@@ -419,7 +421,13 @@ impl CompiledSet {
             .enumerate()
             .map(|(i, m)| (m.id.clone(), i))
             .collect();
-        Ok(CompiledSet { index, meta, by_id })
+        let texts = ordered.iter().map(|p| p.to_string()).collect();
+        Ok(CompiledSet {
+            index,
+            meta,
+            by_id,
+            texts,
+        })
     }
 
     fn meta_of(&self, id: &str) -> Option<&PolicyMeta> {
@@ -866,6 +874,30 @@ impl OrgPolicies {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Every loaded policy's id (a team's as `<team>/<id>`) with a digest of what it decides by:
+    /// its text as Cedar prints it, its mode after config overrides, its reason and pointer.
+    /// Equal digests, same policy (what `keygate policy diff` compares).
+    pub fn policy_digests(&self) -> BTreeMap<String, String> {
+        std::iter::once(&self.platform)
+            .chain(self.teams.iter().map(|t| &t.set))
+            .flat_map(|set| set.meta.iter().zip(&set.texts))
+            .map(|(meta, text)| {
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                for part in [
+                    text.as_str(),
+                    meta.mode.as_str(),
+                    meta.reason.as_str(),
+                    meta.pointer.as_deref().unwrap_or(""),
+                ] {
+                    ctx.update(&(part.len() as u64).to_be_bytes());
+                    ctx.update(part.as_bytes());
+                }
+                let digest = ctx.finish();
+                (meta.id.clone(), crate::id::hex(&digest.as_ref()[..8]))
+            })
+            .collect()
     }
 
     /// The ids of one set's policies, sorted: the platform's (`None`) or a team's (as

@@ -773,3 +773,189 @@ pub fn parse_time(text: &str) -> Result<SystemTime, String> {
         .checked_sub(back)
         .ok_or_else(|| format!("`{text}` reaches before the epoch"))
 }
+
+/// What `keygate policy diff` is asked.
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    /// The config in force.
+    pub old: PathBuf,
+    /// The candidate.
+    pub new: PathBuf,
+    /// Audit files to replay with both, side by side (none: compare the sets only).
+    pub audit: Vec<PathBuf>,
+    /// Print JSON.
+    pub json: bool,
+    /// Verify the hash chains first.
+    pub verify: bool,
+}
+
+/// What changed between two policy sets.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetDiff {
+    /// The old set's policy revision.
+    pub old_revision: String,
+    /// The new set's policy revision.
+    pub new_revision: String,
+    /// Policy ids only the new set has.
+    pub added: Vec<String>,
+    /// Policy ids only the old set has.
+    pub removed: Vec<String>,
+    /// Policy ids whose text, mode, reason or pointer changed.
+    pub changed: Vec<String>,
+    /// Whether the RBAC matrix changed.
+    pub matrix_changed: bool,
+    /// Whether the policies' schema or `[policy]` values changed although no policy did.
+    pub policy_config_changed: bool,
+    /// The replay of the trail with the old set (with `--audit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_old: Option<Report>,
+    /// The replay of the trail with the new set (with `--audit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_new: Option<Report>,
+}
+
+impl SetDiff {
+    /// Compares two candidates.
+    pub fn of(old: &Replayer, new: &Replayer) -> SetDiff {
+        let digests = |r: &Replayer| {
+            r.snapshot
+                .org_policies()
+                .map(|p| p.policy_digests())
+                .unwrap_or_default()
+        };
+        let (a, b) = (digests(old), digests(new));
+        let (old_parts, new_parts) = (old.snapshot.parts(), new.snapshot.parts());
+        let mut diff = SetDiff {
+            old_revision: old.revision().to_owned(),
+            new_revision: new.revision().to_owned(),
+            added: b.keys().filter(|k| !a.contains_key(*k)).cloned().collect(),
+            removed: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
+            changed: a
+                .iter()
+                .filter(|(k, d)| b.get(*k).is_some_and(|e| e != *d))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            matrix_changed: old_parts.matrix != new_parts.matrix,
+            ..SetDiff::default()
+        };
+        diff.policy_config_changed = old_parts.policies != new_parts.policies
+            && diff.added.is_empty()
+            && diff.removed.is_empty()
+            && diff.changed.is_empty();
+        diff
+    }
+
+    /// Whether the sets differ (or, replayed, decide differently).
+    pub fn differs(&self) -> bool {
+        !(self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty())
+            || self.matrix_changed
+            || self.policy_config_changed
+            || self.replay_new.as_ref().is_some_and(Report::changed)
+    }
+
+    /// The text report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "old revision: {}", self.old_revision);
+        let _ = writeln!(out, "new revision: {}", self.new_revision);
+        for (what, ids) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            let _ = writeln!(out, "{what}: {}", ids.len());
+            for id in ids {
+                let _ = writeln!(out, "  {id}");
+            }
+        }
+        if self.matrix_changed {
+            let _ = writeln!(out, "the RBAC matrix changed");
+        }
+        if self.policy_config_changed {
+            let _ = writeln!(
+                out,
+                "the schema or the [policy] values changed (patterns, parameters, groups, modes)"
+            );
+        }
+        if let (Some(a), Some(b)) = (&self.replay_old, &self.replay_new) {
+            let _ = writeln!(out, "\nreplayed against the trail:   old / new");
+            for (what, x, y) in [
+                ("decisions replayed", a.replayed, b.replayed),
+                ("unchanged", a.unchanged, b.unchanged),
+                ("allow -> deny", a.allow_to_deny, b.allow_to_deny),
+                ("deny -> allow", a.deny_to_allow, b.deny_to_allow),
+                ("now erroring", a.now_error, b.now_error),
+                ("not replayable", a.not_replayable, b.not_replayable),
+            ] {
+                let _ = writeln!(out, "  {what:<20} {x:>8} / {y}");
+            }
+            if !b.by_policy.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "new set, by policy (allow->deny / deny->allow / now erroring)"
+                );
+                for (id, c) in &b.by_policy {
+                    let _ = writeln!(
+                        out,
+                        "  {id}: {} / {} / {}",
+                        c.allow_to_deny, c.deny_to_allow, c.now_error
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `keygate policy diff OLD NEW [--audit FILE…]`: which policy ids were added, removed or changed
+/// (by content), and with `--audit` the replay of the trail with each set, side by side. Exit 0
+/// the sets are the same (and, replayed, decide alike), 1 they differ, 2 bad input.
+pub fn diff(options: &DiffOptions) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("keygate policy diff: {message}");
+        ExitCode::from(BAD_INPUT)
+    };
+    let load = |path: &Path| {
+        let config = Config::load_without_secrets(path).map_err(|e| e.to_string())?;
+        Replayer::from_config(&config, false)
+    };
+    let (old, new) = match (load(&options.old), load(&options.new)) {
+        (Ok(old), Ok(new)) => (old, new),
+        (Err(message), _) | (_, Err(message)) => return fail(message),
+    };
+    let mut diff = SetDiff::of(&old, &new);
+    if !options.audit.is_empty() {
+        if options.verify {
+            for file in &options.audit {
+                if let Err(message) = verify(file) {
+                    return fail(message);
+                }
+            }
+        }
+        let mut reports = Vec::new();
+        for replayer in [&old, &new] {
+            let mut report = Report::new(0);
+            report.candidate_revision = replayer.revision().to_owned();
+            for file in &options.audit {
+                if let Err(message) = replayer.replay_trail(file, &Filter::default(), &mut report) {
+                    return fail(message);
+                }
+            }
+            report.finish();
+            reports.push(report);
+        }
+        diff.replay_new = reports.pop();
+        diff.replay_old = reports.pop();
+    }
+    if options.json {
+        match serde_json::to_string_pretty(&diff) {
+            Ok(text) => println!("{text}"),
+            Err(err) => return fail(err.to_string()),
+        }
+    } else {
+        print!("{}", diff.render());
+    }
+    ExitCode::from(if diff.differs() { CHANGED } else { UNCHANGED })
+}

@@ -380,3 +380,65 @@ fn bad_input_exits_2() {
     let (code, _, err) = replay(&missing, &dir.path().join("no-config.toml"), &[]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Runs `keygate policy diff OLD NEW --json [extra]`.
+fn diff(old: &Path, new: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut args = vec![
+        "policy",
+        "diff",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (status, out, err) = binary::spawn(&args).finish();
+    let report = serde_json::from_str(&out.join("\n")).unwrap_or(serde_json::Value::Null);
+    (status.code().unwrap(), report, err.join("\n"))
+}
+
+#[tokio::test]
+async fn policy_diff_names_added_and_changed_policies_and_replays_both_side_by_side() {
+    let (_a, same_a) = candidate(&[]);
+    let (_b, same_b) = candidate(&[]);
+    let (code, report, err) = diff(&same_a, &same_b, &[]);
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    assert_eq!(report["added"], serde_json::json!([]));
+    assert_eq!(report["changed"], serde_json::json!([]));
+    assert_eq!(report["oldRevision"], report["newRevision"]);
+
+    let naming = std::fs::read_to_string("policies/naming.cedar")
+        .unwrap()
+        .replacen(
+            "must follow the naming convention <team>",
+            "must be <team>",
+            1,
+        );
+    let (_c, changed) = candidate(&[("naming.cedar", &naming), ("no-batch.cedar", NO_BATCH)]);
+    let (code, report, err) = diff(&same_a, &changed, &[]);
+    assert_eq!(code, 1, "{report:#}\n{err}");
+    assert_eq!(
+        report["added"],
+        serde_json::json!(["display-name-no-batch"])
+    );
+    assert_eq!(report["removed"], serde_json::json!([]));
+    assert_eq!(
+        report["changed"],
+        serde_json::json!(["display-name-convention"])
+    );
+    assert_eq!(report["matrixChanged"], false);
+
+    let trail = record().await;
+    let (code, report, err) = diff(
+        &same_a,
+        &changed,
+        &["--audit", trail.file.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(report["replayOld"]["replayed"], 6, "{report:#}");
+    assert_eq!(report["replayOld"]["allowToDeny"], 0);
+    assert_eq!(report["replayNew"]["allowToDeny"], 1);
+    assert_eq!(
+        report["replayNew"]["byPolicy"]["display-name-no-batch"]["allowToDeny"],
+        1
+    );
+}
