@@ -101,6 +101,49 @@ fn main() {
         cpu * 1e6 / decided as f64
     );
 
+    // --- what recording costs the request path ---------------------------------------------------
+    // Per governed decision, the decide stage captures the input and the audit builder encodes it
+    // (and scans it for pasted secrets).
+    let rules = Rules {
+        snapshot: replayer.snapshot(),
+        quota: None,
+    };
+    let rebuilt: Vec<_> = inputs
+        .iter()
+        .map(|(input, _)| (input.rebuild().unwrap(), input))
+        .collect();
+    let responses: Vec<_> = rebuilt
+        .iter()
+        .map(|(r, input)| decide(&rules, &r.request(input, "bench"), &r.facts))
+        .collect();
+    let started = thread_cpu_ns();
+    let mut captured = 0usize;
+    for _ in 0..20 {
+        for ((r, input), response) in rebuilt.iter().zip(&responses) {
+            let request = r.request(input, "bench");
+            let mut input =
+                DecisionInput::capture(&request, &r.facts, rules.snapshot, &response.matrix);
+            input.outcome = InputOutcome::of(response);
+            captured += std::hint::black_box(input).bindings.len();
+        }
+    }
+    let capture_ns = (thread_cpu_ns() - started) as f64 / (20 * inputs.len()) as f64;
+    let started = thread_cpu_ns();
+    let mut bytes = 0usize;
+    for _ in 0..20 {
+        for (input, _) in &inputs {
+            let raw = RawJson::of(input).unwrap();
+            bytes += keygate::redact::redact_text(raw.0.get()).len();
+        }
+    }
+    let encode_ns = (thread_cpu_ns() - started) as f64 / (20 * inputs.len()) as f64;
+    println!(
+        "recording on the request path: capture {:.2} µs, encode + secret scan {:.2} µs per decision ({} bytes of JSON on average; {captured} bindings)",
+        capture_ns / 1e3,
+        encode_ns / 1e3,
+        bytes / (20 * inputs.len())
+    );
+
     // --- a trail of `events` events, replayed -----------------------------------------------------
     let audit = dir.path().join("audit.jsonl");
     let runtime = tokio::runtime::Builder::new_current_thread()
