@@ -15,6 +15,7 @@
 pub mod basic;
 pub mod cache;
 pub mod directory;
+pub mod jwt;
 pub mod session;
 
 use std::sync::Arc;
