@@ -73,6 +73,23 @@ pub struct IdentityConfig {
     pub cache_ttl: Duration,
     /// How many verified identities are cached at most.
     pub cache_capacity: usize,
+    /// JWT issuers (`[[identity.jwt]]`).
+    pub jwt: Vec<crate::identity::jwt::IssuerConfig>,
+    /// External principals → Confluent principals (`[[identity.map]]`).
+    pub map: Vec<crate::identity::map::Mapping>,
+    /// Client certificates on the TLS listener (`[identity.mtls]`).
+    pub mtls: Option<crate::identity::mtls::MtlsConfig>,
+    /// The routes brokered callers may use (`[identity.broker]`).
+    pub broker: crate::identity::broker::BrokerConfig,
+    /// Terraform's OAuth token exchange (`[identity.oauth]`).
+    pub oauth: Option<crate::identity::oauth::OAuthConfig>,
+}
+
+impl IdentityConfig {
+    /// Whether any caller is brokered (an issuer or the mTLS section with `broker = true`).
+    pub fn brokers(&self) -> bool {
+        self.jwt.iter().any(|i| i.broker) || self.mtls.as_ref().is_some_and(|m| m.broker)
+    }
 }
 
 /// Where Basic credentials are verified.

@@ -870,11 +870,21 @@ impl Issuers {
 
     /// The issuer a token names, if it is one of keygate's.
     pub fn find(&self, token: &str) -> Option<&Issuer> {
+        self.find_index(token).and_then(|i| self.list.get(i))
+    }
+
+    /// The index of the issuer a token names, if it is one of keygate's.
+    pub fn find_index(&self, token: &str) -> Option<usize> {
         if self.list.is_empty() {
             return None;
         }
         let iss = peek_issuer(token)?;
-        self.list.iter().find(|i| i.config.issuer == iss)
+        self.list.iter().position(|i| i.config.issuer == iss)
+    }
+
+    /// The issuer at `index`.
+    pub fn get(&self, index: usize) -> Option<&Issuer> {
+        self.list.get(index)
     }
 }
 

@@ -99,6 +99,11 @@ impl DecideStage {
                 return Err(GatewayError::AuthzUnavailable(reason));
             }
         };
+        // An external caller's explanation names both identities (the matrix decided by the
+        // Confluent principal it acts as).
+        if principal.external().is_some() {
+            decision.explanation = format!("{}: {}", principal.describe(), decision.explanation);
+        }
         let revision = snapshot.revision().clone();
         let record = DecisionRecord {
             allow: decision.allow,
