@@ -639,10 +639,13 @@ fn decode(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
         .map_err(|_| JwtError::Malformed(what))
 }
 
-/// The token's `iss`, read without verification (only to pick the issuer that verifies it).
+/// The token's `iss`, read without verification (only to pick the issuer that verifies it). An
+/// oversized token is still routed by its `iss` (up to the request head's own bound), so that its
+/// issuer refuses it with the reason.
 pub fn peek_issuer(token: &str) -> Option<String> {
-    let parts = split(token).ok()?;
-    let payload = decode(parts.payload, "").ok()?;
+    let mut it = token.splitn(3, '.');
+    let (_, payload) = (it.next()?, it.next()?);
+    let payload = decode(payload, "").ok()?;
     let iss: IssOnly<'_> = serde_json::from_slice(&payload).ok()?;
     iss.iss.map(|s| s.into_owned())
 }

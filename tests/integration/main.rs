@@ -23,6 +23,7 @@ mod forwarding;
 mod guard;
 mod hostile;
 mod identity;
+mod jwt;
 mod links;
 mod org_policies;
 mod otel;
