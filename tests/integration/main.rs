@@ -25,6 +25,7 @@ mod hostile;
 mod identity;
 mod jwt;
 mod links;
+mod mtls;
 mod org_policies;
 mod otel;
 mod policy_cli;
