@@ -558,3 +558,65 @@ async fn terraform_oauth_exchange_binds_the_access_token_to_the_verified_identit
     let r = send(&gw, "GET", API_KEYS, "Bearer a.b.c", "", "unbound").await;
     assert_eq!(r.status, 401);
 }
+
+/// Organisation policies see both identities: `principal.external` (the company identity) and
+/// `principal.acting_as` (the Confluent principal).
+#[tokio::test]
+async fn cedar_policies_see_the_external_identity_and_acting_as() {
+    let sim = Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        "policies/keygate.cedarschema",
+        policies.join("keygate.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("external.cedar"),
+        r#"
+@id("external-no-global")
+@reason("company identities acting as u-alice may not create Global keys")
+forbid (principal, action == Action::"CreateApiKey", resource)
+when {
+  principal has external &&
+  principal.external.source == "jwt" &&
+  principal.external.issuer == "https://idp.corp.example" &&
+  principal.external.groups.contains("ci") &&
+  principal.acting_as == "u-alice" &&
+  context.resource.type == "Global"
+};
+"#,
+    )
+    .unwrap();
+    let ec = Minter::es256("ec-1").unwrap();
+    let file = jwks_file(dir.path(), &[&ec]);
+    let alice = sim.key("u-alice");
+    let (gw, _) = start(
+        &sim,
+        dir.path(),
+        &format!("jwks_file = {file:?}\nbroker = true\ngroups_claim = \"groups\""),
+        &format!(
+            "[[identity.map]]\nexternal = \"ci@platform\"\nacting_as = \"u-alice\"\ncredential = {{ env = \"ALICE\" }}\n[policy]\ndir = {policies:?}\n"
+        ),
+        &[("ALICE".into(), format!("{}:{}", alice.key_id, alice.secret))],
+    )
+    .await;
+    let body = governed::create_body("sa-orders", Some("global"));
+    let mut c = claims("ci@platform");
+    c["groups"] = json!(["ci"]);
+    let r = send(&gw, "POST", API_KEYS, &bearer(&ec.sign(&c)), &body, "ext").await;
+    let error = assert_keygate_error(&r, 403, "user_unauthorized");
+    assert_eq!(
+        error["meta"]["rule_ids"],
+        json!(["external-no-global"]),
+        "{error}"
+    );
+    // The same principal with its own key is not an external identity: allowed.
+    let r = send(&gw, "POST", API_KEYS, &sim.basic("u-alice"), &body, "own").await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    // Another group of the same external identity: the policy does not apply.
+    c["groups"] = json!(["humans"]);
+    let r = send(&gw, "POST", API_KEYS, &bearer(&ec.sign(&c)), &body, "ext-2").await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+}
