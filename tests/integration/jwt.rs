@@ -620,3 +620,30 @@ when {
     let r = send(&gw, "POST", API_KEYS, &bearer(&ec.sign(&c)), &body, "ext-2").await;
     assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
 }
+
+/// The lead's bench config for JWT callers loads, and its committed token is decided as the
+/// bench's Basic caller (`u-bench01`) is: the create is allowed and forwarded.
+#[tokio::test]
+async fn the_jwt_bench_config_and_token_decide_like_the_basic_bench_caller() {
+    let up = crate::support::upstream::spawn(None, crate::support::upstream::echo).await;
+    let mut config =
+        keygate::config::Config::load(std::path::Path::new("benches/keygate-bench-jwt.toml"))
+            .unwrap();
+    config.listener.address = "127.0.0.1:0".parse().unwrap();
+    config.admin.address = "127.0.0.1:0".parse().unwrap();
+    config.upstream.url = format!("http://{up}").parse().unwrap();
+    let gw = support::start(config).await;
+    let token = std::fs::read_to_string("benches/bench-jwt.txt").unwrap();
+    let body = std::fs::read_to_string("bench/lua/create-api-key.json").unwrap();
+    let r = send(
+        &gw,
+        "POST",
+        API_KEYS,
+        &bearer(token.trim()),
+        body.trim(),
+        "bench",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["path"], API_KEYS);
+}
