@@ -117,7 +117,8 @@ acting_as = "sa-payments-ci"
         issuer_config.clone(),
         Jwks::fixed(keys.clone()),
     )]);
-    let external = ExternalSources::with_issuers(&config.identity, issuers, None).unwrap();
+    let external =
+        ExternalSources::with_issuers(config.identity.external(), issuers, None).unwrap();
     let cache = IdentityCache::new(Duration::from_secs(300), 10_000).unwrap();
     let directory = Directory::parse(
         &format!(

@@ -86,6 +86,17 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
+    /// The company identity sections, for `identity::ExternalSources`.
+    pub fn external(&self) -> crate::identity::ExternalConfig<'_> {
+        crate::identity::ExternalConfig {
+            jwt: &self.jwt,
+            map: &self.map,
+            mtls: self.mtls.as_ref(),
+            broker: &self.broker,
+            oauth: self.oauth,
+        }
+    }
+
     /// Whether any caller is brokered (an issuer or the mTLS section with `broker = true`).
     pub fn brokers(&self) -> bool {
         self.jwt.iter().any(|i| i.broker) || self.mtls.as_ref().is_some_and(|m| m.broker)
@@ -232,6 +243,12 @@ impl ConfigError {
 
 impl From<CredentialError> for ConfigError {
     fn from(e: CredentialError) -> Self {
+        ConfigError::field(e.field, e.message)
+    }
+}
+
+impl From<crate::identity::FieldError> for ConfigError {
+    fn from(e: crate::identity::FieldError) -> Self {
         ConfigError::field(e.field, e.message)
     }
 }

@@ -462,7 +462,7 @@ async fn authenticator(
     );
     let authenticator = Authenticator::new(source, cache).with_sessions(sessions);
     match crate::identity::ExternalSources::build(
-        &config.identity,
+        config.identity.external(),
         config.upstream.credential.as_ref(),
     )
     .await?

@@ -298,6 +298,50 @@ struct MtlsSource {
     key: Option<String>,
 }
 
+/// A config error in an identity section: the field's dotted path and what is wrong (the config
+/// reports it with its file, as `egress::config::FieldError`). Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct FieldError {
+    /// The field's path (`identity.jwt[0].audiences`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret's source as written: `{ env = "VAR" }` or `{ file = "path" }`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCredential {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+/// The company identity sections of the validated config, borrowed (`IdentityConfig::external`).
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalConfig<'a> {
+    /// `[[identity.jwt]]`.
+    pub jwt: &'a [jwt::IssuerConfig],
+    /// `[[identity.map]]`.
+    pub map: &'a [map::Mapping],
+    /// `[identity.mtls]`.
+    pub mtls: Option<&'a mtls::MtlsConfig>,
+    /// `[identity.broker]`.
+    pub broker: &'a broker::BrokerConfig,
+    /// `[identity.oauth]`.
+    pub oauth: Option<oauth::OAuthConfig>,
+}
+
 /// Why the company's identity sources could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ExternalError {
@@ -306,7 +350,7 @@ pub enum ExternalError {
     Jwks(String, jwt::JwksError),
     /// A credential is unusable.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] FieldError),
     /// No randomness for the OAuth bindings' key.
     #[error("no secure randomness available")]
     Random,
@@ -316,13 +360,13 @@ impl ExternalSources {
     /// Sets up the sources `config` names (loading every issuer's keys); `None` when it names
     /// none. `own` is keygate's own upstream credential (the brokering fallback).
     pub async fn build(
-        config: &crate::config::IdentityConfig,
+        config: ExternalConfig<'_>,
         own: Option<&crate::redact::Secret>,
     ) -> Result<Option<ExternalSources>, ExternalError> {
         if config.jwt.is_empty() && config.mtls.is_none() {
             return Ok(None);
         }
-        let issuers = jwt::Issuers::load(&config.jwt)
+        let issuers = jwt::Issuers::load(config.jwt)
             .await
             .map_err(|(issuer, e)| ExternalError::Jwks(issuer, e))?;
         ExternalSources::with_issuers(config, issuers, own).map(Some)
@@ -330,7 +374,7 @@ impl ExternalSources {
 
     /// Like [`ExternalSources::build`] over issuers already loaded.
     pub fn with_issuers(
-        config: &crate::config::IdentityConfig,
+        config: ExternalConfig<'_>,
         issuers: jwt::Issuers,
         own: Option<&crate::redact::Secret>,
     ) -> Result<ExternalSources, ExternalError> {
@@ -361,7 +405,7 @@ impl ExternalSources {
                 format!("identity.map[{i}].credential"),
             )?);
         }
-        let mtls = match &config.mtls {
+        let mtls = match config.mtls {
             Some(m) => Some(MtlsSource {
                 rule: m.principal.clone(),
                 key: if m.broker {
@@ -384,7 +428,7 @@ impl ExternalSources {
         Ok(ExternalSources {
             issuers,
             issuer_keys,
-            map: map::ExternalMap::new(config.map.clone()),
+            map: map::ExternalMap::new(config.map.to_vec()),
             mapping_keys,
             mtls,
             broker,

@@ -17,7 +17,7 @@ use base64::Engine;
 use http::{HeaderValue, Method};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::FieldError;
 use crate::redact::Secret;
 
 /// The routes a brokered caller may use unless configured otherwise.
@@ -104,14 +104,14 @@ impl Default for BrokerConfig {
 
 impl BrokerConfig {
     /// Validates `[identity.broker]`.
-    pub fn validate(raw: &RawBroker) -> Result<BrokerConfig, ConfigError> {
+    pub fn validate(raw: &RawBroker) -> Result<BrokerConfig, FieldError> {
         match &raw.routes {
             None => Ok(BrokerConfig::default()),
             Some(routes) => Ok(BrokerConfig {
                 routes: routes
                     .iter()
                     .map(|r| {
-                        Route::parse(r).map_err(|e| ConfigError::field("identity.broker.routes", e))
+                        Route::parse(r).map_err(|e| FieldError::new("identity.broker.routes", e))
                     })
                     .collect::<Result<_, _>>()?,
             }),
@@ -142,23 +142,23 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     /// From `KEY:SECRET`; `field` names it in errors (never its value).
-    pub fn new(secret: &Secret, field: &str) -> Result<Credential, ConfigError> {
+    pub fn new(secret: &Secret, field: &str) -> Result<Credential, FieldError> {
         let value = secret.expose();
         let (key, rest) = value.split_once(':').ok_or_else(|| {
-            ConfigError::field(
+            FieldError::new(
                 field,
                 "the credential must be `KEY:SECRET` (a Cloud API key)",
             )
         })?;
         if key.is_empty() || rest.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 field,
                 "the credential must be `KEY:SECRET` (a Cloud API key)",
             ));
         }
         let encoded = base64::engine::general_purpose::STANDARD.encode(value);
         let mut header = HeaderValue::from_str(&format!("Basic {encoded}"))
-            .map_err(|_| ConfigError::field(field, "the credential is not a valid header value"))?;
+            .map_err(|_| FieldError::new(field, "the credential is not a valid header value"))?;
         header.set_sensitive(true);
         Ok(Credential {
             key_id: key.to_owned(),

@@ -29,7 +29,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{ConfigError, CredentialSource, Secrets};
+use super::FieldError;
+use crate::env::Secrets;
+use crate::proxy::config::CredentialSource;
 use crate::redact::Secret;
 
 pub use jwks::{CachePolicy, Jwks, JwksError, JwksSource, KeySet};
@@ -299,14 +301,14 @@ pub struct RawIssuer {
     pub jwks_file: Option<String>,
     pub jwks_url: Option<String>,
     pub algorithms: Option<Vec<String>>,
-    pub hmac_secret: Option<crate::config::raw::RawCredential>,
+    pub hmac_secret: Option<super::RawCredential>,
     pub leeway: Option<String>,
     pub required_claims: Option<Vec<String>>,
     pub principal: Option<String>,
     pub groups_claim: Option<String>,
     pub filter: Option<BTreeMap<String, StringOrList>>,
     pub broker: Option<bool>,
-    pub credential: Option<crate::config::raw::RawCredential>,
+    pub credential: Option<super::RawCredential>,
     pub jwks_cache_min: Option<String>,
     pub jwks_cache_max: Option<String>,
     pub jwks_refetch_interval: Option<String>,
@@ -358,11 +360,11 @@ pub struct IssuerConfig {
     pub cache: CachePolicy,
 }
 
-fn dur(field: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+fn dur(field: &str, value: &Option<String>, default: Duration) -> Result<Duration, FieldError> {
     match value {
         None => Ok(default),
         Some(text) => humantime::parse_duration(text).map_err(|e| {
-            ConfigError::field(field, format!("`{text}` is not a duration like `5m`: {e}"))
+            FieldError::new(field, format!("`{text}` is not a duration like `5m`: {e}"))
         }),
     }
 }
@@ -370,35 +372,30 @@ fn dur(field: &str, value: &Option<String>, default: Duration) -> Result<Duratio
 /// Reads a `{ env = "…" }` / `{ file = "…" }` credential table.
 pub(crate) fn credential(
     field: &str,
-    raw: &Option<crate::config::raw::RawCredential>,
+    raw: &Option<super::RawCredential>,
     base: &Path,
     secrets: &Secrets<'_>,
-) -> Result<(Option<CredentialSource>, Option<Secret>), ConfigError> {
+) -> Result<(Option<CredentialSource>, Option<Secret>), FieldError> {
     let Some(raw) = raw else {
         return Ok((None, None));
     };
     let source = match (&raw.env, &raw.file) {
         (Some(name), None) => CredentialSource::Env(name.clone()),
         (None, Some(file)) if !file.is_empty() => CredentialSource::File(base.join(file)),
-        _ => {
-            return Err(ConfigError::field(
-                field,
-                "set exactly one of `env` or `file`",
-            ))
-        }
+        _ => return Err(FieldError::new(field, "set exactly one of `env` or `file`")),
     };
     let secret = match secrets {
         Secrets::Skip => None,
         Secrets::Read(env) => {
             let value = match &source {
                 CredentialSource::Env(name) => env.var(name).ok_or_else(|| {
-                    ConfigError::field(
+                    FieldError::new(
                         format!("{field}.env"),
                         format!("environment variable `{name}` is not set"),
                     )
                 })?,
                 CredentialSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::field(
+                    FieldError::new(
                         format!("{field}.file"),
                         format!("cannot read `{}`: {e}", path.display()),
                     )
@@ -406,7 +403,7 @@ pub(crate) fn credential(
             };
             let value = value.trim();
             if value.is_empty() {
-                return Err(ConfigError::field(field, "the credential is empty"));
+                return Err(FieldError::new(field, "the credential is empty"));
             }
             Some(Secret::new(value))
         }
@@ -421,13 +418,13 @@ impl IssuerConfig {
         index: usize,
         base: &Path,
         secrets: &Secrets<'_>,
-    ) -> Result<IssuerConfig, ConfigError> {
+    ) -> Result<IssuerConfig, FieldError> {
         let f = |name: &str| format!("identity.jwt[{index}].{name}");
         if raw.issuer.is_empty() {
-            return Err(ConfigError::field(f("issuer"), "must not be empty"));
+            return Err(FieldError::new(f("issuer"), "must not be empty"));
         }
         if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 f("audiences"),
                 "name at least one audience (the `aud` keygate's tokens are minted for)",
             ));
@@ -435,11 +432,11 @@ impl IssuerConfig {
         let jwks = match (&raw.jwks_file, &raw.jwks_url) {
             (Some(file), None) if !file.is_empty() => JwksSource::File(base.join(file)),
             (None, Some(url)) => {
-                let uri: http::Uri = url.parse().map_err(|_| {
-                    ConfigError::field(f("jwks_url"), format!("`{url}` is not a URL"))
-                })?;
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|_| FieldError::new(f("jwks_url"), format!("`{url}` is not a URL")))?;
                 if !jwks::acceptable_url(&uri) {
-                    return Err(ConfigError::field(
+                    return Err(FieldError::new(
                         f("jwks_url"),
                         "must be an `https` URL (`http` only to a loopback address)",
                     ));
@@ -447,7 +444,7 @@ impl IssuerConfig {
                 JwksSource::Url(uri)
             }
             _ => {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     f("jwks_file"),
                     "set exactly one of `jwks_file` or `jwks_url`",
                 ))
@@ -461,19 +458,16 @@ impl IssuerConfig {
                 let mut algs = Vec::new();
                 for name in names {
                     if name.eq_ignore_ascii_case("none") {
-                        return Err(ConfigError::field(
-                            f("algorithms"),
-                            "`none` is never accepted",
-                        ));
+                        return Err(FieldError::new(f("algorithms"), "`none` is never accepted"));
                     }
                     let alg = Alg::parse(name).ok_or_else(|| {
-                        ConfigError::field(
+                        FieldError::new(
                             f("algorithms"),
                             format!("unknown algorithm `{name}`; expected RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384 or HS512"),
                         )
                     })?;
                     if alg.hmac().is_some() && hmac_secret_source.is_none() {
-                        return Err(ConfigError::field(
+                        return Err(FieldError::new(
                             f("algorithms"),
                             format!("`{name}` needs `hmac_secret`"),
                         ));
@@ -481,7 +475,7 @@ impl IssuerConfig {
                     algs.push(alg);
                 }
                 if algs.is_empty() {
-                    return Err(ConfigError::field(f("algorithms"), "must not be empty"));
+                    return Err(FieldError::new(f("algorithms"), "must not be empty"));
                 }
                 algs
             }
@@ -492,18 +486,18 @@ impl IssuerConfig {
             .flatten()
             .map(|c| {
                 ClaimPath::parse(c).ok_or_else(|| {
-                    ConfigError::field(f("required_claims"), format!("`{c}` is not a claim name"))
+                    FieldError::new(f("required_claims"), format!("`{c}` is not a claim name"))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let principal = Template::parse(raw.principal.as_deref().unwrap_or("claims.sub"))
-            .map_err(|e| ConfigError::field(f("principal"), e))?;
+            .map_err(|e| FieldError::new(f("principal"), e))?;
         let groups_claim = raw
             .groups_claim
             .as_deref()
             .map(|c| {
                 ClaimPath::parse(c).ok_or_else(|| {
-                    ConfigError::field(f("groups_claim"), format!("`{c}` is not a claim name"))
+                    FieldError::new(f("groups_claim"), format!("`{c}` is not a claim name"))
                 })
             })
             .transpose()?;
@@ -513,7 +507,7 @@ impl IssuerConfig {
             .flatten()
             .map(|(claim, values)| {
                 let path = ClaimPath::parse(claim).ok_or_else(|| {
-                    ConfigError::field(f("filter"), format!("`{claim}` is not a claim name"))
+                    FieldError::new(f("filter"), format!("`{claim}` is not a claim name"))
                 })?;
                 let values = match values {
                     StringOrList::One(v) => vec![v.clone()],
@@ -521,7 +515,7 @@ impl IssuerConfig {
                 };
                 Ok((path, values))
             })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+            .collect::<Result<Vec<_>, FieldError>>()?;
         let (credential_source, credential) =
             credential(&f("credential"), &raw.credential, base, secrets)?;
         let defaults = CachePolicy::default();
@@ -540,13 +534,13 @@ impl IssuerConfig {
             )?,
         };
         if cache.min_ttl > cache.max_ttl {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 f("jwks_cache_min"),
                 "must not be longer than `jwks_cache_max`",
             ));
         }
         if cache.max_staleness < cache.min_ttl {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 f("jwks_max_staleness"),
                 "must not be shorter than `jwks_cache_min`",
             ));

@@ -12,8 +12,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, CredentialSource, Secrets};
+use super::FieldError;
+use crate::env::Secrets;
 use crate::model::PrincipalKind;
+use crate::proxy::config::CredentialSource;
 use crate::redact::Secret;
 
 /// The issuer label of client-certificate identities in mappings.
@@ -27,7 +29,7 @@ pub struct RawMapping {
     pub group: Option<String>,
     pub issuer: Option<String>,
     pub acting_as: String,
-    pub credential: Option<crate::config::raw::RawCredential>,
+    pub credential: Option<super::RawCredential>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,20 +58,20 @@ impl Mapping {
         index: usize,
         base: &Path,
         secrets: &Secrets<'_>,
-    ) -> Result<Mapping, ConfigError> {
+    ) -> Result<Mapping, FieldError> {
         let f = |name: &str| format!("identity.map[{index}].{name}");
         let matcher = match (&raw.external, &raw.group) {
             (Some(e), None) if !e.is_empty() => Match::External(e.clone()),
             (None, Some(g)) if !g.is_empty() => Match::Group(g.clone()),
             _ => {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     f("external"),
                     "set exactly one of `external` (a principal) or `group`",
                 ))
             }
         };
         if PrincipalKind::of_id(&raw.acting_as).is_none() {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 f("acting_as"),
                 format!(
                     "`{}` is not a Confluent principal (`u-…`, `sa-…` or `pool-…`)",

@@ -18,7 +18,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use serde::Deserialize;
 
-use crate::config::{ConfigError, CredentialSource, Secrets};
+use super::FieldError;
+use crate::env::Secrets;
+use crate::proxy::config::CredentialSource;
 use crate::redact::Secret;
 use crate::tls::TlsError;
 
@@ -36,7 +38,7 @@ pub struct RawMtls {
     pub mode: Option<String>,
     pub principal: Option<Vec<String>>,
     pub broker: Option<bool>,
-    pub credential: Option<crate::config::raw::RawCredential>,
+    pub credential: Option<super::RawCredential>,
 }
 
 /// Whether a client certificate must be presented.
@@ -84,15 +86,15 @@ impl MtlsConfig {
         raw: &RawMtls,
         base: &Path,
         secrets: &Secrets<'_>,
-    ) -> Result<MtlsConfig, ConfigError> {
+    ) -> Result<MtlsConfig, FieldError> {
         if raw.ca.is_empty() {
-            return Err(ConfigError::field("identity.mtls.ca", "must not be empty"));
+            return Err(FieldError::new("identity.mtls.ca", "must not be empty"));
         }
         let mode = match raw.mode.as_deref() {
             None | Some("optional") => Mode::Optional,
             Some("required") => Mode::Required,
             Some(other) => {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     "identity.mtls.mode",
                     format!("`{other}`: expected `optional` or `required`"),
                 ))
@@ -101,7 +103,7 @@ impl MtlsConfig {
         let principal = match &raw.principal {
             None => vec![Field::SanUri, Field::SanDns, Field::Cn],
             Some(list) if list.is_empty() => {
-                return Err(ConfigError::field(
+                return Err(FieldError::new(
                     "identity.mtls.principal",
                     "must not be empty",
                 ))
@@ -112,7 +114,7 @@ impl MtlsConfig {
                     "san_uri" => Ok(Field::SanUri),
                     "san_dns" => Ok(Field::SanDns),
                     "cn" => Ok(Field::Cn),
-                    other => Err(ConfigError::field(
+                    other => Err(FieldError::new(
                         "identity.mtls.principal",
                         format!("`{other}`: expected `san_uri`, `san_dns` or `cn`"),
                     )),

@@ -18,7 +18,7 @@ use ring::hmac;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::config::ConfigError;
+use super::FieldError;
 use crate::model::Principal;
 
 /// The exchange endpoint (Confluent STS).
@@ -47,10 +47,10 @@ pub struct OAuthConfig {
 
 impl OAuthConfig {
     /// Validates `[identity.oauth]`.
-    pub fn validate(raw: &RawOAuth) -> Result<OAuthConfig, ConfigError> {
+    pub fn validate(raw: &RawOAuth) -> Result<OAuthConfig, FieldError> {
         let max_bindings = raw.max_bindings.unwrap_or(100_000);
         if max_bindings == 0 {
-            return Err(ConfigError::field(
+            return Err(FieldError::new(
                 "identity.oauth.max_bindings",
                 "must be greater than 0",
             ));
@@ -58,7 +58,7 @@ impl OAuthConfig {
         let max_lifetime = match &raw.max_lifetime {
             None => Duration::from_secs(3600),
             Some(text) => humantime::parse_duration(text).map_err(|e| {
-                ConfigError::field(
+                FieldError::new(
                     "identity.oauth.max_lifetime",
                     format!("`{text}` is not a duration: {e}"),
                 )
