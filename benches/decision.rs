@@ -168,7 +168,8 @@ fn warmed_cache() -> (IdentityCache, HeaderMap) {
     );
     headers.insert(AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
     let principal = Arc::new(caller());
-    let resolved = poll_ready(cache.get_or_resolve(pair, || async move { Ok(principal) }));
+    let resolved =
+        poll_ready(cache.get_or_resolve(pair.as_bytes(), || async move { Ok(principal) }));
     assert_eq!(resolved.unwrap().1, Lookup::Miss);
     (cache, headers)
 }
@@ -177,9 +178,12 @@ fn warmed_cache() -> (IdentityCache, HeaderMap) {
 fn full_decision(cache: &IdentityCache, headers: &HeaderMap, snap: &AuthzSnapshot) -> bool {
     let mut scratch = String::new();
     let credential = parse_basic(headers, &mut scratch).unwrap();
-    let (principal, lookup) =
-        poll_ready(cache.get_or_resolve(credential.pair(), || async { unreachable!("cached") }))
-            .unwrap();
+    let (principal, lookup) = poll_ready(
+        cache.get_or_resolve(credential.pair().as_bytes(), || async {
+            unreachable!("cached")
+        }),
+    )
+    .unwrap();
     debug_assert_eq!(lookup, Lookup::Hit);
     let spec = parse_create(black_box(CREATE_BODY)).unwrap();
     decide_create(snap, &principal, &spec).allow

@@ -280,6 +280,7 @@ fn main() {
         principal_id: black_box("u-bob"),
         principal_kind: PrincipalKind::User,
         groups: &groups,
+        external: None,
         bindings: &[],
         action: Action::CreateApiKey,
         key_id: None,

@@ -215,6 +215,7 @@ fn principal() -> PrincipalInfo {
         kind: PrincipalKind::User,
         authentication_method: AuthMethod::Basic,
         key_id: Some("DEMOALICE0000001".into()),
+        external: None,
     }
 }
 

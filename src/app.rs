@@ -103,12 +103,15 @@ pub fn pipeline(shared: &Shared) -> Pipeline {
             shared.quota.clone(),
         )))
         .layer(StageLayer::new(AuditGateStage::new(shared.audit.clone())))
-        .service(Forward::new(
-            shared.upstream.clone(),
-            shared.metrics.clone(),
-            shared.links.clone(),
-            shared.body_timeout,
-        ));
+        .service(
+            Forward::new(
+                shared.upstream.clone(),
+                shared.metrics.clone(),
+                shared.links.clone(),
+                shared.body_timeout,
+            )
+            .with_oauth(shared.authenticator.oauth_bindings()),
+        );
     Pipeline {
         root: Arc::new(Root {
             observer: Observer::new(shared.metrics.clone(), shared.access_log),

@@ -653,7 +653,7 @@ fn serve(
 fn start_exit_code(err: &crate::StartError) -> u8 {
     use crate::StartError as E;
     match err {
-        E::Tls(_) | E::Directory(_) | E::Authz(_) | E::Audit(_) => EX_CONFIG,
+        E::Tls(_) | E::Directory(_) | E::Authz(_) | E::Audit(_) | E::External(_) => EX_CONFIG,
         E::Bind { .. } | E::Random => 1,
     }
 }

@@ -73,6 +73,34 @@ pub struct IdentityConfig {
     pub cache_ttl: Duration,
     /// How many verified identities are cached at most.
     pub cache_capacity: usize,
+    /// JWT issuers (`[[identity.jwt]]`).
+    pub jwt: Vec<crate::identity::jwt::IssuerConfig>,
+    /// External principals → Confluent principals (`[[identity.map]]`).
+    pub map: Vec<crate::identity::map::Mapping>,
+    /// Client certificates on the TLS listener (`[identity.mtls]`).
+    pub mtls: Option<crate::identity::mtls::MtlsConfig>,
+    /// The routes brokered callers may use (`[identity.broker]`).
+    pub broker: crate::identity::broker::BrokerConfig,
+    /// Terraform's OAuth token exchange (`[identity.oauth]`).
+    pub oauth: Option<crate::identity::oauth::OAuthConfig>,
+}
+
+impl IdentityConfig {
+    /// The company identity sections, for `identity::ExternalSources`.
+    pub fn external(&self) -> crate::identity::ExternalConfig<'_> {
+        crate::identity::ExternalConfig {
+            jwt: &self.jwt,
+            map: &self.map,
+            mtls: self.mtls.as_ref(),
+            broker: &self.broker,
+            oauth: self.oauth,
+        }
+    }
+
+    /// Whether any caller is brokered (an issuer or the mTLS section with `broker = true`).
+    pub fn brokers(&self) -> bool {
+        self.jwt.iter().any(|i| i.broker) || self.mtls.as_ref().is_some_and(|m| m.broker)
+    }
 }
 
 /// Where Basic credentials are verified.
@@ -215,6 +243,12 @@ impl ConfigError {
 
 impl From<CredentialError> for ConfigError {
     fn from(e: CredentialError) -> Self {
+        ConfigError::field(e.field, e.message)
+    }
+}
+
+impl From<crate::identity::FieldError> for ConfigError {
+    fn from(e: crate::identity::FieldError) -> Self {
         ConfigError::field(e.field, e.message)
     }
 }

@@ -184,7 +184,11 @@ impl GatewayError {
                 | IdentityError::SessionMalformed(_)
                 | IdentityError::SessionExpired
                 | IdentityError::SessionRejected
-                | IdentityError::SessionOtherOrganization,
+                | IdentityError::SessionOtherOrganization
+                | IdentityError::Jwt(_)
+                | IdentityError::Unmapped { .. }
+                | IdentityError::Certificate
+                | IdentityError::Exchange(_),
             ) => parts(
                 StatusCode::UNAUTHORIZED,
                 "user_unauthenticated",

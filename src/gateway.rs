@@ -59,6 +59,9 @@ pub enum StartError {
     /// No randomness for the identity cache key.
     #[error("no secure randomness available")]
     Random,
+    /// A JWT issuer's keys, a brokered credential or the OAuth bindings could not be set up.
+    #[error("identity: {0}")]
+    External(#[from] crate::identity::ExternalError),
 }
 
 /// A running keygate instance.
@@ -82,7 +85,16 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let mut metrics = Metrics::new();
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
     let server_tls = match &config.listener.tls {
-        Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
+        Some(files) => Some(tls::server_config_with_clients(
+            &files.cert,
+            &files.key,
+            config
+                .identity
+                .mtls
+                .as_ref()
+                .map(|m| m.verifier())
+                .transpose()?,
+        )?),
         None => None,
     };
     let tcp = bind(config.listener.address).await?;
@@ -98,7 +110,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let local_addr = listener.local_addr();
     let admin_addr = admin_listener.local_addr();
 
-    let authenticator = Arc::new(authenticator(&config, &upstream)?);
+    let authenticator = Arc::new(authenticator(&config, &upstream).await?);
     let limiter = Arc::new(ArcSwap::from_pointee(RateLimiter::new(&config.ratelimit)));
     let fetch = config
         .upstream
@@ -428,7 +440,10 @@ async fn egress_listener(
     Ok((listener, settings))
 }
 
-fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authenticator, StartError> {
+async fn authenticator(
+    config: &Config,
+    upstream: &Arc<Upstream>,
+) -> Result<Authenticator, StartError> {
     let source = match &config.identity.source {
         IdentitySource::Upstream => Source::Upstream(UpstreamResolver::new(upstream.clone())),
         IdentitySource::Directory(path) => Source::Directory(Directory::load(path)?),
@@ -445,7 +460,16 @@ fn authenticator(config: &Config, upstream: &Arc<Upstream>) -> Result<Authentica
         Arc::new(Upstream::new(&web)?),
         config.authz.org_id.to_string(),
     );
-    Ok(Authenticator::new(source, cache).with_sessions(sessions))
+    let authenticator = Authenticator::new(source, cache).with_sessions(sessions);
+    match crate::identity::ExternalSources::build(
+        config.identity.external(),
+        config.upstream.credential.as_ref(),
+    )
+    .await?
+    {
+        Some(external) => Ok(authenticator.with_external(external)),
+        None => Ok(authenticator),
+    }
 }
 
 /// The auditor for `config` (the file sink, stdout, webhook), as `serve` and `keygate reconcile`

@@ -13,8 +13,13 @@
 //! The secret is never stored, logged or put in an error: errors name the key id at most.
 
 pub mod basic;
+pub mod broker;
 pub mod cache;
 pub mod directory;
+pub mod jwt;
+pub mod map;
+pub mod mtls;
+pub mod oauth;
 pub mod session;
 
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
-use crate::model::Principal;
+use crate::model::{self, Principal};
 
 /// Longest API key id keygate accepts (real ids are 16 characters; the reference allows growth).
 const MAX_KEY_ID_LEN: usize = 64;
@@ -89,6 +94,26 @@ pub enum IdentityError {
     /// The session belongs to another Confluent organisation than keygate's.
     #[error("the Confluent session belongs to another organisation than the one keygate governs")]
     SessionOtherOrganization,
+    /// A bearer JWT of one of keygate's issuers was refused.
+    #[error("bearer token refused: {0}")]
+    Jwt(jwt::JwtError),
+    /// A verified external identity that no `[[identity.map]]` entry maps to a Confluent
+    /// principal.
+    #[error("`{external}` ({via}) is not mapped to a Confluent principal: add an `[[identity.map]]` entry for it or one of its groups")]
+    Unmapped {
+        /// The external principal (truncated).
+        external: String,
+        /// How it was established (`issuer https://…`, `client certificate`).
+        via: String,
+        /// Whether it came with a bearer token.
+        bearer: bool,
+    },
+    /// A client certificate that yields no principal by the configured rule.
+    #[error("the client certificate has none of the fields `identity.mtls.principal` names")]
+    Certificate,
+    /// A Terraform OAuth token exchange keygate cannot vouch for.
+    #[error("token exchange refused: {0}")]
+    Exchange(String),
 }
 
 impl IdentityError {
@@ -100,6 +125,9 @@ impl IdentityError {
                 | IdentityError::SessionExpired
                 | IdentityError::SessionRejected
                 | IdentityError::SessionOtherOrganization
+                | IdentityError::Jwt(_)
+                | IdentityError::Unmapped { bearer: true, .. }
+                | IdentityError::Exchange(_)
         )
     }
 }
@@ -245,6 +273,264 @@ pub struct Authenticator {
     source: Source,
     cache: cache::IdentityCache,
     sessions: Option<session::SessionResolver>,
+    external: Option<Box<ExternalSources>>,
+}
+
+/// The company's own identity sources: JWT issuers, client certificates, the mapping to Confluent
+/// principals, brokered credentials and OAuth bindings.
+#[derive(Debug, Default)]
+pub struct ExternalSources {
+    issuers: jwt::Issuers,
+    /// Per issuer: the key id of its brokered credential (`None`: not brokered).
+    issuer_keys: Vec<Option<String>>,
+    map: map::ExternalMap,
+    /// Per mapping: the key id of its own credential.
+    mapping_keys: Vec<Option<String>>,
+    mtls: Option<MtlsSource>,
+    broker: broker::Broker,
+    oauth: Option<Arc<oauth::Bindings>>,
+}
+
+#[derive(Debug)]
+struct MtlsSource {
+    rule: Vec<mtls::Field>,
+    /// The key id of its brokered credential (`None`: not brokered).
+    key: Option<String>,
+}
+
+/// A config error in an identity section: the field's dotted path and what is wrong (the config
+/// reports it with its file, as `egress::config::FieldError`). Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct FieldError {
+    /// The field's path (`identity.jwt[0].audiences`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret's source as written: `{ env = "VAR" }` or `{ file = "path" }`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCredential {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+/// The company identity sections of the validated config, borrowed (`IdentityConfig::external`).
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalConfig<'a> {
+    /// `[[identity.jwt]]`.
+    pub jwt: &'a [jwt::IssuerConfig],
+    /// `[[identity.map]]`.
+    pub map: &'a [map::Mapping],
+    /// `[identity.mtls]`.
+    pub mtls: Option<&'a mtls::MtlsConfig>,
+    /// `[identity.broker]`.
+    pub broker: &'a broker::BrokerConfig,
+    /// `[identity.oauth]`.
+    pub oauth: Option<oauth::OAuthConfig>,
+}
+
+/// Why the company's identity sources could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    /// An issuer's keys could not be loaded.
+    #[error("issuer `{0}`: JWKS: {1}")]
+    Jwks(String, jwt::JwksError),
+    /// A credential is unusable.
+    #[error(transparent)]
+    Config(#[from] FieldError),
+    /// No randomness for the OAuth bindings' key.
+    #[error("no secure randomness available")]
+    Random,
+}
+
+impl ExternalSources {
+    /// Sets up the sources `config` names (loading every issuer's keys); `None` when it names
+    /// none. `own` is keygate's own upstream credential (the brokering fallback).
+    pub async fn build(
+        config: ExternalConfig<'_>,
+        own: Option<&crate::redact::Secret>,
+    ) -> Result<Option<ExternalSources>, ExternalError> {
+        if config.jwt.is_empty() && config.mtls.is_none() {
+            return Ok(None);
+        }
+        let issuers = jwt::Issuers::load(config.jwt)
+            .await
+            .map_err(|(issuer, e)| ExternalError::Jwks(issuer, e))?;
+        ExternalSources::with_issuers(config, issuers, own).map(Some)
+    }
+
+    /// Like [`ExternalSources::build`] over issuers already loaded.
+    pub fn with_issuers(
+        config: ExternalConfig<'_>,
+        issuers: jwt::Issuers,
+        own: Option<&crate::redact::Secret>,
+    ) -> Result<ExternalSources, ExternalError> {
+        let mut broker = broker::Broker::new(config.broker.clone());
+        let mut add = |secret: Option<&crate::redact::Secret>,
+                       field: String|
+         -> Result<Option<String>, ExternalError> {
+            match secret {
+                Some(secret) => Ok(Some(broker.add(broker::Credential::new(secret, &field)?))),
+                None => Ok(None),
+            }
+        };
+        let mut issuer_keys = Vec::new();
+        for (i, issuer) in config.jwt.iter().enumerate() {
+            issuer_keys.push(if issuer.broker {
+                add(
+                    issuer.credential.as_ref().or(own),
+                    format!("identity.jwt[{i}].credential"),
+                )?
+            } else {
+                None
+            });
+        }
+        let mut mapping_keys = Vec::new();
+        for (i, mapping) in config.map.iter().enumerate() {
+            mapping_keys.push(add(
+                mapping.credential.as_ref(),
+                format!("identity.map[{i}].credential"),
+            )?);
+        }
+        let mtls = match config.mtls {
+            Some(m) => Some(MtlsSource {
+                rule: m.principal.clone(),
+                key: if m.broker {
+                    add(
+                        m.credential.as_ref().or(own),
+                        "identity.mtls.credential".into(),
+                    )?
+                } else {
+                    None
+                },
+            }),
+            None => None,
+        };
+        let oauth = match config.oauth {
+            Some(o) => Some(Arc::new(
+                oauth::Bindings::new(o).map_err(|_| ExternalError::Random)?,
+            )),
+            None => None,
+        };
+        Ok(ExternalSources {
+            issuers,
+            issuer_keys,
+            map: map::ExternalMap::new(config.map.to_vec()),
+            mapping_keys,
+            mtls,
+            broker,
+            oauth,
+        })
+    }
+
+    /// Whether any caller is brokered.
+    fn brokers(&self) -> bool {
+        self.issuer_keys.iter().any(Option::is_some)
+            || self.mtls.as_ref().is_some_and(|m| m.key.is_some())
+    }
+
+    /// The mapped principal of a verified external identity; `default_key` is the source's
+    /// brokered credential (`None`: not brokered).
+    fn map(
+        &self,
+        external: model::External,
+        auth: model::AuthMethod,
+        map_issuer: &str,
+        default_key: Option<&String>,
+    ) -> Result<Arc<Principal>, IdentityError> {
+        let bearer = external.source != model::ExternalSource::Mtls;
+        let Some((index, mapping)) = self
+            .map
+            .resolve(map_issuer, &external.id, &external.groups)
+            .and_then(|m| {
+                let index = self.map.entries().iter().position(|e| std::ptr::eq(e, m))?;
+                Some((index, m))
+            })
+        else {
+            return Err(IdentityError::Unmapped {
+                external: external.id.chars().take(64).collect(),
+                via: match external.source {
+                    model::ExternalSource::Mtls => "client certificate".into(),
+                    _ => format!("issuer {}", external.issuer),
+                },
+                bearer,
+            });
+        };
+        let broker_key_id = default_key.map(|default| {
+            self.mapping_keys
+                .get(index)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| default.clone())
+        });
+        let principal = Principal::new(mapping.acting_as.clone(), auth)
+            .map_err(|_| IdentityError::Certificate)?
+            .with_external(model::External {
+                broker_key_id,
+                ..external
+            });
+        Ok(Arc::new(principal))
+    }
+
+    async fn verify_jwt(&self, index: usize, token: &str) -> Result<Arc<Principal>, IdentityError> {
+        let issuer =
+            self.issuers
+                .get(index)
+                .ok_or(IdentityError::Jwt(jwt::JwtError::Malformed(
+                    "unknown issuer",
+                )))?;
+        let verified = issuer.verify(token).await.map_err(IdentityError::Jwt)?;
+        let name = issuer.config().issuer.clone();
+        self.map(
+            model::External {
+                id: verified.subject,
+                source: model::ExternalSource::Jwt,
+                issuer: name.clone(),
+                groups: verified.groups,
+                broker_key_id: None,
+            },
+            model::AuthMethod::Jwt {
+                issuer: name.clone(),
+            },
+            &name,
+            self.issuer_keys.get(index).and_then(Option::as_ref),
+        )
+    }
+
+    fn verify_certificate(
+        &self,
+        cert: &mtls::ClientCertificate,
+    ) -> Result<Arc<Principal>, IdentityError> {
+        let source = self.mtls.as_ref().ok_or(IdentityError::Missing)?;
+        let id = mtls::identity(&cert.0, &source.rule).ok_or(IdentityError::Certificate)?;
+        self.map(
+            model::External {
+                id: id.subject.clone(),
+                source: model::ExternalSource::Mtls,
+                issuer: id.issuer,
+                groups: Vec::new(),
+                broker_key_id: None,
+            },
+            model::AuthMethod::Mtls {
+                subject: id.subject,
+            },
+            map::MTLS_ISSUER,
+            source.key.as_ref(),
+        )
+    }
 }
 
 /// Whether an identity came from the cache (for traces and metrics).
@@ -263,7 +549,132 @@ impl Authenticator {
             source,
             cache,
             sessions: None,
+            external: None,
         }
+    }
+
+    /// Also accepts the company's identities (JWT issuers, client certificates).
+    pub fn with_external(mut self, external: ExternalSources) -> Authenticator {
+        self.external = Some(Box::new(external));
+        self
+    }
+
+    /// The OAuth bindings, when the token exchange is configured.
+    pub fn oauth_bindings(&self) -> Option<Arc<oauth::Bindings>> {
+        self.external.as_ref().and_then(|e| e.oauth.clone())
+    }
+
+    /// The brokered credential with this key id.
+    pub fn broker_credential(&self, key_id: &str) -> Option<Arc<broker::Credential>> {
+        self.external
+            .as_ref()
+            .and_then(|e| e.broker.credential(key_id))
+    }
+
+    /// Whether a brokered caller may use this route.
+    pub fn brokered_route(&self, method: &http::Method, path: &str) -> bool {
+        self.external
+            .as_ref()
+            .is_some_and(|e| e.broker.allows(method, path))
+    }
+
+    /// Whether an ungoverned request needs this stage: it may come from a brokered caller (a
+    /// bearer token or a client certificate while some source is brokered), or it is the OAuth
+    /// token exchange.
+    pub fn wants_ungoverned(&self, request: &http::Request<crate::body::Body>) -> bool {
+        let Some(external) = &self.external else {
+            return false;
+        };
+        if external.oauth.is_some()
+            && request.method() == http::Method::POST
+            && request.uri().path() == oauth::TOKEN_PATH
+        {
+            return true;
+        }
+        external.brokers()
+            && (request
+                .extensions()
+                .get::<mtls::ClientCertificate>()
+                .is_some()
+                || matches!(bearer_token(request.headers()), Ok(Some(_))))
+    }
+
+    /// The identity of an ungoverned request's caller if it is brokered; `None` when the request
+    /// is not a brokered caller's (it passes untouched).
+    pub async fn authenticate_brokered(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&mtls::ClientCertificate>,
+    ) -> Result<Option<(Arc<Principal>, Lookup)>, IdentityError> {
+        let Some(external) = &self.external else {
+            return Ok(None);
+        };
+        let brokered = match bearer_token(headers)? {
+            Some(token) => external
+                .issuers
+                .find_index(token)
+                .is_some_and(|i| external.issuer_keys.get(i).is_some_and(Option::is_some)),
+            None => {
+                headers.get(AUTHORIZATION).is_none()
+                    && cert.is_some()
+                    && external.mtls.as_ref().is_some_and(|m| m.key.is_some())
+            }
+        };
+        if !brokered {
+            return Ok(None);
+        }
+        self.authenticate_with(headers, cert).await.map(Some)
+    }
+
+    /// Verifies a Terraform OAuth exchange: the subject token must be one of keygate's issuers'
+    /// and verify; the identity then acts as the identity pool the exchange names.
+    pub async fn verify_exchange(
+        &self,
+        request: &oauth::ExchangeRequest,
+    ) -> Result<Arc<Principal>, IdentityError> {
+        let external = self
+            .external
+            .as_ref()
+            .ok_or_else(|| IdentityError::Exchange("no JWT issuer is configured".into()))?;
+        let index = external
+            .issuers
+            .find_index(&request.subject_token)
+            .ok_or_else(|| {
+                IdentityError::Exchange(
+                    "the subject token is not from one of keygate's JWT issuers".into(),
+                )
+            })?;
+        let issuer = external
+            .issuers
+            .get(index)
+            .ok_or_else(|| IdentityError::Exchange("unknown issuer".into()))?;
+        let verified = issuer
+            .verify(&request.subject_token)
+            .await
+            .map_err(IdentityError::Jwt)?;
+        let name = issuer.config().issuer.clone();
+        if model::PrincipalKind::of_id(&request.identity_pool_id)
+            != Some(model::PrincipalKind::IdentityPool)
+        {
+            return Err(IdentityError::Exchange(
+                "`identity_pool_id` is not an identity pool id (`pool-…`)".into(),
+            ));
+        }
+        let principal = Principal::new(
+            request.identity_pool_id.clone(),
+            model::AuthMethod::Jwt {
+                issuer: name.clone(),
+            },
+        )
+        .map_err(|_| IdentityError::Exchange("bad identity pool id".into()))?
+        .with_external(model::External {
+            id: verified.subject,
+            source: model::ExternalSource::OAuth,
+            issuer: name,
+            groups: verified.groups,
+            broker_key_id: None,
+        });
+        Ok(Arc::new(principal))
     }
 
     /// Also accepts Confluent session bearer tokens, resolved by `sessions`.
@@ -277,13 +688,61 @@ impl Authenticator {
         &self.cache
     }
 
-    /// Establishes the principal of a governed request.
+    /// Establishes the principal of a governed request (without a client certificate).
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
     ) -> Result<(Arc<Principal>, Lookup), IdentityError> {
+        self.authenticate_with(headers, None).await
+    }
+
+    /// Establishes the principal of a governed request. A bearer token is checked against
+    /// keygate's JWT issuers first (by its `iss`), then the OAuth bindings, then it is taken for
+    /// a Confluent session token. Without an `Authorization` header, a verified client
+    /// certificate identifies the caller.
+    pub async fn authenticate_with(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&mtls::ClientCertificate>,
+    ) -> Result<(Arc<Principal>, Lookup), IdentityError> {
         if let Some(token) = bearer_token(headers)? {
+            if let Some(external) = &self.external {
+                if let Some(principal) = self.cache.peek(token.as_bytes()) {
+                    return Ok((principal, Lookup::Hit));
+                }
+                if let Some(index) = external.issuers.find_index(token) {
+                    return self
+                        .cache
+                        .get_or_resolve_until(
+                            token.as_bytes(),
+                            || {
+                                let left = jwt::peek_expiry(token)
+                                    .map_err(IdentityError::Jwt)?
+                                    .duration_since(std::time::SystemTime::now())
+                                    .map_err(|_| IdentityError::Jwt(jwt::JwtError::Expired))?;
+                                Ok(tokio::time::Instant::now() + left)
+                            },
+                            || external.verify_jwt(index, token),
+                        )
+                        .await;
+                }
+                if let Some(principal) = external.oauth.as_ref().and_then(|o| o.get(token)) {
+                    return Ok((principal, Lookup::Hit));
+                }
+            }
             return self.authenticate_session(headers, token).await;
+        }
+        if let (Some(cert), Some(external), None) =
+            (cert, &self.external, headers.get(AUTHORIZATION))
+        {
+            if external.mtls.is_some() {
+                return self
+                    .cache
+                    .get_or_resolve(cert.0.as_ref(), || async {
+                        external.verify_certificate(cert)
+                    })
+                    .await;
+            }
         }
         let mut scratch = String::new();
         let credential = parse_basic(headers, &mut scratch)?;
@@ -294,7 +753,7 @@ impl Authenticator {
             Source::Upstream(resolver) => {
                 let authorization = headers.get(AUTHORIZATION).ok_or(IdentityError::Missing)?;
                 self.cache
-                    .get_or_resolve(credential.pair(), || {
+                    .get_or_resolve(credential.pair().as_bytes(), || {
                         resolver.resolve(credential.key_id, authorization)
                     })
                     .await
@@ -319,7 +778,7 @@ impl Authenticator {
         // cache entry.
         self.cache
             .get_or_resolve_until(
-                token,
+                token.as_bytes(),
                 || {
                     let left = session::expiry(token)?
                         .duration_since(std::time::SystemTime::now())

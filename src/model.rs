@@ -15,7 +15,9 @@ use serde::Serialize;
 
 pub use action::{Action, CreateSpec, ResourceSpec, UpdateSpec};
 pub(crate) use principal::GROUP_PREFIX;
-pub use principal::{AuthMethod, Principal, PrincipalError, PrincipalKind};
+pub use principal::{
+    AuthMethod, External, ExternalSource, Principal, PrincipalError, PrincipalKind,
+};
 pub use target::{ResourceType, Target};
 
 /// Which kind of route a request is on (a metrics label and a pipeline switch).

@@ -84,6 +84,9 @@ pub struct RequestState {
     /// A forwarded create's upstream exchange, running on its own task so that it ends the same
     /// way whether or not the caller stays (see `proxy::forward`).
     pub in_flight: Option<InFlight>,
+    /// A Terraform OAuth token exchange whose subject token keygate verified: the access token in
+    /// the answer is bound to `principal` (`identity::oauth`).
+    pub oauth_exchange: bool,
 }
 
 /// What the decision stages concluded, for the access log, audit and traces. No secrets.
@@ -167,6 +170,7 @@ impl RequestState {
             deferred_audit: None,
             quota_hold: None,
             in_flight: None,
+            oauth_exchange: false,
         }
     }
 

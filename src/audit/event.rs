@@ -391,6 +391,24 @@ pub struct PrincipalInfo {
     /// The API key id for Basic authentication (the username; never the secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The company identity that acted as `id` (JWT, client certificate, OAuth exchange).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalInfo>,
+}
+
+/// The external side of a principal (see [`PrincipalInfo::external`]). No secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalInfo {
+    /// The external principal.
+    pub id: String,
+    /// `jwt`, `mtls` or `oauth`.
+    pub source: &'static str,
+    /// The issuer URL or the client certificate's issuer.
+    pub issuer: String,
+    /// The key id of the upstream credential keygate called Confluent with, when brokered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_key_id: Option<String>,
 }
 
 /// Kind of Confluent identity (docs/confluent-api.md §4 prefixes).
@@ -626,6 +644,7 @@ mod tests {
                 kind: PrincipalKind::from_id("sa-123"),
                 authentication_method: AuthMethod::Basic,
                 key_id: Some("ABCD1234567890AB".into()),
+                external: None,
             }),
             ..AuditRecord::new(
                 Stage::RequestReceived,

@@ -32,6 +32,7 @@ pub(crate) fn sample_record(n: usize) -> AuditRecord {
             kind: PrincipalKind::from_id("u-abc123"),
             authentication_method: AuthMethod::Basic,
             key_id: Some("ABCD1234567890AB".into()),
+            external: None,
         }),
         client_address: Some(client),
         http: Some(HttpInfo {

@@ -58,6 +58,11 @@ pub struct RawIdentity {
     pub directory: Option<String>,
     pub cache_ttl: Option<String>,
     pub cache_capacity: Option<usize>,
+    pub jwt: Vec<crate::identity::jwt::RawIssuer>,
+    pub map: Vec<crate::identity::map::RawMapping>,
+    pub mtls: Option<crate::identity::mtls::RawMtls>,
+    pub broker: Option<crate::identity::broker::RawBroker>,
+    pub oauth: Option<crate::identity::oauth::RawOAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]

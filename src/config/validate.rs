@@ -232,7 +232,38 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
         },
     };
 
-    let identity = identity(&raw.identity, base)?;
+    let identity = identity(&raw.identity, base, &secrets)?;
+    for (i, issuer) in identity.jwt.iter().enumerate() {
+        if issuer.broker
+            && issuer.credential_source.is_none()
+            && upstream.credential_source.is_none()
+        {
+            return Err(ConfigError::field(
+                format!("identity.jwt[{i}].broker"),
+                "brokering needs an upstream credential: set `credential` here or `upstream.credential`",
+            ));
+        }
+    }
+    if let Some(mtls) = &identity.mtls {
+        if listener.tls.is_none() {
+            return Err(ConfigError::field(
+                "identity.mtls",
+                "client certificates need the TLS listener: set `listener.tls`",
+            ));
+        }
+        if mtls.broker && mtls.credential_source.is_none() && upstream.credential_source.is_none() {
+            return Err(ConfigError::field(
+                "identity.mtls.broker",
+                "brokering needs an upstream credential: set `credential` here or `upstream.credential`",
+            ));
+        }
+    }
+    if identity.oauth.is_some() && identity.jwt.is_empty() {
+        return Err(ConfigError::field(
+            "identity.oauth",
+            "the token exchange is verified with keygate's JWT issuers: add an `[[identity.jwt]]`",
+        ));
+    }
     let authz = authz(&raw.authz, base)?;
     if upstream.credential_source.is_none() {
         for (field, source) in [
@@ -432,7 +463,11 @@ fn credential_source(
     }
 }
 
-fn identity(raw: &super::raw::RawIdentity, base: &Path) -> Result<IdentityConfig, ConfigError> {
+fn identity(
+    raw: &super::raw::RawIdentity,
+    base: &Path,
+    secrets: &Secrets<'_>,
+) -> Result<IdentityConfig, ConfigError> {
     let source = match (raw.source.as_deref(), &raw.directory) {
         (None | Some("upstream"), None) => IdentitySource::Upstream,
         (Some("directory"), Some(path)) => {
@@ -474,6 +509,32 @@ fn identity(raw: &super::raw::RawIdentity, base: &Path) -> Result<IdentityConfig
             DEFAULT_IDENTITY_CACHE_TTL,
         )?,
         cache_capacity,
+        jwt: raw
+            .jwt
+            .iter()
+            .enumerate()
+            .map(|(i, r)| crate::identity::jwt::IssuerConfig::validate(r, i, base, secrets))
+            .collect::<Result<_, _>>()?,
+        map: raw
+            .map
+            .iter()
+            .enumerate()
+            .map(|(i, r)| crate::identity::map::Mapping::validate(r, i, base, secrets))
+            .collect::<Result<_, _>>()?,
+        mtls: raw
+            .mtls
+            .as_ref()
+            .map(|m| crate::identity::mtls::MtlsConfig::validate(m, base, secrets))
+            .transpose()?,
+        broker: match &raw.broker {
+            Some(b) => crate::identity::broker::BrokerConfig::validate(b)?,
+            None => crate::identity::broker::BrokerConfig::default(),
+        },
+        oauth: raw
+            .oauth
+            .as_ref()
+            .map(crate::identity::oauth::OAuthConfig::validate)
+            .transpose()?,
     })
 }
 

@@ -188,6 +188,15 @@ fn every_error() -> Vec<GatewayError> {
         I::SessionExpired,
         I::SessionRejected,
         I::SessionOtherOrganization,
+        I::Jwt(crate::identity::jwt::JwtError::Expired),
+        I::Jwt(crate::identity::jwt::JwtError::TooLong(9000)),
+        I::Unmapped {
+            external: "ci@payments".into(),
+            via: "issuer https://idp.example".into(),
+            bearer: true,
+        },
+        I::Certificate,
+        I::Exchange("the subject token is not from one of keygate's JWT issuers".into()),
     ];
     let mut all: Vec<GatewayError> = guard.into_iter().map(GatewayError::from).collect();
     all.extend(identity.into_iter().map(GatewayError::from));
@@ -272,7 +281,11 @@ fn every_error() -> Vec<GatewayError> {
                 | I::SessionMalformed(_)
                 | I::SessionExpired
                 | I::SessionRejected
-                | I::SessionOtherOrganization,
+                | I::SessionOtherOrganization
+                | I::Jwt(_)
+                | I::Unmapped { .. }
+                | I::Certificate
+                | I::Exchange(_),
             )
             | GatewayError::Denied(_)
             | GatewayError::RateLimited(_)
@@ -389,6 +402,8 @@ async fn session_token_errors_map_to_401_with_a_bearer_challenge() {
         IdentityError::SessionRejected,
         IdentityError::SessionMalformed("the token has no `exp`"),
         IdentityError::SessionOtherOrganization,
+        IdentityError::Jwt(crate::identity::jwt::JwtError::BadSignature),
+        IdentityError::Exchange("no".into()),
     ] {
         let (status, headers, json) = render(err.into()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -73,17 +73,24 @@ impl IdentityCache {
         })
     }
 
-    fn tag(&self, credential: &str) -> CredentialTag {
+    fn tag(&self, credential: &[u8]) -> CredentialTag {
         let mut tag = [0u8; 32];
-        tag.copy_from_slice(hmac::sign(&self.key, credential.as_bytes()).as_ref());
+        tag.copy_from_slice(hmac::sign(&self.key, credential).as_ref());
         tag
+    }
+
+    /// The cached principal for `credential`, counted as a hit; `None` (not counted) otherwise.
+    pub fn peek(&self, credential: &[u8]) -> Option<Arc<Principal>> {
+        let principal = self.get(&self.tag(credential))?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(principal)
     }
 
     /// The cached principal for `credential` (`key:secret`), or the result of `resolve` — shared
     /// with any concurrent caller for the same credential. Errors are not cached.
     pub async fn get_or_resolve<F, Fut>(
         &self,
-        credential: &str,
+        credential: &[u8],
         resolve: F,
     ) -> Result<(Arc<Principal>, Lookup), IdentityError>
     where
@@ -105,7 +112,7 @@ impl IdentityCache {
     /// longer than that.
     pub async fn get_or_resolve_until<U, F, Fut>(
         &self,
-        credential: &str,
+        credential: &[u8],
         until: U,
         resolve: F,
     ) -> Result<(Arc<Principal>, Lookup), IdentityError>
@@ -239,11 +246,11 @@ mod tests {
     async fn second_request_with_the_same_credential_hits() {
         let cache = IdentityCache::new(Duration::from_secs(60), 10).unwrap();
         let (_, first) = cache
-            .get_or_resolve("KEY:right", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY:right", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         let (p, second) = cache
-            .get_or_resolve("KEY:right", || async { panic!("must not resolve") })
+            .get_or_resolve(b"KEY:right", || async { panic!("must not resolve") })
             .await
             .unwrap();
         assert_eq!((first, second), (Lookup::Miss, Lookup::Hit));
@@ -254,11 +261,11 @@ mod tests {
     async fn known_key_id_with_wrong_secret_never_hits() {
         let cache = IdentityCache::new(Duration::from_secs(60), 10).unwrap();
         cache
-            .get_or_resolve("KEY:right", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY:right", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         let err = cache
-            .get_or_resolve("KEY:wrong", || async {
+            .get_or_resolve(b"KEY:wrong", || async {
                 Err(IdentityError::Rejected {
                     key_id: "KEY".into(),
                 })
@@ -274,12 +281,12 @@ mod tests {
     async fn failures_are_not_cached() {
         let cache = IdentityCache::new(Duration::from_secs(60), 10).unwrap();
         let _ = cache
-            .get_or_resolve("KEY:s", || async {
+            .get_or_resolve(b"KEY:s", || async {
                 Err(IdentityError::Unavailable("down".into()))
             })
             .await;
         let (_, lookup) = cache
-            .get_or_resolve("KEY:s", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY:s", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Miss);
@@ -289,18 +296,18 @@ mod tests {
     async fn entries_expire_after_the_ttl() {
         let cache = IdentityCache::new(Duration::from_secs(60), 10).unwrap();
         cache
-            .get_or_resolve("KEY:s", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY:s", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
         let (_, lookup) = cache
-            .get_or_resolve("KEY:s", || async { panic!("still fresh") })
+            .get_or_resolve(b"KEY:s", || async { panic!("still fresh") })
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Hit);
         tokio::time::advance(Duration::from_secs(2)).await;
         let (_, lookup) = cache
-            .get_or_resolve("KEY:s", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY:s", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Miss);
@@ -311,18 +318,20 @@ mod tests {
         let cache = IdentityCache::new(Duration::from_secs(60), 3).unwrap();
         for i in 0..10 {
             cache
-                .get_or_resolve(&format!("KEY{i}:s"), || async { Ok(principal("u-a")) })
+                .get_or_resolve(format!("KEY{i}:s").as_bytes(), || async {
+                    Ok(principal("u-a"))
+                })
                 .await
                 .unwrap();
         }
         assert_eq!(cache.stats().entries, 3);
         let (_, lookup) = cache
-            .get_or_resolve("KEY9:s", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY9:s", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Hit);
         let (_, lookup) = cache
-            .get_or_resolve("KEY0:s", || async { Ok(principal("u-a")) })
+            .get_or_resolve(b"KEY0:s", || async { Ok(principal("u-a")) })
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Miss);
@@ -340,7 +349,7 @@ mod tests {
             let gate = gate.clone();
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_resolve("KEY:s", || async move {
+                    .get_or_resolve(b"KEY:s", || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         gate.notified().await;
                         Ok(principal("u-a"))

@@ -99,6 +99,46 @@ impl AuthMethod {
     }
 }
 
+/// How an external (company) identity was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalSource {
+    /// A bearer JWT of one of keygate's issuers.
+    Jwt,
+    /// A verified client certificate.
+    Mtls,
+    /// A Confluent STS access token that keygate saw issued for a verified JWT (Terraform's
+    /// `oauth {}`).
+    OAuth,
+}
+
+impl ExternalSource {
+    /// Stable name for logs, audit and policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalSource::Jwt => "jwt",
+            ExternalSource::Mtls => "mtls",
+            ExternalSource::OAuth => "oauth",
+        }
+    }
+}
+
+/// The company identity behind a principal: who the caller is in the company's terms, and who
+/// vouched for it. The [`Principal`]'s own id is the Confluent principal it acts as. Never a
+/// secret: the brokered credential is named by its key id only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    /// The external principal (`ci@payments`, `repo:acme/payments@github`, a SAN URI).
+    pub id: String,
+    /// How it was established.
+    pub source: ExternalSource,
+    /// The issuer URL, or the client certificate's issuer (the CA's subject).
+    pub issuer: String,
+    /// Its groups (from the token's groups claim).
+    pub groups: Vec<String>,
+    /// The key id of the upstream credential keygate calls Confluent with for it, when brokered.
+    pub broker_key_id: Option<String>,
+}
+
 /// The Confluent identity a request acts as.
 ///
 /// INVARIANT: `kind` matches the prefix of `id`.
@@ -108,6 +148,8 @@ pub struct Principal {
     kind: PrincipalKind,
     groups: Vec<String>,
     auth: AuthMethod,
+    /// The company identity, when the caller is an external principal acting as `id`.
+    external: Option<Box<External>>,
 }
 
 impl Principal {
@@ -120,6 +162,7 @@ impl Principal {
                 kind,
                 groups: Vec::new(),
                 auth,
+                external: None,
             }),
             None => Err(PrincipalError::UnknownKind {
                 id: id.chars().take(64).collect(),
@@ -133,6 +176,42 @@ impl Principal {
     pub fn with_groups(mut self, groups: Vec<String>) -> Self {
         self.groups = groups;
         self
+    }
+
+    /// Marks the principal as acting for an external identity.
+    pub fn with_external(mut self, external: External) -> Self {
+        self.external = Some(Box::new(external));
+        self
+    }
+
+    /// The external identity this principal acts for, if any.
+    pub fn external(&self) -> Option<&External> {
+        self.external.as_deref()
+    }
+
+    /// The Confluent principal the request acts as: the id itself (also for an external caller,
+    /// whose mapping chose it). The matrix decides by it.
+    pub fn acting_as(&self) -> &str {
+        &self.id
+    }
+
+    /// Who the caller is, for explanations: the Confluent id, or for an external caller both
+    /// names ("ci@payments via issuer https://idp.corp, acting as sa-payments-ci").
+    pub fn describe(&self) -> String {
+        match &self.external {
+            None => self.id.clone(),
+            Some(external) => {
+                let via = match external.source {
+                    ExternalSource::Jwt => "issuer",
+                    ExternalSource::Mtls => "client certificate from",
+                    ExternalSource::OAuth => "an OAuth token exchange with issuer",
+                };
+                format!(
+                    "{} via {via} {}, acting as {}",
+                    external.id, external.issuer, self.id
+                )
+            }
+        }
     }
 
     /// The Confluent id (`u-…`, `sa-…`, `pool-…`).

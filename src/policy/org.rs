@@ -212,6 +212,8 @@ pub struct OrgInput<'a> {
     pub principal_kind: PrincipalKind,
     /// The caller's groups from the identity stage (config `[policy.groups]` is added).
     pub groups: &'a [String],
+    /// The company identity acting as the caller (`principal.external` in Cedar), if any.
+    pub external: Option<&'a crate::model::External>,
     /// The role bindings that apply to the caller.
     pub bindings: &'a [RoleBinding<'a>],
     /// The governed action.
@@ -310,6 +312,7 @@ impl<'a> OrgInput<'a> {
             principal_id: principal.id(),
             principal_kind: principal.kind(),
             groups: principal.groups(),
+            external: principal.external(),
             bindings,
             action,
             key_id,

@@ -282,7 +282,29 @@ async fn serve_tls<S, B>(
         .1
         .alpn_protocol()
         .map(|protocol| protocol == b"h2");
-    serve(stream, alpn, shared, state, peer, deadline).await;
+    // A client certificate rustls verified (`identity::mtls`) goes with every request of the
+    // connection.
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.clone().into_owned());
+    match leaf {
+        Some(leaf) => {
+            let mut extensions = match &peer.extensions {
+                Some(existing) => (**existing).clone(),
+                None => http::Extensions::new(),
+            };
+            extensions.insert(crate::identity::mtls::ClientCertificate(Arc::new(leaf)));
+            let peer = Peer {
+                addr: peer.addr,
+                extensions: Some(Arc::new(extensions)),
+            };
+            serve(stream, alpn, shared, state, &peer, deadline).await;
+        }
+        None => serve(stream, alpn, shared, state, peer, deadline).await,
+    }
 }
 
 /// `future`'s output, or `None` when the deadline passes or the listener asks the connection to

@@ -46,6 +46,7 @@ mod identities;
 mod org;
 mod query;
 mod role_bindings;
+mod sts;
 mod support;
 mod web;
 
@@ -233,6 +234,9 @@ fn route(sim: &Simulator, parts: &Parts, read: &ReadBody) -> Result<Response<Sim
     }
     if let ["api", rest @ ..] = segs.as_slice() {
         return web(&call, parts, rest);
+    }
+    if let ["sts", "v1", "oauth2", "token"] = segs.as_slice() {
+        return sts::token_exchange(&call);
     }
     call.caller = authenticate(sim, &parts.headers)?;
     if read.truncated {

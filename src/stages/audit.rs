@@ -137,6 +137,12 @@ fn event(
                 PrincipalAuth::Mtls { .. } => crate::audit::AuthMethod::Mtls,
             },
             key_id,
+            external: p.external().map(|e| crate::audit::event::ExternalInfo {
+                id: e.id.clone(),
+                source: e.source.as_str(),
+                issuer: e.issuer.clone(),
+                upstream_key_id: e.broker_key_id.clone(),
+            }),
         }
     });
     let decision = state.decision.as_ref();

@@ -30,9 +30,51 @@ pub struct Forward {
     links: Option<Arc<Links>>,
     /// How long a governed create's response body may take (`upstream.body_timeout`).
     body_timeout: Duration,
+    /// Where a verified OAuth exchange's access token is bound (`identity::oauth`).
+    oauth: Option<Arc<crate::identity::oauth::Bindings>>,
 }
 
 impl Forward {
+    /// Binds the access tokens of verified OAuth exchanges in `bindings`.
+    pub fn with_oauth(mut self, bindings: Option<Arc<crate::identity::oauth::Bindings>>) -> Self {
+        self.oauth = bindings;
+        self
+    }
+
+    /// A verified exchange's answer: read whole (bounded), its access token bound to the
+    /// verified identity, passed on byte for byte.
+    async fn bind_exchange(
+        &self,
+        state: &RequestState,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        use http_body_util::{BodyExt, Limited};
+        let (Some(bindings), Some(principal), true) = (
+            &self.oauth,
+            &state.principal,
+            response.status() == StatusCode::OK,
+        ) else {
+            return Ok(response);
+        };
+        let (parts, body) = response.into_parts();
+        let bytes = tokio::time::timeout(
+            self.body_timeout,
+            Limited::new(body, crate::identity::oauth::MAX_RESPONSE_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| ProxyError::BodyTimeout(self.body_timeout))?
+        .map_err(|e| ProxyError::Protocol(format!("reading the token exchange's answer: {e}")))?
+        .to_bytes();
+        match crate::identity::oauth::parse_response(&bytes) {
+            Some((token, lifetime)) => bindings.bind(&token, principal.clone(), lifetime),
+            None => tracing::warn!(
+                request.id = %state.id_str(),
+                "The token exchange's answer has no access token; nothing bound"
+            ),
+        }
+        Ok(Response::from_parts(parts, Body::full(bytes)))
+    }
+
     /// The forwarder over a shared upstream client.
     pub fn new(
         upstream: Arc<Upstream>,
@@ -45,6 +87,7 @@ impl Forward {
             metrics,
             links,
             body_timeout,
+            oauth: None,
         }
     }
 
@@ -148,9 +191,14 @@ impl Chain for Forward {
             state.in_flight = Some(in_flight);
             land(state).await
         } else {
-            let sent = forward(&self.upstream, request, &id).await;
+            let mut sent = forward(&self.upstream, request, &id).await;
             if let Ok(response) = &sent {
                 state.upstream_status = Some(response.status());
+            }
+            if state.oauth_exchange {
+                if let Ok(response) = sent {
+                    sent = Box::pin(self.bind_exchange(state, response)).await;
+                }
             }
             if let Some(hold) = state.quota_hold.take() {
                 hold.settle(outcome_of(

@@ -86,6 +86,32 @@ pub fn preflight(config: &Config) -> Result<Loaded, Vec<Problem>> {
             problems.push(Problem::new("identity.directory", e));
         }
     }
+    for issuer in &config.identity.jwt {
+        // A JWKS file is read and parsed as at start-up (a URL is fetched only by `serve`).
+        if let crate::identity::jwt::JwksSource::File(path) = &issuer.jwks {
+            match crate::identity::jwt::Jwks::check_file(path) {
+                Ok(0) => problems.push(Problem::new(
+                    "identity.jwt.jwks_file",
+                    format!(
+                        "`{}` (issuer `{}`) holds no usable signing key",
+                        path.display(),
+                        issuer.issuer
+                    ),
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(Problem::new(
+                    "identity.jwt.jwks_file",
+                    format!("issuer `{}`: {e}", issuer.issuer),
+                )),
+            }
+        }
+    }
+    if let Some(mtls) = &config.identity.mtls {
+        // The client CA and CRL files make the verifier, as at start-up.
+        if let Err(e) = mtls.verifier() {
+            problems.push(Problem::new("identity.mtls", e));
+        }
+    }
     if let Some(egress) = &config.egress {
         // The CA and key are read and a leaf minted per intercepted host, as at start-up.
         if let Err(e) = crate::egress::certs::InterceptCerts::load(&egress.certs, &egress.intercept)

@@ -14,6 +14,8 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use keygate::simulator::Fault;
 
+use keygate::identity::jwt::mint::{self, Minter};
+
 use crate::support::audit::{assert_valid, create_body, parse_lines};
 use crate::support::sim::Sim;
 use crate::support::{self, binary, upstream, within, Collected};
@@ -120,6 +122,12 @@ impl Driver {
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
+const CANARY_ISS: &str = "https://idp.canary.example";
+
+fn jwt_claims(sub: &str, exp_in: i64) -> serde_json::Value {
+    serde_json::json!({"iss": CANARY_ISS, "aud": "keygate", "sub": sub,
+                       "exp": mint::now() + exp_in, "nonce": random(ALNUM, 24)})
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_any_output() {
@@ -133,6 +141,18 @@ async fn no_secret_reaches_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.jsonl");
     let config_path = dir.path().join("keygate.toml");
+    // The company's identities: a JWT issuer whose callers are brokered with a credential from a
+    // file (sa-keygate's demo key, itself a canary), and the Terraform OAuth exchange.
+    let idp = Minter::es256("canary-kid").unwrap();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, mint::jwks(&[&idp])).unwrap();
+    let broker_path = dir.path().join("broker.credential");
+    let broker_key = sim.key("sa-keygate");
+    std::fs::write(
+        &broker_path,
+        format!("{}:{}\n", broker_key.key_id, broker_key.secret),
+    )
+    .unwrap();
     std::fs::write(
         &config_path,
         format!(
@@ -159,6 +179,16 @@ stdout = true
 webhook = "http://{hook_addr}/events"
 ungoverned = true
 instance_id = "canary"
+[[identity.jwt]]
+issuer = "{CANARY_ISS}"
+audiences = ["keygate"]
+jwks_file = {jwks_path:?}
+broker = true
+credential = {{ file = {broker_path:?} }}
+[[identity.map]]
+external = "ci@canary"
+acting_as = "sa-keygate"
+[identity.oauth]
 {egress}
 "#,
             egress = pki.section(&format!(
@@ -332,6 +362,89 @@ instance_id = "canary"
         )
         .await;
     assert!(r.status.is_success(), "{}", r.status);
+
+    // --- The company's identities: JWTs (brokered), the OAuth exchange ------------------------
+    let jwt = idp.sign(&jwt_claims("ci@canary", 300));
+    let expired_jwt = idp.sign(&jwt_claims("ci@canary", -600));
+    let confused_jwt = mint::hs256(
+        &serde_json::json!({"alg": "HS256", "kid": "canary-kid"}),
+        &jwt_claims("ci@canary", 300),
+        &idp.public_bytes(),
+    );
+    let subject_jwt = idp.sign(&jwt_claims("ci@canary", 300));
+    for (what, token) in [
+        ("jwt", &jwt),
+        ("expired jwt", &expired_jwt),
+        ("algorithm-confused jwt", &confused_jwt),
+        ("oauth subject jwt", &subject_jwt),
+    ] {
+        canaries.push((what, token.clone()));
+        canaries.push((what, token.rsplit('.').next().unwrap().to_owned()));
+    }
+    let brokered = d
+        .send(
+            "brokered create",
+            Method::POST,
+            "/iam/v2/api-keys",
+            &[("authorization", &format!("Bearer {jwt}")), JSON],
+            create_body("sa-orders", "lkc-prod01"),
+        )
+        .await;
+    assert_eq!(brokered.status, 202, "{:?}", brokered.body);
+    for (label, token) in [
+        ("expired jwt", &expired_jwt),
+        ("confused jwt", &confused_jwt),
+    ] {
+        for path in ["/iam/v2/api-keys", "/org/v2/environments"] {
+            let r = d
+                .send(
+                    label,
+                    Method::GET,
+                    path,
+                    &[("authorization", &format!("Bearer {token}"))],
+                    "",
+                )
+                .await;
+            assert_eq!(r.status, 401, "{label} {path}");
+        }
+    }
+    let r = d
+        .send(
+            "not brokered",
+            Method::GET,
+            "/iam/v2/role-bindings",
+            &[("authorization", &format!("Bearer {jwt}"))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let exchanged = d
+        .send(
+            "OAuth exchange",
+            Method::POST,
+            "/sts/v1/oauth2/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={subject_jwt}&identity_pool_id=pool-canary"
+            ),
+        )
+        .await;
+    assert_eq!(exchanged.status, 200, "{:?}", exchanged.body);
+    let access = exchanged.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    canaries.push(("oauth access token", access.clone()));
+    let r = d
+        .send(
+            "bearer bound by the exchange",
+            Method::GET,
+            "/iam/v2/api-keys",
+            &[("authorization", &format!("Bearer {access}"))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
 
     // --- Credentials that are canaries -------------------------------------------------------
     for (label, auth) in [
@@ -767,7 +880,7 @@ instance_id = "canary"
         );
         created_secrets.push((exchange.label.clone(), secret));
     }
-    assert_eq!(created_secrets.len(), 3);
+    assert_eq!(created_secrets.len(), 4);
     created_secrets.push(("egress create with a session token".into(), egress_secret));
     // The cloud key's secret works against the simulator directly: the caller got it unaltered.
     let direct = Request::get(format!("{}/org/v2/environments", sim.url()))
@@ -857,5 +970,77 @@ fn keygate_did_not_write(exchange: &Exchange) -> bool {
             | "canary as a key id"
             // The upstream's answer to the update echoes the description it was sent.
             | "canary in an update description"
+            // The STS answer carries the access token the caller asked for.
+            | "OAuth exchange"
+            // The upstream's own list of keys (passed through).
+            | "bearer bound by the exchange"
     )
+}
+
+/// A JWKS file that carries private key material (a JWK's `d`, an HMAC `k`) stops `keygate
+/// check` and `keygate serve` with an error naming the member, never its value; a CA file and a
+/// CRL for client certificates are loaded by `check` too.
+#[test]
+fn jwks_private_material_is_refused_without_being_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let minter = Minter::es256("k").unwrap();
+    let private = random(ALNUM, 43);
+    let symmetric = random(ALNUM, 43);
+    let mut jwk = minter.jwk();
+    jwk["d"] = serde_json::Value::String(private.clone());
+    let jwks = serde_json::json!({"keys": [jwk, {"kty": "oct", "k": symmetric}]});
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+    let base = format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:1"
+{authz}
+[[identity.jwt]]
+issuer = "https://idp.example"
+audiences = ["keygate"]
+jwks_file = "jwks.json"
+"#,
+        authz = support::file_authz_for_file(),
+    );
+    let with_mtls =
+        format!("{base}[identity.mtls]\nca = \"ca.pem\"\ncrl = [\"missing-crl.pem\"]\n").replace(
+            "[upstream]",
+            "[listener.tls]\ncert = \"ca.pem\"\nkey = \"ca.pem\"\n[upstream]",
+        );
+    let run = |text: &str, command: &str| {
+        let config = dir.path().join("keygate.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([command, "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(&private) && !text.contains(&symmetric),
+            "{command}: {text}"
+        );
+        (out.status.code(), text)
+    };
+    // `check` reports problems with exit code 1; `serve` refuses to start with `EX_CONFIG`.
+    for (command, code) in [("check", 1), ("serve", 78)] {
+        let (status, text) = run(&base, command);
+        assert_eq!(status, Some(code), "{command}: {text}");
+        assert!(
+            text.contains("private key material (member `d`)"),
+            "{command}: {text}"
+        );
+    }
+    let (status, text) = run(&with_mtls, "check");
+    assert_eq!(status, Some(1), "{text}");
+    assert!(text.contains("`identity.mtls`"), "{text}");
+    assert!(text.contains("private key material"), "{text}");
 }

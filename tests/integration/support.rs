@@ -8,6 +8,7 @@ pub mod binary;
 pub mod certs;
 pub mod egress;
 pub mod governed;
+pub mod jwks;
 pub mod otlp;
 pub mod redis;
 pub mod sim;

@@ -300,13 +300,34 @@ impl OrgPolicies {
             }),
             None,
         );
+        // `principal.acting_as` is the Confluent principal (the entity id); `principal.external`
+        // the company identity acting as it, when there is one.
+        let mut attrs = vec![
+            ("groups".into(), PartialValue::from(groups)),
+            ("roles".into(), PartialValue::from(roles)),
+            ("bindings".into(), PartialValue::from(bindings)),
+            (
+                "acting_as".into(),
+                PartialValue::from(string(input.principal_id)),
+            ),
+        ];
+        if let Some(external) = input.external {
+            attrs.push((
+                "external".into(),
+                PartialValue::from(record([
+                    ("id", string(&external.id)),
+                    ("source", string(external.source.as_str())),
+                    ("issuer", string(&external.issuer)),
+                    (
+                        "groups",
+                        Value::set(external.groups.iter().map(|g| string(g)), None),
+                    ),
+                ])),
+            ));
+        }
         let principal = ast::Entity::new_with_attr_partial_value(
             principal_uid.clone(),
-            [
-                ("groups".into(), PartialValue::from(groups)),
-                ("roles".into(), PartialValue::from(roles)),
-                ("bindings".into(), PartialValue::from(bindings)),
-            ],
+            attrs,
             HashSet::new(),
             HashSet::new(),
             std::iter::empty(),

@@ -447,6 +447,7 @@ fn run_case(policies: &OrgPolicies, team: Option<&str>, case: &Case) -> Option<S
         principal_id: &case.principal,
         principal_kind,
         groups: &case.groups,
+        external: None,
         bindings: &bindings,
         action,
         key_id: case.key_id.as_deref(),

@@ -241,6 +241,7 @@ fn random_input<'a>(rng: &mut Rng, groups: &'a [String]) -> OrgInput<'a> {
         principal_id,
         principal_kind,
         groups,
+        external: None,
         bindings: &[],
         action,
         key_id: (!matches!(action, Action::CreateApiKey | Action::ListApiKeys)).then_some(key),
