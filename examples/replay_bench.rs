@@ -342,6 +342,7 @@ async fn write_trail(path: &Path, inputs: &[(DecisionInput, String)], events: us
             kind: PrincipalKind::from_id(&input.principal.id),
             authentication_method: AuthMethod::Basic,
             key_id: Some("BENCHKEY00000001".into()),
+            external: None,
         });
         record.client_address = Some("10.0.0.1:40000".parse().unwrap());
         record.http = Some(HttpInfo {

@@ -205,6 +205,7 @@ fn org_input<'a>(
     OrgInput {
         principal_id: request.principal.id(),
         principal_kind: request.principal.kind(),
+        external: request.principal.external(),
         groups: request.principal.groups(),
         bindings,
         action: request.action,
