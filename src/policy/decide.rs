@@ -192,8 +192,9 @@ pub fn decide_after(
     response
 }
 
-/// Layer 2's input: the request, layer 1's decision and the facts looked up.
-fn org_input<'a>(
+/// Layer 2's input: the request, layer 1's decision and the facts looked up. The one place layer
+/// 2's input is built (the request path, replay and `keygate explain`'s per-policy rendering).
+pub fn org_input<'a>(
     request: &Request<'a>,
     bindings: &'a [RoleBinding<'a>],
     matrix: &'a Decision,

@@ -39,7 +39,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(test)]
 use cedar_policy::AuthorizationError;
@@ -58,10 +57,9 @@ pub use explain::{explain, Explanation};
 pub use team::{TeamMatch, Via, PLATFORM_SET};
 pub use testing::{run_all_policy_tests, run_policy_tests, SuiteReport, TestReport};
 
-use crate::model::{Action, CreateSpec, UpdateSpec};
-use crate::model::{Principal, PrincipalKind};
+use crate::model::Action;
+use crate::model::PrincipalKind;
 use crate::policy::bindings::RoleBinding as Binding;
-use crate::policy::decision::Decision;
 
 /// Ids with this prefix are keygate's own; organisation policies cannot use them.
 const RESERVED_ID_PREFIX: &str = "keygate.";
@@ -288,62 +286,6 @@ impl<'a> RoleBinding<'a> {
                 crn_pattern: b.pattern().as_str(),
             })
             .collect()
-    }
-}
-
-impl<'a> OrgInput<'a> {
-    /// The input for a request layer 1 has decided: who asks (`principal`, with `bindings` from
-    /// [`RoleBinding::all_of`]), what (`action`, `key_id`, the create `spec` or the `update`), and
-    /// layer 1's decision and target; the time is now. The facts keygate looks up (owner key
-    /// count, target key) and the request's own details (source address, id) are left empty for
-    /// the caller to fill in with struct update syntax. The one place both the request path and
-    /// `keygate explain` build layer 2's input, so both evaluate the same thing.
-    pub fn for_decision(
-        principal: &'a Principal,
-        bindings: &'a [RoleBinding<'a>],
-        action: Action,
-        key_id: Option<&'a str>,
-        decision: &'a Decision,
-        spec: Option<&'a CreateSpec>,
-        update: Option<&'a UpdateSpec>,
-    ) -> Self {
-        let target = &decision.target;
-        OrgInput {
-            principal_id: principal.id(),
-            principal_kind: principal.kind(),
-            groups: principal.groups(),
-            external: principal.external(),
-            bindings,
-            action,
-            key_id,
-            owner_id: target.owner_id.as_deref(),
-            resource: match (&target.resource_id, target.resource_type) {
-                (Some(id), Some(t)) => Some(KeyResource {
-                    id,
-                    resource_type: t.as_str(),
-                    environment: target.environment.as_deref(),
-                    cluster: target.kafka_cluster.as_deref(),
-                }),
-                _ => None,
-            },
-            display_name: spec
-                .map(|s| s.display_name.as_str())
-                .or(update.and_then(|u| u.display_name.as_deref())),
-            description: spec
-                .map(|s| s.description.as_str())
-                .or(update.and_then(|u| u.description.as_deref())),
-            matrix_allowed: decision.allow,
-            matrix_rule: decision.rule,
-            owner_key_count: None,
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                .unwrap_or(0),
-            source_ip: None,
-            request_id: "",
-            target_key: None,
-            quota: None,
-        }
     }
 }
 

@@ -61,7 +61,7 @@ fn error(message: impl std::fmt::Display) -> ExitCode {
 pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     use crate::guard::{classify_target, parse_body, GovernedBody, Route};
     use crate::model::{AuthMethod, Principal};
-    use crate::policy::org::{self, OrgInput, RoleBinding};
+    use crate::policy::org::{self, RoleBinding};
 
     let config = match Config::load_without_secrets(request.config) {
         Ok(config) => config,
@@ -111,25 +111,27 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     };
     // The same decision as the request path's, over the facts explain has (the owner's key
     // count only when given; no quota counts offline).
+    let decide_request = crate::policy::decide::Request {
+        principal: &principal,
+        action: route.action,
+        key_id: route.key_id.as_deref(),
+        spec,
+        update,
+        request_id: "explain",
+        source_ip: None,
+        time: crate::policy::decide::now_unix(),
+    };
+    let facts = crate::policy::Facts {
+        owner_key_count: request.owner_key_count,
+        ..crate::policy::Facts::default()
+    };
     let response = crate::policy::decide(
         &crate::policy::Rules {
             snapshot: &snapshot,
             quota: None,
         },
-        &crate::policy::decide::Request {
-            principal: &principal,
-            action: route.action,
-            key_id: route.key_id.as_deref(),
-            spec,
-            update,
-            request_id: "explain",
-            source_ip: None,
-            time: crate::policy::decide::now_unix(),
-        },
-        &crate::policy::Facts {
-            owner_key_count: request.owner_key_count,
-            ..crate::policy::Facts::default()
-        },
+        &decide_request,
+        &facts,
     );
     let decision = &response.matrix;
     let revision = snapshot.revision().as_str();
@@ -137,19 +139,14 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     let layer2 = if decision.allow {
         snapshot.org_policies().map(|policies| {
             let bindings = RoleBinding::all_of(snapshot.bindings().of(principal.id()));
-            let input = OrgInput {
-                owner_key_count: request.owner_key_count,
-                request_id: "explain",
-                ..OrgInput::for_decision(
-                    &principal,
-                    &bindings,
-                    route.action,
-                    route.key_id.as_deref(),
-                    decision,
-                    spec,
-                    update,
-                )
-            };
+            // The same layer-2 input the decision above evaluated.
+            let input = crate::policy::decide::org_input(
+                &decide_request,
+                &bindings,
+                decision,
+                &facts,
+                None,
+            );
             org::explain(policies, &input, revision)
         })
     } else {
