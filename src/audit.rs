@@ -185,12 +185,12 @@ impl Auditor {
         }
     }
 
-    /// False when the file sink can no longer write (for `/readyz`).
     /// Whether any sink is configured; without one, no event is built at all.
     pub fn is_enabled(&self) -> bool {
         self.file.is_some() || !self.sinks.is_empty()
     }
 
+    /// False when the file sink can no longer write (for `/readyz`).
     pub fn is_healthy(&self) -> bool {
         self.file.as_ref().is_none_or(|(file, _)| file.is_healthy())
     }

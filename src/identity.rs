@@ -578,6 +578,14 @@ impl Authenticator {
             .is_some_and(|e| e.broker.allows(method, path))
     }
 
+    /// The Terraform OAuth token exchange (`POST /sts/v1/oauth2/token`) when `[identity.oauth]` is
+    /// configured: its subject token is verified and the access token it yields bound.
+    pub fn is_token_exchange(&self, request: &http::Request<crate::body::Body>) -> bool {
+        self.external.as_ref().is_some_and(|e| e.oauth.is_some())
+            && request.method() == http::Method::POST
+            && request.uri().path() == oauth::TOKEN_PATH
+    }
+
     /// Whether an ungoverned request needs this stage: it may come from a brokered caller (a
     /// bearer token or a client certificate while some source is brokered), or it is the OAuth
     /// token exchange.
@@ -585,10 +593,7 @@ impl Authenticator {
         let Some(external) = &self.external else {
             return false;
         };
-        if external.oauth.is_some()
-            && request.method() == http::Method::POST
-            && request.uri().path() == oauth::TOKEN_PATH
-        {
+        if self.is_token_exchange(request) {
             return true;
         }
         external.brokers()

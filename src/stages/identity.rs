@@ -141,10 +141,7 @@ impl Stage for AuthenticateStage {
     ) -> Result<(), GatewayError> {
         let cert = request.extensions().get::<ClientCertificate>().cloned();
         if !state.is_governed() {
-            if request.method() == http::Method::POST
-                && request.uri().path() == oauth::TOKEN_PATH
-                && self.authenticator.oauth_bindings().is_some()
-            {
+            if self.authenticator.is_token_exchange(request) {
                 return self.exchange(request, state).await;
             }
             let outcome = self

@@ -40,21 +40,28 @@ pub struct MintError(String);
 impl Minter {
     /// A new P-256 key (ES256).
     pub fn es256(kid: &str) -> Result<Minter, MintError> {
-        let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-        let rng = SystemRandom::new();
-        let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(alg, &rng)
-            .map_err(|e| MintError(e.to_string()))?;
-        let pair = signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
-            .map_err(|e| MintError(e.to_string()))?;
-        Ok(Minter {
-            kid: kid.into(),
-            signer: Signer::P256(pair),
-        })
+        Minter::ecdsa(
+            kid,
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            Signer::P256,
+        )
     }
 
     /// A new P-384 key (ES384).
     pub fn es384(kid: &str) -> Result<Minter, MintError> {
-        let alg = &signature::ECDSA_P384_SHA384_FIXED_SIGNING;
+        Minter::ecdsa(
+            kid,
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            Signer::P384,
+        )
+    }
+
+    /// A new ECDSA key on `alg`'s curve, held as `signer`.
+    fn ecdsa(
+        kid: &str,
+        alg: &'static signature::EcdsaSigningAlgorithm,
+        signer: fn(signature::EcdsaKeyPair) -> Signer,
+    ) -> Result<Minter, MintError> {
         let rng = SystemRandom::new();
         let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(alg, &rng)
             .map_err(|e| MintError(e.to_string()))?;
@@ -62,7 +69,7 @@ impl Minter {
             .map_err(|e| MintError(e.to_string()))?;
         Ok(Minter {
             kid: kid.into(),
-            signer: Signer::P384(pair),
+            signer: signer(pair),
         })
     }
 
