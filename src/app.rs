@@ -96,12 +96,15 @@ pub fn pipeline(shared: &Shared) -> Pipeline {
             shared.limiter.clone(),
             shared.metrics.clone(),
         )))
-        .layer(StageLayer::new(DecideStage::new(
-            shared.authz.clone(),
-            shared.upstream.clone(),
-            shared.metrics.clone(),
-            shared.quota.clone(),
-        )))
+        .layer(StageLayer::new(
+            DecideStage::new(
+                shared.authz.clone(),
+                shared.upstream.clone(),
+                shared.metrics.clone(),
+                shared.quota.clone(),
+            )
+            .recording_inputs(shared.audit.is_enabled()),
+        ))
         .layer(StageLayer::new(AuditGateStage::new(shared.audit.clone())))
         .service(
             Forward::new(

@@ -34,6 +34,9 @@ pub struct DecideStage {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     quota: Arc<quota::Guard>,
+    /// Capture each decision's input for the audit event (`keygate policy replay`); off when no
+    /// audit sink would record it.
+    record_inputs: bool,
 }
 
 impl DecideStage {
@@ -49,7 +52,14 @@ impl DecideStage {
             upstream,
             metrics,
             quota,
+            record_inputs: true,
         }
+    }
+
+    /// Whether decision inputs are captured (only an audit sink reads them).
+    pub fn recording_inputs(mut self, record: bool) -> Self {
+        self.record_inputs = record;
+        self
     }
 }
 
@@ -130,14 +140,18 @@ impl DecideStage {
                 time: policy::now_unix(),
             };
             // Recorded for `keygate policy replay` (secret-free; see `policy::input`).
-            let input = DecisionInput::capture(&asked, &facts, &snapshot, &matrix);
+            let input = self
+                .record_inputs
+                .then(|| DecisionInput::capture(&asked, &facts, &snapshot, &matrix));
             (policy::decide_after(matrix, &rules, &asked, &facts), input)
         };
-        input.outcome = InputOutcome::of(&response);
+        if let Some(input) = input.as_mut() {
+            input.outcome = InputOutcome::of(&response);
+        }
         self.report_findings(state, &response);
         if let Some(record) = state.decision.as_mut() {
             record.take(&response);
-            record.input = Some(Box::new(input));
+            record.input = input.map(Box::new);
         }
         state.decided_by = Some(response.by);
         if let Some(why) = response.unavailable {
