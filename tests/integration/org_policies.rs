@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
 
+use crate::support::sim::call_as as call;
 use crate::support::sim::Sim;
 use crate::support::{self, within, Collected};
 
@@ -28,27 +29,6 @@ async fn gateway(sim: &Sim, with_credential: bool) -> keygate::Gateway {
         extra.push_str("\n[upstream.credential]\nenv = \"KG_OWN\"\n");
     }
     support::start(support::config_with_env(&sim.url(), &extra, &env)).await
-}
-
-async fn call(
-    gw: &keygate::Gateway,
-    sim: &Sim,
-    who: &str,
-    method: Method,
-    path: &str,
-    body: &str,
-) -> Collected {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", gw.local_addr()))
-        .header("authorization", sim.basic(who));
-    if !body.is_empty() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    within(10, support::send(&support::client(), request)).await
 }
 
 /// `POST /iam/v2/api-keys` with `body` as `who`.

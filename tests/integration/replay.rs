@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::Full;
+use http::Method;
 
 use crate::support::binary;
 use crate::support::governed::poll_until;
+use crate::support::sim::call_as as call;
 use crate::support::sim::Sim;
-use crate::support::{self, within, Collected};
+use crate::support::{self, Collected};
 
 const ORG: &str = "4f8c2a1e-6b3d-4e7a-9c5f-1d2e3f4a5b6c";
 
@@ -36,27 +35,6 @@ when { context.time * 9223372036854775807 > 0 };
 struct Trail {
     _dir: tempfile::TempDir,
     file: PathBuf,
-}
-
-async fn call(
-    gw: &keygate::Gateway,
-    sim: &Sim,
-    who: &str,
-    method: Method,
-    path: &str,
-    body: &str,
-) -> Collected {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", gw.local_addr()))
-        .header("authorization", sim.basic(who));
-    if !body.is_empty() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    within(10, support::send(&support::client(), request)).await
 }
 
 fn create(name: &str) -> String {

@@ -82,3 +82,28 @@ impl Sim {
             .collect()
     }
 }
+
+/// `method path` with `body` (JSON when not empty) through keygate `gw`, as the simulator's
+/// principal `who` (Basic with its key), within 10 s.
+pub async fn call_as(
+    gw: &keygate::Gateway,
+    sim: &Sim,
+    who: &str,
+    method: http::Method,
+    path: &str,
+    body: &str,
+) -> super::Collected {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.local_addr()))
+        .header("authorization", sim.basic(who));
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap();
+    super::within(10, super::send(&super::client(), request)).await
+}
