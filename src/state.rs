@@ -112,6 +112,25 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
+    /// The decision's log line (one per decided request) for request `request_id`.
+    pub fn log(&self, request_id: &str, principal: &Principal) {
+        let target = &self.target;
+        tracing::info!(
+            request.id = %request_id,
+            principal.id = %principal.id(),
+            principal.auth = principal.auth().as_str(),
+            decision = if self.allow { "allow" } else { "deny" },
+            rule.ids = ?self.rule_ids,
+            target.owner = target.owner_id.as_deref(),
+            target.resource = target.resource_id.as_deref(),
+            target.resource_type = target.resource_type.map(|t| t.as_str()),
+            target.environment = target.environment.as_deref(),
+            explanation = %self.explanation,
+            policy.revision = self.revision.as_deref().map(String::as_str),
+            "Decision"
+        );
+    }
+
     /// Layer 1's decision, before anything else decided.
     pub fn of_matrix(matrix: &crate::policy::Decision, revision: &Arc<String>) -> DecisionRecord {
         DecisionRecord {

@@ -292,5 +292,6 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+mod report;
 #[cfg(test)]
 mod tests;
