@@ -110,7 +110,6 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
     let local_addr = listener.local_addr();
     let admin_addr = admin_listener.local_addr();
 
-    let authenticator = Arc::new(authenticator(&config, &upstream).await?);
     let limiter = Arc::new(ArcSwap::from_pointee(RateLimiter::new(&config.ratelimit)));
     let fetch = config
         .upstream
@@ -128,6 +127,7 @@ pub async fn build(config: Config) -> Result<Gateway, StartError> {
         // Upstream-sourced data: start, but not ready, and deny governed requests until loaded.
         tracing::warn!(error = %err, "Authorization data not loaded yet; retrying in the background");
     }
+    let authenticator = Arc::new(authenticator(&config, &upstream, &authz).await?);
     let auditor = Arc::new(auditor(&config.audit)?);
     metrics.register_audit(audit_snapshot(auditor.clone()));
     let ledger = Ledger::new();
@@ -443,6 +443,7 @@ async fn egress_listener(
 async fn authenticator(
     config: &Config,
     upstream: &Arc<Upstream>,
+    authz: &Arc<AuthzRuntime>,
 ) -> Result<Authenticator, StartError> {
     let source = match &config.identity.source {
         IdentitySource::Upstream => Source::Upstream(UpstreamResolver::new(upstream.clone())),
@@ -467,6 +468,19 @@ async fn authenticator(
     )
     .await?
     {
+        Some(external) if config.authz.external_bindings.is_some() => {
+            // Asked of the policy set in force at verification time (it reloads); the decision
+            // asks again, so a binding removed later denies even a cached identity.
+            let authz = authz.clone();
+            let bound = crate::identity::BoundCheck::new(move |external| {
+                authz
+                    .snapshot()
+                    .is_some_and(|s| s.external_bindings().binds(external))
+            });
+            Ok(authenticator
+                .with_external(external)
+                .with_external_bindings(bound))
+        }
         Some(external) => Ok(authenticator.with_external(external)),
         None => Ok(authenticator),
     }

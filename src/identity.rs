@@ -99,7 +99,7 @@ pub enum IdentityError {
     Jwt(jwt::JwtError),
     /// A verified external identity that no `[[identity.map]]` entry maps to a Confluent
     /// principal.
-    #[error("`{external}` ({via}) is not mapped to a Confluent principal: add an `[[identity.map]]` entry for it or one of its groups")]
+    #[error("`{external}` ({via}) is not mapped to a Confluent principal: add an `[[identity.map]]` entry for it or one of its groups, or (brokered sources only) keygate-side role bindings in `identity.external_bindings`")]
     Unmapped {
         /// The external principal (truncated).
         external: String,
@@ -289,6 +289,26 @@ pub struct ExternalSources {
     mtls: Option<MtlsSource>,
     broker: broker::Broker,
     oauth: Option<Arc<oauth::Bindings>>,
+    bound: Option<BoundCheck>,
+}
+
+/// Whether an external identity holds any keygate-side role binding now (the policy set's
+/// `identity.external_bindings`, as loaded): what admits a brokered external identity no mapping
+/// covers.
+#[derive(Clone)]
+pub struct BoundCheck(Arc<dyn Fn(&model::External) -> bool + Send + Sync>);
+
+impl BoundCheck {
+    /// Over a function that answers from the current bindings.
+    pub fn new(check: impl Fn(&model::External) -> bool + Send + Sync + 'static) -> BoundCheck {
+        BoundCheck(Arc::new(check))
+    }
+}
+
+impl std::fmt::Debug for BoundCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BoundCheck")
+    }
 }
 
 #[derive(Debug)]
@@ -433,7 +453,15 @@ impl ExternalSources {
             mtls,
             broker,
             oauth,
+            bound: None,
         })
+    }
+
+    /// Admits brokered external identities no mapping covers when `bound` says they hold
+    /// keygate-side role bindings.
+    pub fn with_bound(mut self, bound: BoundCheck) -> ExternalSources {
+        self.bound = Some(bound);
+        self
     }
 
     /// Whether any caller is brokered.
@@ -442,8 +470,10 @@ impl ExternalSources {
             || self.mtls.as_ref().is_some_and(|m| m.key.is_some())
     }
 
-    /// The mapped principal of a verified external identity; `default_key` is the source's
-    /// brokered credential (`None`: not brokered).
+    /// The principal of a verified external identity: the Confluent principal its mapping names,
+    /// else — only when brokered and holding keygate-side role bindings — the external identity
+    /// alone, with no Confluent principal; else refused. `default_key` is the source's brokered
+    /// credential (`None`: not brokered).
     fn map(
         &self,
         external: model::External,
@@ -460,14 +490,17 @@ impl ExternalSources {
                 Some((index, m))
             })
         else {
-            return Err(IdentityError::Unmapped {
-                external: external.id.chars().take(64).collect(),
-                via: match external.source {
-                    model::ExternalSource::Mtls => "client certificate".into(),
-                    _ => format!("issuer {}", external.issuer),
-                },
-                bearer,
-            });
+            if let (Some(key), Some(bound)) = (default_key, &self.bound) {
+                let external = model::External {
+                    broker_key_id: Some(key.clone()),
+                    ..external
+                };
+                if (bound.0)(&external) {
+                    return Ok(Arc::new(Principal::external_only(external, auth)));
+                }
+                return Err(unmapped(&external, bearer));
+            }
+            return Err(unmapped(&external, bearer));
         };
         let broker_key_id = default_key.map(|default| {
             self.mapping_keys
@@ -533,6 +566,18 @@ impl ExternalSources {
     }
 }
 
+/// The refusal of an external identity that has no Confluent principal to act as.
+fn unmapped(external: &model::External, bearer: bool) -> IdentityError {
+    IdentityError::Unmapped {
+        external: external.id.chars().take(64).collect(),
+        via: match external.source {
+            model::ExternalSource::Mtls => "client certificate".into(),
+            _ => format!("issuer {}", external.issuer),
+        },
+        bearer,
+    }
+}
+
 /// Whether an identity came from the cache (for traces and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -556,6 +601,15 @@ impl Authenticator {
     /// Also accepts the company's identities (JWT issuers, client certificates).
     pub fn with_external(mut self, external: ExternalSources) -> Authenticator {
         self.external = Some(Box::new(external));
+        self
+    }
+
+    /// Admits brokered external identities with keygate-side role bindings and no mapping (see
+    /// [`ExternalSources::with_bound`]); nothing without company identity sources.
+    pub fn with_external_bindings(mut self, bound: BoundCheck) -> Authenticator {
+        if let Some(external) = self.external.take() {
+            self.external = Some(Box::new(external.with_bound(bound)));
+        }
         self
     }
 

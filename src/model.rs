@@ -14,6 +14,7 @@ mod target;
 use serde::Serialize;
 
 pub use action::{Action, CreateSpec, ResourceSpec, UpdateSpec};
+pub use principal::EXTERNAL_ID_PREFIX;
 pub(crate) use principal::GROUP_PREFIX;
 pub use principal::{
     AuthMethod, External, ExternalSource, Principal, PrincipalError, PrincipalKind,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod crn;
 pub mod decide;
 pub mod decision;
+pub mod external;
 pub mod facts;
 pub mod input;
 pub mod inventory;

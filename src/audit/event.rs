@@ -409,6 +409,8 @@ pub struct ExternalInfo {
     /// The key id of the upstream credential keygate called Confluent with, when brokered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_key_id: Option<String>,
+    /// The Confluent principal it acts as; `null` when it has none (keygate-side bindings only).
+    pub acting_as: Option<String>,
 }
 
 /// Kind of Confluent identity (docs/confluent-api.md §4 prefixes).
@@ -421,6 +423,8 @@ pub enum PrincipalKind {
     ServiceAccount,
     /// `pool-…`
     IdentityPool,
+    /// An external identity with no Confluent principal (keygate-side bindings only).
+    External,
     /// Anything else.
     Other,
 }

@@ -63,6 +63,7 @@ pub struct RawIdentity {
     pub mtls: Option<crate::identity::mtls::RawMtls>,
     pub broker: Option<crate::identity::broker::RawBroker>,
     pub oauth: Option<crate::identity::oauth::RawOAuth>,
+    pub external_bindings: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -264,7 +264,17 @@ pub fn validate(raw: RawConfig, base: &Path, secrets: Secrets<'_>) -> Result<Con
             "the token exchange is verified with keygate's JWT issuers: add an `[[identity.jwt]]`",
         ));
     }
-    let authz = authz(&raw.authz, base)?;
+    let mut authz = authz(&raw.authz, base)?;
+    authz.external_bindings = match raw.identity.external_bindings.as_deref() {
+        None => None,
+        Some(_) if identity.jwt.is_empty() && identity.mtls.is_none() => {
+            return Err(ConfigError::field(
+                "identity.external_bindings",
+                "keygate-side bindings are for external principals: add an `[[identity.jwt]]` or `[identity.mtls]`",
+            ));
+        }
+        Some(path) => Some(resolved(base, "identity.external_bindings", path)?),
+    };
     if upstream.credential_source.is_none() {
         for (field, source) in [
             ("authz.bindings", &authz.bindings),
@@ -563,6 +573,7 @@ fn authz(raw: &super::raw::RawAuthz, base: &Path) -> Result<AuthzConfig, ConfigE
         )?,
         bindings: data_source(base, "authz.bindings", raw.bindings.as_deref())?,
         inventory: data_source(base, "authz.inventory", raw.inventory.as_deref())?,
+        external_bindings: None,
         refresh_interval: duration(
             "authz.refresh_interval",
             raw.refresh_interval.clone(),

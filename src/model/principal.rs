@@ -10,6 +10,9 @@ use std::fmt;
 /// Prefix of Confluent SSO group-mapping ids; only these groups can carry role bindings.
 pub(crate) const GROUP_PREFIX: &str = "group-";
 
+/// The id prefix of a principal with no Confluent principal ([`Principal::external_only`]).
+pub const EXTERNAL_ID_PREFIX: &str = "External:";
+
 /// Why a principal could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrincipalError {
@@ -30,6 +33,9 @@ pub enum PrincipalKind {
     ServiceAccount,
     /// `pool-…` (an identity pool, reached through Confluent STS or workload identity)
     IdentityPool,
+    /// No Confluent principal: an external (company) identity that holds only keygate-side role
+    /// bindings and is brokered. Never produced from an id ([`PrincipalKind::of_id`]).
+    External,
 }
 
 impl PrincipalKind {
@@ -53,6 +59,7 @@ impl PrincipalKind {
             PrincipalKind::User => "User",
             PrincipalKind::ServiceAccount => "ServiceAccount",
             PrincipalKind::IdentityPool => "IdentityPool",
+            PrincipalKind::External => "External",
         }
     }
 }
@@ -120,6 +127,16 @@ impl ExternalSource {
             ExternalSource::OAuth => "oauth",
         }
     }
+
+    /// The source named by [`ExternalSource::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "jwt" => Some(ExternalSource::Jwt),
+            "mtls" => Some(ExternalSource::Mtls),
+            "oauth" => Some(ExternalSource::OAuth),
+            _ => None,
+        }
+    }
 }
 
 /// The company identity behind a principal: who the caller is in the company's terms, and who
@@ -141,7 +158,8 @@ pub struct External {
 
 /// The Confluent identity a request acts as.
 ///
-/// INVARIANT: `kind` matches the prefix of `id`.
+/// INVARIANT: `kind` matches the prefix of `id`, or is [`PrincipalKind::External`] exactly when
+/// there is no Confluent principal: then `id` is `External:<external id>` and `external` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     id: String,
@@ -170,6 +188,20 @@ impl Principal {
         }
     }
 
+    /// An external identity with no Confluent principal (keygate-side bindings only, brokered):
+    /// its id is `External:<external id>` (never mistaken for a Confluent id, in rate limits,
+    /// audit records or policies), its kind [`PrincipalKind::External`]; it owns nothing in
+    /// Confluent and has no Confluent role bindings.
+    pub fn external_only(external: External, auth: AuthMethod) -> Self {
+        Principal {
+            id: format!("{EXTERNAL_ID_PREFIX}{}", external.id),
+            kind: PrincipalKind::External,
+            groups: Vec::new(),
+            auth,
+            external: Some(Box::new(external)),
+        }
+    }
+
     /// Sets the principal's groups. Groups are free-form for organisation policies; layer 1 uses
     /// only the Confluent group-mapping ids among them (`group-…`), whose role bindings the
     /// principal inherits, as in Confluent.
@@ -190,9 +222,15 @@ impl Principal {
     }
 
     /// The Confluent principal the request acts as: the id itself (also for an external caller,
-    /// whose mapping chose it). The matrix decides by it.
-    pub fn acting_as(&self) -> &str {
-        &self.id
+    /// whose mapping chose it); `None` for an external identity with no Confluent principal.
+    pub fn acting_as(&self) -> Option<&str> {
+        (self.kind != PrincipalKind::External).then_some(self.id.as_str())
+    }
+
+    /// Whether this is a Confluent principal (`u-…`, `sa-…`, `pool-…`), possibly acting for an
+    /// external identity; `false` for an external identity with keygate-side bindings only.
+    pub fn is_confluent(&self) -> bool {
+        self.kind != PrincipalKind::External
     }
 
     /// Who the caller is, for explanations: the Confluent id, or for an external caller both
@@ -206,10 +244,16 @@ impl Principal {
                     ExternalSource::Mtls => "client certificate from",
                     ExternalSource::OAuth => "an OAuth token exchange with issuer",
                 };
-                format!(
-                    "{} via {via} {}, acting as {}",
-                    external.id, external.issuer, self.id
-                )
+                match self.acting_as() {
+                    Some(acting_as) => format!(
+                        "{} via {via} {}, acting as {acting_as}",
+                        external.id, external.issuer
+                    ),
+                    None => format!(
+                        "{} via {via} {}, no Confluent principal, keygate-side bindings",
+                        external.id, external.issuer
+                    ),
+                }
             }
         }
     }
@@ -234,11 +278,13 @@ impl Principal {
         &self.auth
     }
 
-    /// The ids whose role bindings apply to this principal: its own id, then its `group-…` ids.
+    /// The ids whose Confluent role bindings apply to this principal: its own id, then its
+    /// `group-…` ids; none for an external identity without a Confluent principal.
     pub(crate) fn binding_ids(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.id.as_str()).chain(
+        self.acting_as().into_iter().chain(
             self.groups
                 .iter()
+                .filter(|_| self.is_confluent())
                 .map(String::as_str)
                 .filter(|g| g.starts_with(GROUP_PREFIX) && g.len() > GROUP_PREFIX.len()),
         )
@@ -282,6 +328,34 @@ mod tests {
         for id in ["", "u-", "group-a", "env-1", "U-abc", "user"] {
             assert!(Principal::new(id, key()).is_err(), "{id:?}");
         }
+    }
+
+    #[test]
+    fn an_external_only_principal_has_no_confluent_principal_and_no_confluent_bindings() {
+        let external = External {
+            id: "sa-lookalike".into(),
+            source: ExternalSource::Jwt,
+            issuer: "https://idp.corp".into(),
+            groups: vec!["group-platform".into()],
+            broker_key_id: Some("BROKER".into()),
+        };
+        let p = Principal::external_only(
+            external,
+            AuthMethod::Jwt {
+                issuer: "https://idp.corp".into(),
+            },
+        )
+        .with_groups(vec!["group-platform".into()]);
+        assert_eq!(p.kind(), PrincipalKind::External);
+        assert_eq!(p.id(), "External:sa-lookalike");
+        assert_eq!(p.acting_as(), None);
+        assert!(!p.is_confluent());
+        assert_eq!(p.binding_ids().count(), 0);
+        assert_eq!(
+            p.describe(),
+            "sa-lookalike via issuer https://idp.corp, no Confluent principal, keygate-side bindings"
+        );
+        assert_eq!(PrincipalKind::of_id("External"), None);
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub struct RoleBinding {
 }
 
 impl RoleBinding {
+    /// A binding of `role` on `pattern` (already validated by the caller).
+    pub(crate) fn new(role: Arc<str>, pattern: CrnPattern) -> RoleBinding {
+        RoleBinding { role, pattern }
+    }
+
     /// The role name, e.g. `EnvironmentAdmin`.
     pub fn role(&self) -> &str {
         &self.role

@@ -24,6 +24,8 @@ pub struct AuthzConfig {
     pub bindings: DataSource,
     /// Resource inventory.
     pub inventory: DataSource,
+    /// keygate-side role bindings of external principals (`identity.external_bindings`), a file.
+    pub external_bindings: Option<PathBuf>,
     /// How often upstream-sourced data is refreshed.
     pub refresh_interval: Duration,
     /// Past this age, upstream-sourced data is too stale to decide creates on (503).

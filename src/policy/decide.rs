@@ -149,7 +149,7 @@ pub fn decide_after(
         return response;
     }
     if let Some(org) = rules.snapshot.org_policies() {
-        let bindings = RoleBinding::all_of(rules.snapshot.bindings().of(request.principal.id()));
+        let bindings = org_bindings(rules.snapshot, request.principal);
         let input = org_input(request, &bindings, &response.matrix, facts, rules.quota);
         let outcome = org.evaluate(&input);
         response.dry_run = outcome.would_deny.iter().map(|f| f.id.clone()).collect();
@@ -192,6 +192,29 @@ pub fn decide_after(
     response
 }
 
+/// The role bindings layer 2 sees as `principal.bindings`: those of the Confluent principal the
+/// caller acts as (none without one), then the keygate-side bindings of its external identity.
+pub fn org_bindings<'a>(
+    snapshot: &'a AuthzSnapshot,
+    principal: &'a Principal,
+) -> Vec<RoleBinding<'a>> {
+    let mut bindings = principal.acting_as().map_or_else(Vec::new, |id| {
+        RoleBinding::all_of(snapshot.bindings().of(id))
+    });
+    if let Some(external) = principal.external() {
+        bindings.extend(
+            snapshot
+                .external_bindings()
+                .of_external(external)
+                .map(|(_, _, b)| RoleBinding {
+                    role: b.role(),
+                    crn_pattern: b.pattern().as_str(),
+                }),
+        );
+    }
+    bindings
+}
+
 /// Layer 2's input: the request, layer 1's decision and the facts looked up. The one place layer
 /// 2's input is built (the request path, replay and `keygate explain`'s per-policy rendering).
 pub fn org_input<'a>(
@@ -207,7 +230,11 @@ pub fn org_input<'a>(
         principal_id: request.principal.id(),
         principal_kind: request.principal.kind(),
         external: request.principal.external(),
-        groups: request.principal.groups(),
+        // Without a Confluent principal, its groups are the external identity's.
+        groups: match request.principal.external() {
+            Some(external) if !request.principal.is_confluent() => &external.groups,
+            _ => request.principal.groups(),
+        },
         bindings,
         action: request.action,
         key_id: request.key_id,

@@ -40,6 +40,9 @@ pub mod rule {
     pub const DENY_OWN_NO_ROLE: &str = "matrix.deny.own_no_role";
     /// Denied: a create action arrived without a parsed body.
     pub const DENY_MISSING_SPEC: &str = "matrix.deny.missing_spec";
+    /// Denied: an external identity without a Confluent principal whose keygate-side role bindings
+    /// are gone (any action: it may do nothing without one).
+    pub const DENY_EXTERNAL_UNBOUND: &str = "matrix.deny.external_unbound";
 }
 
 /// JSON pointers into a create body.
@@ -54,7 +57,8 @@ pub(crate) mod pointer {
 /// The binding that allowed a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantedBy {
-    /// The binding's principal id: the caller, or one of its `group-…` ids.
+    /// The binding's principal id: the caller, or one of its `group-…` ids, or for a keygate-side
+    /// binding `External:<id>` / `ExternalGroup:<group>`.
     pub principal_id: String,
     /// The role.
     pub role: Arc<str>,

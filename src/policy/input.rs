@@ -22,12 +22,15 @@ use super::bindings::{BindingIndex, BindingIndexBuilder};
 use super::crn::OrgId;
 use super::decide::{Facts, Request, Response};
 use super::decision::Decision;
+use super::external::ExternalBindings;
 use super::inventory::{ClusterKind, Inventory, InventoryBuilder};
 use super::quota::{self, ClusterLoad, KeyScope};
 use super::revision::PartRevisions;
 use super::snapshot::AuthzSnapshot;
 use super::source::KeyFacts;
-use crate::model::{Action, AuthMethod, CreateSpec, Principal, ResourceSpec, UpdateSpec};
+use crate::model::{
+    Action, AuthMethod, CreateSpec, External, ExternalSource, Principal, ResourceSpec, UpdateSpec,
+};
 
 /// Format version of [`DecisionInput`].
 pub const VERSION: u32 = 1;
@@ -81,6 +84,25 @@ pub struct InputPrincipal {
     pub groups: Vec<String>,
     /// How it authenticated (`api_key`, `directory`, `jwt`, `mtls`, `confluent_session`).
     pub authenticated_by: String,
+    /// The company identity behind it, when there is one (`kind` `External`: the only identity,
+    /// no Confluent principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<InputExternal>,
+}
+
+/// The company identity behind a principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputExternal {
+    /// The external principal.
+    pub id: String,
+    /// `jwt`, `mtls` or `oauth`.
+    pub source: String,
+    /// The issuer URL, or the client certificate's issuer.
+    pub issuer: String,
+    /// Its groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A create's body fields.
@@ -174,8 +196,12 @@ pub struct InputLoad {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InputBinding {
-    /// The binding's principal id (the caller or one of its `group-…` ids).
+    /// The binding's principal id (the caller or one of its `group-…` ids), or for a keygate-side
+    /// binding `External:<id>` / `ExternalGroup:<group>`.
     pub principal: String,
+    /// The issuer a keygate-side binding is scoped to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     /// The role.
     pub role: String,
     /// The CRN pattern.
@@ -284,16 +310,14 @@ impl DecisionInput {
         matrix: &Decision,
     ) -> DecisionInput {
         let principal = request.principal;
-        let mut bindings = Vec::new();
-        for id in principal.binding_ids() {
-            for b in snapshot.bindings().of(id) {
-                bindings.push(InputBinding {
-                    principal: id.to_owned(),
-                    role: b.role().to_owned(),
-                    crn_pattern: b.pattern().as_str().to_owned(),
-                });
-            }
-        }
+        let bindings = super::rbac::applicable(snapshot, principal)
+            .map(|(holder, b)| InputBinding {
+                principal: holder.label(),
+                issuer: holder.issuer().map(str::to_owned),
+                role: b.role().to_owned(),
+                crn_pattern: b.pattern().as_str().to_owned(),
+            })
+            .collect();
         let mut inventory = InputInventory::default();
         let target = &matrix.target;
         if let Some(env) = target.environment.as_deref() {
@@ -324,6 +348,12 @@ impl DecisionInput {
                 kind: principal.kind().as_str().to_owned(),
                 groups: principal.groups().to_vec(),
                 authenticated_by: principal.auth().as_str().to_owned(),
+                external: principal.external().map(|e| InputExternal {
+                    id: e.id.clone(),
+                    source: e.source.as_str().to_owned(),
+                    issuer: e.issuer.clone(),
+                    groups: e.groups.clone(),
+                }),
             },
             action: request.action.as_str().to_owned(),
             key_id: request.key_id.map(str::to_owned),
@@ -381,14 +411,35 @@ impl DecisionInput {
     pub fn rebuild(&self) -> Result<Rebuilt, String> {
         let action = Action::parse(&self.action)
             .ok_or_else(|| format!("unknown action `{}`", self.action))?;
-        let principal = Principal::new(
-            self.principal.id.clone(),
-            AuthMethod::Directory {
-                key_id: String::new(),
-            },
-        )
-        .map_err(|e| e.to_string())?
-        .with_groups(self.principal.groups.clone());
+        let auth = AuthMethod::Directory {
+            key_id: String::new(),
+        };
+        let external = match &self.principal.external {
+            None => None,
+            Some(e) => Some(External {
+                id: e.id.clone(),
+                source: ExternalSource::parse(&e.source)
+                    .ok_or_else(|| format!("unknown external source `{}`", e.source))?,
+                issuer: e.issuer.clone(),
+                groups: e.groups.clone(),
+                broker_key_id: None,
+            }),
+        };
+        let principal = match (self.principal.kind.as_str(), external) {
+            ("External", Some(external)) => Principal::external_only(external, auth),
+            ("External", None) => {
+                return Err("a principal of kind `External` without its external identity".into())
+            }
+            (_, external) => {
+                let p = Principal::new(self.principal.id.clone(), auth)
+                    .map_err(|e| e.to_string())?
+                    .with_groups(self.principal.groups.clone());
+                match external {
+                    Some(external) => p.with_external(external),
+                    None => p,
+                }
+            }
+        };
         let spec = self.spec.as_ref().map(|s| CreateSpec {
             owner_id: s.owner_id.clone(),
             resource: s.resource_id.as_ref().map(|id| ResourceSpec {
@@ -438,10 +489,31 @@ impl DecisionInput {
         })
     }
 
-    /// The role bindings and inventory as recorded, for organisation `org`.
-    pub fn recorded_data(&self, org: &OrgId) -> Result<(BindingIndex, Inventory), String> {
+    /// The role bindings (Confluent's and keygate-side) and inventory as recorded, for
+    /// organisation `org`.
+    pub fn recorded_data(
+        &self,
+        org: &OrgId,
+    ) -> Result<(BindingIndex, ExternalBindings, Inventory), String> {
         let mut bindings = BindingIndexBuilder::new(org.clone());
+        let mut external = ExternalBindings::default();
         for b in &self.bindings {
+            if b.principal.starts_with(super::external::EXTERNAL_PREFIX)
+                || b.principal
+                    .starts_with(super::external::EXTERNAL_GROUP_PREFIX)
+            {
+                external
+                    .push(
+                        &b.principal,
+                        b.issuer.as_deref(),
+                        &b.role,
+                        &b.crn_pattern,
+                        org,
+                        None,
+                    )
+                    .map_err(|e| format!("recorded keygate-side role binding: {e}"))?;
+                continue;
+            }
             let prefix = if b.principal.starts_with("group-") {
                 "Group:"
             } else {
@@ -473,12 +545,12 @@ impl DecisionInput {
             }
             .map_err(bad)?;
         }
-        Ok((bindings.build(), inventory.build()))
+        Ok((bindings.build(), external, inventory.build()))
     }
 
     /// A snapshot of `matrix` and `org` policies over the recorded bindings and inventory.
     pub fn recorded_snapshot(&self, current: &AuthzSnapshot) -> Result<AuthzSnapshot, String> {
-        let (bindings, inventory) = self.recorded_data(current.org())?;
+        let (bindings, external, inventory) = self.recorded_data(current.org())?;
         Ok(AuthzSnapshot::new(
             Arc::clone(current.matrix_shared()),
             Arc::new(bindings),
@@ -486,6 +558,7 @@ impl DecisionInput {
             Instant::now(),
         )
         .with_org(current.org_policies().cloned())
+        .with_external_bindings(Arc::new(external))
         .with_revision(current.revision().clone())
         .with_parts(current.parts().clone()))
     }

@@ -20,6 +20,7 @@ use std::fmt::{self, Write as _};
 use super::bindings::RoleBinding;
 use super::crn::ResourcePath;
 use super::decision::{pointer, rule, Decision, GrantedBy};
+use super::external;
 use super::inventory::{is_plain_id, Inventory};
 use super::matrix::{join_or, BindingCovers, Matrix};
 use super::snapshot::AuthzSnapshot;
@@ -46,6 +47,24 @@ pub fn decide_matrix(
     spec: Option<&CreateSpec>,
 ) -> Decision {
     let caller = principal.id();
+    // INVARIANT: a caller without a Confluent principal acts only through keygate-side bindings;
+    // without one (removed since its identity was cached) it may do nothing, not even a read.
+    if !principal.is_confluent()
+        && !principal
+            .external()
+            .is_some_and(|e| data.external_bindings().binds(e))
+    {
+        return Decision::deny(
+            rule::DENY_EXTERNAL_UNBOUND,
+            format!(
+                "{} is denied: {caller} has no Confluent principal and no keygate-side role \
+                 binding (`identity.external_bindings`)",
+                action_text(action)
+            ),
+            pointer::SPEC,
+            caller,
+        );
+    }
     let explanation = match action {
         Action::CreateApiKey => {
             return match spec {
@@ -73,6 +92,86 @@ pub fn decide_matrix(
         }
     };
     Decision::allow(rule::PASSTHROUGH, explanation.to_owned(), caller)
+}
+
+fn action_text(action: Action) -> &'static str {
+    match action {
+        Action::CreateApiKey => "creating an API key",
+        Action::ListApiKeys => "listing API keys",
+        Action::GetApiKey => "reading an API key",
+        Action::UpdateApiKey => "updating an API key",
+        Action::DeleteApiKey => "deleting an API key",
+    }
+}
+
+/// Who holds a role binding that applies to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder<'a> {
+    /// The caller's own Confluent principal.
+    Caller(&'a str),
+    /// One of the caller's Confluent `group-…` ids.
+    Group(&'a str),
+    /// A keygate-side binding of the external identity or one of its groups, with the issuer it
+    /// is scoped to.
+    External(external::Holder<'a>, Option<&'a str>),
+}
+
+impl Holder<'_> {
+    /// The binding's principal as recorded: `u-…`, `group-…`, `External:…`, `ExternalGroup:…`.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Holder::Caller(id) | Holder::Group(id) => (*id).to_owned(),
+            Holder::External(h, _) => h.label(),
+        }
+    }
+
+    /// The issuer a keygate-side binding is scoped to.
+    pub(crate) fn issuer(&self) -> Option<&str> {
+        match self {
+            Holder::External(_, issuer) => *issuer,
+            Holder::Caller(_) | Holder::Group(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Holder<'_> {
+    /// How an explanation names a binding that is not the caller's own ("" when it is).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Caller(_) => Ok(()),
+            Holder::Group(g) => write!(f, " through group {g}"),
+            Holder::External(external::Holder::Principal(id), _) => {
+                write!(f, " via keygate-side binding for {id}")
+            }
+            Holder::External(external::Holder::Group(g), _) => {
+                write!(f, " via keygate-side binding for group {g}")
+            }
+        }
+    }
+}
+
+/// Every role binding that applies to `principal`: its Confluent principal's and its `group-…`
+/// ids' (none without a Confluent principal), then the keygate-side bindings of its external
+/// identity and groups.
+pub(crate) fn applicable<'s>(
+    data: &'s AuthzSnapshot,
+    principal: &'s Principal,
+) -> impl Iterator<Item = (Holder<'s>, &'s RoleBinding)> + 's {
+    let own = principal.acting_as();
+    let confluent = principal.binding_ids().flat_map(move |id| {
+        let holder = if Some(id) == own {
+            Holder::Caller(id)
+        } else {
+            Holder::Group(id)
+        };
+        data.bindings().of(id).iter().map(move |b| (holder, b))
+    });
+    let keygate_side = principal.external().into_iter().flat_map(move |e| {
+        data.external_bindings()
+            .of_external(e)
+            .map(|(h, issuer, b)| (Holder::External(h, issuer), b))
+    });
+    confluent.chain(keygate_side)
 }
 
 /// Decides a create request against the RBAC creation matrix (layer 1).
@@ -104,7 +203,10 @@ pub fn decide_create(data: &AuthzSnapshot, principal: &Principal, spec: &CreateS
     target.resource_type = Some(t);
 
     let owner = match PrincipalKind::of_id(owner_id) {
-        Some(PrincipalKind::User) if is_plain_id(owner_id, "u-") && owner_id == caller => {
+        // An external identity without a Confluent principal owns nothing in Confluent.
+        Some(PrincipalKind::User)
+            if is_plain_id(owner_id, "u-") && principal.acting_as() == Some(owner_id) =>
+        {
             Owner::Own(owner_id)
         }
         Some(PrincipalKind::User) if is_plain_id(owner_id, "u-") => Owner::OtherUser(owner_id),
@@ -208,15 +310,13 @@ fn allowed(
         g.binding.role(),
         g.binding.pattern().scope(),
     );
-    if g.principal_id != caller {
-        let _ = write!(explanation, " through group {}", g.principal_id);
-    }
+    let _ = write!(explanation, "{}", g.holder);
     let _ = match (g.on_owner, sa) {
         (true, Some(sa)) => write!(explanation, ", which covers service account {sa}"),
         _ => write!(explanation, ", which covers {path}"),
     };
     let granted_by = GrantedBy {
-        principal_id: g.principal_id.to_owned(),
+        principal_id: g.holder.label(),
         role: g.binding.role_shared().clone(),
         crn_pattern: g.binding.pattern().shared().clone(),
     };
@@ -473,7 +573,7 @@ enum Owner<'a> {
 
 /// The binding that allows a create, and how.
 struct Grantor<'s> {
-    principal_id: &'s str,
+    holder: Holder<'s>,
     binding: &'s RoleBinding,
     /// Lower wins: OrganizationAdmin (or any role for the caller's own account), then
     /// ResourceOwner, then other roles.
@@ -495,46 +595,44 @@ fn find_grant<'s>(
 ) -> Option<Grantor<'s>> {
     let matrix = data.matrix();
     let mut best: Option<Grantor<'s>> = None;
-    for id in principal.binding_ids() {
-        for binding in data.bindings().of(id) {
-            let pattern = binding.pattern();
-            // Cheap structural checks first: most bindings (topics, subjects) are too deep.
-            let on_resource = pattern.covers(path);
-            let on_owner = sa_path.is_some_and(|p| pattern.covers(p));
-            if !on_resource && !on_owner {
-                continue;
-            }
-            let Some(role) = matrix.role(binding.role()) else {
-                continue;
-            };
-            if !role.grant(t).allows() {
-                continue;
-            }
-            if sa_path.is_some() && t == ResourceType::Global && !role.may_create_sa_global() {
-                continue;
-            }
-            let (rank, rule, on_owner) = match role.covers() {
-                BindingCovers::Resource if on_resource => match sa_path {
-                    None => (0, rule::OWN_ROLE, false),
-                    Some(_) if binding.role() == ORGANIZATION_ADMIN => {
-                        (0, rule::SA_ORGANIZATION_ADMIN, false)
-                    }
-                    Some(_) => (2, rule::SA_ROLE, false),
-                },
-                BindingCovers::Owner if on_owner => (1, rule::SA_RESOURCE_OWNER, true),
-                _ => continue,
-            };
-            if best.as_ref().is_none_or(|b| rank < b.rank) {
-                best = Some(Grantor {
-                    principal_id: id,
-                    binding,
-                    rank,
-                    rule,
-                    on_owner,
-                });
-                if rank == 0 {
-                    return best;
+    for (holder, binding) in applicable(data, principal) {
+        let pattern = binding.pattern();
+        // Cheap structural checks first: most bindings (topics, subjects) are too deep.
+        let on_resource = pattern.covers(path);
+        let on_owner = sa_path.is_some_and(|p| pattern.covers(p));
+        if !on_resource && !on_owner {
+            continue;
+        }
+        let Some(role) = matrix.role(binding.role()) else {
+            continue;
+        };
+        if !role.grant(t).allows() {
+            continue;
+        }
+        if sa_path.is_some() && t == ResourceType::Global && !role.may_create_sa_global() {
+            continue;
+        }
+        let (rank, rule, on_owner) = match role.covers() {
+            BindingCovers::Resource if on_resource => match sa_path {
+                None => (0, rule::OWN_ROLE, false),
+                Some(_) if binding.role() == ORGANIZATION_ADMIN => {
+                    (0, rule::SA_ORGANIZATION_ADMIN, false)
                 }
+                Some(_) => (2, rule::SA_ROLE, false),
+            },
+            BindingCovers::Owner if on_owner => (1, rule::SA_RESOURCE_OWNER, true),
+            _ => continue,
+        };
+        if best.as_ref().is_none_or(|b| rank < b.rank) {
+            best = Some(Grantor {
+                holder,
+                binding,
+                rank,
+                rule,
+                on_owner,
+            });
+            if rank == 0 {
+                return best;
             }
         }
     }
@@ -586,35 +684,36 @@ struct Holdings<'a> {
 impl fmt::Display for Holdings<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let matrix = self.data.matrix();
-        let relevant: Vec<(&str, &RoleBinding)> = self
-            .principal
-            .binding_ids()
-            .flat_map(|id| {
-                self.data
-                    .bindings()
-                    .of(id)
-                    .iter()
-                    .filter(|b| matrix.role(b.role()).is_some())
-                    .map(move |b| (id, b))
-            })
+        let relevant: Vec<(Holder<'_>, &RoleBinding)> = applicable(self.data, self.principal)
+            .filter(|(_, b)| matrix.role(b.role()).is_some())
             .collect();
         let total = relevant.len();
         if total == 0 {
             return f.write_str("no role binding that can create API keys");
         }
-        for (i, (id, b)) in relevant.iter().take(MAX_LISTED_BINDINGS).enumerate() {
+        for (i, (holder, b)) in relevant.iter().take(MAX_LISTED_BINDINGS).enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
             write!(f, "{} on {}", b.role(), b.pattern().scope())?;
-            if *id != self.principal.id() {
-                write!(f, " (through group {id})")?;
+            if *holder != Holder::Caller(self.principal.id()) {
+                write!(f, " ({})", DisplayTrim(*holder))?;
             }
         }
         if total > MAX_LISTED_BINDINGS {
             write!(f, " and {} more", total - MAX_LISTED_BINDINGS)?;
         }
         Ok(())
+    }
+}
+
+/// A holder's explanation suffix without its leading space ("through group g").
+struct DisplayTrim<'a>(Holder<'a>);
+
+impl fmt::Display for DisplayTrim<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string();
+        f.write_str(text.trim_start())
     }
 }
 

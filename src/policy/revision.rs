@@ -58,6 +58,17 @@ pub fn revision(inputs: &RevisionInputs<'_>) -> Revision {
     Arc::new(crate::id::hex(ctx.finish().as_ref()))
 }
 
+/// `revision` extended with the keygate-side bindings of external principals
+/// (`identity.external_bindings`), when configured: a set without them keeps its revision.
+pub fn with_external_bindings(revision: &str, text: &str) -> Revision {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"keygate-policy-revision-1+external-bindings");
+    ctx.update(revision.as_bytes());
+    ctx.update(&(text.len() as u64).to_be_bytes());
+    ctx.update(text.as_bytes());
+    Arc::new(crate::id::hex(ctx.finish().as_ref()))
+}
+
 /// The revisions of each part of a policy set, as a replayable decision records them (see
 /// `policy::input`): which matrix, policies, bindings and inventory decided. Each is the first 16
 /// hex digits of the SHA-256 of the part (`upstream` for data synced from the upstream, whose

@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::{HeaderValue, StatusCode};
 
 use super::bindings::BindingIndex;
+use super::external::ExternalBindings;
 use super::inventory::Inventory;
 use super::matrix::Matrix;
 use super::revision::{part_revisions, revision, PartRevisions, Revision, RevisionInputs};
@@ -185,6 +186,8 @@ pub struct FileData {
     pub inventory: Option<Inventory>,
     /// The organisation policies, when configured.
     pub org: Option<Arc<super::org::OrgPolicies>>,
+    /// The keygate-side bindings of external principals (empty when not configured).
+    pub external_bindings: Arc<ExternalBindings>,
     /// The policy revision (`policy::revision`).
     pub revision: Revision,
     /// The revisions of its parts.
@@ -342,6 +345,27 @@ impl AuthzRuntime {
             },
             _ => None,
         };
+        let external_text = self.config.external_bindings.as_ref().and_then(|path| {
+            read(path)
+                .map_err(|e| problem("identity.external_bindings", e.to_string()))
+                .ok()
+                .map(|text| (path, text))
+        });
+        let external_bindings = match (&external_text, &matrix) {
+            (Some((path, text)), Some(matrix)) => {
+                match ExternalBindings::from_toml_str(text, &self.config.org_id, matrix) {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        problem(
+                            "identity.external_bindings",
+                            format!("{}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         // While a set is in force, a team's broken files keep that team's last good set.
         let previous = self.snapshot();
         let previous = previous.as_ref().and_then(|s| s.org_policies());
@@ -375,12 +399,16 @@ impl AuthzRuntime {
             org: org.as_ref().map(|o| o.digest()),
             rate_limits,
         };
-        let (revision, parts) = (revision(&inputs), part_revisions(&inputs));
+        let (mut revision, parts) = (revision(&inputs), part_revisions(&inputs));
+        if let Some((_, text)) = &external_text {
+            revision = super::revision::with_external_bindings(&revision, text);
+        }
         Ok(FileData {
             matrix,
             bindings,
             inventory,
             org,
+            external_bindings: Arc::new(external_bindings.unwrap_or_default()),
             revision,
             parts,
         })
@@ -410,6 +438,7 @@ impl AuthzRuntime {
             Instant::now(),
         )
         .with_org(files.org)
+        .with_external_bindings(files.external_bindings)
         .with_revision(files.revision)
         .with_parts(files.parts))
     }
@@ -427,6 +456,7 @@ impl AuthzRuntime {
                 files.push(path.clone());
             }
         }
+        files.extend(self.config.external_bindings.iter().cloned());
         files
     }
 

@@ -13,6 +13,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use super::bindings::BindingIndex;
 use super::crn::OrgId;
+use super::external::ExternalBindings;
 use super::inventory::Inventory;
 use super::matrix::Matrix;
 
@@ -27,6 +28,7 @@ pub struct AuthzSnapshot {
     revision: Arc<String>,
     parts: Arc<super::revision::PartRevisions>,
     org: Option<Arc<super::org::OrgPolicies>>,
+    external: Arc<ExternalBindings>,
 }
 
 impl AuthzSnapshot {
@@ -47,7 +49,19 @@ impl AuthzSnapshot {
             revision: Arc::default(),
             parts: Arc::default(),
             org: None,
+            external: Arc::default(),
         }
+    }
+
+    /// The same data with keygate-side bindings of external principals, swapped together with it.
+    pub fn with_external_bindings(mut self, external: Arc<ExternalBindings>) -> Self {
+        self.external = external;
+        self
+    }
+
+    /// The keygate-side bindings of external principals (empty when not configured).
+    pub fn external_bindings(&self) -> &ExternalBindings {
+        &self.external
     }
 
     /// The same data with organisational policies (layer 2), swapped together with it.

@@ -127,7 +127,11 @@ fn event(
         };
         PrincipalInfo {
             id: p.id().to_string(),
-            kind: crate::audit::PrincipalKind::from_id(p.id()),
+            kind: if p.is_confluent() {
+                crate::audit::PrincipalKind::from_id(p.id())
+            } else {
+                crate::audit::PrincipalKind::External
+            },
             authentication_method: match p.auth() {
                 PrincipalAuth::ApiKey { .. } | PrincipalAuth::Directory { .. } => {
                     crate::audit::AuthMethod::Basic
@@ -142,6 +146,7 @@ fn event(
                 source: e.source.as_str(),
                 issuer: e.issuer.clone(),
                 upstream_key_id: e.broker_key_id.clone(),
+                acting_as: p.acting_as().map(str::to_owned),
             }),
         }
     });

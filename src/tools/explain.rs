@@ -61,7 +61,7 @@ fn error(message: impl std::fmt::Display) -> ExitCode {
 pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     use crate::guard::{classify_target, parse_body, GovernedBody, Route};
     use crate::model::{AuthMethod, Principal};
-    use crate::policy::org::{self, RoleBinding};
+    use crate::policy::org;
 
     let config = match Config::load_without_secrets(request.config) {
         Ok(config) => config,
@@ -138,7 +138,7 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
     // The findings, rendered: what each policy said about the same input.
     let layer2 = if decision.allow {
         snapshot.org_policies().map(|policies| {
-            let bindings = RoleBinding::all_of(snapshot.bindings().of(principal.id()));
+            let bindings = crate::policy::decide::org_bindings(&snapshot, &principal);
             // The same layer-2 input the decision above evaluated.
             let input = crate::policy::decide::org_input(
                 &decide_request,

@@ -17,7 +17,7 @@ use crate::support::sim::Sim;
 use crate::support::{self, Collected};
 
 pub const ISS: &str = "https://idp.corp.example";
-const OWN_VAR: &str = "KEYGATE_TEST_OWN_CREDENTIAL";
+pub(crate) const OWN_VAR: &str = "KEYGATE_TEST_OWN_CREDENTIAL";
 
 pub fn rsa() -> Minter {
     Minter::rsa(
@@ -74,13 +74,13 @@ audiences = ["keygate"]
     (support::start(config).await, audit)
 }
 
-fn jwks_file(dir: &Path, minters: &[&Minter]) -> PathBuf {
+pub(crate) fn jwks_file(dir: &Path, minters: &[&Minter]) -> PathBuf {
     let path = dir.join("jwks.json");
     std::fs::write(&path, mint::jwks(minters)).unwrap();
     path
 }
 
-async fn send(
+pub(crate) async fn send(
     gw: &keygate::Gateway,
     method: &str,
     path: &str,
@@ -101,7 +101,7 @@ async fn send(
     governed::send(request).await
 }
 
-fn detail(response: &Collected) -> String {
+pub(crate) fn detail(response: &Collected) -> String {
     let error = assert_keygate_error(response, 401, "user_unauthenticated");
     let challenge = response.headers["www-authenticate"].to_str().unwrap();
     assert!(challenge.starts_with("Bearer "), "{challenge}");
@@ -583,6 +583,7 @@ when {
   principal.external.source == "jwt" &&
   principal.external.issuer == "https://idp.corp.example" &&
   principal.external.groups.contains("ci") &&
+  principal has acting_as &&
   principal.acting_as == "u-alice" &&
   context.resource.type == "Global"
 };

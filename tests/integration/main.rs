@@ -19,6 +19,7 @@ mod dev;
 mod differential;
 mod drain;
 mod egress;
+mod external_bindings;
 mod forwarding;
 mod guard;
 mod hostile;

@@ -123,3 +123,88 @@ fn allowed_denied_and_policy_denied_inputs_replay_to_the_same_decision() {
         spec("sa-orders", "lkc-unknown", "orders-ingest-dev"),
     );
 }
+
+#[test]
+fn an_external_identity_and_its_keygate_side_bindings_replay_as_decided() {
+    let mut side = ExternalBindings::default();
+    let org = OrgId::parse(EXAMPLE_ORG).unwrap();
+    side.push(
+        "ExternalGroup:payments",
+        Some("https://idp.corp"),
+        "ResourceOwner",
+        &format!("crn://confluent.cloud/organization={EXAMPLE_ORG}/service-account=sa-orders"),
+        &org,
+        None,
+    )
+    .unwrap();
+    let snapshot = shipped().with_external_bindings(Arc::new(side));
+    let rules = Rules {
+        snapshot: &snapshot,
+        quota: None,
+    };
+    let external = External {
+        id: "ci@payments".into(),
+        source: ExternalSource::Jwt,
+        issuer: "https://idp.corp".into(),
+        groups: vec!["payments".into()],
+        broker_key_id: Some("BROKER".into()),
+    };
+    let auth = AuthMethod::Jwt {
+        issuer: "https://idp.corp".into(),
+    };
+    let principals = [
+        Principal::external_only(external.clone(), auth.clone()),
+        Principal::new("u-dave", auth)
+            .unwrap()
+            .with_external(external),
+    ];
+    for principal in &principals {
+        for owner in ["sa-orders", "sa-payments"] {
+            let spec = spec(owner, "lkc-dev01", "payments-ingest-dev");
+            let request = Request {
+                principal,
+                action: Action::CreateApiKey,
+                key_id: None,
+                spec: Some(&spec),
+                update: None,
+                request_id: "req-1",
+                source_ip: None,
+                time: 1_735_689_600,
+            };
+            let facts = Facts {
+                owner_key_count: Some(1),
+                ..Facts::default()
+            };
+            let original = decide(&rules, &request, &facts);
+            assert_eq!(
+                original.allow,
+                owner == "sa-orders",
+                "{}",
+                original.explanation
+            );
+            let mut input = DecisionInput::capture(&request, &facts, &snapshot, &original.matrix);
+            input.outcome = InputOutcome::of(&original);
+            let json = serde_json::to_string(&input).unwrap();
+            assert!(
+                json.contains("ExternalGroup:payments") || owner != "sa-orders",
+                "{json}"
+            );
+            let input: DecisionInput = serde_json::from_str(&json).unwrap();
+            let rebuilt = input.rebuild().unwrap();
+            assert_eq!(rebuilt.principal.kind(), principal.kind());
+            assert_eq!(
+                rebuilt.principal.external().map(|e| &e.id),
+                principal.external().map(|e| &e.id)
+            );
+            let recorded = input.recorded_snapshot(&snapshot).unwrap();
+            let rules = Rules {
+                snapshot: &recorded,
+                quota: None,
+            };
+            let replayed = decide(&rules, &rebuilt.request(&input, "req-1"), &rebuilt.facts);
+            assert_eq!(replayed.allow, original.allow, "{json}");
+            assert_eq!(replayed.rule_ids, original.rule_ids);
+            assert_eq!(replayed.explanation, original.explanation);
+        }
+    }
+}

@@ -169,6 +169,7 @@ fn kind_index(kind: PrincipalKind) -> usize {
         PrincipalKind::User => 0,
         PrincipalKind::ServiceAccount => 1,
         PrincipalKind::IdentityPool => 2,
+        PrincipalKind::External => 3,
     }
 }
 
@@ -218,8 +219,8 @@ impl CompiledPolicy {
 #[derive(Default)]
 struct ActionIndex {
     always: Vec<u32>,
-    principal: [HashMap<Box<str>, Vec<u32>>; 3],
-    principal_kind: [Vec<u32>; 3],
+    principal: [HashMap<Box<str>, Vec<u32>>; 4],
+    principal_kind: [Vec<u32>; 4],
     key: HashMap<Box<str>, Vec<u32>>,
     owner: HashMap<Box<str>, Vec<u32>>,
     no_owner: Vec<u32>,

@@ -46,6 +46,7 @@ pub(crate) struct Vocabulary {
     user: EntityTypeName,
     service_account: EntityTypeName,
     identity_pool: EntityTypeName,
+    external: EntityTypeName,
     api_key: EntityTypeName,
     actions: [EntityUid; 5],
 }
@@ -61,6 +62,7 @@ impl Vocabulary {
             user: ty("User")?,
             service_account: ty("ServiceAccount")?,
             identity_pool: ty("IdentityPool")?,
+            external: ty("ExternalPrincipal")?,
             api_key: ty("ApiKey")?,
             actions: ACTIONS.map(action),
         })
@@ -88,6 +90,7 @@ impl Vocabulary {
             PrincipalKind::User,
             PrincipalKind::ServiceAccount,
             PrincipalKind::IdentityPool,
+            PrincipalKind::External,
         ]
         .into_iter()
         .find(|k| self.principal_type(*k) == type_name)
@@ -103,6 +106,7 @@ impl Vocabulary {
             PrincipalKind::User => &self.user,
             PrincipalKind::ServiceAccount => &self.service_account,
             PrincipalKind::IdentityPool => &self.identity_pool,
+            PrincipalKind::External => &self.external,
         }
     }
 
@@ -301,16 +305,21 @@ impl OrgPolicies {
             None,
         );
         // `principal.acting_as` is the Confluent principal (the entity id); `principal.external`
-        // the company identity acting as it, when there is one.
+        // the company identity acting as it, when there is one. An `ExternalPrincipal` (no
+        // Confluent principal, keygate-side bindings only) has no `acting_as`.
         let mut attrs = vec![
             ("groups".into(), PartialValue::from(groups)),
             ("roles".into(), PartialValue::from(roles)),
             ("bindings".into(), PartialValue::from(bindings)),
-            (
+        ];
+        if input.principal_kind != PrincipalKind::External {
+            attrs.push((
                 "acting_as".into(),
                 PartialValue::from(string(input.principal_id)),
-            ),
-        ];
+            ));
+        } else if input.external.is_none() {
+            return Err("a caller without a Confluent principal has no external identity".into());
+        }
         if let Some(external) = input.external {
             attrs.push((
                 "external".into(),

@@ -769,3 +769,164 @@ fn untrusted_input_is_cut_short_in_explanations() {
     assert!(!d.explanation.contains('\n'));
     assert!(d.explanation.len() < 400, "{}", d.explanation.len());
 }
+
+// === keygate-side bindings of external principals ===
+
+mod external_bindings {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{External, ExternalSource, Principal};
+    use crate::policy::external::ExternalBindings;
+
+    const ISS: &str = "https://idp.corp";
+
+    fn external(id: &str, issuer: &str, groups: &[&str]) -> External {
+        External {
+            id: id.into(),
+            source: ExternalSource::Jwt,
+            issuer: issuer.into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            broker_key_id: Some("BROKER".into()),
+        }
+    }
+
+    fn jwt() -> crate::model::AuthMethod {
+        crate::model::AuthMethod::Jwt { issuer: ISS.into() }
+    }
+
+    /// `(principal, issuer, role, crn)` keygate-side bindings over Confluent `confluent` ones.
+    fn snapshot(
+        confluent: &[(&str, &str, &str)],
+        side: &[(&str, Option<&str>, &str, &str)],
+    ) -> AuthzSnapshot {
+        let mut index = ExternalBindings::default();
+        let fx = Fixture::new();
+        for (p, issuer, role, crn) in side {
+            index
+                .push(p, *issuer, role, crn, &org(), Some(&fx.matrix))
+                .unwrap();
+        }
+        fx.snapshot(confluent)
+            .with_external_bindings(Arc::new(index))
+    }
+
+    #[test]
+    fn an_external_only_identity_acts_through_its_own_and_its_groups_keygate_side_bindings() {
+        let snap = snapshot(
+            &[("User:sa-target", "OrganizationAdmin", &crn(""))],
+            &[
+                (
+                    "External:ci@payments",
+                    None,
+                    "ResourceOwner",
+                    &crn("/service-account=sa-target"),
+                ),
+                (
+                    "ExternalGroup:payments",
+                    Some(ISS),
+                    "EnvironmentAdmin",
+                    &crn("/environment=env-other"),
+                ),
+            ],
+        );
+        let p = Principal::external_only(external("ci@payments", ISS, &["payments"]), jwt());
+        let d = decide_create(&snap, &p, &kafka(SA));
+        assert!(d.allow, "{d}");
+        assert_eq!(d.rule, rule::SA_RESOURCE_OWNER);
+        assert!(
+            d.explanation
+                .contains("via keygate-side binding for ci@payments"),
+            "{}",
+            d.explanation
+        );
+        assert_eq!(
+            d.granted_by.as_ref().unwrap().principal_id,
+            "External:ci@payments"
+        );
+        // The group's binding (issuer-scoped) covers env-other.
+        let d = decide_create(&snap, &p, &spec("sa-other", Some(("lkc-other", None))));
+        assert!(d.allow, "{d}");
+        assert!(d
+            .explanation
+            .contains("via keygate-side binding for group payments"));
+        // Another issuer: the group binding does not apply.
+        let elsewhere = Principal::external_only(
+            external("ci@payments", "https://other", &["payments"]),
+            jwt(),
+        );
+        let d = decide_create(
+            &snap,
+            &elsewhere,
+            &spec("sa-other", Some(("lkc-other", None))),
+        );
+        assert!(!d.allow, "{d}");
+        // Another service account: denied, the holdings listed with their holder.
+        let d = decide_create(&snap, &p, &kafka("sa-else"));
+        assert!(!d.allow);
+        assert!(
+            d.explanation
+                .contains("ResourceOwner on service-account=sa-target (via keygate-side binding for ci@payments)"),
+            "{}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn an_external_only_identity_never_gets_confluent_bindings_or_owns_a_user() {
+        // An external id that looks like a Confluent id gets nothing of that principal's.
+        let snap = snapshot(
+            &[("User:u-caller", "OrganizationAdmin", &crn(""))],
+            &[(
+                "External:u-caller",
+                None,
+                "ResourceOwner",
+                &crn("/service-account=sa-target"),
+            )],
+        );
+        let p = Principal::external_only(external("u-caller", ISS, &[]), jwt());
+        let d = decide_create(&snap, &p, &kafka("sa-else"));
+        assert!(!d.allow, "{d}");
+        let d = decide_create(&snap, &p, &kafka("u-caller"));
+        assert!(!d.allow, "{d}");
+        assert_eq!(d.rule, rule::DENY_OTHER_USER);
+    }
+
+    #[test]
+    fn an_external_only_identity_whose_bindings_are_gone_may_do_nothing() {
+        let snap = snapshot(&[], &[]);
+        let p = Principal::external_only(external("ci@payments", ISS, &[]), jwt());
+        for action in [Action::ListApiKeys, Action::GetApiKey, Action::DeleteApiKey] {
+            let d = decide_matrix(&snap, &p, action, None);
+            assert!(!d.allow, "{action:?}");
+            assert_eq!(d.rule, rule::DENY_EXTERNAL_UNBOUND);
+        }
+    }
+
+    #[test]
+    fn a_mapped_identity_combines_both_kinds_of_binding() {
+        let snap = snapshot(
+            &[(
+                "User:u-caller",
+                "ResourceOwner",
+                &crn("/service-account=sa-target"),
+            )],
+            &[(
+                "ExternalGroup:payments",
+                None,
+                "ResourceOwner",
+                &crn("/service-account=sa-other"),
+            )],
+        );
+        let p = user(CALLER).with_external(external("ci@payments", ISS, &["payments"]));
+        assert!(decide_create(&snap, &p, &kafka(SA)).allow);
+        let d = decide_create(&snap, &p, &kafka("sa-other"));
+        assert!(d.allow, "{d}");
+        assert!(d
+            .explanation
+            .contains("via keygate-side binding for group payments"));
+        assert!(!decide_create(&snap, &p, &kafka("sa-else")).allow);
+        // Without the external identity, only the Confluent binding counts.
+        assert!(!decide_create(&snap, &user(CALLER), &kafka("sa-other")).allow);
+    }
+}
