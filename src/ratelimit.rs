@@ -533,17 +533,27 @@ impl<C: Clock + Clone> RateLimiter<C> {
         if let Some(store) = self.store.as_ref().filter(|s| s.is_usable()) {
             // A caller refused here costs no round trip.
             self.peek_local(local, who, action, &best)?;
-            let mut batch = store.batch();
             // Which limit each pushed key belongs to, to name the one that refused.
             let mut pushed = [0u8; MAX_LIMITS];
             let mut count = 0;
             for i in Bits(shared) {
-                let limit = &self.limits[i];
-                if let Some(shared) = &limit.shared {
-                    batch.push(shared, limit.spec.kind, who, action);
+                if self.limits[i].shared.is_some() {
                     // INVARIANT: i < MAX_LIMITS <= u8::MAX.
                     pushed[count] = i as u8;
                     count += 1;
+                }
+            }
+            let pushed = &pushed[..count];
+            let mut batch = store.batch(count);
+            for &i in pushed {
+                let limit = &self.limits[usize::from(i)];
+                if let Some(shared) = &limit.shared {
+                    batch.push_key(shared, limit.spec.kind, who, action);
+                }
+            }
+            for &i in pushed {
+                if let Some(shared) = &self.limits[usize::from(i)].shared {
+                    batch.push_quota(shared);
                 }
             }
             match store.check(batch).await {

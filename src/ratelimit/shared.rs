@@ -84,21 +84,26 @@ impl SharedLimit {
         }
     }
 
-    /// The key of `who` (doing `action`) in this limit.
-    fn key(&self, kind: super::KeyKind, who: &Subject<'_>, action: Option<Action>) -> String {
-        let mut key = String::with_capacity(self.stem.len() + 48);
+    /// Writes the key of `who` (doing `action`) in this limit to `key`.
+    fn write_key(
+        &self,
+        key: &mut String,
+        kind: super::KeyKind,
+        who: &Subject<'_>,
+        action: Option<Action>,
+    ) {
+        key.clear();
         key.push_str(&self.stem);
         match kind {
             super::KeyKind::Global => key.push('g'),
-            super::KeyKind::Principal => push_subject(&mut key, who),
+            super::KeyKind::Principal => push_subject(key, who),
             super::KeyKind::PrincipalAction => {
                 key.push_str("pa:");
                 key.push_str(action.map_or("-", Action::as_str));
                 key.push(':');
-                push_subject(&mut key, who);
+                push_subject(key, who);
             }
         }
-        key
     }
 }
 
@@ -120,27 +125,37 @@ fn push_subject(key: &mut String, who: &Subject<'_>) {
     }
 }
 
-/// One request's shared limits, in the order they were pushed.
+/// One request's shared limits, in the order they were pushed: one `EVALSHA` command, written
+/// directly — every key, then every limit's quota — rather than through `redis::ScriptInvocation`,
+/// which keeps each argument in its own buffer and copies them all into the command it sends.
 #[derive(Debug)]
-pub(super) struct Batch<'a> {
-    invocation: redis::ScriptInvocation<'a>,
-    len: usize,
+pub(super) struct Batch {
+    command: redis::Cmd,
+    keys: usize,
+    quotas: usize,
+    /// The key being written, reused for every limit.
+    key: String,
 }
 
-impl Batch<'_> {
-    /// Adds `limit` (of key kind `kind`) for `who` doing `action`.
-    pub(super) fn push(
+impl Batch {
+    /// Adds the key of `limit` (of key kind `kind`) for `who` doing `action`. Every key comes
+    /// before the first quota.
+    pub(super) fn push_key(
         &mut self,
         limit: &SharedLimit,
         kind: super::KeyKind,
         who: &Subject<'_>,
         action: Option<Action>,
     ) {
-        self.invocation
-            .key(limit.key(kind, who, action))
-            .arg(limit.interval_us)
-            .arg(limit.burst);
-        self.len += 1;
+        limit.write_key(&mut self.key, kind, who, action);
+        self.command.arg(self.key.as_str());
+        self.keys += 1;
+    }
+
+    /// Adds the quota of `limit`: the limits' quotas in the order of their keys.
+    pub(super) fn push_quota(&mut self, limit: &SharedLimit) {
+        self.command.arg(limit.interval_us).arg(limit.burst);
+        self.quotas += 1;
     }
 }
 
@@ -311,29 +326,49 @@ impl SharedStore {
         }
     }
 
-    /// An empty batch for one request.
-    pub(super) fn batch(&self) -> Batch<'_> {
+    /// An empty batch for one request that will push `count` limits (keys, then quotas).
+    pub(super) fn batch(&self, count: usize) -> Batch {
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(self.inner.script.get_hash()).arg(count);
         Batch {
-            invocation: self.inner.script.prepare_invoke(),
-            len: 0,
+            command,
+            keys: 0,
+            quotas: 0,
+            key: String::with_capacity(self.inner.key_stem.len() + 80),
         }
     }
 
-    /// Decides `batch` in one round trip, within `command_timeout`.
-    pub(super) async fn check(&self, batch: Batch<'_>) -> Result<Verdict, SharedError> {
+    /// Decides `batch` in one round trip, within `command_timeout`. After `NOSCRIPT` (Redis
+    /// restarted, `SCRIPT FLUSH`) the script is loaded and the command sent once more.
+    pub(super) async fn check(&self, batch: Batch) -> Result<Verdict, SharedError> {
         let timeout = self.inner.config.command_timeout;
         let mut connection = self.connection()?;
-        let reply: Vec<i64> =
-            tokio::time::timeout(timeout, batch.invocation.invoke_async(&mut connection))
-                .await
-                .map_err(|_| SharedError::Timeout(timeout))??;
+        let len = batch.keys;
+        if len != batch.quotas {
+            return Err(SharedError::Reply);
+        }
+        let command = batch.command;
+        let script = &self.inner.script;
+        let reply: Vec<i64> = tokio::time::timeout(timeout, async {
+            match command.query_async(&mut connection).await {
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.prepare_invoke().load_async(&mut connection).await?;
+                    command.query_async(&mut connection).await
+                }
+                answered => answered,
+            }
+        })
+        .await
+        .map_err(|_| SharedError::Timeout(timeout))??;
         match reply[..] {
             [1] => Ok(Verdict::Allowed),
             [0, position, wait, reset] => {
                 let position = usize::try_from(position)
                     .ok()
                     .and_then(|p| p.checked_sub(1))
-                    .filter(|p| *p < batch.len)
+                    .filter(|p| *p < len)
                     .ok_or(SharedError::Reply)?;
                 let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
                 Ok(Verdict::Refused {

@@ -20,15 +20,16 @@
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
+-- One MGET for every bucket: each redis.call costs the server a command dispatch.
+local stored = redis.call('MGET', unpack(KEYS))
 local next_tat = {}
 local refused, longest, refused_tau = 0, -1, 0
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[2 * i - 1])
   local tau = interval * (tonumber(ARGV[2 * i]) - 1)
-  local stored = redis.call('GET', KEYS[i])
   local tat = now
-  if stored then
-    tat = tonumber(stored) or now
+  if stored[i] then
+    tat = tonumber(stored[i]) or now
   end
   if tat < now then
     tat = now

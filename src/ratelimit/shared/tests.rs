@@ -276,7 +276,9 @@ quota = { per = "1s", requests = 50 }
     let store = SharedStore::new(config.shared().unwrap());
     let key = |i: usize, who: &Subject<'_>, action| {
         let spec = &config.limits[i];
-        SharedLimit::new(&store, spec).key(spec.kind, who, action)
+        let mut key = String::new();
+        SharedLimit::new(&store, spec).write_key(&mut key, spec.kind, who, action);
+        key
     };
     let alice = Subject::Principal {
         id: "u-alice",
