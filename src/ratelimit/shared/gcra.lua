@@ -51,7 +51,8 @@ end
 
 for i = 1, #KEYS do
   local ttl = math.ceil((next_tat[i] - now) / 1000)
-  -- %.0f: tostring() would print large numbers in exponent form and lose digits.
-  redis.call('SET', KEYS[i], string.format('%.0f', next_tat[i]), 'PX', ttl)
+  -- %d: tostring() would print large numbers in exponent form and lose digits (and %d is the
+  -- cheapest exact form: Redis' Lua formats it as a C long).
+  redis.call('SET', KEYS[i], string.format('%d', next_tat[i]), 'PX', ttl)
 end
 return {1}
