@@ -372,7 +372,10 @@ struct Completer(tokio::sync::mpsc::UnboundedSender<Vec<Completion>>);
 /// One waiter and what it is told.
 enum Completion {
     Event(Waiter, Result<Committed, AuditError>),
-    Flush(oneshot::Sender<Result<(), AuditError>>, Result<(), AuditError>),
+    Flush(
+        oneshot::Sender<Result<(), AuditError>>,
+        Result<(), AuditError>,
+    ),
 }
 
 impl Completion {

@@ -3,14 +3,12 @@
 //! bindings alone (no Confluent principal, keygate's credential upstream); without a binding, or
 //! from an issuer that is not brokered, it is refused; mapped identities get both.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use keygate::identity::jwt::mint::Minter;
 use serde_json::json;
 
-use crate::jwt::{bearer, claims, detail, jwks_file, send, ISS, OWN_VAR};
-use crate::support;
+use crate::jwt::{bearer, claims, detail, jwks_file, send, ISS};
 use crate::support::governed::{self, assert_keygate_error, audit_records, API_KEYS};
 use crate::support::sim::Sim;
 
@@ -33,30 +31,10 @@ async fn start(
     bindings: &str,
     rest: &str,
 ) -> (keygate::Gateway, PathBuf) {
-    let own = sim.key("sa-keygate");
-    let mut vars: HashMap<String, String> = HashMap::new();
-    vars.insert(OWN_VAR.into(), format!("{}:{}", own.key_id, own.secret));
-    let audit = dir.join("audit.jsonl");
     let file = dir.join("external-bindings.toml");
     std::fs::write(&file, bindings).unwrap();
-    let extra = format!(
-        r#"
-[upstream.credential]
-env = "{OWN_VAR}"
-[audit]
-file = {audit:?}
-[identity]
-external_bindings = {file:?}
-[[identity.jwt]]
-issuer = "{ISS}"
-audiences = ["keygate"]
-{issuer_extra}
-{rest}
-"#
-    );
-    let mut config = support::config_with_env(&sim.url(), &extra, &vars);
-    config.upstream.web_url = sim.url().parse().unwrap();
-    (support::start(config).await, audit)
+    let identity = format!("external_bindings = {file:?}");
+    crate::jwt::start_with_identity(sim, dir, &identity, issuer_extra, rest, &[]).await
 }
 
 #[tokio::test]

@@ -52,6 +52,18 @@ async fn start(
     rest: &str,
     env: &[(String, String)],
 ) -> (keygate::Gateway, PathBuf) {
+    start_with_identity(sim, dir, "", issuer_extra, rest, env).await
+}
+
+/// [`start`] with `identity` (fields of the `[identity]` table) before the issuer.
+pub(crate) async fn start_with_identity(
+    sim: &Sim,
+    dir: &Path,
+    identity: &str,
+    issuer_extra: &str,
+    rest: &str,
+    env: &[(String, String)],
+) -> (keygate::Gateway, PathBuf) {
     let own = sim.key("sa-keygate");
     let mut vars: HashMap<String, String> = env.iter().cloned().collect();
     vars.insert(OWN_VAR.into(), format!("{}:{}", own.key_id, own.secret));
@@ -62,6 +74,8 @@ async fn start(
 env = "{OWN_VAR}"
 [audit]
 file = {audit:?}
+[identity]
+{identity}
 [[identity.jwt]]
 issuer = "{ISS}"
 audiences = ["keygate"]
