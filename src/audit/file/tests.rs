@@ -290,3 +290,68 @@ async fn a_receipt_resolves_after_the_fsync_and_later_records_follow_it() {
     assert_eq!(first.durable().await.unwrap().sequence, 1);
     assert_eq!(current_sequences(&path), vec![1, 2]);
 }
+
+#[test]
+fn a_sink_opened_outside_a_runtime_completes_its_waiters_itself() {
+    // No runtime when the sink opens: no completer task, the writer completes waiters directly.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = FileSink::open(config(&path)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sequences: Vec<u64> = runtime.block_on(async {
+        let mut out = Vec::new();
+        for i in 1..=3 {
+            out.push(append(&sink, i).await);
+        }
+        out
+    });
+    assert_eq!(sequences, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn waiters_are_still_completed_after_the_opening_runtime_is_gone() {
+    // The completer task lives on the runtime that opened the sink; once that runtime is gone the
+    // writer notices the closed channel and completes waiters itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async { FileSink::open(config(&path)).unwrap() })
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(append(&sink, 1).await, 1);
+    assert_eq!(append(&sink, 2).await, 2);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_writer_thread_runs_as_a_batch_thread() {
+    // SCHED_BATCH is policy 3 in /proc/<pid>/task/<tid>/stat (field 41).
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::open(config(&dir.path().join("audit.jsonl"))).unwrap();
+    append(&sink, 1).await;
+    let writer = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                // The kernel keeps the first 15 bytes of a thread's name.
+                .is_ok_and(|comm| WRITER_THREAD.starts_with(comm.trim()))
+        })
+        .expect("the writer thread");
+    let stat = std::fs::read_to_string(writer.path().join("stat")).unwrap();
+    // Fields after the parenthesised command name; policy is field 41 overall.
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let policy: u32 = after_comm.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+    assert_eq!(policy, 3, "SCHED_BATCH");
+}
