@@ -544,19 +544,11 @@ impl<C: Clock + Clone> RateLimiter<C> {
                 }
             }
             let pushed = &pushed[..count];
-            let mut batch = store.batch(count);
-            for &i in pushed {
+            let limits = pushed.iter().filter_map(|&i| {
                 let limit = &self.limits[usize::from(i)];
-                if let Some(shared) = &limit.shared {
-                    batch.push_key(shared, limit.spec.kind, who, action);
-                }
-            }
-            for &i in pushed {
-                if let Some(shared) = &self.limits[usize::from(i)].shared {
-                    batch.push_quota(shared);
-                }
-            }
-            match store.check(batch).await {
+                Some((limit.shared.as_ref()?, limit.spec.kind))
+            });
+            match store.check(limits, who, action).await {
                 Ok(Verdict::Allowed) => return Ok(self.check_local(local, who, action, &best)?),
                 Ok(Verdict::Refused {
                     position,

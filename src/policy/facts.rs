@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use super::decide::Facts;
+use super::decide::{Facts, Request};
 use super::quota;
 use super::runtime::{AuthzRuntime, UpstreamFetch};
 use super::source::{fetch_key, FetchError};
@@ -36,17 +36,6 @@ pub struct FactSources {
     quota: Arc<quota::Guard>,
 }
 
-/// The request a decision is about, as far as gathering its facts goes.
-#[derive(Debug, Clone, Copy)]
-pub struct Asked<'a> {
-    /// What the caller asks to do.
-    pub action: Action,
-    /// The key of a get, update or delete.
-    pub key_id: Option<&'a str>,
-    /// The caller's own `Authorization`, for the target key lookup.
-    pub authorization: Option<&'a HeaderValue>,
-}
-
 impl FactSources {
     /// Over the live data, the upstream and the ledger.
     pub fn new(
@@ -61,13 +50,15 @@ impl FactSources {
         }
     }
 
-    /// The facts of a request layer 1 (`matrix`) allowed; see the module doc. An error is the
-    /// answer to the request: the upstream's own refusal of the lookup, or a 503.
+    /// The facts of `asked`, which layer 1 (`matrix`) allowed; see the module doc. The target key
+    /// is read with `authorization`, the caller's own. An error is the answer to the request: the
+    /// upstream's own refusal of the lookup, or a 503.
     pub async fn gather(
         &self,
         snapshot: &AuthzSnapshot,
         matrix: &Decision,
-        asked: Asked<'_>,
+        asked: &Request<'_>,
+        authorization: Option<&HeaderValue>,
     ) -> Result<Facts, GatewayError> {
         let mut facts = Facts::default();
         if let (Action::CreateApiKey, Some(resource)) =
@@ -87,7 +78,7 @@ impl FactSources {
             a @ (Action::UpdateApiKey | Action::DeleteApiKey | Action::GetApiKey)
                 if org.governs(a) =>
             {
-                if let (Some(key_id), Some(auth)) = (asked.key_id, asked.authorization) {
+                if let (Some(key_id), Some(auth)) = (asked.key_id, authorization) {
                     let fetch =
                         UpstreamFetch::as_caller(self.upstream.clone(), auth, MAX_LOOKUP_BYTES);
                     let key = fetch_key(&fetch, key_id).await;

@@ -125,40 +125,6 @@ fn push_subject(key: &mut String, who: &Subject<'_>) {
     }
 }
 
-/// One request's shared limits, in the order they were pushed: one `EVALSHA` command, written
-/// directly — every key, then every limit's quota — rather than through `redis::ScriptInvocation`,
-/// which keeps each argument in its own buffer and copies them all into the command it sends.
-#[derive(Debug)]
-pub(super) struct Batch {
-    command: redis::Cmd,
-    keys: usize,
-    quotas: usize,
-    /// The key being written, reused for every limit.
-    key: String,
-}
-
-impl Batch {
-    /// Adds the key of `limit` (of key kind `kind`) for `who` doing `action`. Every key comes
-    /// before the first quota.
-    pub(super) fn push_key(
-        &mut self,
-        limit: &SharedLimit,
-        kind: super::KeyKind,
-        who: &Subject<'_>,
-        action: Option<Action>,
-    ) {
-        limit.write_key(&mut self.key, kind, who, action);
-        self.command.arg(self.key.as_str());
-        self.keys += 1;
-    }
-
-    /// Adds the quota of `limit`: the limits' quotas in the order of their keys.
-    pub(super) fn push_quota(&mut self, limit: &SharedLimit) {
-        self.command.arg(limit.interval_us).arg(limit.burst);
-        self.quotas += 1;
-    }
-}
-
 /// Redis' answer to one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
@@ -326,28 +292,31 @@ impl SharedStore {
         }
     }
 
-    /// An empty batch for one request that will push `count` limits (keys, then quotas).
-    pub(super) fn batch(&self, count: usize) -> Batch {
-        let mut command = redis::cmd("EVALSHA");
-        command.arg(self.inner.script.get_hash()).arg(count);
-        Batch {
-            command,
-            keys: 0,
-            quotas: 0,
-            key: String::with_capacity(self.inner.key_stem.len() + 80),
-        }
-    }
-
-    /// Decides `batch` in one round trip, within `command_timeout`. After `NOSCRIPT` (Redis
-    /// restarted, `SCRIPT FLUSH`) the script is loaded and the command sent once more.
-    pub(super) async fn check(&self, batch: Batch) -> Result<Verdict, SharedError> {
+    /// Decides one request's shared `limits` (each with its key kind, for `who` doing `action`) in
+    /// one round trip, within `command_timeout`: one `EVALSHA <sha> <n> <keys…> <interval
+    /// burst>…`, written directly rather than through `redis::ScriptInvocation` (which keeps each
+    /// argument in its own buffer and copies them all into the command). After `NOSCRIPT` (Redis
+    /// restarted, `SCRIPT FLUSH`) the script is loaded and the command sent once more. A refusal's
+    /// position is the limit's in `limits`.
+    pub(super) async fn check<'l>(
+        &self,
+        limits: impl Iterator<Item = (&'l SharedLimit, super::KeyKind)> + Clone,
+        who: &Subject<'_>,
+        action: Option<Action>,
+    ) -> Result<Verdict, SharedError> {
         let timeout = self.inner.config.command_timeout;
         let mut connection = self.connection()?;
-        let len = batch.keys;
-        if len != batch.quotas {
-            return Err(SharedError::Reply);
+        let len = limits.clone().count();
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(self.inner.script.get_hash()).arg(len);
+        let mut key = String::with_capacity(self.inner.key_stem.len() + 80);
+        for (limit, kind) in limits.clone() {
+            limit.write_key(&mut key, kind, who, action);
+            command.arg(key.as_str());
         }
-        let command = batch.command;
+        for (limit, _) in limits {
+            command.arg(limit.interval_us).arg(limit.burst);
+        }
         let script = &self.inner.script;
         let reply: Vec<i64> = tokio::time::timeout(timeout, async {
             match command.query_async(&mut connection).await {

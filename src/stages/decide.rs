@@ -16,11 +16,11 @@ use crate::error::GatewayError;
 use crate::guard::GovernedBody;
 use crate::model::{Action, DecidedBy, Principal};
 use crate::policy::decide::{self as policy, Facts, Response, Rules};
-use crate::policy::facts::{Asked, FactSources};
+use crate::policy::facts::FactSources;
 use crate::policy::input::{DecisionInput, InputOutcome};
 use crate::policy::quota;
 use crate::policy::runtime::AuthzRuntime;
-use crate::policy::Permit;
+use crate::policy::{AuthzSnapshot, Permit};
 use crate::proxy::Upstream;
 use crate::state::{DecisionRecord, RequestState};
 use crate::telemetry::metrics::DecisionLabels;
@@ -111,22 +111,6 @@ impl DecideStage {
         }
         // Recorded before the lookups, so a failed lookup still reports layer 1's decision.
         state.decision = Some(DecisionRecord::of_matrix(&matrix, snapshot.revision()));
-        let facts = match matrix.allow {
-            // Boxed: lookups happen on allowed requests only; out of the denials' future.
-            true => {
-                let asked = Asked {
-                    action,
-                    key_id: state.key_id.as_deref(),
-                    authorization: headers.get(http::header::AUTHORIZATION),
-                };
-                Box::pin(self.sources.gather(&snapshot, &matrix, asked)).await?
-            }
-            false => Facts::default(),
-        };
-        let rules = Rules {
-            snapshot: &snapshot,
-            quota: self.quota.config(),
-        };
         let asked = policy::Request {
             principal: &principal,
             action,
@@ -136,6 +120,22 @@ impl DecideStage {
             request_id: state.id_str(),
             source_ip: Some(state.peer.ip()),
             time: policy::now_unix(),
+        };
+        let facts = match matrix.allow {
+            // Boxed: lookups happen on allowed requests only; out of the denials' future.
+            true => {
+                let authorization = headers.get(http::header::AUTHORIZATION);
+                Box::pin(
+                    self.sources
+                        .gather(&snapshot, &matrix, &asked, authorization),
+                )
+                .await?
+            }
+            false => Facts::default(),
+        };
+        let rules = Rules {
+            snapshot: &snapshot,
+            quota: self.quota.config(),
         };
         // Recorded for `keygate policy replay` (secret-free; see `policy::input`).
         let mut input = self
@@ -171,7 +171,7 @@ impl DecideStage {
         action: Action,
         response: &Response,
         quota: Option<quota::Facts>,
-        snapshot: &crate::policy::AuthzSnapshot,
+        snapshot: &AuthzSnapshot,
     ) {
         let ledger = self.quota.ledger();
         state.quota_hold = match (action, quota) {
