@@ -366,7 +366,7 @@ struct Writer {
 /// load that ping-pong cost more than the fsyncs (measured at 256 connections: the event-fd writes
 /// and the switches they caused were about a third of keygate's CPU). Sent to a task on the
 /// runtime, a batch costs one wake-up, and the task's completions are local wakes of the worker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Completer(tokio::sync::mpsc::UnboundedSender<Vec<Completion>>);
 
 /// One waiter and what it is told.
@@ -500,19 +500,20 @@ impl Writer {
     /// Writes, fsyncs and completes one batch (draining `batch`).
     fn write_batch(&mut self, batch: &mut Vec<Message>, buf: &mut Vec<u8>) {
         if self.failed {
-            for message in batch.drain(..) {
-                match message {
+            let counters = &self.counters;
+            let refused = batch
+                .drain(..)
+                .filter_map(|message| match message {
                     Message::Event { done, .. } => {
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        if let Some(done) = done {
-                            let _ = done.send(Err(AuditError::Unhealthy));
-                        }
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        done.map(|done| Completion::Event(done, Err(AuditError::Unhealthy)))
                     }
                     Message::Flush(done) => {
-                        let _ = done.send(Err(AuditError::Unhealthy));
+                        Some(Completion::Flush(done, Err(AuditError::Unhealthy)))
                     }
-                }
-            }
+                })
+                .collect();
+            self.complete(refused);
             return;
         }
         buf.clear();
