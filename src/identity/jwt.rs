@@ -192,6 +192,9 @@ impl ClaimPath {
     }
 
     fn get<'a>(&self, claims: &'a serde_json::Map<String, Value>) -> Option<&'a Value> {
+        if let [name] = self.0.as_slice() {
+            return claims.get(name);
+        }
         // A name with dots may be a single claim (`kubernetes.io`): try the longest first.
         fn walk<'a>(
             value: &'a serde_json::Map<String, Value>,
