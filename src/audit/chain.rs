@@ -82,14 +82,22 @@ pub(crate) fn hash_line(line: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, line).as_ref())
 }
 
+/// `sequence` as [`SEQUENCE_DIGITS`] zero-padded decimal digits (`u64::MAX` has 20).
+fn sequence_digits(mut sequence: u64) -> [u8; SEQUENCE_DIGITS] {
+    let mut digits = [b'0'; SEQUENCE_DIGITS];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (sequence % 10) as u8;
+        sequence /= 10;
+    }
+    digits
+}
+
 /// Appends the chained line for `event` (an encoded JSON object with at least one member) to
 /// `out`, including the trailing `\n`. Returns the line's length without the `\n`.
 pub(crate) fn push_chained_line(out: &mut Vec<u8>, event: &[u8], head: &ChainHead) -> usize {
     let start = out.len();
     out.extend_from_slice(PREFIX_SEQUENCE);
-    out.extend_from_slice(
-        format!("{:0width$}", head.next_sequence, width = SEQUENCE_DIGITS).as_bytes(),
-    );
+    out.extend_from_slice(&sequence_digits(head.next_sequence));
     out.extend_from_slice(PREFIX_PREV_HASH);
     out.extend_from_slice(head.prev_hash.as_bytes());
     out.extend_from_slice(PREFIX_END);

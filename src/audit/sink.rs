@@ -17,7 +17,7 @@ pub mod webhook;
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -32,6 +32,12 @@ pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 // === impl EncodedEvent ===
 
+/// The size of the largest event encoded so far: the capacity the next one starts with.
+static ENCODE_HINT: AtomicUsize = AtomicUsize::new(1024);
+
+/// Bound on [`ENCODE_HINT`]: one huge event does not make every later buffer huge.
+const MAX_ENCODE_HINT: usize = 16 * 1024;
+
 /// One audit event as a scrubbed JSON object (no trailing newline). Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedEvent {
@@ -42,7 +48,16 @@ pub struct EncodedEvent {
 impl EncodedEvent {
     /// Serializes `event` and masks anything credential-shaped in it.
     pub fn new(event: &AuditEvent) -> Result<Self, AuditError> {
-        let json = serde_json::to_string(event).map_err(|e| AuditError::Encode {
+        // Encoded into a buffer the size of the largest event so far, not one grown from 128
+        // bytes by doubling (a create's records are 1–3 KB: four or five copies each).
+        let mut buf = Vec::with_capacity(ENCODE_HINT.load(Ordering::Relaxed));
+        serde_json::to_writer(&mut buf, event).map_err(|e| AuditError::Encode {
+            reason: e.to_string(),
+        })?;
+        if buf.len() > ENCODE_HINT.load(Ordering::Relaxed) {
+            ENCODE_HINT.store(buf.len().min(MAX_ENCODE_HINT), Ordering::Relaxed);
+        }
+        let json = String::from_utf8(buf).map_err(|e| AuditError::Encode {
             reason: e.to_string(),
         })?;
         Ok(match redact_text(&json) {

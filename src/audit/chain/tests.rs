@@ -29,6 +29,25 @@ fn broken_at(report: VerifyReport) -> u64 {
 }
 
 #[test]
+fn sequence_digits_are_twenty_zero_padded_decimal_digits() {
+    for n in [
+        0,
+        1,
+        9,
+        10,
+        4_294_967_296,
+        10_000_000_000_000_000_000,
+        u64::MAX,
+    ] {
+        assert_eq!(
+            sequence_digits(n).as_slice(),
+            format!("{n:020}").as_bytes(),
+            "{n}"
+        );
+    }
+}
+
+#[test]
 fn chained_line_carries_sequence_and_previous_hash_first() {
     let event = encode(&sample_event(1));
     let head = ChainHead {
