@@ -518,6 +518,30 @@ impl ExternalSources {
         Ok(Arc::new(principal))
     }
 
+    /// An identity from the cache (or just verified) as it stands now: one admitted only by its
+    /// keygate-side role bindings is refused once it no longer holds any, without waiting for its
+    /// cache entry to expire (the bindings reload with the policy set; a mapping does not).
+    fn still_admitted(
+        &self,
+        (principal, lookup): (Arc<Principal>, Lookup),
+    ) -> Result<(Arc<Principal>, Lookup), IdentityError> {
+        if principal.is_confluent() {
+            return Ok((principal, lookup));
+        }
+        match (principal.external(), &self.bound) {
+            (Some(external), Some(bound)) if (bound.0)(external) => Ok((principal, lookup)),
+            (Some(external), _) => Err(unmapped(
+                external,
+                external.source != model::ExternalSource::Mtls,
+            )),
+            (None, _) => Err(IdentityError::Unmapped {
+                external: principal.id().chars().take(64).collect(),
+                via: "no recorded source".into(),
+                bearer: false,
+            }),
+        }
+    }
+
     async fn verify_jwt(&self, index: usize, token: &str) -> Result<Arc<Principal>, IdentityError> {
         let issuer =
             self.issuers
@@ -767,7 +791,7 @@ impl Authenticator {
         if let Some(token) = bearer_token(headers)? {
             if let Some(external) = &self.external {
                 if let Some(principal) = self.cache.peek(token.as_bytes()) {
-                    return Ok((principal, Lookup::Hit));
+                    return external.still_admitted((principal, Lookup::Hit));
                 }
                 if let Some(index) = external.issuers.find_index(token) {
                     return self
@@ -783,10 +807,11 @@ impl Authenticator {
                             },
                             || external.verify_jwt(index, token),
                         )
-                        .await;
+                        .await
+                        .and_then(|found| external.still_admitted(found));
                 }
                 if let Some(principal) = external.oauth.as_ref().and_then(|o| o.get(token)) {
-                    return Ok((principal, Lookup::Hit));
+                    return external.still_admitted((principal, Lookup::Hit));
                 }
             }
             return self.authenticate_session(headers, token).await;
@@ -800,7 +825,8 @@ impl Authenticator {
                     .get_or_resolve(cert.0.as_ref(), || async {
                         external.verify_certificate(cert)
                     })
-                    .await;
+                    .await
+                    .and_then(|found| external.still_admitted(found));
             }
         }
         let mut scratch = String::new();

@@ -219,3 +219,60 @@ async fn a_mapped_identity_combines_its_confluent_and_keygate_side_bindings() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn removing_the_binding_refuses_a_cached_identity_at_the_next_request() {
+    let sim = Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ec = Minter::es256("ec-1").unwrap();
+    let jwks = jwks_file(dir.path(), &[&ec]);
+    let (gw, _) = start(
+        &sim,
+        dir.path(),
+        &format!("jwks_file = {jwks:?}\nbroker = true"),
+        &binding(
+            "External:ci@payments",
+            Some(ISS),
+            "ResourceOwner",
+            "/service-account=sa-orders",
+        ),
+        "",
+    )
+    .await;
+    let token = ec.sign(&claims("ci@payments"));
+    let authorization = bearer(&token);
+    let read = |id: &'static str| send(&gw, "GET", "/org/v2/environments", &authorization, "", id);
+
+    // Admitted by its binding: the brokered read goes upstream; the second is served from the
+    // identity cache.
+    for id in ["bound", "bound-cached"] {
+        let r = read(id).await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    }
+    let hits = r#"keygate_identity_resolutions_total{result="hit"}"#;
+    assert_eq!(governed::metric(gw.admin_addr(), hits).await, 1.0);
+    let forwarded = sim.received("/org/v2/environments").len();
+
+    // The binding goes (another identity's stays) and the policy set reloads.
+    std::fs::write(
+        dir.path().join("external-bindings.toml"),
+        binding(
+            "External:someone-else",
+            None,
+            "ResourceOwner",
+            "/service-account=sa-orders",
+        ),
+    )
+    .unwrap();
+    gw.reload().await.unwrap();
+
+    // The same token, still cached, no longer reaches Confluent with keygate's credential.
+    let r = read("unbound").await;
+    assert_eq!(r.status, 401, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(detail(&r).contains("not mapped"), "{:?}", r.body);
+    assert_eq!(sim.received("/org/v2/environments").len(), forwarded);
+    let body = governed::create_body("sa-orders", Some("lkc-prod01"));
+    let r = send(&gw, "POST", API_KEYS, &bearer(&token), &body, "create").await;
+    assert!(detail(&r).contains("not mapped"), "{:?}", r.body);
+    assert!(sim.received(API_KEYS).is_empty());
+}
