@@ -86,8 +86,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// The principal to act as (`u-…`, `sa-…`, `pool-…`).
-        #[arg(long = "as")]
-        principal: String,
+        #[arg(
+            long = "as",
+            required_unless_present = "external",
+            conflicts_with = "external"
+        )]
+        principal: Option<String>,
+        /// A company identity instead (a JWT's principal or a certificate's), resolved as the
+        /// identity stage would: its `[[identity.map]]` entry, else its keygate-side bindings.
+        #[arg(long)]
+        external: Option<String>,
+        /// The issuer of `--external` (a configured JWT issuer's URL, or `mtls`); needed when
+        /// the config has more than one source.
+        #[arg(long, requires = "external")]
+        issuer: Option<String>,
         /// A group of the principal (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
@@ -275,6 +287,8 @@ pub fn main() -> ExitCode {
         Command::Explain {
             config,
             principal,
+            external,
+            issuer,
             groups,
             method,
             path,
@@ -304,7 +318,13 @@ pub fn main() -> ExitCode {
             };
             crate::tools::explain(crate::tools::ExplainRequest {
                 config: &config,
-                principal: &principal,
+                who: match (&principal, &external) {
+                    (Some(principal), _) => crate::tools::Who::Confluent(principal),
+                    (None, external) => crate::tools::Who::External {
+                        id: external.as_deref().unwrap_or_default(),
+                        issuer: issuer.as_deref(),
+                    },
+                },
                 groups,
                 method: &method,
                 path: &path,

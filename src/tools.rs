@@ -15,7 +15,7 @@ pub mod replay;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub use explain::{explain, ExplainRequest};
+pub use explain::{explain, ExplainRequest, Who};
 pub use preflight::{preflight, Problem};
 pub use replay::{diff, replay, DiffOptions, ReplayOptions};
 

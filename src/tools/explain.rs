@@ -31,8 +31,8 @@ const ERROR: u8 = 2;
 pub struct ExplainRequest<'a> {
     /// The config file (authorization data and policies come from it).
     pub config: &'a Path,
-    /// The principal to act as (`u-…`, `sa-…`, `pool-…`).
-    pub principal: &'a str,
+    /// Who asks.
+    pub who: Who<'a>,
     /// Groups the identity stage would supply.
     pub groups: Vec<String>,
     /// HTTP method.
@@ -49,6 +49,20 @@ pub struct ExplainRequest<'a> {
     pub owner_key_count: Option<u64>,
     /// Print JSON instead of text.
     pub json: bool,
+}
+
+/// Who a hypothetical request comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Who<'a> {
+    /// A Confluent principal (`u-…`, `sa-…`, `pool-…`).
+    Confluent(&'a str),
+    /// A company identity: the principal a JWT issuer's claims or a client certificate yield.
+    External {
+        /// Its id (`ci@payments`).
+        id: &'a str,
+        /// The JWT issuer's URL, or `mtls`; `None` when the config has one source only.
+        issuer: Option<&'a str>,
+    },
 }
 
 /// Why explain could not decide: printed as one line, exit 2.
@@ -88,18 +102,26 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
         Ok(body) => body,
         Err(err) => return error(format!("invalid request: {err}")),
     };
-    let principal = match Principal::new(
-        request.principal,
-        AuthMethod::Directory {
-            key_id: "explain".into(),
-        },
-    ) {
-        Ok(p) => p.with_groups(request.groups.clone()),
-        Err(err) => return error(format!("invalid principal: {err}")),
-    };
     let snapshot = match snapshot(&config, &request) {
         Ok(snapshot) => snapshot,
         Err(message) => return error(message),
+    };
+    let principal = match request.who {
+        Who::Confluent(id) => match Principal::new(
+            id,
+            AuthMethod::Directory {
+                key_id: "explain".into(),
+            },
+        ) {
+            Ok(p) => p.with_groups(request.groups.clone()),
+            Err(err) => return error(format!("invalid principal: {err}")),
+        },
+        Who::External { id, issuer } => {
+            match external_principal(&config, &snapshot, id, issuer, &request.groups) {
+                Ok(p) => p,
+                Err(message) => return error(message),
+            }
+        }
     };
     let spec = match &body {
         GovernedBody::Create(spec) => Some(spec),
@@ -157,6 +179,7 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
         let json = serde_json::json!({
             "action": route.action.as_str(),
             "principal": principal.id(),
+            "caller": principal.describe(),
             "matrix": {
                 "allow": decision.allow,
                 "rule": decision.rule,
@@ -168,7 +191,12 @@ pub fn explain(request: ExplainRequest<'_>) -> ExitCode {
         });
         println!("{json:#}");
     } else {
-        println!("{} {} as {}", route.action, request.path, principal.id());
+        println!(
+            "{} {} as {}",
+            route.action,
+            request.path,
+            principal.describe()
+        );
         println!(
             "matrix: {} ({}): {}",
             if decision.allow { "ALLOW" } else { "DENY" },
@@ -227,6 +255,83 @@ fn snapshot(config: &Config, request: &ExplainRequest<'_>) -> Result<AuthzSnapsh
         std::time::Instant::now(),
     )
     .with_org(files.org)
+    .with_external_bindings(files.external_bindings)
     .with_revision(files.revision)
     .with_parts(files.parts))
+}
+
+/// The principal a company identity acts as, resolved as the identity stage resolves a verified
+/// one: its `[[identity.map]]` entry names a Confluent principal; without one, a brokered source's
+/// identity that holds keygate-side role bindings acts with those alone; anything else is
+/// refused with the identity stage's reason.
+fn external_principal(
+    config: &Config,
+    snapshot: &AuthzSnapshot,
+    id: &str,
+    issuer: Option<&str>,
+    groups: &[String],
+) -> Result<crate::model::Principal, String> {
+    use crate::identity::map::{ExternalMap, MTLS_ISSUER};
+    use crate::model::{AuthMethod, External, ExternalSource, Principal};
+
+    let identity = &config.identity;
+    let issuer = match issuer {
+        Some(issuer) => issuer,
+        None => match (identity.jwt.as_slice(), &identity.mtls) {
+            ([only], None) => only.issuer.as_str(),
+            ([], Some(_)) => MTLS_ISSUER,
+            ([], None) => {
+                return Err("the config has no company identity source (`[[identity.jwt]]` or `[identity.mtls]`)".into())
+            }
+            _ => {
+                return Err("the config has more than one company identity source: name it with `--issuer URL` (or `--issuer mtls`)".into())
+            }
+        },
+    };
+    let (source, brokered, auth) = if issuer == MTLS_ISSUER {
+        let mtls = identity
+            .mtls
+            .as_ref()
+            .ok_or("`--issuer mtls`, but the config has no `[identity.mtls]`")?;
+        let auth = AuthMethod::Mtls {
+            subject: id.to_owned(),
+        };
+        (ExternalSource::Mtls, mtls.broker, auth)
+    } else {
+        let jwt = identity
+            .jwt
+            .iter()
+            .find(|i| i.issuer == issuer)
+            .ok_or_else(|| format!("`{issuer}` is not one of the config's JWT issuers"))?;
+        let auth = AuthMethod::Jwt {
+            issuer: issuer.to_owned(),
+        };
+        (ExternalSource::Jwt, jwt.broker, auth)
+    };
+    let external = External {
+        id: id.to_owned(),
+        source,
+        issuer: issuer.to_owned(),
+        groups: groups.to_vec(),
+        // Explain never calls upstream: which credential would is not its question.
+        broker_key_id: brokered.then(|| "(brokered)".to_owned()),
+    };
+    let map = ExternalMap::new(identity.map.clone());
+    if let Some(mapping) = map.resolve(issuer, id, groups) {
+        return Principal::new(mapping.acting_as.clone(), auth)
+            .map(|p| p.with_external(external))
+            .map_err(|e| format!("invalid mapping: {e}"));
+    }
+    if brokered && snapshot.external_bindings().binds(&external) {
+        return Ok(Principal::external_only(external, auth));
+    }
+    Err(crate::identity::IdentityError::Unmapped {
+        external: id.chars().take(64).collect(),
+        via: match source {
+            ExternalSource::Mtls => "client certificate".into(),
+            _ => format!("issuer {issuer}"),
+        },
+        bearer: source != ExternalSource::Mtls,
+    }
+    .to_string())
 }

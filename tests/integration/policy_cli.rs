@@ -575,3 +575,95 @@ async fn the_kubernetes_config_checks_without_secrets_and_connect_tests_the_cred
         "{line}"
     );
 }
+
+#[test]
+fn explain_resolves_a_company_identity_as_the_identity_stage_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let p = cwd.join("policies");
+    let org = crate::support::ORG_ID;
+    let iss = "https://idp.example";
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let external = dir.path().join("external.toml");
+    std::fs::write(
+        &external,
+        format!(
+            "[[role_bindings]]\nprincipal = \"External:deploy@orders\"\nissuer = \"{iss}\"\n\
+             role_name = \"ResourceOwner\"\n\
+             crn_pattern = \"crn://confluent.cloud/organization={org}/service-account=sa-orders\"\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream.credential]\nenv = \"KEYGATE_EXPLAIN_TEST_UNREAD\"\n\
+             [authz]\norg_id = \"{org}\"\nmatrix = \"{p}/matrix.toml\"\n\
+             bindings = \"{p}/role-bindings.toml\"\ninventory = \"{p}/inventory.toml\"\n\
+             [identity]\nexternal_bindings = {external:?}\n\
+             [[identity.jwt]]\nissuer = \"{iss}\"\naudiences = [\"keygate\"]\n\
+             jwks_file = {jwks:?}\nbroker = true\n\
+             [[identity.map]]\nexternal = \"ci@payments\"\nacting_as = \"u-bob\"\n",
+            p = p.display()
+        ),
+    )
+    .unwrap();
+    let body = dir.path().join("create.json");
+    std::fs::write(
+        &body,
+        r#"{"spec":{"display_name":"orders","owner":{"id":"sa-orders"},"resource":{"id":"lkc-prod01"}}}"#,
+    )
+    .unwrap();
+    let explain_external = |id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--external",
+            id,
+            "--body",
+            body.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        keygate(&args)
+    };
+
+    // Mapped: decided as the Confluent principal it acts as, and named with both.
+    let (code, out) = explain_external("ci@payments", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("as ci@payments via issuer {iss}, acting as u-bob")),
+        "{out}"
+    );
+    assert!(out.contains("decision: ALLOW"), "{out}");
+
+    // Unmapped but brokered and bound keygate-side (the issuer named explicitly this time).
+    let (code, out) = explain_external("deploy@orders", &["--issuer", iss, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["principal"], "External:deploy@orders");
+    assert_eq!(json["decision"], "allow");
+    let why = json["matrix"]["explanation"].as_str().unwrap();
+    assert!(
+        why.contains("via keygate-side binding for deploy@orders"),
+        "{why}"
+    );
+
+    // Neither: refused with the identity stage's reason, which is not a decision (exit 2).
+    let (code, out) = explain_external("stranger@elsewhere", &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("is not mapped to a Confluent principal"),
+        "{out}"
+    );
+    let (code, out) = explain_external("ci@payments", &["--issuer", "https://other.example"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not one of the config's JWT issuers"), "{out}");
+
+    // A Confluent principal and a company identity at once is a usage error.
+    let (code, out) = explain_external("ci@payments", &["--as", "u-bob"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot be used with"), "{out}");
+}
