@@ -37,15 +37,13 @@ async fn start(
     crate::jwt::start_with_identity(sim, dir, &identity, issuer_extra, rest, &[]).await
 }
 
-#[tokio::test]
-async fn a_brokered_identity_with_only_a_keygate_side_binding_creates_for_its_service_account() {
-    let sim = Sim::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ec = Minter::es256("ec-1").unwrap();
-    let jwks = jwks_file(dir.path(), &[&ec]);
-    let (gw, audit) = start(
-        &sim,
-        dir.path(),
+/// keygate brokering the issuer whose keys `minter` holds, with `ci@payments` of that issuer
+/// bound keygate-side as ResourceOwner of sa-orders (and no mapping).
+async fn start_bound(sim: &Sim, dir: &Path, minter: &Minter) -> (keygate::Gateway, PathBuf) {
+    let jwks = jwks_file(dir, &[minter]);
+    start(
+        sim,
+        dir,
         &format!("jwks_file = {jwks:?}\nbroker = true"),
         &binding(
             "External:ci@payments",
@@ -55,7 +53,15 @@ async fn a_brokered_identity_with_only_a_keygate_side_binding_creates_for_its_se
         ),
         "",
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_brokered_identity_with_only_a_keygate_side_binding_creates_for_its_service_account() {
+    let sim = Sim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ec = Minter::es256("ec-1").unwrap();
+    let (gw, audit) = start_bound(&sim, dir.path(), &ec).await;
     let token = ec.sign(&claims("ci@payments"));
 
     let body = governed::create_body("sa-orders", Some("lkc-prod01"));
@@ -225,20 +231,7 @@ async fn removing_the_binding_refuses_a_cached_identity_at_the_next_request() {
     let sim = Sim::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ec = Minter::es256("ec-1").unwrap();
-    let jwks = jwks_file(dir.path(), &[&ec]);
-    let (gw, _) = start(
-        &sim,
-        dir.path(),
-        &format!("jwks_file = {jwks:?}\nbroker = true"),
-        &binding(
-            "External:ci@payments",
-            Some(ISS),
-            "ResourceOwner",
-            "/service-account=sa-orders",
-        ),
-        "",
-    )
-    .await;
+    let (gw, _) = start_bound(&sim, dir.path(), &ec).await;
     let token = ec.sign(&claims("ci@payments"));
     let authorization = bearer(&token);
     let read = |id: &'static str| send(&gw, "GET", "/org/v2/environments", &authorization, "", id);
