@@ -83,20 +83,32 @@ pub struct PartRevisions {
     pub bindings: String,
     /// The resource inventory.
     pub inventory: String,
+    /// The keygate-side role bindings of external principals, when configured.
+    #[serde(
+        default,
+        rename = "externalBindings",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_bindings: Option<String>,
 }
 
-/// The [`PartRevisions`] of a policy set.
+/// The short revision of one part: the first 16 hex digits of its SHA-256.
+pub fn part_revision(text: &str) -> String {
+    let digest = digest::digest(&digest::SHA256, text.as_bytes());
+    crate::id::hex(&digest.as_ref()[..8])
+}
+
+/// The [`PartRevisions`] of a policy set (without the keygate-side bindings, which
+/// [`with_external_bindings`] adds to the whole revision and the caller to the parts).
 pub fn part_revisions(inputs: &RevisionInputs<'_>) -> Arc<PartRevisions> {
-    let short = |text: &str| {
-        let digest = digest::digest(&digest::SHA256, text.as_bytes());
-        crate::id::hex(&digest.as_ref()[..8])
-    };
+    let short = part_revision;
     let or = |text: Option<&str>, absent: &str| text.map_or_else(|| absent.to_owned(), short);
     Arc::new(PartRevisions {
         matrix: short(inputs.matrix),
         policies: or(inputs.org, "none"),
         bindings: or(inputs.bindings, "upstream"),
         inventory: or(inputs.inventory, "upstream"),
+        external_bindings: None,
     })
 }
 

@@ -399,9 +399,11 @@ impl AuthzRuntime {
             org: org.as_ref().map(|o| o.digest()),
             rate_limits,
         };
-        let (mut revision, parts) = (revision(&inputs), part_revisions(&inputs));
+        let (mut revision, mut parts) = (revision(&inputs), part_revisions(&inputs));
         if let Some((_, text)) = &external_text {
             revision = super::revision::with_external_bindings(&revision, text);
+            Arc::make_mut(&mut parts).external_bindings =
+                Some(super::revision::part_revision(text));
         }
         Ok(FileData {
             matrix,

@@ -85,6 +85,18 @@ async fn a_brokered_identity_with_only_a_keygate_side_binding_creates_for_its_se
     assert_eq!(principal["external"]["id"], "ci@payments");
     assert_eq!(principal["external"]["issuer"], ISS);
     assert!(principal["external"]["actingAs"].is_null(), "{principal}");
+    // Which keygate-side bindings decided is recorded beside the other parts' revisions: the
+    // first 16 hex digits of the file's SHA-256.
+    let file = std::fs::read(dir.path().join("external-bindings.toml")).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &file);
+    let expected: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        records[0]["decisionInput"]["revisions"]["externalBindings"],
+        expected.as_str()
+    );
     let text = std::fs::read_to_string(&audit).unwrap();
     assert!(
         text.contains("via keygate-side binding for ci@payments"),
