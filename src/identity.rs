@@ -470,52 +470,24 @@ impl ExternalSources {
             || self.mtls.as_ref().is_some_and(|m| m.key.is_some())
     }
 
-    /// The principal of a verified external identity: the Confluent principal its mapping names,
-    /// else — only when brokered and holding keygate-side role bindings — the external identity
-    /// alone, with no Confluent principal; else refused. `default_key` is the source's brokered
-    /// credential (`None`: not brokered).
+    /// The principal of a verified external identity (see [`resolve_external`]). `default_key` is
+    /// the source's brokered credential (`None`: not brokered); a mapping with its own credential
+    /// uses that instead.
     fn map(
         &self,
         external: model::External,
         auth: model::AuthMethod,
-        map_issuer: &str,
         default_key: Option<&String>,
     ) -> Result<Arc<Principal>, IdentityError> {
-        let bearer = external.source != model::ExternalSource::Mtls;
-        let Some((index, mapping)) = self
-            .map
-            .resolve(map_issuer, &external.id, &external.groups)
-            .and_then(|m| {
-                let index = self.map.entries().iter().position(|e| std::ptr::eq(e, m))?;
-                Some((index, m))
+        let broker_key = |mapping: Option<usize>| {
+            default_key.map(|default| {
+                mapping
+                    .and_then(|i| self.mapping_keys.get(i).cloned().flatten())
+                    .unwrap_or_else(|| default.clone())
             })
-        else {
-            if let (Some(key), Some(bound)) = (default_key, &self.bound) {
-                let external = model::External {
-                    broker_key_id: Some(key.clone()),
-                    ..external
-                };
-                if (bound.0)(&external) {
-                    return Ok(Arc::new(Principal::external_only(external, auth)));
-                }
-                return Err(unmapped(&external, bearer));
-            }
-            return Err(unmapped(&external, bearer));
         };
-        let broker_key_id = default_key.map(|default| {
-            self.mapping_keys
-                .get(index)
-                .cloned()
-                .flatten()
-                .unwrap_or_else(|| default.clone())
-        });
-        let principal = Principal::new(mapping.acting_as.clone(), auth)
-            .map_err(|_| IdentityError::Certificate)?
-            .with_external(model::External {
-                broker_key_id,
-                ..external
-            });
-        Ok(Arc::new(principal))
+        let bound = |e: &model::External| self.bound.as_ref().is_some_and(|b| (b.0)(e));
+        resolve_external(&self.map, external, auth, broker_key, bound).map(Arc::new)
     }
 
     /// An identity from the cache (or just verified) as it stands now: one admitted only by its
@@ -559,10 +531,7 @@ impl ExternalSources {
                 groups: verified.groups,
                 broker_key_id: None,
             },
-            model::AuthMethod::Jwt {
-                issuer: name.clone(),
-            },
-            &name,
+            model::AuthMethod::Jwt { issuer: name },
             self.issuer_keys.get(index).and_then(Option::as_ref),
         )
     }
@@ -584,9 +553,52 @@ impl ExternalSources {
             model::AuthMethod::Mtls {
                 subject: id.subject,
             },
-            map::MTLS_ISSUER,
             source.key.as_ref(),
         )
+    }
+}
+
+/// Who a verified external identity acts as (also what `keygate explain --external` decides
+/// with): the Confluent principal its `[[identity.map]]` entry names; else — only when brokered
+/// and holding keygate-side role bindings (`bound`) — the external identity alone, with no
+/// Confluent principal; else refused. `broker_key` gives the key id of the upstream credential
+/// for the mapping found (by its index; `None` for none), or `None` when the source is not
+/// brokered.
+pub fn resolve_external(
+    map: &map::ExternalMap,
+    external: model::External,
+    auth: model::AuthMethod,
+    broker_key: impl FnOnce(Option<usize>) -> Option<String>,
+    bound: impl FnOnce(&model::External) -> bool,
+) -> Result<Principal, IdentityError> {
+    let bearer = external.source != model::ExternalSource::Mtls;
+    let mapped = map
+        .resolve(external.issuer_label(), &external.id, &external.groups)
+        .and_then(|m| Some((map.entries().iter().position(|e| std::ptr::eq(e, m))?, m)));
+    match mapped {
+        Some((index, mapping)) => {
+            let external = model::External {
+                broker_key_id: broker_key(Some(index)),
+                ..external
+            };
+            Ok(Principal::new(mapping.acting_as.clone(), auth)
+                .map_err(|_| IdentityError::Certificate)?
+                .with_external(external))
+        }
+        None => match broker_key(None) {
+            Some(key) => {
+                let external = model::External {
+                    broker_key_id: Some(key),
+                    ..external
+                };
+                if bound(&external) {
+                    Ok(Principal::external_only(external, auth))
+                } else {
+                    Err(unmapped(&external, bearer))
+                }
+            }
+            None => Err(unmapped(&external, bearer)),
+        },
     }
 }
 

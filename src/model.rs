@@ -14,11 +14,11 @@ mod target;
 use serde::Serialize;
 
 pub use action::{Action, CreateSpec, ResourceSpec, UpdateSpec};
-pub use principal::EXTERNAL_ID_PREFIX;
 pub(crate) use principal::GROUP_PREFIX;
 pub use principal::{
     AuthMethod, External, ExternalSource, Principal, PrincipalError, PrincipalKind,
 };
+pub use principal::{EXTERNAL_ID_PREFIX, MTLS_ISSUER};
 pub use target::{ResourceType, Target};
 
 /// Which kind of route a request is on (a metrics label and a pipeline switch).

@@ -18,9 +18,6 @@ use crate::model::PrincipalKind;
 use crate::proxy::config::CredentialSource;
 use crate::redact::Secret;
 
-/// The issuer label of client-certificate identities in mappings.
-pub const MTLS_ISSUER: &str = "mtls";
-
 /// `[[identity.map]]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

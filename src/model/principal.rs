@@ -13,6 +13,10 @@ pub(crate) const GROUP_PREFIX: &str = "group-";
 /// The id prefix of a principal with no Confluent principal ([`Principal::external_only`]).
 pub const EXTERNAL_ID_PREFIX: &str = "External:";
 
+/// The issuer label of client-certificate identities, in `[[identity.map]]` entries and
+/// keygate-side bindings (a JWT identity's label is its issuer URL).
+pub const MTLS_ISSUER: &str = "mtls";
+
 /// Why a principal could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrincipalError {
@@ -154,6 +158,17 @@ pub struct External {
     pub groups: Vec<String>,
     /// The key id of the upstream credential keygate calls Confluent with for it, when brokered.
     pub broker_key_id: Option<String>,
+}
+
+impl External {
+    /// The label its issuer has in mappings and keygate-side bindings: the issuer URL, or
+    /// [`MTLS_ISSUER`] for a client certificate (whatever its CA is called).
+    pub fn issuer_label(&self) -> &str {
+        match self.source {
+            ExternalSource::Mtls => MTLS_ISSUER,
+            ExternalSource::Jwt | ExternalSource::OAuth => &self.issuer,
+        }
+    }
 }
 
 /// The Confluent identity a request acts as.

@@ -197,18 +197,7 @@ impl BindingIndexBuilder {
             .ok_or_else(|| BindingsError::Principal {
                 principal: principal.chars().take(64).collect(),
             })?;
-        if role_name.is_empty() || !role_name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(BindingsError::RoleName {
-                role: role_name.chars().take(64).collect(),
-            });
-        }
-        let pattern = CrnPattern::parse(crn_pattern)?;
-        if pattern.org_id() != self.org.as_str() {
-            return Err(BindingsError::ForeignOrganization {
-                crn: crn_pattern.to_owned(),
-                org: self.org.to_string(),
-            });
-        }
+        let pattern = role_and_pattern(role_name, crn_pattern, &self.org)?;
         let role = match self.roles.get(role_name) {
             Some(role) => role.clone(),
             None => {
@@ -243,6 +232,28 @@ impl BindingIndexBuilder {
             skipped: self.skipped,
         }
     }
+}
+
+/// The part of a binding every bindings file (Confluent's, keygate-side) checks alike: the role
+/// name is letters and digits, and the CRN pattern parses and belongs to `org`.
+pub(crate) fn role_and_pattern(
+    role_name: &str,
+    crn_pattern: &str,
+    org: &OrgId,
+) -> Result<CrnPattern, BindingsError> {
+    if role_name.is_empty() || !role_name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(BindingsError::RoleName {
+            role: role_name.chars().take(64).collect(),
+        });
+    }
+    let pattern = CrnPattern::parse(crn_pattern)?;
+    if pattern.org_id() != org.as_str() {
+        return Err(BindingsError::ForeignOrganization {
+            crn: crn_pattern.chars().take(256).collect(),
+            org: org.to_string(),
+        });
+    }
+    Ok(pattern)
 }
 
 fn is_binding_id(id: &str) -> bool {

@@ -21,17 +21,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::bindings::RoleBinding;
-use super::crn::{CrnError, CrnPattern, OrgId};
+use super::bindings::{role_and_pattern, BindingsError, RoleBinding};
+use super::crn::OrgId;
 use super::matrix::Matrix;
-use crate::model::{External, ExternalSource};
+use crate::model::{External, EXTERNAL_ID_PREFIX};
 
-/// The principal prefix of an external principal's binding.
-pub const EXTERNAL_PREFIX: &str = "External:";
 /// The principal prefix of an external group's binding.
 pub const EXTERNAL_GROUP_PREFIX: &str = "ExternalGroup:";
-/// The issuer label of client-certificate identities (as in `[[identity.map]]`).
-pub const MTLS_ISSUER: &str = "mtls";
 
 /// Longest external principal or group name accepted.
 const MAX_NAME_LEN: usize = 255;
@@ -51,17 +47,9 @@ pub enum ExternalBindingsError {
     /// A role the creation matrix does not know.
     #[error("role `{0}` is not a role of the creation matrix (`authz.matrix`)")]
     Role(String),
-    /// The CRN pattern does not parse.
+    /// The role name or the CRN pattern is invalid as in any bindings file.
     #[error(transparent)]
-    Crn(#[from] CrnError),
-    /// The CRN pattern belongs to another organisation.
-    #[error("crn `{crn}`: organization is not the configured `{org}`")]
-    ForeignOrganization {
-        /// The pattern.
-        crn: String,
-        /// The configured organisation.
-        org: String,
-    },
+    Binding(#[from] BindingsError),
     /// One entry is invalid.
     #[error("role_bindings[{index}]: {source}")]
     Entry {
@@ -86,7 +74,7 @@ impl Holder<'_> {
     /// The binding principal as written in the file (`External:ci@payments`).
     pub fn label(&self) -> String {
         match self {
-            Holder::Principal(id) => format!("{EXTERNAL_PREFIX}{id}"),
+            Holder::Principal(id) => format!("{EXTERNAL_ID_PREFIX}{id}"),
             Holder::Group(g) => format!("{EXTERNAL_GROUP_PREFIX}{g}"),
         }
     }
@@ -96,7 +84,7 @@ impl Holder<'_> {
         if let Some(g) = label.strip_prefix(EXTERNAL_GROUP_PREFIX) {
             return valid_name(g).then_some(Holder::Group(g));
         }
-        let id = label.strip_prefix(EXTERNAL_PREFIX)?;
+        let id = label.strip_prefix(EXTERNAL_ID_PREFIX)?;
         valid_name(id).then_some(Holder::Principal(id))
     }
 }
@@ -123,15 +111,6 @@ pub struct ExternalBindings {
     principals: HashMap<Box<str>, Vec<Scoped>>,
     groups: HashMap<Box<str>, Vec<Scoped>>,
     len: usize,
-}
-
-/// The label an external identity's issuer has in bindings and mappings: the issuer URL, or
-/// `mtls` for a client certificate.
-pub fn issuer_label(external: &External) -> &str {
-    match external.source {
-        ExternalSource::Mtls => MTLS_ISSUER,
-        ExternalSource::Jwt | ExternalSource::OAuth => &external.issuer,
-    }
 }
 
 impl ExternalBindings {
@@ -193,18 +172,11 @@ impl ExternalBindings {
         if issuer.is_some_and(str::is_empty) {
             return Err(ExternalBindingsError::Issuer);
         }
-        let known = matrix.is_none_or(|m| m.role(role_name).is_some());
-        if role_name.is_empty() || !role_name.bytes().all(|b| b.is_ascii_alphanumeric()) || !known {
+        let pattern = role_and_pattern(role_name, crn_pattern, org)?;
+        if matrix.is_some_and(|m| m.role(role_name).is_none()) {
             return Err(ExternalBindingsError::Role(
                 role_name.chars().take(64).collect(),
             ));
-        }
-        let pattern = CrnPattern::parse(crn_pattern)?;
-        if pattern.org_id() != org.as_str() {
-            return Err(ExternalBindingsError::ForeignOrganization {
-                crn: crn_pattern.chars().take(256).collect(),
-                org: org.to_string(),
-            });
         }
         let scoped = Scoped {
             issuer: issuer.map(Box::from),
@@ -250,7 +222,7 @@ impl ExternalBindings {
         &'s self,
         external: &'s External,
     ) -> impl Iterator<Item = (Holder<'s>, Option<&'s str>, &'s RoleBinding)> + 's {
-        self.of(issuer_label(external), &external.id, &external.groups)
+        self.of(external.issuer_label(), &external.id, &external.groups)
     }
 
     /// Whether any binding applies to `external`.
@@ -272,6 +244,7 @@ impl ExternalBindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ExternalSource;
 
     const ORG: &str = "0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4";
 

@@ -498,7 +498,7 @@ impl DecisionInput {
         let mut bindings = BindingIndexBuilder::new(org.clone());
         let mut external = ExternalBindings::default();
         for b in &self.bindings {
-            if b.principal.starts_with(super::external::EXTERNAL_PREFIX)
+            if b.principal.starts_with(crate::model::EXTERNAL_ID_PREFIX)
                 || b.principal
                     .starts_with(super::external::EXTERNAL_GROUP_PREFIX)
             {

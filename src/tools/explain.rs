@@ -271,8 +271,8 @@ fn external_principal(
     issuer: Option<&str>,
     groups: &[String],
 ) -> Result<crate::model::Principal, String> {
-    use crate::identity::map::{ExternalMap, MTLS_ISSUER};
-    use crate::model::{AuthMethod, External, ExternalSource, Principal};
+    use crate::identity::map::ExternalMap;
+    use crate::model::{AuthMethod, External, ExternalSource, MTLS_ISSUER};
 
     let identity = &config.identity;
     let issuer = match issuer {
@@ -313,25 +313,15 @@ fn external_principal(
         source,
         issuer: issuer.to_owned(),
         groups: groups.to_vec(),
-        // Explain never calls upstream: which credential would is not its question.
-        broker_key_id: brokered.then(|| "(brokered)".to_owned()),
+        broker_key_id: None,
     };
-    let map = ExternalMap::new(identity.map.clone());
-    if let Some(mapping) = map.resolve(issuer, id, groups) {
-        return Principal::new(mapping.acting_as.clone(), auth)
-            .map(|p| p.with_external(external))
-            .map_err(|e| format!("invalid mapping: {e}"));
-    }
-    if brokered && snapshot.external_bindings().binds(&external) {
-        return Ok(Principal::external_only(external, auth));
-    }
-    Err(crate::identity::IdentityError::Unmapped {
-        external: id.chars().take(64).collect(),
-        via: match source {
-            ExternalSource::Mtls => "client certificate".into(),
-            _ => format!("issuer {issuer}"),
-        },
-        bearer: source != ExternalSource::Mtls,
-    }
-    .to_string())
+    crate::identity::resolve_external(
+        &ExternalMap::new(identity.map.clone()),
+        external,
+        auth,
+        // Explain never calls upstream: which credential would is not its question.
+        |_| brokered.then(|| "(brokered)".to_owned()),
+        |external| snapshot.external_bindings().binds(external),
+    )
+    .map_err(|e| e.to_string())
 }
