@@ -240,7 +240,12 @@ async fn hundred_reloads_under_load_fail_no_request_and_decide_by_one_revision()
         }
     }
     assert!(total > 0);
-    drop(gw);
+    // The file is async: shut down, which flushes it, before reading it whole.
+    gw.shutdown();
+    Arc::try_unwrap(gw)
+        .unwrap_or_else(|_| panic!("the gateway is still shared"))
+        .wait()
+        .await;
 
     // Every decision was made by exactly one of the two revisions, with that revision's outcome.
     let text = std::fs::read_to_string(&audit).unwrap();
