@@ -134,19 +134,31 @@ impl Holder<'_> {
     }
 }
 
-impl fmt::Display for Holder<'_> {
-    /// How an explanation names a binding that is not the caller's own ("" when it is).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Holder<'_> {
+    /// How an explanation names a binding that is not the caller's own ("through group g");
+    /// nothing for the caller's own.
+    fn phrase(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Holder::Caller(_) => Ok(()),
-            Holder::Group(g) => write!(f, " through group {g}"),
+            Holder::Group(g) => write!(f, "through group {g}"),
             Holder::External(external::Holder::Principal(id), _) => {
-                write!(f, " via keygate-side binding for {id}")
+                write!(f, "via keygate-side binding for {id}")
             }
             Holder::External(external::Holder::Group(g), _) => {
-                write!(f, " via keygate-side binding for group {g}")
+                write!(f, "via keygate-side binding for group {g}")
             }
         }
+    }
+}
+
+impl fmt::Display for Holder<'_> {
+    /// The explanation's suffix for a binding: " through group g", or "" for the caller's own.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if matches!(self, Holder::Caller(_)) {
+            return Ok(());
+        }
+        f.write_str(" ")?;
+        self.phrase(f)
     }
 }
 
@@ -696,24 +708,16 @@ impl fmt::Display for Holdings<'_> {
                 f.write_str(", ")?;
             }
             write!(f, "{} on {}", b.role(), b.pattern().scope())?;
-            if *holder != Holder::Caller(self.principal.id()) {
-                write!(f, " ({})", DisplayTrim(*holder))?;
+            if !matches!(holder, Holder::Caller(_)) {
+                f.write_str(" (")?;
+                holder.phrase(f)?;
+                f.write_str(")")?;
             }
         }
         if total > MAX_LISTED_BINDINGS {
             write!(f, " and {} more", total - MAX_LISTED_BINDINGS)?;
         }
         Ok(())
-    }
-}
-
-/// A holder's explanation suffix without its leading space ("through group g").
-struct DisplayTrim<'a>(Holder<'a>);
-
-impl fmt::Display for DisplayTrim<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.0.to_string();
-        f.write_str(text.trim_start())
     }
 }
 
