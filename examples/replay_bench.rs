@@ -30,7 +30,7 @@ use std::time::Instant;
 use keygate::audit::event::RawJson;
 use keygate::audit::{
     AuditEvent, AuditRecord, AuthMethod, DecisionInfo, DecisionResult, EncodedEvent, EventSource,
-    EventType, FileSink, FileSinkConfig, HttpInfo, PrincipalInfo, PrincipalKind, Stage,
+    EventType, FileSink, FileSinkConfig, HttpInfo, PrincipalInfo, Stage,
 };
 use keygate::config::Config;
 use keygate::model::{Action, AuthMethod as Auth, CreateSpec, Principal, ResourceSpec, UpdateSpec};
@@ -339,7 +339,9 @@ async fn write_trail(path: &Path, inputs: &[(DecisionInput, String)], events: us
         );
         record.principal = Some(PrincipalInfo {
             id: input.principal.id.clone(),
-            kind: PrincipalKind::from_id(&input.principal.id),
+            kind: keygate::model::PrincipalKind::of_id(&input.principal.id)
+                .expect("the bench's principals are Confluent ids")
+                .into(),
             authentication_method: AuthMethod::Basic,
             key_id: Some("BENCHKEY00000001".into()),
             external: None,

@@ -469,8 +469,8 @@ async fn authenticator(
     .await?
     {
         Some(external) if config.authz.external_bindings.is_some() => {
-            // Asked of the policy set in force at verification time (it reloads); the decision
-            // asks again, so a binding removed later denies even a cached identity.
+            // Asked of the policy set in force (it reloads) on every request, cached identity or
+            // not (`ExternalSources::still_admitted`); the decision asks again.
             let authz = authz.clone();
             let bound = crate::identity::BoundCheck::new(move |external| {
                 authz

@@ -425,21 +425,16 @@ pub enum PrincipalKind {
     IdentityPool,
     /// An external identity with no Confluent principal (keygate-side bindings only).
     External,
-    /// Anything else.
-    Other,
 }
 
-impl PrincipalKind {
-    /// Classifies a principal id by its prefix.
-    pub fn from_id(id: &str) -> Self {
-        if id.starts_with("u-") {
-            PrincipalKind::User
-        } else if id.starts_with("sa-") {
-            PrincipalKind::ServiceAccount
-        } else if id.starts_with("pool-") {
-            PrincipalKind::IdentityPool
-        } else {
-            PrincipalKind::Other
+impl From<crate::model::PrincipalKind> for PrincipalKind {
+    fn from(kind: crate::model::PrincipalKind) -> Self {
+        use crate::model::PrincipalKind as Kind;
+        match kind {
+            Kind::User => PrincipalKind::User,
+            Kind::ServiceAccount => PrincipalKind::ServiceAccount,
+            Kind::IdentityPool => PrincipalKind::IdentityPool,
+            Kind::External => PrincipalKind::External,
         }
     }
 }
@@ -645,7 +640,7 @@ mod tests {
         let record = AuditRecord {
             principal: Some(PrincipalInfo {
                 id: "sa-123".into(),
-                kind: PrincipalKind::from_id("sa-123"),
+                kind: PrincipalKind::ServiceAccount,
                 authentication_method: AuthMethod::Basic,
                 key_id: Some("ABCD1234567890AB".into()),
                 external: None,

@@ -29,7 +29,7 @@ pub(crate) fn sample_record(n: usize) -> AuditRecord {
     AuditRecord {
         principal: Some(PrincipalInfo {
             id: "u-abc123".into(),
-            kind: PrincipalKind::from_id("u-abc123"),
+            kind: PrincipalKind::User,
             authentication_method: AuthMethod::Basic,
             key_id: Some("ABCD1234567890AB".into()),
             external: None,

@@ -29,7 +29,8 @@ use super::revision::PartRevisions;
 use super::snapshot::AuthzSnapshot;
 use super::source::KeyFacts;
 use crate::model::{
-    Action, AuthMethod, CreateSpec, External, ExternalSource, Principal, ResourceSpec, UpdateSpec,
+    Action, AuthMethod, CreateSpec, External, ExternalSource, Principal, PrincipalKind,
+    ResourceSpec, UpdateSpec,
 };
 
 /// Format version of [`DecisionInput`].
@@ -425,12 +426,13 @@ impl DecisionInput {
                 broker_key_id: None,
             }),
         };
-        let principal = match (self.principal.kind.as_str(), external) {
-            ("External", Some(external)) => Principal::external_only(external, auth),
-            ("External", None) => {
+        let external_only = self.principal.kind == PrincipalKind::External.as_str();
+        let principal = match (external_only, external) {
+            (true, Some(external)) => Principal::external_only(external, auth),
+            (true, None) => {
                 return Err("a principal of kind `External` without its external identity".into())
             }
-            (_, external) => {
+            (false, external) => {
                 let p = Principal::new(self.principal.id.clone(), auth)
                     .map_err(|e| e.to_string())?
                     .with_groups(self.principal.groups.clone());

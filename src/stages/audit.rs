@@ -127,11 +127,7 @@ fn event(
         };
         PrincipalInfo {
             id: p.id().to_string(),
-            kind: if p.is_confluent() {
-                crate::audit::PrincipalKind::from_id(p.id())
-            } else {
-                crate::audit::PrincipalKind::External
-            },
+            kind: p.kind().into(),
             authentication_method: match p.auth() {
                 PrincipalAuth::ApiKey { .. } | PrincipalAuth::Directory { .. } => {
                     crate::audit::AuthMethod::Basic
