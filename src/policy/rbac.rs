@@ -40,7 +40,23 @@ const MAX_SHOWN_INPUT: usize = 64;
 
 /// Decides any governed action. Creates go through the matrix; list and get pass through; update
 /// and delete pass this layer (rule `matrix.passthrough`). A create without a spec is denied.
+/// An external caller's explanation names both identities ("ci@payments via issuer …, acting as
+/// sa-payments-ci: …"), wherever it is decided (the request path, explain, replay).
 pub fn decide_matrix(
+    data: &AuthzSnapshot,
+    principal: &Principal,
+    action: Action,
+    spec: Option<&CreateSpec>,
+) -> Decision {
+    let mut decision = decide_any(data, principal, action, spec);
+    if principal.external().is_some() {
+        decision.explanation = format!("{}: {}", principal.describe(), decision.explanation);
+    }
+    decision
+}
+
+/// [`decide_matrix`] before the caller is named.
+fn decide_any(
     data: &AuthzSnapshot,
     principal: &Principal,
     action: Action,

@@ -103,12 +103,7 @@ impl DecideStage {
         };
         let decided = self.authz.decide(&principal, action, spec).await;
         state.decided_by = Some(DecidedBy::Matrix);
-        let (mut matrix, snapshot) = decided.map_err(GatewayError::AuthzUnavailable)?;
-        // An external caller's explanation names both identities (the matrix decided by the
-        // Confluent principal it acts as).
-        if principal.external().is_some() {
-            matrix.explanation = format!("{}: {}", principal.describe(), matrix.explanation);
-        }
+        let (matrix, snapshot) = decided.map_err(GatewayError::AuthzUnavailable)?;
         // Recorded before the lookups, so a failed lookup still reports layer 1's decision.
         state.decision = Some(DecisionRecord::of_matrix(&matrix, snapshot.revision()));
         let asked = policy::Request {

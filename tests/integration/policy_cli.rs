@@ -638,6 +638,13 @@ fn explain_resolves_a_company_identity_as_the_identity_stage_does() {
         "{out}"
     );
     assert!(out.contains("decision: ALLOW"), "{out}");
+    // The matrix's explanation names both, as on the request path.
+    assert!(
+        out.contains(&format!(
+            "): ci@payments via issuer {iss}, acting as u-bob: "
+        )),
+        "{out}"
+    );
 
     // Unmapped but brokered and bound keygate-side (the issuer named explicitly this time).
     let (code, out) = explain_external("deploy@orders", &["--issuer", iss, "--json"]);
@@ -646,6 +653,12 @@ fn explain_resolves_a_company_identity_as_the_identity_stage_does() {
     assert_eq!(json["principal"], "External:deploy@orders");
     assert_eq!(json["decision"], "allow");
     let why = json["matrix"]["explanation"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "deploy@orders via issuer {iss}, no Confluent principal, keygate-side bindings: "
+        )),
+        "{why}"
+    );
     assert!(
         why.contains("via keygate-side binding for deploy@orders"),
         "{why}"
