@@ -307,11 +307,7 @@ async fn brokered_create_uses_keygates_credential_and_passes_the_secret_through(
     );
     // Upstream saw keygate's credential only.
     let own = sim.basic("sa-keygate");
-    let creates: Vec<_> = sim
-        .received(API_KEYS)
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect();
+    let creates = sim.creates();
     assert_eq!(creates.len(), 1);
     assert_eq!(creates[0].header_values("authorization"), [own.as_str()]);
     for seen in sim.sim.requests() {

@@ -81,6 +81,15 @@ impl Sim {
             .filter(|r| r.path_and_query.starts_with(prefix))
             .collect()
     }
+
+    /// The API-key creates (`POST /iam/v2/api-keys`) the simulator received.
+    pub fn creates(&self) -> Vec<simulator::RecordedRequest> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path_and_query == super::governed::API_KEYS)
+            .collect()
+    }
 }
 
 /// `method path` with `body` (JSON when not empty) through keygate `gw`, as the simulator's
