@@ -235,3 +235,56 @@ fn secrets_behind_percent_encoding_in_a_path_are_masked() {
         );
     }
 }
+
+/// The scan jumps between candidates (`cflt`, `b`, `B`) found by two searches; a plain
+/// byte-by-byte scan trying both matchers at every offset must mask exactly the same.
+fn redact_every_offset(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let (mut out, mut copied, mut i) = (String::new(), 0, 0);
+    while i < bytes.len() {
+        let found = cflt_secret_end(bytes, i)
+            .map(|end| (i, end))
+            .or_else(|| auth_credential(bytes, i));
+        match found {
+            Some((start, end)) => {
+                out.push_str(&s[copied..start]);
+                out.push_str(REDACTED);
+                (copied, i) = (end, end);
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+#[test]
+fn the_candidate_scan_masks_what_a_scan_of_every_offset_masks() {
+    let short_cflt = "cfltAbCd";
+    let pieces = [
+        CANARY,
+        short_cflt,
+        "Bearer tok-123",
+        "basic",
+        "u-bench01",
+        "Basic a2V5OnNlY3JldA==",
+        "bearer of news",
+        "crn://confluent.cloud/organization=o/cloud-cluster=lkc-1",
+        "\"clientAddress\":\"127.0.0.1\"",
+        "bBbB",
+        "ccflt",
+        "é",
+    ];
+    let mut texts = Vec::new();
+    for a in pieces {
+        for b in pieces {
+            for sep in ["", " ", ",", "\""] {
+                texts.push(format!("{a}{sep}{b}{sep}{CANARY}"));
+                texts.push(format!("x{sep}{a}{b}"));
+            }
+        }
+    }
+    for text in &texts {
+        assert_eq!(redact_text(text), redact_every_offset(text), "{text}");
+    }
+}
