@@ -101,10 +101,10 @@ pub fn part_revision(text: &str) -> String {
 /// The [`PartRevisions`] of a policy set (without the keygate-side bindings, which
 /// [`with_external_bindings`] adds to the whole revision and the caller to the parts).
 pub fn part_revisions(inputs: &RevisionInputs<'_>) -> Arc<PartRevisions> {
-    let short = part_revision;
-    let or = |text: Option<&str>, absent: &str| text.map_or_else(|| absent.to_owned(), short);
+    let or =
+        |text: Option<&str>, absent: &str| text.map_or_else(|| absent.to_owned(), part_revision);
     Arc::new(PartRevisions {
-        matrix: short(inputs.matrix),
+        matrix: part_revision(inputs.matrix),
         policies: or(inputs.org, "none"),
         bindings: or(inputs.bindings, "upstream"),
         inventory: or(inputs.inventory, "upstream"),
