@@ -10,8 +10,10 @@
 //! role bindings and the inventory when they come from files (when they come from the upstream,
 //! only that fact: their content changes without any reload), the organisation policies (the
 //! schema, every policy file by name and content, and the `[policy]` values — see
-//! [`super::org::OrgPolicies::digest`]) and the rate limits. File paths are not part of it: the
-//! same files give the same revision wherever they are and whichever directory keygate runs in.
+//! [`super::org::OrgPolicies::digest`]), the rate limits and, when configured, the keygate-side
+//! bindings of external principals (folded in last, so a set without them keeps its revision).
+//! File paths are not part of it: the same files give the same revision wherever they are and
+//! whichever directory keygate runs in.
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub struct RevisionInputs<'a> {
     pub org: Option<&'a str>,
     /// The rate limits ([`crate::ratelimit::RateLimitConfig::canonical`]).
     pub rate_limits: &'a str,
+    /// The keygate-side bindings file's text (`identity.external_bindings`), when configured.
+    pub external_bindings: Option<&'a str>,
 }
 
 /// The revision of a policy set (see the module doc).
@@ -55,18 +59,22 @@ pub fn revision(inputs: &RevisionInputs<'_>) -> Revision {
     part("inventory", inputs.inventory);
     part("org", inputs.org);
     part("ratelimit", Some(inputs.rate_limits));
-    Arc::new(crate::id::hex(ctx.finish().as_ref()))
+    let base = crate::id::hex(ctx.finish().as_ref());
+    Arc::new(match inputs.external_bindings {
+        Some(text) => with_external_bindings(&base, text),
+        None => base,
+    })
 }
 
-/// `revision` extended with the keygate-side bindings of external principals
-/// (`identity.external_bindings`), when configured: a set without them keeps its revision.
-pub fn with_external_bindings(revision: &str, text: &str) -> Revision {
+/// The revision of the other parts extended with the keygate-side bindings of external principals,
+/// so that a set without them keeps the revision it had before they existed.
+fn with_external_bindings(revision: &str, text: &str) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(b"keygate-policy-revision-1+external-bindings");
     ctx.update(revision.as_bytes());
     ctx.update(&(text.len() as u64).to_be_bytes());
     ctx.update(text.as_bytes());
-    Arc::new(crate::id::hex(ctx.finish().as_ref()))
+    crate::id::hex(ctx.finish().as_ref())
 }
 
 /// The revisions of each part of a policy set, as a replayable decision records them (see
@@ -93,13 +101,12 @@ pub struct PartRevisions {
 }
 
 /// The short revision of one part: the first 16 hex digits of its SHA-256.
-pub fn part_revision(text: &str) -> String {
+fn part_revision(text: &str) -> String {
     let digest = digest::digest(&digest::SHA256, text.as_bytes());
     crate::id::hex(&digest.as_ref()[..8])
 }
 
-/// The [`PartRevisions`] of a policy set (without the keygate-side bindings, which
-/// [`with_external_bindings`] adds to the whole revision and the caller to the parts).
+/// The [`PartRevisions`] of a policy set.
 pub fn part_revisions(inputs: &RevisionInputs<'_>) -> Arc<PartRevisions> {
     let or =
         |text: Option<&str>, absent: &str| text.map_or_else(|| absent.to_owned(), part_revision);
@@ -108,7 +115,7 @@ pub fn part_revisions(inputs: &RevisionInputs<'_>) -> Arc<PartRevisions> {
         policies: or(inputs.org, "none"),
         bindings: or(inputs.bindings, "upstream"),
         inventory: or(inputs.inventory, "upstream"),
-        external_bindings: None,
+        external_bindings: inputs.external_bindings.map(part_revision),
     })
 }
 
@@ -123,6 +130,7 @@ mod tests {
             inventory: None,
             org: Some("o"),
             rate_limits: "",
+            external_bindings: None,
         }
     }
 
@@ -159,6 +167,10 @@ mod tests {
                 rate_limits: "x",
                 ..inputs()
             },
+            RevisionInputs {
+                external_bindings: Some(""),
+                ..inputs()
+            },
         ];
         for other in changed {
             assert_ne!(revision(&other), base, "{other:?}");
@@ -175,5 +187,29 @@ mod tests {
             ..inputs()
         };
         assert_ne!(revision(&a), revision(&b));
+    }
+
+    #[test]
+    fn keygate_side_bindings_extend_the_revision_and_have_a_part_of_their_own() {
+        let without = inputs();
+        let with = RevisionInputs {
+            external_bindings: Some("x"),
+            ..inputs()
+        };
+        // A set without them keeps the revision it had before they existed; with them, the
+        // revision extends that one.
+        assert_eq!(
+            *revision(&with),
+            with_external_bindings(&revision(&without), "x")
+        );
+        assert_eq!(part_revisions(&without).external_bindings, None);
+        assert_eq!(
+            part_revisions(&with).external_bindings,
+            Some(part_revision("x"))
+        );
+        assert_eq!(
+            part_revisions(&with).matrix,
+            part_revisions(&without).matrix
+        );
     }
 }

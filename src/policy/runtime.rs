@@ -398,13 +398,9 @@ impl AuthzRuntime {
             inventory: inventory_text.as_deref(),
             org: org.as_ref().map(|o| o.digest()),
             rate_limits,
+            external_bindings: external_text.as_ref().map(|(_, text)| text.as_str()),
         };
-        let (mut revision, mut parts) = (revision(&inputs), part_revisions(&inputs));
-        if let Some((_, text)) = &external_text {
-            revision = super::revision::with_external_bindings(&revision, text);
-            Arc::make_mut(&mut parts).external_bindings =
-                Some(super::revision::part_revision(text));
-        }
+        let (revision, parts) = (revision(&inputs), part_revisions(&inputs));
         Ok(FileData {
             matrix,
             bindings,
