@@ -553,11 +553,7 @@ async fn known_good_client_bodies_reach_the_upstream_byte_for_byte() {
         );
         let created = response.json();
         assert_eq!(created["spec"]["owner"]["id"], "sa-orders", "{client}");
-        let posts: Vec<_> = sim
-            .received(API_KEYS)
-            .into_iter()
-            .filter(|r| r.method == "POST")
-            .collect();
+        let posts = sim.creates();
         let last = posts.last().expect("the create reached the simulator");
         assert_eq!(
             last.body.as_deref(),
